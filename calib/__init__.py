@@ -1,0 +1,1 @@
+"""INT8 calibration: representative images and explicit Q/DQ quantization."""

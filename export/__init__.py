@@ -1,0 +1,1 @@
+"""Export stage: ONNX of the 2D encoder and the TensorRT engine built on the target."""

@@ -1,0 +1,1 @@
+"""Datasets: the real benchmarks' layouts and the synthetic cross-view world."""

@@ -1,0 +1,1 @@
+"""A synthetic cross-view world: orthophoto, DSM, satellite tiles, drone views, point clouds, flights."""

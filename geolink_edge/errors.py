@@ -1,0 +1,22 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class GeolinkError(Exception):
+    """Bad input or an unusable environment, explained in one line."""
+
+
+class MissingDependency(GeolinkError):
+    """An optional library is not installed."""
+
+
+def require(module: str, hint: str) -> ModuleType:
+    """Import ``module`` or raise a one-line error that says how to get it (``hint``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(f"{module} is not available ({exc.__class__.__name__}): {hint}") from None

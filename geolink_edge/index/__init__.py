@@ -1,0 +1,1 @@
+"""The georeferenced satellite-tile index: building from map sources and searching it."""

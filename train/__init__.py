@@ -1,0 +1,1 @@
+"""Training stage: offline 3D reconstruction, the GeoLink trainer and evaluation."""
