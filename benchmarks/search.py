@@ -1,0 +1,159 @@
+"""Tile-index search speed and quality: exact vs SQ vs HNSW vs IVF-PQ(+re-rank) vs prior-gated.
+
+Clustered 4096-d descriptors (cluster centres in a low-rank subspace plus noise, L2-normalised),
+queries are perturbed database vectors (a drone view of a known tile). Each index is built, written
+to a bundle with a synthetic 20 m tile grid and loaded through ``TileIndex`` with and without mmap.
+Latency is per single query (the drone's case), recall@10 is against exact search.
+
+    python benchmarks/search.py --sizes 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from geolink_edge.index.bundle import INDEX_FAISS, Tile, write_metadata
+from geolink_edge.index.search import TileIndex
+
+DIM = 4096
+
+
+def clustered(n: int, rng: np.random.Generator, clusters: int = 500, rank: int = 256) -> np.ndarray:
+    basis = rng.standard_normal((rank, DIM), dtype=np.float32) / np.sqrt(rank)
+    centres = rng.standard_normal((clusters, rank), dtype=np.float32)
+    out = np.empty((n, DIM), np.float32)
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        latent = centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal((m, rank), dtype=np.float32)
+        out[start : start + m] = latent @ basis + 0.15 * rng.standard_normal((m, DIM), dtype=np.float32)
+    faiss.normalize_L2(out)
+    return out
+
+
+def index_types(n: int) -> dict[str, tuple[str, str]]:
+    nlist = int(4 * np.sqrt(n))
+    return {
+        "exact Flat": ("Flat", ""),
+        "SQ8": ("SQ8", ""),
+        "HNSW32": ("HNSW32,Flat", "efSearch=64"),
+        "HNSW32,SQ8": ("HNSW32,SQ8", "efSearch=64"),
+        f"IVF{nlist},PQ256+re-rank": (f"IVF{nlist},PQ256x8,RFlat", "nprobe=16,k_factor_rf=8"),
+    }
+
+
+def write_bundle(root: Path, index, xy: np.ndarray, params: str) -> None:
+    """A bundle whose tiles sit on the given xy grid (no crops: search does not read them)."""
+    root.mkdir(parents=True)
+    faiss.write_index(index, str(root / INDEX_FAISS))
+    affine = np.eye(2, 3)
+    tiles = [
+        Tile(i, None, None, (float(x), float(y)), None, ((0.0, 0.0),) * 4, 0.3, 1.0, 20.0, "grid", (0, 0, 0, 0), affine)
+        for i, (x, y) in enumerate(xy)
+    ]
+    manifest = {"crs": "local", "origin": None, "tiling": {"tile_m": 20.0, "stride_m": 20.0}, "faiss_params": params}
+    write_metadata(root, manifest, tiles)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def timed_queries(fn, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    times, ids = [], []
+    for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        ids.append(fn(i, q[None]))
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times) * 1e3, np.concatenate(ids)
+
+
+def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
+
+
+def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path) -> list[tuple]:
+    data = clustered(n, rng)
+    picks = rng.integers(0, n, n_queries)
+    queries = data[picks] + 0.02 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
+    faiss.normalize_L2(queries)
+    side = int(np.ceil(np.sqrt(n)))
+    xy = np.stack([np.arange(n) % side, np.arange(n) // side], axis=1) * 20.0  # a 20 m tile grid
+    truth = faiss.IndexFlatIP(DIM)
+    truth.add(data)
+    _, exact_ids = truth.search(queries, 10)
+    del truth
+    rows = []
+    for name, (factory, params) in index_types(n).items():
+        t0 = time.perf_counter()
+        index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(data[rng.choice(n, min(n, 50_000), replace=False)])
+        index.add(data)
+        build_s = time.perf_counter() - t0
+        root = work / f"{n}-{factory.replace(',', '_')}"
+        write_bundle(root, index, xy, params)
+        del index
+        loads = {}
+        for mmap in (False, True):
+            before = rss_mb()
+            t0 = time.perf_counter()
+            tile_index = TileIndex.load(root, mmap=mmap)
+            loads[mmap] = (time.perf_counter() - t0, rss_mb() - before)
+            if not mmap:
+                del tile_index
+        ms, found = timed_queries(lambda i, q: tile_index.search(q, 10).ids, queries)
+        size_mb = (root / "index.faiss").stat().st_size / 2**20
+        rows.append((n, name, ms, recall_at_10(found, exact_ids), size_mb, loads, build_s))
+        if factory == "Flat":
+            gated_ms, gated_found = timed_queries(
+                lambda i, q: tile_index.search_xy(q, 10, *xy[picks[i]], radius_m).ids, queries
+            )
+            gated_recall = _gated_recall(tile_index, data, queries, xy, picks, radius_m, gated_found)
+            rows.append((n, f"prior-gated r={radius_m:.0f} m", gated_ms, gated_recall, size_mb, loads, build_s))
+        del tile_index
+    return rows
+
+
+def _gated_recall(tile_index, data, queries, xy, picks, radius_m, found) -> float:
+    """Recall@10 of the gated search against exact search restricted to the same circle."""
+    truth = []
+    for q, p in zip(queries, picks):
+        ids = tile_index.ids_within(*xy[p], radius_m)
+        order = np.argsort(-(data[ids] @ q))[:10]
+        truth.append(ids[order])
+    return recall_at_10(found, truth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--radius-m", type=float, default=300.0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs, dim {DIM}")
+    header = f"{'N':>7} {'index':<28} {'median ms':>9} {'p95 ms':>8} {'R@10':>6} {'file MB':>8} {'load s':>7} {'load s mmap':>11} {'RSS MB':>7} {'RSS MB mmap':>11} {'build s':>8}"
+    print(header)
+    with tempfile.TemporaryDirectory() as work:
+        for n in args.sizes:
+            for n_, name, ms, recall, size_mb, loads, build_s in run(n, args.queries, args.radius_m, rng, Path(work)):
+                print(
+                    f"{n_:>7} {name:<28} {np.median(ms):>9.2f} {np.percentile(ms, 95):>8.2f} {recall:>6.3f} "
+                    f"{size_mb:>8.0f} {loads[False][0]:>7.2f} {loads[True][0]:>11.2f} {loads[False][1]:>7.0f} "
+                    f"{loads[True][1]:>11.0f} {build_s:>8.1f}",
+                    flush=True,
+                )
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Explicit INT8 quantization (Q/DQ) of the encoder ONNX, made on the desktop and built on the target.
+
+Only the Linear layers inside the transformer blocks are quantized (their MatMul/Gemm with a
+constant weight). Attention matmuls, LayerNorm, Softmax, GELU, residual Adds, the patch
+embedding, MixVPR and the normalisation stay in floating point: quantizing those collapses a
+ViT's accuracy. Scales are symmetric (every zero point 0) because TensorRT accepts nothing else,
+and weights are quantized per output channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolink_edge.atomic import atomic_path
+from geolink_edge.errors import GeolinkError, require
+
+METHODS = ("entropy", "percentile", "minmax")
+QUANTIZERS = ("ort", "modelopt")
+LINEAR_OPS = ("MatMul", "Gemm")
+# Node names of a traced timm ViT carry the module path: ".../blocks.3/mlp/fc1/MatMul".
+BLOCK_SCOPE = re.compile(r"(^|[/.])blocks\.\d+[/.]")
+CARD_KEY = "geolink_model_card"
+PRECISION_KEY = "geolink_precision"
+_ORT_HINT = "pip install 'geolink-edge[export]'"
+
+
+def constant_names(model) -> set[str]:
+    """Names of the graph's initializers and Constant-node outputs (the weights)."""
+    names = {init.name for init in model.graph.initializer}
+    names.update(out for node in model.graph.node if node.op_type == "Constant" for out in node.output)
+    return names
+
+
+def select_block_linears(model) -> tuple[list[str], list[str]]:
+    """Split the graph's MatMul/Gemm nodes into (transformer-block Linears, everything else).
+
+    A block Linear sits under a ``blocks.N`` scope and multiplies by a constant weight; the
+    attention matmuls (activation × activation) and the MatMul/Gemm of MixVPR fall in the second list.
+    """
+    constants = constant_names(model)
+    chosen, excluded = [], []
+    for node in model.graph.node:
+        if node.op_type not in LINEAR_OPS:
+            continue
+        has_weight = any(name in constants for name in node.input[1:2])
+        (chosen if has_weight and BLOCK_SCOPE.search(node.name) else excluded).append(node.name)
+    return chosen, excluded
+
+
+def copy_metadata(source, target, precision: str) -> None:
+    """Give ``target`` the model card of ``source`` and record its own precision."""
+    meta = {p.key: p.value for p in source.metadata_props}
+    if CARD_KEY not in meta:
+        raise GeolinkError("the source ONNX has no geolink model card (export it with geolink-edge export)")
+    meta[PRECISION_KEY] = precision
+    del target.metadata_props[:]
+    for key, value in meta.items():
+        entry = target.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _reader(batches: Iterable[np.ndarray], input_name: str):
+    quantization = require("onnxruntime.quantization", _ORT_HINT)
+
+    class _BatchReader(quantization.CalibrationDataReader):
+        """Feeds preprocessed (N, 3, H, W) batches to the calibrator, one per call."""
+
+        def __init__(self) -> None:
+            self._batches: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    return _BatchReader()
+
+
+def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: str, input_name: str) -> None:
+    q = require("onnxruntime.quantization", _ORT_HINT)
+    calibration = {
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+        "minmax": q.CalibrationMethod.MinMax,
+    }[method]
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
+        q.quantize_static(
+            str(prepared),
+            str(out),
+            _reader(batches, input_name),
+            quant_format=q.QuantFormat.QDQ,
+            activation_type=q.QuantType.QInt8,  # QUInt8 would put the symmetric zero point at 128
+            weight_type=q.QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=list(LINEAR_OPS),
+            nodes_to_quantize=nodes,
+            calibrate_method=calibration,
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "CalibTensorRangeSymmetric": True,
+                "MatMulConstBOnly": True,
+                # Q/DQ on the inputs only: the product and its bias Add stay in floating point.
+                "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS),
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # (K, N) weight: one scale per output
+            },
+        )
+
+
+def _quantize_modelopt(prepared: Path, out: Path, batches, nodes: list[str], excluded: list[str], method: str,
+                       input_name: str) -> None:
+    """NVIDIA ModelOpt's ONNX PTQ, when installed: same node selection, its own calibrator."""
+    mo = require("modelopt.onnx.quantization", "pip install nvidia-modelopt (optional INT8 path)")
+    if method == "percentile":
+        raise GeolinkError("--quantizer modelopt supports --calib-method entropy or minmax, not percentile")
+    data = np.concatenate(list(batches), axis=0).astype(np.float32)
+    mo.quantize(
+        onnx_path=str(prepared),
+        quantize_mode="int8",
+        calibration_data={input_name: data},
+        calibration_method="entropy" if method == "entropy" else "max",
+        op_types_to_quantize=list(LINEAR_OPS),
+        nodes_to_quantize=nodes,
+        nodes_to_exclude=excluded,
+        output_path=str(out),
+    )
+
+
+def zero_points(model) -> dict[str, np.ndarray]:
+    """Zero-point initializers of every Q/DQ node, by name (all must be 0 for TensorRT)."""
+    numpy_helper = require("onnx.numpy_helper", _ORT_HINT)
+    inits = {init.name: init for init in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            found[node.input[2]] = numpy_helper.to_array(inits[node.input[2]])
+    return found
+
+
+def quantized_linears(model) -> list[str]:
+    """MatMul/Gemm nodes fed by a DequantizeLinear: the ones that run in INT8 on TensorRT."""
+    from_dq = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [n.name for n in model.graph.node if n.op_type in LINEAR_OPS and any(i in from_dq for i in n.input)]
+
+
+def _infer_shapes(shape_inference, source: Path, prepared: Path) -> str:
+    """Shape-inference pre-processing so the quantizer knows every tensor's type; returns what ran.
+
+    No graph rewrites (they would rename nodes and could split LayerNorm). ORT's symbolic pass
+    rejects some Reshape patterns; ONNX's own inference alone is then enough for MatMul/Gemm inputs.
+    """
+    try:
+        shape_inference.quant_pre_process(str(source), str(prepared), skip_optimization=True)
+        return "symbolic+onnx"
+    except Exception:  # the symbolic pass raises bare assertions on shapes it cannot follow
+        shape_inference.quant_pre_process(str(source), str(prepared), skip_optimization=True,
+                                          skip_symbolic_shape=True)
+        return "onnx"
+
+
+def quantize_int8(
+    fp32_onnx: str | Path,
+    out: str | Path,
+    batches: Iterable[np.ndarray],
+    method: str = "entropy",
+    quantizer: str = "ort",
+) -> dict[str, Any]:
+    """Write the Q/DQ INT8 model of ``fp32_onnx`` to ``out``; return the calibration report's core.
+
+    ``batches`` yields preprocessed float32 (N, 3, H, W) calibration batches.
+    """
+    onnx = require("onnx", _ORT_HINT)
+    if method not in METHODS:
+        raise GeolinkError(f"unknown calibration method {method!r} (choose one of {', '.join(METHODS)})")
+    if quantizer not in QUANTIZERS:
+        raise GeolinkError(f"unknown quantizer {quantizer!r} (choose one of {', '.join(QUANTIZERS)})")
+    fp32_onnx, out = Path(fp32_onnx), Path(out)
+    source = onnx.load(str(fp32_onnx))
+    nodes, excluded = select_block_linears(source)
+    if not nodes:
+        raise GeolinkError(f"{fp32_onnx}: no MatMul/Gemm with a weight inside transformer blocks to quantize")
+    input_name = source.graph.input[0].name
+    counted: list[int] = []
+
+    def counting(it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for batch in it:
+            counted.append(len(batch))
+            yield batch
+
+    shape_inference = require("onnxruntime.quantization.shape_inference", _ORT_HINT)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="geolink-quant-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        shapes = _infer_shapes(shape_inference, fp32_onnx, prepared)
+        raw = Path(tmp) / "int8.onnx"
+        if quantizer == "ort":
+            _quantize_ort(prepared, raw, counting(batches), nodes, method, input_name)
+        else:
+            _quantize_modelopt(prepared, raw, counting(batches), nodes, excluded, method, input_name)
+        model = onnx.load(str(raw))
+    if not counted:
+        raise GeolinkError("no calibration images were given")
+    copy_metadata(source, model, "int8")
+    bad = {name: value for name, value in zero_points(model).items() if np.any(value != 0)}
+    if bad:
+        raise GeolinkError(f"quantizer produced non-zero zero points ({next(iter(bad))}); TensorRT needs symmetric")
+    with atomic_path(out) as tmp_out:
+        onnx.save(model, str(tmp_out))
+    return {
+        "quantizer": quantizer,
+        "method": method,
+        "images": int(sum(counted)),
+        "shape_inference": shapes,
+        "calibration_s": round(time.perf_counter() - start, 2),
+        "quantized_nodes": quantized_linears(model),
+        "excluded_nodes": excluded,
+        "tensors_quantized": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
+        "weights_quantized": sum(1 for n in model.graph.node if n.op_type == "DequantizeLinear")
+        - sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
+        "activation": "int8 symmetric per-tensor",
+        "weights": "int8 symmetric per-channel",
+    }

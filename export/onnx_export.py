@@ -1,0 +1,62 @@
+"""ONNX export of the 2D encoder: fixed image size, dynamic batch, model card in the metadata."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY
+
+from geolink_edge.atomic import atomic_path
+from geolink_edge.errors import GeolinkError
+from geolink_edge.models.encoder import ImageEncoder
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "descriptors"
+
+
+def export_onnx(
+    encoder: ImageEncoder, path: str | os.PathLike, opset: int = 17, precision_label: str = "fp32"
+) -> Path:
+    """Write ``encoder`` as ONNX ``images (N,3,H,W) → descriptors (N,D)`` and return the path.
+
+    Opset 17 or later keeps LayerNorm a single op (a decomposed one overflows in FP16 engines).
+    The card (with the weights hash) goes to ``metadata_props`` so every runtime can check it.
+    """
+    if opset < 17:
+        raise GeolinkError(f"ONNX opset {opset} is too old: LayerNorm needs opset >= 17")
+    card = encoder.model_card()
+    height, width = card.image_size
+    example = torch.zeros(1, 3, height, width)
+    was_training = encoder.training
+    encoder.eval()
+    with atomic_path(path) as tmp:
+        with torch.no_grad(), warnings.catch_warnings():
+            # timm's static-size asserts are constants of the traced graph, as intended.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deliberate
+            torch.onnx.export(
+                encoder,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model)
+        metadata = {ONNX_CARD_KEY: card.to_json(), ONNX_PRECISION_KEY: precision_label}
+        kept = [p for p in model.metadata_props if p.key not in metadata]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        for key, value in metadata.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp))
+    encoder.train(was_training)
+    return Path(path)

@@ -1,0 +1,43 @@
+"""``geolink-edge locate IMAGE``: one photo → one JSON position (global search, verified, PnP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def locate(
+    image: Path = typer.Argument(..., help="a nadir photo (any size)"),
+    model: Path = typer.Option(..., "--model", help="encoder: .engine, .onnx or .pt"),
+    index: Path = typer.Option(..., "--index", help="tile index bundle"),
+    intrinsics: Path | None = typer.Option(
+        None, "--intrinsics", help="camera YAML (OpenCV or ROS camera_info)"
+    ),
+    heading: float | None = typer.Option(
+        None, "--heading", help="heading of the photo's top, degrees from north"
+    ),
+    altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
+    features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
+) -> None:
+    """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
+    import json
+    import math
+
+    from geolink_edge.commands.run import positive
+    from geolink_edge.errors import GeolinkError
+    from geolink_edge.runtime.locate import LocateConf, locate_image
+    from geolink_edge.runtime.sinks import clean
+    from geolink_edge.runtime.verify import VerifyConf
+
+    positive("--altitude", altitude)
+    if heading is not None and not math.isfinite(heading):
+        raise GeolinkError(f"--heading must be a finite number of degrees, got {heading}")
+    result = locate_image(
+        image, model, index, intrinsics, heading, altitude, LocateConf(verify=VerifyConf(features=features))
+    )
+    typer.echo(json.dumps(clean(result)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(locate)

@@ -1,0 +1,115 @@
+"""The tile index bundle on disk: ``index.json``, ``index.faiss``, ``tiles.json`` and ``crops/``.
+
+Written once by the index builder (inside :func:`geolink_edge.atomic.atomic_dir`), read by the
+runtime through :class:`geolink_edge.index.search.TileIndex`. numpy + faiss + stdlib only, so the
+runtime can read it without torch or rasterio.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geolink_edge.atomic import write_json
+from geolink_edge.errors import GeolinkError
+
+BUNDLE_FORMAT = "geolink-edge/tile-index/1"
+INDEX_JSON = "index.json"
+INDEX_FAISS = "index.faiss"
+TILES_JSON = "tiles.json"
+CROPS_DIR = "crops"
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One reference tile. ``xy`` means metres in the bundle's frame (ENU about ``origin``, or local).
+
+    ``pixel_to_xy`` maps OpenCV pixel coordinates of the stored crop (integer = pixel centre) to xy:
+    ``[x, y] = pixel_to_xy @ [u, v, 1]``. Crops are north-up, so it is a scale and a shift.
+    ``corners_*`` run TL, TR, BR, BL; ``window`` is ``[col, row, width, height]`` in the source's pixels.
+    """
+
+    id: int
+    center_lat: float | None
+    center_lon: float | None
+    center_xy: tuple[float, float]
+    corners_latlon: tuple[tuple[float, float], ...] | None
+    corners_crs: tuple[tuple[float, float], ...]
+    gsd_m: float
+    scale: float
+    tile_m: float
+    source: str
+    window: tuple[int, int, int, int]
+    pixel_to_xy: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pixel_to_xy"] = np.asarray(self.pixel_to_xy, dtype=float).tolist()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tile:
+        def pairs(value):
+            return None if value is None else tuple(tuple(float(v) for v in p) for p in value)
+
+        return cls(
+            id=int(data["id"]),
+            center_lat=data["center_lat"],
+            center_lon=data["center_lon"],
+            center_xy=tuple(float(v) for v in data["center_xy"]),
+            corners_latlon=pairs(data["corners_latlon"]),
+            corners_crs=pairs(data["corners_crs"]),
+            gsd_m=float(data["gsd_m"]),
+            scale=float(data["scale"]),
+            tile_m=float(data["tile_m"]),
+            source=str(data["source"]),
+            window=tuple(int(v) for v in data["window"]),
+            pixel_to_xy=np.asarray(data["pixel_to_xy"], dtype=np.float64).reshape(2, 3),
+        )
+
+
+def crop_path(root: str | Path, tile_id: int) -> Path:
+    return Path(root) / CROPS_DIR / f"{int(tile_id)}.jpg"
+
+
+def write_metadata(root: str | Path, manifest: dict[str, Any], tiles: list[Tile]) -> None:
+    """Write ``index.json`` and ``tiles.json`` (the faiss file and crops are written by the builder)."""
+    root = Path(root)
+    write_json(root / INDEX_JSON, {"format": BUNDLE_FORMAT, **manifest})
+    # One tile per line keeps a large file readable and diffable without pretty-printing megabytes.
+    lines = ",\n".join(json.dumps(t.to_dict(), separators=(",", ":")) for t in tiles)
+    (root / TILES_JSON).write_text(f"[\n{lines}\n]\n", encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise GeolinkError(f"{path}: missing (not a geolink-edge tile index bundle?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GeolinkError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    path = Path(root) / INDEX_JSON
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise GeolinkError(f"{path}: not a {BUNDLE_FORMAT} manifest")
+    return manifest
+
+
+def read_tiles(root: str | Path) -> list[Tile]:
+    path = Path(root) / TILES_JSON
+    data = _read_json(path)
+    try:
+        tiles = [Tile.from_dict(item) for item in data]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GeolinkError(f"{path}: malformed tile record ({exc.__class__.__name__}: {exc})") from None
+    for position, tile in enumerate(tiles):
+        if tile.id != position:
+            raise GeolinkError(f"{path}: tile at position {position} has id {tile.id} (ids must be 0..N-1)")
+    return tiles

@@ -1,0 +1,328 @@
+"""Reference imagery as georeferenced pixel grids ("layers") the tiler can read by windows.
+
+Three kinds of source, each opened into one or more layers:
+
+- a GeoTIFF (rasterio, any CRS, 3+ bands, nodata and masks honoured, read by windows and through
+  overviews when a tile needs fewer pixels, so a country-sized raster is never loaded whole);
+- a corner CSV (``Filename, Top_left_lat, Top_left_lon, Bottom_right_lat, Bottom_right_long``,
+  the format of the wildnav drone localizer): one north-up image per row, paths relative to the CSV;
+- an XYZ Web-Mercator pyramid ``{z}/{x}/{y}.png|jpg`` (the deepest zoom level present is used).
+
+Pixel coordinates follow rasterio: (col, row) with (0, 0) the top-left corner of the first pixel.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from geolink_edge.errors import GeolinkError, require
+
+LOCAL = "local"
+WGS84 = "EPSG:4326"
+WEB_MERCATOR = "EPSG:3857"
+CSV_COLUMNS = ("filename", "top_left_lat", "top_left_lon", "bottom_right_lat", "bottom_right_long")
+_RASTERIO_HINT = "reading GeoTIFFs needs rasterio: pip install rasterio (or 'geolink-edge[train]')"
+
+
+def normalise_crs(text: str) -> str:
+    """``EPSG:xxxx`` (any case) or ``local``; anything else is refused in one line."""
+    value = text.strip()
+    if value.lower() == LOCAL:
+        return LOCAL
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        epsg = CRS.from_user_input(value).to_epsg()
+    except CRSError:
+        epsg = None
+    if epsg is None:
+        raise GeolinkError(f"--crs {text!r}: expected EPSG:<code> or 'local'")
+    return f"EPSG:{epsg}"
+
+
+class Layer:
+    """A pixel grid with an affine or analytic map between its pixels and a CRS."""
+
+    name: str
+    crs: str
+    width: int
+    height: int
+
+    def pixel_to_crs(self, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def crs_to_pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def read(self, col: int, row: int, width: int, height: int, out_w: int, out_h: int):
+        """An in-bounds window resampled to (out_h, out_w): (BGR uint8, valid bool mask)."""
+        raise NotImplementedError
+
+    def outline_crs(self, per_side: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Points along the grid's border in its CRS (dense enough for curved reprojections)."""
+        t = np.linspace(0.0, 1.0, per_side)
+        cols = np.concatenate([t * self.width, np.full_like(t, self.width), (1 - t) * self.width, np.zeros_like(t)])
+        rows = np.concatenate([np.zeros_like(t), t * self.height, np.full_like(t, self.height), (1 - t) * self.height])
+        return self.pixel_to_crs(cols, rows)
+
+
+class RasterLayer(Layer):
+    """A GeoTIFF read by windows (rasterio picks overviews when the output is smaller)."""
+
+    def __init__(self, path: Path, crs: str | None = None):
+        rasterio = require("rasterio", _RASTERIO_HINT)
+        from rasterio.enums import MaskFlags
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise GeolinkError(f"{self.path}: raster not found")
+        try:
+            self.ds = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise GeolinkError(f"{self.path}: not a readable raster ({str(exc).splitlines()[0][:120]})") from None
+        ds = self.ds
+        self.name = self.path.name
+        if ds.count < 3:
+            raise GeolinkError(f"{self.path}: {ds.count} band(s); an RGB raster (3+ bands) is needed")
+        if ds.transform.is_identity and not ds.gcps[0]:
+            raise GeolinkError(f"{self.path}: raster has no geotransform (not georeferenced)")
+        if ds.crs is not None:
+            self.crs = f"EPSG:{ds.crs.to_epsg()}" if ds.crs.to_epsg() else ds.crs.to_wkt()
+        elif crs is not None:
+            self.crs = crs
+        else:
+            raise GeolinkError(f"{self.path}: raster has no CRS; give one with --crs EPSG:<code> or --crs local")
+        self.width, self.height = ds.width, ds.height
+        self.inverse = ~ds.transform
+        self.all_valid = all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
+        self.stretch = None if ds.dtypes[0] == "uint8" else self._stretch()
+
+    def _stretch(self) -> tuple[float, float]:
+        """2–98 % range of a decimated read: maps 16-bit or float imagery to 8 bits once per raster."""
+        scale = max(self.width, self.height) / 512.0
+        shape = (3, max(1, int(self.height / scale)), max(1, int(self.width / scale)))
+        sample = self.ds.read([1, 2, 3], out_shape=shape, masked=True).astype(np.float64)
+        values = sample.compressed() if np.ma.isMaskedArray(sample) else sample.ravel()
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise GeolinkError(f"{self.path}: no valid pixels")
+        lo, hi = np.percentile(values, [2.0, 98.0])
+        return float(lo), float(max(hi, lo + 1e-6))
+
+    def pixel_to_crs(self, col, row):
+        t = self.ds.transform
+        col, row = np.asarray(col, float), np.asarray(row, float)
+        return t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f
+
+    def crs_to_pixel(self, x, y):
+        t = self.inverse
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
+
+    def read(self, col, row, width, height, out_w, out_h):
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window
+
+        window = Window(col, row, width, height)
+        data = self.ds.read([1, 2, 3], window=window, out_shape=(3, out_h, out_w), resampling=Resampling.average)
+        if self.stretch is not None:
+            lo, hi = self.stretch
+            data = np.clip((np.nan_to_num(data.astype(np.float32)) - lo) * (255.0 / (hi - lo)), 0, 255)
+        bgr = np.ascontiguousarray(data[::-1].transpose(1, 2, 0).astype(np.uint8))
+        if self.all_valid:
+            return bgr, np.ones((out_h, out_w), bool)
+        mask = self.ds.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest)
+        return bgr, mask > 0
+
+
+class ImageLayer(Layer):
+    """One north-up image whose corners are given in lat/lon (linear in lat and lon)."""
+
+    def __init__(self, path: Path, top_left: tuple[float, float], bottom_right: tuple[float, float], cache):
+        self.path = path
+        self.name = path.name
+        self.crs = WGS84
+        self.lat0, self.lon0 = top_left
+        self.lat1, self.lon1 = bottom_right
+        self._cache = cache
+
+    def image(self) -> np.ndarray:
+        return self._cache.get(self.path)
+
+    @property
+    def width(self) -> int:
+        return self.image().shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.image().shape[0]
+
+    def pixel_to_crs(self, col, row):
+        h, w = self.image().shape[:2]
+        lon = self.lon0 + np.asarray(col, float) / w * (self.lon1 - self.lon0)
+        lat = self.lat0 - np.asarray(row, float) / h * (self.lat0 - self.lat1)
+        return lon, lat
+
+    def crs_to_pixel(self, x, y):
+        h, w = self.image().shape[:2]
+        col = (np.asarray(x, float) - self.lon0) / (self.lon1 - self.lon0) * w
+        row = (self.lat0 - np.asarray(y, float)) / (self.lat0 - self.lat1) * h
+        return col, row
+
+    def outline_crs(self, per_side: int = 16):
+        lon = np.array([self.lon0, self.lon1, self.lon1, self.lon0])
+        lat = np.array([self.lat0, self.lat0, self.lat1, self.lat1])
+        return lon, lat
+
+    def read(self, col, row, width, height, out_w, out_h):
+        patch = self.image()[row : row + height, col : col + width]
+        return _resize(patch, out_w, out_h), np.ones((out_h, out_w), bool)
+
+
+class ImageCache:
+    """The last few decoded images (tiles are planned in raster order, so neighbours share images)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.images: OrderedDict[Path, np.ndarray | None] = OrderedDict()
+
+    def get(self, path: Path, required: bool = True) -> np.ndarray | None:
+        if path in self.images:
+            self.images.move_to_end(path)
+            image = self.images[path]
+        else:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+            self.images[path] = image
+            while len(self.images) > self.size:
+                self.images.popitem(last=False)
+        if image is None and required:
+            raise GeolinkError(f"{path}: missing or unreadable tile image")
+        return image
+
+
+def _resize(image: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    if image.shape[1] == out_w and image.shape[0] == out_h:
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+
+def read_corner_csv(path: Path, cache: ImageCache | None = None) -> list[ImageLayer]:
+    """Layers of a corner CSV; a malformed row or a missing image is named by its line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise GeolinkError(f"{path}: tile CSV not found")
+    cache = cache or ImageCache()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise GeolinkError(f"{path}: empty CSV")
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise GeolinkError(f"{path}: header lacks column(s) {', '.join(missing)} (expected {', '.join(CSV_COLUMNS)})")
+    columns = [header.index(c) for c in CSV_COLUMNS]
+    layers = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{path}: row {line}"
+        if len(row) < len(header):
+            raise GeolinkError(f"{where}: {len(row)} fields, expected {len(header)}")
+        name = row[columns[0]].strip()
+        try:
+            lat0, lon0, lat1, lon1 = (float(row[c]) for c in columns[1:])
+        except ValueError:
+            raise GeolinkError(f"{where}: corner values must be numbers, got {row}") from None
+        if not (-90 <= lat1 < lat0 <= 90 and -180 <= lon0 < lon1 <= 180):
+            raise GeolinkError(f"{where}: corners must satisfy top-left lat > bottom-right lat and lon < lon")
+        image_path = (path.parent / name).resolve()
+        if not name or not image_path.is_file():
+            raise GeolinkError(f"{where}: tile image {name!r} not found")
+        layers.append(ImageLayer(image_path, (lat0, lon0), (lat1, lon1), cache))
+    if not layers:
+        raise GeolinkError(f"{path}: no tile rows")
+    return layers
+
+
+class XyzLayer(Layer):
+    """The deepest zoom level of an XYZ pyramid, as one virtual raster over the tiles present."""
+
+    def __init__(self, root: Path, cache: ImageCache | None = None):
+        mercantile = require("mercantile", "pip install mercantile")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise GeolinkError(f"{self.root}: XYZ folder not found")
+        zooms = sorted(int(p.name) for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
+        if not zooms:
+            raise GeolinkError(f"{self.root}: no zoom folders ({{z}}/{{x}}/{{y}}.png|jpg expected)")
+        self.zoom = zooms[-1]
+        self.tiles: dict[tuple[int, int], Path] = {}
+        for x_dir in (self.root / str(self.zoom)).iterdir():
+            if not x_dir.name.isdigit():
+                continue
+            for image in x_dir.iterdir():
+                if image.suffix.lower() in (".png", ".jpg", ".jpeg") and image.stem.isdigit():
+                    self.tiles[(int(x_dir.name), int(image.stem))] = image
+        if not self.tiles:
+            raise GeolinkError(f"{self.root}/{self.zoom}: no tile images")
+        self.cache = cache or ImageCache(64)
+        xs, ys = zip(*self.tiles)
+        self.x0, self.y0 = min(xs), min(ys)
+        first = self.cache.get(next(iter(self.tiles.values())))
+        self.tile_px = first.shape[0]
+        self.width = (max(xs) - self.x0 + 1) * self.tile_px
+        self.height = (max(ys) - self.y0 + 1) * self.tile_px
+        corner = mercantile.xy_bounds(mercantile.Tile(self.x0, self.y0, self.zoom))
+        self.left, self.top = corner.left, corner.top
+        self.metres_per_px = (corner.right - corner.left) / self.tile_px
+        self.name = f"{self.root.name}/z{self.zoom}"
+        self.crs = WEB_MERCATOR
+
+    def pixel_to_crs(self, col, row):
+        return self.left + np.asarray(col, float) * self.metres_per_px, self.top - np.asarray(row, float) * self.metres_per_px
+
+    def crs_to_pixel(self, x, y):
+        return (np.asarray(x, float) - self.left) / self.metres_per_px, (self.top - np.asarray(y, float)) / self.metres_per_px
+
+    def read(self, col, row, width, height, out_w, out_h):
+        size = self.tile_px
+        canvas = np.zeros((height, width, 3), np.uint8)
+        valid = np.zeros((height, width), bool)
+        for ty in range(row // size, (row + height - 1) // size + 1):
+            for tx in range(col // size, (col + width - 1) // size + 1):
+                path = self.tiles.get((tx + self.x0, ty + self.y0))
+                image = self.cache.get(path, required=False) if path else None
+                if image is None:
+                    continue
+                image = _resize(image, size, size)
+                c0, r0 = max(col, tx * size), max(row, ty * size)
+                c1, r1 = min(col + width, (tx + 1) * size), min(row + height, (ty + 1) * size)
+                canvas[r0 - row : r1 - row, c0 - col : c1 - col] = image[r0 - ty * size : r1 - ty * size, c0 - tx * size : c1 - tx * size]
+                valid[r0 - row : r1 - row, c0 - col : c1 - col] = True
+        mask = cv2.resize(valid.astype(np.uint8), (out_w, out_h), interpolation=cv2.INTER_NEAREST) > 0
+        return _resize(canvas, out_w, out_h), mask
+
+
+def open_sources(
+    ortho: list[Path] | None = None, tiles_csv: Path | None = None, xyz: Path | None = None, crs: str | None = None
+) -> list[Layer]:
+    """Every layer of the given sources, all in geodetic CRSs or all ``local``."""
+    crs = normalise_crs(crs) if crs else None
+    layers: list[Layer] = [RasterLayer(Path(p), crs) for p in ortho or []]
+    if tiles_csv is not None:
+        layers += read_corner_csv(Path(tiles_csv))
+    if xyz is not None:
+        layers.append(XyzLayer(Path(xyz)))
+    if not layers:
+        raise GeolinkError("no reference imagery: give --ortho MAP.tif, --tiles map.csv or --xyz DIR")
+    kinds = {layer.crs == LOCAL for layer in layers}
+    if len(kinds) > 1:
+        raise GeolinkError("cannot mix 'local' rasters with georeferenced imagery in one index")
+    return layers
+

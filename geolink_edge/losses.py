@@ -1,0 +1,136 @@
+"""The GeoLink training objective: total = L_cc + L_rd + L_ga + λ·L_sc (λ = 4 in the paper).
+
+Feature names used throughout: ``dro`` (drone images), ``sat`` (satellite tiles), ``pc`` (3D features
+after the MME block), and ``dro2``/``sat2``/``pc2`` for second views of the same instances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geolink_edge.models.club import CLUBEstimator
+
+
+def info_nce(
+    q: torch.Tensor,
+    r: torch.Tensor,
+    temperature: float = 0.07,
+    logit_scale: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    symmetric: bool = True,
+) -> torch.Tensor:
+    """InfoNCE where row i of ``q`` and row i of ``r`` are the positive pair, other rows negatives.
+
+    Features are L2-normalised first. Logits are cosine similarities divided by ``temperature``, or
+    multiplied by ``exp(logit_scale)`` when a (learnable, log-space) scale is given. ``symmetric``
+    averages the q→r and r→q cross-entropies.
+    """
+    q, r = F.normalize(q, dim=-1), F.normalize(r, dim=-1)
+    scale = logit_scale.exp() if logit_scale is not None else 1.0 / temperature
+    logits = scale * q @ r.T
+    labels = torch.arange(q.shape[0], device=q.device)
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, labels, label_smoothing=label_smoothing)) / 2
+    return loss
+
+
+def normalised_distances(features: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances divided by their sum over i≠j; the diagonal is 0. (B, B)."""
+    sq = (features * features).sum(-1)
+    d2 = sq[:, None] + sq[None, :] - 2 * features @ features.T
+    off_diagonal = ~torch.eye(features.shape[0], dtype=torch.bool, device=features.device)
+    # clamp: a zero distance has no sqrt gradient; the diagonal is masked out anyway
+    dist = d2.clamp_min(1e-12).sqrt() * off_diagonal
+    return dist / dist.sum().clamp_min(1e-12)
+
+
+def relation_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """L_rd for one view: MSE over i≠j between the students' and the (detached) teacher's
+    normalised distance matrices. Zero when the student is the teacher up to a scale."""
+    batch = student.shape[0]
+    diff = normalised_distances(student) - normalised_distances(teacher.detach())
+    return (diff**2).sum() / (batch * (batch - 1))
+
+
+class GeoLinkLoss(nn.Module):
+    """The full objective with every term switchable (weight 0 turns a term off).
+
+    * ``cc`` cross-view InfoNCE: (dro, sat) + (dro, pc) + (sat, pc).
+    * ``sc`` intra-view InfoNCE: (dro, dro2) + (sat, sat2) + (pc, pc2). The paper pairs each
+      anchor with itself, which is trivially solved; here the positive is a *second view of the
+      same instance*: another drone image of the location, another augmentation of the satellite
+      tile, another subsampling/jitter of the point cloud.
+    * ``ga`` geometric-aware refinement: vCLUB(dro; pc) + vCLUB(sat; pc), the bound of
+      q(F_2D | F_pc) estimators held in ``self.club`` (fitted separately, see :meth:`club_loss`).
+    * ``rd`` relation distillation from the 3D teacher ``pc`` to both 2D students.
+
+    The logit scale is learnable (initialised to 1/0.07) unless ``temperature`` is given.
+    """
+
+    def __init__(
+        self,
+        dim: int = 4096,
+        pc_dim: int | None = None,
+        cc: float = 1.0,
+        sc: float = 4.0,
+        ga: float = 1.0,
+        rd: float = 1.0,
+        temperature: float | None = None,
+        label_smoothing: float = 0.1,
+        club_hidden: int = 4096,
+        club_fixed_variance: bool = False,
+    ):
+        super().__init__()
+        self.weights = {"cc": cc, "sc": sc, "ga": ga, "rd": rd}
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError(f"loss weights must be >= 0, got {self.weights}")
+        if temperature is not None and temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature or 0.07  # unused when the scale is learned
+        self.logit_scale = None if temperature else nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.label_smoothing = label_smoothing
+        pc_dim = pc_dim or dim
+        self.club = nn.ModuleDict(
+            {view: CLUBEstimator(pc_dim, dim, club_hidden, club_fixed_variance) for view in ("dro", "sat")}
+        )
+
+    def _info(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return info_nce(q, r, self.temperature, self.logit_scale, label_smoothing=self.label_smoothing)
+
+    def _term(self, name: str, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        if name == "cc":
+            return sum(self._info(f[a], f[b]) for a, b in (("dro", "sat"), ("dro", "pc"), ("sat", "pc")))
+        if name == "sc":
+            missing = [f"{v}2" for v in ("dro", "sat", "pc") if f"{v}2" not in f]
+            if missing:
+                raise ValueError(f"the intra-view term needs second views: missing {missing}")
+            return sum(self._info(f[v], f[f"{v}2"]) for v in ("dro", "sat", "pc"))
+        if name == "ga":
+            return sum(self.club[v].upper_bound(f["pc"], f[v]) for v in ("dro", "sat"))
+        return relation_distillation(f["dro"], f["pc"]) + relation_distillation(f["sat"], f["pc"])
+
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted total and each enabled (unweighted) term, detached for logging."""
+        terms = {name: self._term(name, features) for name, w in self.weights.items() if w > 0}
+        total = sum(self.weights[name] * value for name, value in terms.items())
+        logged = {name: value.detach() for name, value in terms.items()}
+        if self.logit_scale is not None:
+            logged["logit_scale"] = self.logit_scale.detach().exp()
+        return total, logged
+
+    def club_loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss of the vCLUB estimators on detached features, for their own optimiser.
+
+        The main backward also leaves gradients on the estimators: zero them before this step.
+        """
+        pc = features["pc"].detach()
+        return sum(self.club[v].learning_loss(pc, features[v].detach()) for v in ("dro", "sat"))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters the main optimiser should train (the logit scale); the estimators are apart."""
+        return [] if self.logit_scale is None else [self.logit_scale]

@@ -1,0 +1,117 @@
+"""The 2D image encoder shared by drone and satellite views: timm backbone → spatial map → MixVPR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from geolink_edge.card import ModelCard, hash_state_dict
+from geolink_edge.errors import GeolinkError
+from geolink_edge.models.mixvpr import MixVPR
+
+
+def _create_backbone(card: ModelCard, pretrained: bool, weights: Path | None) -> nn.Module:
+    kwargs: dict = {"pretrained": pretrained or weights is not None, "num_classes": 0}
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise GeolinkError(f"{weights}: backbone weights file not found")
+        # timm's own loader reads safetensors or torch files (weights_only) and adapts ViT
+        # position embeddings to the requested image size.
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        # ViTs are built for the card's size so the position embedding needs no interpolation at
+        # run time (a static ONNX graph); ConvNets take any size and reject the argument.
+        try:
+            return timm.create_model(card.backbone, img_size=card.image_size, **kwargs)
+        except TypeError:
+            return timm.create_model(card.backbone, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise GeolinkError(f"unknown timm backbone {card.backbone!r}") from None
+        if weights is not None:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise GeolinkError(f"{weights}: weights do not fit backbone {card.backbone} ({first})") from None
+        raise
+    except (OSError, ConnectionError) as exc:
+        if weights is not None:
+            raise GeolinkError(f"{weights}: cannot read weights ({exc.__class__.__name__})") from None
+        raise GeolinkError(
+            f"cannot download pretrained {card.backbone} from the timm hub ({exc.__class__.__name__}); "
+            "offline, pass a local weights file instead"
+        ) from None
+
+
+def _feature_shape(backbone: nn.Module, card: ModelCard) -> tuple[int, tuple[int, int]]:
+    """Channels and (h, w) of the spatial map the backbone gives for the card's image size."""
+    patch_embed = getattr(backbone, "patch_embed", None)
+    if patch_embed is not None and hasattr(patch_embed, "grid_size"):
+        return backbone.num_features, tuple(patch_embed.grid_size)
+    last = backbone.feature_info[-1]
+    h, w = card.image_size
+    return last["num_chs"], (h // last["reduction"], w // last["reduction"])
+
+
+class ImageEncoder(nn.Module):
+    """Images (B, 3, H, W), preprocessed as the card says → L2-normalised descriptors (B, D)."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        pretrained: bool = False,
+        weights: str | Path | None = None,
+        freeze_blocks: int = 0,
+    ):
+        super().__init__()
+        self.card = card.model_copy(update={"weights_hash": None})
+        self.backbone = _create_backbone(card, pretrained, Path(weights) if weights is not None else None)
+        channels, hw = _feature_shape(self.backbone, card)
+        if channels != card.feature_dim or hw != tuple(card.feature_size):
+            raise GeolinkError(
+                f"{card.backbone} at {card.image_size} gives a {hw[0]}x{hw[1]}x{channels} map, "
+                f"but the model card says {card.feature_size[0]}x{card.feature_size[1]}x{card.feature_dim}"
+            )
+        self.prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
+        agg = card.aggregator
+        self.aggregator = MixVPR(channels, hw, agg.out_channels, agg.out_rows, agg.mix_depth, agg.mlp_ratio)
+        self.freeze(freeze_blocks)
+
+    def freeze(self, blocks: int) -> None:
+        """Stop gradients through the stem and the first ``blocks`` blocks (ViT) or stages (ConvNet)."""
+        if blocks < 0:
+            raise GeolinkError(f"freeze_blocks must be >= 0, got {blocks}")
+        if blocks == 0:
+            return
+        stack = getattr(self.backbone, "blocks", None) or getattr(self.backbone, "stages", None)
+        if stack is None or blocks > len(stack):
+            have = 0 if stack is None else len(stack)
+            raise GeolinkError(f"cannot freeze {blocks} blocks of {self.card.backbone} (it has {have})")
+        frozen = [stack[i] for i in range(blocks)]
+        for name in ("patch_embed", "stem", "cls_token", "reg_token", "pos_embed"):
+            part = getattr(self.backbone, name, None)
+            if part is not None:
+                frozen.append(part)
+        for part in frozen:
+            for param in [part] if isinstance(part, nn.Parameter) else part.parameters():
+                param.requires_grad_(False)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's spatial map (B, C, h, w); a ViT's class/register tokens are dropped."""
+        features = self.backbone.forward_features(images)
+        if features.ndim == 3:
+            patches = features[:, self.prefix_tokens :]
+            features = patches.transpose(1, 2).unflatten(2, tuple(self.card.feature_size))
+        return features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.aggregator(self.feature_map(images))
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.aggregator.out_dim
+
+    def model_card(self) -> ModelCard:
+        """The card with the hash of the current weights."""
+        return self.card.model_copy(update={"weights_hash": hash_state_dict(self.state_dict())})

@@ -1,0 +1,347 @@
+"""The locator: retrieve candidate tiles, verify them geometrically, compute the drone's position.
+
+1. Retrieval: the whole index when there is no track (more candidates are verified then, since
+   a global descriptor search alone is unreliable), otherwise only tiles near the filter's prediction.
+2. Verification (:mod:`verify`): the candidate with the most RANSAC inliers wins.
+3. Position of the camera, not of the tile centre: planar PnP of the inlier matches against the
+   tile's ground coordinates (the crop's ``pixel_to_xy`` affine) with the camera intrinsics. With
+   no intrinsics, or when PnP is degenerate, the image centre is projected through the homography
+   and shifted back along the heading by ``altitude · cot(pitch)`` when the attitude is known.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
+from geolink_edge.runtime.sources import Telemetry
+from geolink_edge.runtime.verify import Features, Verification, Verifier, VerifyConf
+
+from geolink_edge.card import ModelCard
+from geolink_edge.errors import GeolinkError
+
+
+@dataclass(frozen=True)
+class LocateConf:
+    k_global: int = 24  # candidates verified on a global search
+    k_track: int = 6  # candidates verified near the prediction
+    enough_inliers: int = 150  # a candidate this good ends verification early
+    max_reproj_px: float = 3.0  # PnP RMS reprojection error beyond which PnP is not trusted
+    sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
+    sigma_homography_m: float = 5.0  # fallback without PnP, attitude known
+    sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
+    verify: VerifyConf = field(default_factory=VerifyConf)
+
+
+@dataclass
+class Fix:
+    ok: bool
+    reason: str = ""  # why there is no fix (empty when ok)
+    method: str = ""  # "nadir" (attitude known), "pnp" or "homography"
+    note: str = ""  # why PnP was not used, when it was not
+    x: float | None = None  # east (or local x), metres in the index frame
+    y: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+    alt: float | None = None  # camera height above the ground plane (PnP only)
+    heading: float | None = None  # degrees clockwise from north of the frame's top
+    cov: list[list[float]] | None = None  # 2×2 (east, north) m²
+    inliers: int = 0
+    tile_id: int | None = None
+    search: str = ""  # "global" or "near"
+    topk_ids: list[int] = field(default_factory=list)
+    topk_scores: list[float] = field(default_factory=list)
+    verified: int = 0
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _tile_value(tile, key: str):
+    return tile[key] if isinstance(tile, dict) else getattr(tile, key)
+
+
+def _affine(tile) -> np.ndarray:
+    return np.asarray(_tile_value(tile, "pixel_to_xy"), dtype=np.float64).reshape(2, 3)
+
+
+def _to_ground(affine: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    return pixels @ affine[:, :2].T + affine[:, 2]
+
+
+def _heading_from_rotation(rotation: np.ndarray) -> float:
+    """Heading of the frame's top from a world→camera rotation (camera convention of docs/artifacts.md)."""
+    return math.degrees(math.atan2(-rotation[0, 1], rotation[0, 0])) % 360.0
+
+
+def _camera_centre(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    rotation, _ = cv2.Rodrigues(rvec)
+    return -rotation.T @ tvec.reshape(3)
+
+
+@dataclass
+class Pose:
+    centre: np.ndarray  # (east, north, up) of the camera in the index frame
+    heading: float
+    cov: np.ndarray  # 2×2 from the residuals (before the floor)
+
+
+def planar_pnp(
+    frame_xy: np.ndarray, ground_xyz: np.ndarray, intrinsics: Intrinsics, max_reproj_px: float
+) -> tuple[Pose | None, str]:
+    """Camera pose from pixel ↔ ground matches of a (near-)planar scene, or (None, why not)."""
+    if len(frame_xy) < 6:
+        return None, "fewer than 6 matches"
+    offset = ground_xyz.mean(axis=0)  # centred coordinates keep the solver well conditioned
+    obj = (ground_xyz - offset).astype(np.float64)
+    img = np.asarray(frame_xy, dtype=np.float64).reshape(-1, 1, 2)
+    k, dist = intrinsics.K, intrinsics.dist_array
+    try:
+        ok, rvec, tvec = cv2.solvePnP(obj, img, k, dist, flags=cv2.SOLVEPNP_IPPE)
+        if not ok:
+            return None, "PnP found no pose"
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, k, dist, rvec, tvec)
+    except cv2.error as exc:
+        return None, f"PnP failed ({str(exc).strip().splitlines()[-1][:80]})"
+    projected, jacobian = cv2.projectPoints(obj, rvec, tvec, k, dist)
+    residuals = (projected - img).reshape(-1)
+    rms = float(np.sqrt(np.mean(residuals**2) * 2.0))
+    if not np.isfinite(rms) or rms > max_reproj_px:
+        return None, f"PnP reprojection error {rms:.1f} px"
+    rotation, _ = cv2.Rodrigues(rvec)
+    depths = (obj @ rotation.T + tvec.reshape(1, 3))[:, 2]
+    centre = _camera_centre(rvec, tvec)
+    if np.any(depths <= 0) or centre[2] <= 0:
+        return None, "PnP pose below the ground"
+    # pose covariance from the residuals, propagated to the camera centre by finite differences
+    j = jacobian[:, :6]
+    dof = max(residuals.size - 6, 1)
+    sigma2 = float(residuals @ residuals) / dof
+    try:
+        cov_pose = sigma2 * np.linalg.inv(j.T @ j)
+    except np.linalg.LinAlgError:
+        return None, "PnP pose is not determined"
+    pose = np.concatenate([rvec.ravel(), tvec.ravel()])
+    jc = np.zeros((3, 6))
+    for i in range(6):
+        step = np.zeros(6)
+        step[i] = 1e-6 * max(1.0, abs(pose[i]))
+        jc[:, i] = (_camera_centre(*np.split(pose + step, 2)) - _camera_centre(*np.split(pose - step, 2))) / (
+            2 * step[i]
+        )
+    cov = (jc @ cov_pose @ jc.T)[:2, :2]
+    if not np.all(np.isfinite(cov)):
+        return None, "PnP covariance is not finite"
+    return Pose(centre + offset, _heading_from_rotation(rotation), cov), ""
+
+
+def nadir_pixel(intrinsics: Intrinsics, telemetry: Telemetry | None) -> np.ndarray | None:
+    """Pixel (u, v) that sees the ground straight below the camera, from the yaw and pitch; None if
+    the attitude is unknown or that point is outside the frame (roll is not modelled)."""
+    if telemetry is None or telemetry.yaw is None or telemetry.pitch is None:
+        return None
+    psi, theta = math.radians(telemetry.yaw), math.radians(telemetry.pitch)
+    right = np.array([math.cos(psi), -math.sin(psi), 0.0])
+    forward = np.array([math.sin(psi) * math.cos(theta), math.cos(psi) * math.cos(theta), -math.sin(theta)])
+    rotation = np.stack([right, np.cross(forward, right), forward])  # docs/artifacts.md convention
+    ray = intrinsics.K @ rotation @ np.array([0.0, 0.0, -1.0])
+    if ray[2] <= 1e-6:
+        return None
+    uv = ray[:2] / ray[2]
+    width, height = intrinsics.width or 2 * intrinsics.cx, intrinsics.height or 2 * intrinsics.cy
+    return uv if 0 <= uv[0] < width and 0 <= uv[1] < height else None
+
+
+class Locator:
+    """One frame (and its descriptor) → a :class:`Fix`. ``index`` is a loaded ``TileIndex``."""
+
+    def __init__(self, index, conf: LocateConf = LocateConf(), intrinsics: Intrinsics | None = None):
+        self.index = index
+        self.conf = conf
+        self.intrinsics = intrinsics
+        self.verifier = Verifier(conf.verify)
+
+    def retrieve(self, descriptor: np.ndarray, region: tuple[float, float, float] | None):
+        query = np.asarray(descriptor, dtype=np.float32).reshape(1, -1)
+        if region is None:
+            return self.index.search(query, self.conf.k_global), "global"
+        x, y, radius = region
+        return self.index.search_xy(query, self.conf.k_track, x, y, radius), "near"
+
+    def locate(
+        self,
+        image: np.ndarray,
+        descriptor: np.ndarray,
+        region: tuple[float, float, float] | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> Fix:
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        result, mode = self.retrieve(descriptor, region)
+        ids = [int(i) for i in np.asarray(result.ids).reshape(-1) if int(i) >= 0]
+        scores = [float(s) for s in np.asarray(result.scores).reshape(-1)[: len(ids)]]
+        t1 = time.perf_counter()
+        timing["search_ms"] = (t1 - t0) * 1e3
+        fix = Fix(False, search=mode, topk_ids=ids, topk_scores=scores, timing_ms=timing)
+        if not ids:
+            fix.reason = "no tiles near the prediction" if region else "empty index"
+            return fix
+        heading = telemetry.yaw if telemetry is not None else None
+        frame_features = self.verifier.features(image, heading)
+        best, rejections = self._verify(ids, frame_features)
+        t2 = time.perf_counter()
+        timing["verify_ms"] = (t2 - t1) * 1e3
+        fix.verified = len(rejections) + (best is not None)
+        if best is None:
+            worst_first = sorted(rejections, key=lambda v: v.inliers, reverse=True)
+            fix.reason = f"no tile verified (best: tile {worst_first[0].tile_id}: {worst_first[0].reason})"
+            return fix
+        self._position(fix, best, image.shape, telemetry)
+        timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
+        return fix
+
+    def _verify(self, ids: list[int], frame: Features) -> tuple[Verification | None, list[Verification]]:
+        best: Verification | None = None
+        rejected: list[Verification] = []
+        for tile_id in ids:
+            try:
+                tile = self.verifier.tile_features(tile_id, self.index.tile_image)
+            except GeolinkError as exc:  # one broken crop must not stop the flight
+                rejected.append(Verification(tile_id, 0, str(exc)))
+                continue
+            result = self.verifier.verify(tile_id, frame, tile)
+            if not result.ok:
+                rejected.append(result)
+                continue
+            if best is None or result.inliers > best.inliers:
+                best = result
+            if best.inliers >= self.conf.enough_inliers:
+                break
+        return best, rejected
+
+    def _position(
+        self, fix: Fix, match: Verification, shape: tuple[int, ...], telemetry: Telemetry | None
+    ) -> None:
+        tile = self.index.tile(match.tile_id)
+        affine = _affine(tile)
+        fix.tile_id, fix.inliers = match.tile_id, match.inliers
+        height, width = shape[:2]
+        intrinsics = self.intrinsics.for_size(width, height) if self.intrinsics else None
+        why_not = "no intrinsics"
+        if intrinsics is not None:
+            ground = np.c_[_to_ground(affine, match.tile_xy), np.zeros(len(match.tile_xy))]
+            pose, why_not = planar_pnp(match.frame_xy, ground, intrinsics, self.conf.max_reproj_px)
+            nadir = nadir_pixel(intrinsics, telemetry)
+            if nadir is not None:
+                # With the attitude known, the point of the frame straight below the camera, mapped
+                # through the homography, gives the position without assuming level ground; PnP on
+                # sloping terrain would tilt the camera and shift it sideways.
+                xy = _to_ground(affine, cv2.perspectiveTransform(nadir.reshape(1, 1, 2), match.homography))[0]
+                cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(
+                    2
+                ) * self.conf.sigma_floor_m**2
+                heading = pose.heading if pose is not None else float(telemetry.yaw)
+                self._finish(
+                    fix, "nadir", xy, cov, heading, float(pose.centre[2]) if pose is not None else None
+                )
+                return
+            if pose is not None:
+                cov = pose.cov + np.eye(2) * self.conf.sigma_floor_m**2
+                self._finish(fix, "pnp", pose.centre[:2], cov, pose.heading, float(pose.centre[2]))
+                return
+        self._from_homography(fix, match, affine, (width, height), intrinsics, telemetry)
+        fix.note = why_not
+
+    def _from_homography(
+        self,
+        fix: Fix,
+        match: Verification,
+        affine: np.ndarray,
+        size: tuple[int, int],
+        intrinsics: Intrinsics | None,
+        telemetry: Telemetry | None,
+    ) -> None:
+        width, height = size
+        centre = (intrinsics.cx, intrinsics.cy) if intrinsics else (width / 2.0, height / 2.0)
+        probe = np.array([[centre[0], centre[1]], [centre[0], centre[1] - 0.1 * height]], dtype=np.float64)
+        mapped = cv2.perspectiveTransform(probe.reshape(-1, 1, 2), match.homography).reshape(-1, 2)
+        ground = _to_ground(affine, mapped)
+        up = ground[1] - ground[0]
+        heading = math.degrees(math.atan2(up[0], up[1])) % 360.0
+        position = ground[0]
+        sigma = self.conf.sigma_nadir_m
+        known = telemetry is not None and telemetry.pitch is not None and telemetry.altitude is not None
+        if known:
+            # the optical axis meets the ground altitude·cot(pitch) ahead of the drone
+            yaw = math.radians(telemetry.yaw if telemetry.yaw is not None else heading)
+            ahead = telemetry.altitude / math.tan(math.radians(max(telemetry.pitch, 1.0)))
+            position = position - ahead * np.array([math.sin(yaw), math.cos(yaw)])
+            sigma = self.conf.sigma_homography_m
+        self._finish(fix, "homography", position, np.eye(2) * sigma**2, heading, None)
+
+    def _finish(
+        self, fix: Fix, method: str, xy: np.ndarray, cov: np.ndarray, heading: float, alt: float | None
+    ) -> None:
+        values = [*xy, *cov.ravel(), heading] + ([alt] if alt is not None else [])
+        if not np.all(np.isfinite(values)):
+            fix.reason = f"{method} gave a non-finite position"
+            return
+        fix.ok, fix.method = True, method
+        fix.x, fix.y = float(xy[0]), float(xy[1])
+        fix.heading, fix.alt = float(heading), alt
+        fix.cov = [[float(v) for v in row] for row in cov]
+        frame = self.index.frame
+        if frame is not None:
+            lat, lon, _ = frame.to_geodetic(fix.x, fix.y)
+            fix.lat, fix.lon = float(lat), float(lon)
+
+
+def open_index(index_dir: str | Path, card: ModelCard, model: str | Path):
+    """Load the tile index and refuse it if it was built with another encoder."""
+    from geolink_edge.index.search import TileIndex
+
+    index = TileIndex.load(index_dir)
+    try:
+        index.check_model(card.weights_hash)
+    except GeolinkError:
+        raise GeolinkError(
+            f"model {model} (hash {card.short_hash}) does not match index {index_dir} "
+            f"(built with model hash {str(index.model_hash)[:12]})"
+        ) from None
+    return index
+
+
+def locate_image(
+    image_path: str | Path,
+    model: str | Path,
+    index_dir: str | Path,
+    intrinsics: str | Path | None = None,
+    heading: float | None = None,
+    altitude: float | None = None,
+    conf: LocateConf = LocateConf(),
+) -> dict:
+    """One photo → one fix (a global search: a single image has no track to narrow it)."""
+    from geolink_edge.runtime.backends import load_embedder
+
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise GeolinkError(f"{image_path}: not a readable image")
+    embedder = load_embedder(model)
+    index = open_index(index_dir, embedder.card, model)
+    camera = load_intrinsics(intrinsics) if intrinsics is not None else None
+    telemetry = (
+        Telemetry(yaw=heading, altitude=altitude) if heading is not None or altitude is not None else None
+    )
+    t0 = time.perf_counter()
+    descriptor = embedder.embed([image])[0]
+    embed_ms = (time.perf_counter() - t0) * 1e3
+    fix = Locator(index, conf, camera).locate(image, descriptor, None, telemetry)
+    fix.timing_ms["embed_ms"] = embed_ms
+    return {"image": str(image_path), **fix.to_dict()}

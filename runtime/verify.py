@@ -1,0 +1,196 @@
+"""Geometric verification: local features (SIFT, ORB or AKAZE by name), ratio test, RANSAC homography.
+
+A candidate tile passes when enough matches agree on one homography and that homography is a
+plausible view of the ground (no reflection, bounded scale and shear, inliers spread over the
+frame). Passing candidates are ranked by inlier count. Keypoints are always reported in the
+original frame's pixels, even when the frame is rotated north-up (known heading) or shrunk
+(speed) before detection, so the locator can use them with the camera intrinsics.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from geolink_edge.errors import GeolinkError
+
+
+def _sift(n: int):
+    return cv2.SIFT_create(nfeatures=n)
+
+
+def _orb(n: int):
+    return cv2.ORB_create(nfeatures=n, scaleFactor=1.2, nlevels=8, fastThreshold=10)
+
+
+def _akaze(n: int):
+    # OpenCV 5 moved AKAZE to the contrib modules; 4.x has it in the main package
+    create = getattr(cv2, "AKAZE_create", None) or getattr(
+        getattr(cv2, "xfeatures2d", None), "AKAZE_create", None
+    )
+    if create is None:
+        raise GeolinkError(
+            f"this OpenCV ({cv2.__version__}) has no AKAZE; use sift or orb, or opencv-contrib"
+        )
+    return create(threshold=5e-4)
+
+
+# name → (detector factory taking a feature budget, descriptor norm)
+DETECTORS: dict[str, tuple[Callable[[int], cv2.Feature2D], int]] = {
+    "sift": (_sift, cv2.NORM_L2),
+    "orb": (_orb, cv2.NORM_HAMMING),
+    "akaze": (_akaze, cv2.NORM_HAMMING),
+}
+
+
+@dataclass(frozen=True)
+class VerifyConf:
+    features: str = "sift"
+    max_features: int = 1500
+    max_side: int = 640  # images are shrunk to this longest side before detection
+    ratio: float = 0.8
+    ransac_px: float = 4.0
+    min_inliers: int = 15
+    min_inlier_ratio: float = 0.15
+    max_scale: float = 8.0  # tile px per frame px, either way
+    max_anisotropy: float = 3.0
+    min_spread: float = 0.04  # inlier bounding box / frame area
+
+
+@dataclass
+class Features:
+    xy: np.ndarray  # (N, 2) float32 pixel coordinates in the original image
+    descriptors: np.ndarray | None
+    size: tuple[int, int]  # (width, height) of the original image
+
+
+@dataclass
+class Verification:
+    tile_id: int
+    inliers: int
+    reason: str = ""  # empty when accepted
+    homography: np.ndarray | None = None  # frame pixels → tile pixels
+    frame_xy: np.ndarray | None = None  # inlier pixels in the frame (M, 2)
+    tile_xy: np.ndarray | None = None  # their partners in the tile crop (M, 2)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def _north_up(gray: np.ndarray, heading_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate a nadir frame whose top points along ``heading_deg`` so that north is up.
+
+    Returns the rotated image and the 2×3 affine from rotated back to original pixels.
+    """
+    h, w = gray.shape[:2]
+    forward = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -heading_deg, 1.0)  # clockwise by the heading
+    cos, sin = abs(forward[0, 0]), abs(forward[0, 1])
+    new_w, new_h = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
+    forward[:, 2] += (new_w / 2.0 - w / 2.0, new_h / 2.0 - h / 2.0)
+    rotated = cv2.warpAffine(gray, forward, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=0)
+    return rotated, cv2.invertAffineTransform(forward)
+
+
+class Verifier:
+    def __init__(self, conf: VerifyConf = VerifyConf(), tile_cache: int = 512):
+        if conf.features not in DETECTORS:
+            raise GeolinkError(
+                f"unknown local features {conf.features!r} (choose from {', '.join(DETECTORS)})"
+            )
+        factory, norm = DETECTORS[conf.features]
+        self.conf = conf
+        self.detector = factory(conf.max_features)
+        self.matcher = cv2.BFMatcher(norm)
+        self._tiles: OrderedDict[int, Features] = OrderedDict()
+        self._tile_cache = tile_cache
+
+    def features(self, image: np.ndarray, heading_deg: float | None = None) -> Features:
+        gray = _gray(image)
+        h, w = gray.shape[:2]
+        back = np.eye(3)
+        if heading_deg is not None and np.isfinite(heading_deg):
+            gray, rot_back = _north_up(gray, heading_deg)
+            back[:2] = rot_back
+        scale = min(1.0, self.conf.max_side / max(gray.shape[:2]))
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            back = back @ np.diag([1.0 / scale, 1.0 / scale, 1.0])
+        keypoints, descriptors = self.detector.detectAndCompute(gray, None)
+        pts = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
+        pts = (np.c_[pts, np.ones(len(pts))] @ back.T)[:, :2]
+        return Features(pts.astype(np.float32), descriptors, (w, h))
+
+    def tile_features(self, tile_id: int, load: Callable[[int], np.ndarray]) -> Features:
+        """Features of a reference crop (north-up already), computed once and kept in an LRU cache."""
+        cached = self._tiles.get(tile_id)
+        if cached is not None:
+            self._tiles.move_to_end(tile_id)
+            return cached
+        features = self.features(load(tile_id))
+        self._tiles[tile_id] = features
+        if len(self._tiles) > self._tile_cache:
+            self._tiles.popitem(last=False)
+        return features
+
+    def verify(self, tile_id: int, frame: Features, tile: Features) -> Verification:
+        conf = self.conf
+        if frame.descriptors is None or tile.descriptors is None or len(frame.xy) < 4 or len(tile.xy) < 4:
+            return Verification(tile_id, 0, "too few keypoints")
+        pairs = self.matcher.knnMatch(frame.descriptors, tile.descriptors, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < conf.ratio * p[1].distance]
+        if len(good) < max(4, conf.min_inliers):
+            return Verification(tile_id, 0, f"too few matches ({len(good)})")
+        src = frame.xy[[m.queryIdx for m in good]]
+        dst = tile.xy[[m.trainIdx for m in good]]
+        homography, mask = cv2.findHomography(
+            src, dst, cv2.USAC_MAGSAC, conf.ransac_px, confidence=0.999, maxIters=2000
+        )
+        if homography is None or mask is None:
+            return Verification(tile_id, 0, "no homography")
+        keep = mask.ravel().astype(bool)
+        inliers = int(keep.sum())
+        if inliers < conf.min_inliers or inliers < conf.min_inlier_ratio * len(good):
+            return Verification(tile_id, inliers, f"too few inliers ({inliers} of {len(good)})")
+        problem = self.degenerate(homography, src[keep], frame.size)
+        if problem:
+            return Verification(tile_id, inliers, f"degenerate homography ({problem})")
+        return Verification(tile_id, inliers, "", homography, src[keep], dst[keep])
+
+    def degenerate(self, homography: np.ndarray, frame_inliers: np.ndarray, size: tuple[int, int]) -> str:
+        """Why a homography cannot be a view of flat ground, or '' if it can."""
+        conf = self.conf
+        if not np.all(np.isfinite(homography)) or abs(homography[2, 2]) < 1e-12:
+            return "not finite"
+        h = homography / homography[2, 2]
+        w, hgt = size
+        centre = np.array([w / 2.0, hgt / 2.0, 1.0])
+        denom = h[2] @ centre
+        if denom <= 1e-6:
+            return "frame centre maps behind the camera"
+        # local linearisation at the frame centre: the 2×2 Jacobian of the mapping
+        mapped = (h[:2] @ centre) / denom
+        jac = (h[:2, :2] - np.outer(mapped, h[2, :2])) / denom
+        if np.linalg.det(jac) <= 0:
+            return "mirror image"
+        singular = np.linalg.svd(jac, compute_uv=False)
+        scale = float(np.sqrt(singular[0] * singular[1]))
+        if not (1.0 / conf.max_scale <= scale <= conf.max_scale):
+            return f"scale {scale:.2f}"
+        if singular[0] / singular[1] > conf.max_anisotropy:
+            return f"shear {singular[0] / singular[1]:.1f}"
+        corners = np.array([[0, 0, 1], [w, 0, 1], [w, hgt, 1], [0, hgt, 1]], dtype=np.float64)
+        if np.any(corners @ h[2] <= 1e-6):
+            return "horizon inside the frame"
+        span = np.ptp(frame_inliers, axis=0) if len(frame_inliers) else np.zeros(2)
+        if span[0] * span[1] < conf.min_spread * w * hgt:
+            return "inliers bunched in one spot"
+        return ""

@@ -1,0 +1,44 @@
+"""Shared session fixtures: a seeded tiny encoder, its checkpoint and its ONNX export."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """The ``tiny`` preset encoder with seeded random weights, in eval mode (do not train it in place)."""
+    import torch
+
+    from geolink_edge.models import ImageEncoder, card_for_preset
+
+    torch.manual_seed(0)
+    return ImageEncoder(card_for_preset("tiny")).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_encoder, tmp_path_factory):
+    """A ``geolink-edge/checkpoint/1`` file holding ``tiny_encoder`` (model card + encoder state)."""
+    from geolink_edge.models import save_checkpoint
+
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.pt"
+    payload = {
+        "model_card": tiny_encoder.model_card().to_dict(),
+        "encoder": tiny_encoder.state_dict(),
+        "config": {"model": {"preset": "tiny"}},
+        "epoch": 0,
+        "step": 0,
+        "metrics": {},
+    }
+    return save_checkpoint(path, payload)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint, tmp_path_factory):
+    """``encoder.onnx`` (fp32) exported from the encoder stored in ``tiny_checkpoint``."""
+    from geolink_edge.export.onnx_export import export_onnx
+
+    from geolink_edge.models import load_encoder
+
+    encoder, _ = load_encoder(tiny_checkpoint)
+    return export_onnx(encoder, tmp_path_factory.mktemp("tiny_onnx") / "encoder.onnx")

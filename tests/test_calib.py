@@ -1,0 +1,142 @@
+"""INT8 Q/DQ quantization, FP16 conversion, the calibration set and the fidelity report."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from _dataset_fixtures import write_sues200, write_university1652
+from onnx import TensorProto, helper, numpy_helper
+
+from geolink_edge.calib.dataset import calibration_set, iter_batches
+from geolink_edge.calib.fp16 import convert_fp16
+from geolink_edge.calib.quantize import quantize_int8, quantized_linears, select_block_linears, zero_points
+from geolink_edge.calib.report import fidelity_report, held_out_set
+from geolink_edge.data.layout import open_dataset
+from geolink_edge.errors import GeolinkError
+from geolink_edge.runtime.backends import OnnxEmbedder
+
+TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)
+
+
+@pytest.fixture(scope="module")
+def u1652(tmp_path_factory):
+    root = tmp_path_factory.mktemp("u1652")
+    return open_dataset(write_university1652(root, train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
+                                             test_ids=("0100", "0101", "0102"), drone_per_id=3))
+
+
+@pytest.fixture(scope="module")
+def int8(tiny_onnx, u1652, tmp_path_factory):
+    card = OnnxEmbedder(tiny_onnx).card
+    chosen = calibration_set(u1652, 16)
+    out = tmp_path_factory.mktemp("int8") / "encoder.int8.onnx"
+    report = quantize_int8(tiny_onnx, out, iter_batches(chosen.paths, card, 8), method="minmax")
+    return out, report
+
+
+def _graph_with(nodes, inits):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=inits,
+    )
+    return helper.make_model(graph)
+
+
+def test_selection_keeps_only_block_linears_with_a_weight():
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"], name="/blocks/blocks.0/mlp/fc1/MatMul"),
+        helper.make_node("MatMul", ["a", "a"], ["b"], name="/blocks/blocks.0/attn/MatMul"),  # act × act
+        helper.make_node("Gemm", ["b", "w"], ["c"], name="/blocks/blocks.1/attn/proj/Gemm"),
+        helper.make_node("MatMul", ["c", "w"], ["y"], name="/aggregator/channel_proj/MatMul"),
+    ]
+    chosen, excluded = select_block_linears(_graph_with(nodes, [w]))
+    assert chosen == ["/blocks/blocks.0/mlp/fc1/MatMul", "/blocks/blocks.1/attn/proj/Gemm"]
+    assert excluded == ["/blocks/blocks.0/attn/MatMul", "/aggregator/channel_proj/MatMul"]
+
+
+def test_int8_quantizes_exactly_the_block_linears(int8, tiny_onnx):
+    out, report = int8
+    model = onnx.load(str(out))
+    names = quantized_linears(model)
+    assert len(names) == 4 * TINY_DEPTH == len(report["quantized_nodes"])
+    assert all("/blocks/blocks." in n and n.rsplit("/", 2)[1] in ("qkv", "proj", "fc1", "fc2") for n in names)
+    assert not any("aggregator" in n or n.endswith("attn/MatMul") or n.endswith("MatMul_1") for n in names)
+    # one activation Q per quantized Linear; weights only go through DequantizeLinear
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["QuantizeLinear"] == 4 * TINY_DEPTH and ops["DequantizeLinear"] == 8 * TINY_DEPTH
+    source_ops = Counter(n.op_type for n in onnx.load(str(tiny_onnx)).graph.node)
+    # two per block, the final norm, one per MixVPR mixer (depth 2): each still a single op
+    assert ops["LayerNormalization"] == source_ops["LayerNormalization"] == 2 * TINY_DEPTH + 1 + 2
+    assert ops["ReduceMean"] == source_ops["ReduceMean"]  # no LayerNorm was decomposed
+    assert ops["Conv"] == source_ops["Conv"] == 1  # patch embedding untouched
+
+
+def test_int8_zero_points_are_zero_and_weights_per_channel(int8):
+    model = onnx.load(str(int8[0]))
+    points = zero_points(model)
+    assert len(points) == 8 * TINY_DEPTH and all(np.all(v == 0) for v in points.values())
+    assert all(v.dtype == np.int8 for v in points.values())
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qkv = next(n for n in model.graph.node if n.name == "/blocks/blocks.0/attn/qkv/MatMul")
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == qkv.input[1])
+    assert inits[dq.input[0]].dtype == np.int8 and inits[dq.input[1]].shape == (3 * 192,)  # per output channel
+
+
+def test_int8_runs_in_ort_close_to_fp32(int8, tiny_onnx, u1652):
+    fp32, q = OnnxEmbedder(tiny_onnx), OnnxEmbedder(int8[0])
+    assert q.precision == "int8" and q.card == fp32.card
+    batch = next(iter_batches(held_out_set(u1652).paths, fp32.card, 8))
+    cosine = np.sum(fp32.run(batch) * q.run(batch), axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_calibration_set_spreads_over_locations_and_heights(tmp_path, u1652):
+    chosen = calibration_set(u1652, 8)
+    assert len(chosen.satellite) == 4 and len(chosen.drone) == 4
+    assert len({p.parent.name for p in chosen.drone}) == 4  # four different locations
+    assert chosen.warnings and "fewer than 300" in chosen.warnings[0]
+    sues = open_dataset(write_sues200(tmp_path / "sues", per_height=2))
+    picked = calibration_set(sues, 8)
+    assert len(picked.satellite) == 2  # two training locations, one tile each
+    heights = Counter((p.parent.parent.name, p.parent.name) for p in picked.drone)
+    assert len(picked.drone) == 6 and len(heights) == 6  # 3 heights per location, none repeated
+
+
+def test_calibration_set_rejects_bad_count(u1652):
+    with pytest.raises(GeolinkError, match="--calib-images must be >= 1"):
+        calibration_set(u1652, 0)
+
+
+def test_fp16_keeps_io_and_normalisation_fp32(tiny_onnx, tmp_path, u1652):
+    out = tmp_path / "encoder.fp16.onnx"
+    kept = convert_fp16(tiny_onnx, out)["kept_fp32_nodes"]
+    assert kept[0].endswith("ReduceL2")
+    embedder = OnnxEmbedder(out)
+    assert embedder.precision == "fp16"
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert sum(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer) > 50
+    batch = next(iter_batches(held_out_set(u1652).paths, embedder.card, 8))
+    cosine = np.sum(OnnxEmbedder(tiny_onnx).run(batch) * embedder.run(batch), axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_fidelity_of_a_model_with_itself_is_exact(tiny_onnx, u1652):
+    held = held_out_set(u1652)
+    report = fidelity_report(tiny_onnx, {"int8": tiny_onnx}, held, max_r1_drop=0.0)
+    row = report["models"]["int8"]
+    assert row["R@1_drop"] == 0.0 and row["AP_drop"] == 0.0 and row["cosine_min"] > 0.99999
+    assert report["passed"] and report["held_out"]["queries"] == 9 and report["held_out"]["gallery"] == 4
+
+
+def test_fidelity_fails_when_drop_exceeds_limit(tiny_onnx, u1652):
+    held = held_out_set(u1652)
+    assert not fidelity_report(tiny_onnx, {"int8": tiny_onnx}, held, max_r1_drop=-0.5)["passed"]
+    # an FP16 candidate never gates the export, only INT8 does
+    assert fidelity_report(tiny_onnx, {"fp16": tiny_onnx}, held, max_r1_drop=-0.5)["passed"]
+    with pytest.raises(GeolinkError, match="--fidelity-queries"):
+        held_out_set(u1652, 0)

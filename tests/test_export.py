@@ -1,0 +1,120 @@
+"""``geolink-edge export``: checkpoint → ONNX + INT8 Q/DQ + reports; ONNX in without torch; clean failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from _dataset_fixtures import write_university1652
+
+from geolink_edge.calib.quantize import zero_points
+from geolink_edge.runtime.backends import OnnxEmbedder
+
+
+def _cli(*args: str, block_torch: bool = False) -> subprocess.CompletedProcess:
+    prelude = "sys.modules['torch'] = None; sys.modules['timm'] = None\n" if block_torch else ""
+    code = "import sys\n" + prelude + "from geolink_edge.cli import main; main(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "u1652"
+    return write_university1652(root, train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
+                                test_ids=("0100", "0101", "0102"), drone_per_id=3)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "models"
+    result = _cli("export", str(tiny_checkpoint), "--out", str(out), "--int8", "--calib-data", str(dataset),
+                  "--calib-images", "16", "--calib-method", "minmax", "--fp16")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_export_writes_every_artifact(exported):
+    out, result = exported
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calibration.json", "encoder.fp16.onnx", "encoder.int8.onnx", "encoder.onnx", "export.json",
+        "fidelity.json", "parity.json",
+    ]
+    assert "fidelity vs FP32" in result.stderr and "int8" in result.stderr  # the printed table
+    summary = json.loads((out / "export.json").read_text())
+    card = OnnxEmbedder(out / "encoder.onnx").card
+    assert summary["model_hash"] == card.weights_hash and summary["files"]["int8"] == "encoder.int8.onnx"
+
+
+def test_exported_onnx_is_checked_static_and_matches_torch(exported):
+    out, _ = exported
+    model = onnx.load(str(out / "encoder.onnx"))
+    onnx.checker.check_model(model)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 112, 112]
+    assert model.opset_import[0].version >= 17
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["cosine_min"] >= 0.9999 and parity["max_abs_diff"] < 1e-3 and "dataset images" in parity["images"]
+
+
+def test_int8_model_runs_with_zero_points_zero_and_reports(exported):
+    out, _ = exported
+    int8 = OnnxEmbedder(out / "encoder.int8.onnx")
+    desc = int8.embed([np.full((60, 80, 3), 120, np.uint8)])
+    assert desc.shape == (1, 256) and abs(float(np.linalg.norm(desc)) - 1.0) < 1e-5
+    points = zero_points(onnx.load(str(out / "encoder.int8.onnx")))
+    assert points and all(np.all(v == 0) for v in points.values())
+    calib = json.loads((out / "calibration.json").read_text())
+    assert calib["method"] == "minmax" and calib["images"] == 16 and len(calib["quantized_nodes"]) == 48
+    # half tiles asked, but the 6 training locations have one tile each: drone frames fill the rest
+    assert calib["calibration_set"]["satellite"] == 6 and calib["calibration_set"]["drone"] == 10
+    fidelity = json.loads((out / "fidelity.json").read_text())
+    row = fidelity["models"]["int8"]
+    assert row["cosine_min"] > 0.99 and row["R@1_drop"] == fidelity["models"]["fp32"]["R@1"] - row["R@1"]
+    assert fidelity["passed"] == (row["R@1_drop"] <= 1.0) and set(fidelity["models"]) == {"fp32", "int8", "fp16"}
+
+
+def test_onnx_input_needs_no_torch(tiny_onnx, tmp_path):
+    out = tmp_path / "fp16"
+    result = _cli("export", str(tiny_onnx), "--out", str(out), "--fp16", block_torch=True)
+    assert result.returncode == 0, result.stderr
+    assert OnnxEmbedder(out / "encoder.fp16.onnx").precision == "fp16"
+    assert json.loads((out / "export.json").read_text())["files"]["fp32"] == str(tiny_onnx)
+
+
+def test_engine_without_tensorrt_fails_in_one_line_and_writes_nothing(tiny_onnx, tmp_path):
+    pytest.importorskip("onnx")
+    if subprocess.run([sys.executable, "-c", "import tensorrt"], capture_output=True).returncode == 0:
+        pytest.skip("TensorRT is installed here")
+    out = tmp_path / "engine"
+    result = _cli("export", str(tiny_onnx), "--out", str(out), "--engine", block_torch=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "build the engine on the target, where JetPack provides TensorRT" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--int8"], "--int8 needs --calib-data"),
+    (["--int8", "--calib-data", "D", "--calib-images", "-5"], "--calib-images must be in"),
+    (["--fp16", "--max-r1-drop", "-1"], "--max-r1-drop must be in"),
+    (["--fp16", "--workspace", "0"], "--workspace must be in"),
+    (["--int8", "--calib-data", "D", "--calib-method", "magic"], "--calib-method must be one of"),
+    ([], "already an ONNX"),
+])
+def test_bad_options_exit_2_in_one_line(tiny_onnx, tmp_path, args, message):
+    result = _cli("export", str(tiny_onnx), "--out", str(tmp_path / "o"), *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_source_and_existing_folder(tiny_onnx, tmp_path):
+    (tmp_path / "m.txt").write_text("x")
+    result = _cli("export", str(tmp_path / "m.txt"), "--out", str(tmp_path / "o"), "--fp16")
+    assert result.returncode == 2 and "expected a checkpoint (.pt) or an encoder ONNX" in result.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    result = _cli("export", str(tiny_onnx), "--out", str(tmp_path / "full"), "--fp16")
+    assert result.returncode == 2 and "use --force" in result.stderr

@@ -1,0 +1,183 @@
+"""Runtime geometry: intrinsics files, local-feature verification, planar PnP, the track filter."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from _runtime_fixtures import ortho_affine, render_view, textured_ground
+from geolink_edge.runtime.filter import FilterConf, TrackFilter
+from geolink_edge.runtime.intrinsics import load_intrinsics
+from geolink_edge.runtime.locate import _heading_from_rotation, planar_pnp
+from geolink_edge.runtime.verify import Verifier, VerifyConf
+
+from geolink_edge.errors import GeolinkError
+
+K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
+GSD, X0, Y0 = 0.25, 1000.0, 2000.0
+
+
+@pytest.fixture(scope="module")
+def ortho():
+    return textured_ground(800)
+
+
+def _view(ortho, centre, yaw, pitch=90.0):
+    return render_view(ortho, ortho_affine(GSD, X0, Y0), K, centre, yaw, pitch)
+
+
+def test_ros_and_opencv_yaml_give_the_same_camera(tmp_path):
+    ros = tmp_path / "ros.yaml"
+    ros.write_text(
+        "image_width: 640\nimage_height: 480\ncamera_name: cam\n"
+        "camera_matrix: {rows: 3, cols: 3, data: [520, 0, 320, 0, 521, 240, 0, 0, 1]}\n"
+        "distortion_model: plumb_bob\n"
+        "distortion_coefficients: {rows: 1, cols: 5, data: [0.1, -0.05, 0, 0, 0]}\n"
+    )
+    ocv = tmp_path / "ocv.yaml"
+    ocv.write_text(
+        "%YAML:1.0\n---\nimage_width: 640\nimage_height: 480\n"
+        "camera_matrix: !!opencv-matrix\n   rows: 3\n   cols: 3\n   dt: d\n"
+        "   data: [ 520., 0., 320., 0., 521., 240., 0., 0., 1. ]\n"
+        "distortion_coefficients: !!opencv-matrix\n   rows: 1\n   cols: 5\n   dt: d\n"
+        "   data: [ 0.1, -0.05, 0., 0., 0. ]\n"
+    )
+    a, b = load_intrinsics(ros), load_intrinsics(ocv)
+    assert a == b
+    assert (a.fx, a.fy, a.cx, a.cy, a.width) == (520.0, 521.0, 320.0, 240.0, 640)
+    half = a.for_size(320, 240)
+    assert (half.fx, half.cy) == (260.0, 120.0)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("camera_matrix: {data: [1, 2, 3]}\n", "3 values, expected 9"),
+        ("camera_matrix: [oops\n", "line"),
+        ("fx: 0\nfy: 1\ncx: 1\ncy: 1\n", "positive"),
+        ("just text\n", "mapping"),
+    ],
+)
+def test_bad_intrinsics_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "cam.yaml"
+    path.write_text(text)
+    with pytest.raises(GeolinkError, match=message) as err:
+        load_intrinsics(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def _match(ortho, frame, heading=None, name="sift"):
+    verifier = Verifier(VerifyConf(features=name))
+    tile = verifier.features(ortho)
+    return verifier.verify(7, verifier.features(frame, heading), tile)
+
+
+@pytest.mark.parametrize("name", ["sift", "orb"])
+def test_verification_recovers_the_warp(ortho, name):
+    frame = _view(ortho, (X0 + 100, Y0 - 100, 90.0), yaw=35.0)
+    result = _match(ortho, frame, heading=35.0, name=name)
+    assert result.ok, result.reason
+    assert result.inliers >= 40
+    # the homography maps the frame centre to the ground point under a nadir camera
+    centre = result.homography @ np.array([320.0, 240.0, 1.0])
+    u, v = centre[:2] / centre[2]
+    assert math.hypot(X0 + GSD * u - (X0 + 100), Y0 - GSD * v - (Y0 - 100)) < 1.0
+
+
+def test_an_unrelated_image_is_rejected(ortho):
+    other = textured_ground(600, seed=5)[:480, :640]
+    result = _match(ortho, other)
+    assert not result.ok and ("too few" in result.reason or "degenerate" in result.reason)
+
+
+def test_degenerate_homographies_are_named():
+    verifier = Verifier()
+    pts = np.random.default_rng(0).uniform(0, 400, (50, 2))
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    assert verifier.degenerate(mirror, pts, (640, 480)) == "mirror image"
+    assert verifier.degenerate(np.diag([20.0, 20.0, 1.0]), pts, (640, 480)).startswith("scale")
+    assert verifier.degenerate(np.diag([3.0, 0.5, 1.0]), pts, (640, 480)).startswith("shear")
+    clump = 200.0 + pts / 40.0  # 50 inliers inside a 10-pixel square
+    assert verifier.degenerate(np.eye(3), clump, (640, 480)) == "inliers bunched in one spot"
+    assert verifier.degenerate(np.eye(3), pts, (640, 480)) == ""
+
+
+@pytest.mark.parametrize("yaw, pitch", [(0.0, 90.0), (120.0, 90.0), (250.0, 78.0)])
+def test_planar_pnp_finds_the_camera_not_the_footprint(ortho, yaw, pitch):
+    centre = np.array([X0 + 95.0, Y0 - 105.0, 80.0])
+    frame = _view(ortho, centre, yaw, pitch)
+    match = _match(ortho, frame, heading=yaw)
+    assert match.ok, match.reason
+    ground = np.c_[
+        match.tile_xy @ ortho_affine(GSD, X0, Y0)[:, :2].T + (X0, Y0), np.zeros(len(match.tile_xy))
+    ]
+    from geolink_edge.runtime.intrinsics import Intrinsics
+
+    pose, why = planar_pnp(match.frame_xy, ground, Intrinsics(520.0, 520.0, 320.0, 240.0), 3.0)
+    assert pose is not None, why
+    assert np.linalg.norm(pose.centre - centre) < 1.0  # metres, camera 80 m up
+    assert abs((pose.heading - yaw + 180) % 360 - 180) < 1.0
+    assert np.all(np.linalg.eigvalsh(pose.cov) > 0) and np.sqrt(np.trace(pose.cov)) < 1.0
+    if pitch < 90:  # the footprint centre lies ahead of the drone: a tile-centre answer would be far off
+        from _runtime_fixtures import world_to_camera
+
+        forward = world_to_camera(yaw, pitch)[2]
+        footprint = centre - forward * centre[2] / forward[2]
+        assert np.linalg.norm(footprint[:2] - centre[:2]) > 10.0
+
+
+def test_known_attitude_beats_pnp_on_sloping_ground(ortho):
+    """Level-ground PnP tilts the camera to fit a slope and slides sideways; the nadir ray does not."""
+    from geolink_edge.runtime.intrinsics import Intrinsics
+    from geolink_edge.runtime.locate import nadir_pixel
+    from geolink_edge.runtime.sources import Telemetry
+
+    centre = np.array([X0 + 100.0, Y0 - 100.0, 0.08 * (X0 + 100.0) + 90.0])  # 90 m above an 8 % slope
+    frame = render_view(ortho, ortho_affine(GSD, X0, Y0), K, centre, 40.0, 90.0, slope=(0.08, 0.0))
+    match = _match(ortho, frame, heading=40.0)
+    assert match.ok, match.reason
+    camera = Intrinsics(520.0, 520.0, 320.0, 240.0, width=640, height=480)
+    affine = ortho_affine(GSD, X0, Y0)
+    ground = np.c_[match.tile_xy @ affine[:, :2].T + affine[:, 2], np.zeros(len(match.tile_xy))]
+    pose, _ = planar_pnp(match.frame_xy, ground, camera, 3.0)
+    nadir = nadir_pixel(camera, Telemetry(yaw=40.0, pitch=90.0))
+    assert np.allclose(nadir, (320.0, 240.0))
+    below = match.homography @ np.r_[nadir, 1.0]
+    xy = affine[:, :2] @ (below[:2] / below[2]) + affine[:, 2]
+    assert np.linalg.norm(xy - centre[:2]) < 1.0
+    assert np.linalg.norm(pose.centre[:2] - centre[:2]) > 4.0
+
+
+def test_heading_matches_the_camera_convention():
+    from _runtime_fixtures import world_to_camera
+
+    for yaw in (0.0, 45.0, 181.0, 300.0):
+        assert abs(_heading_from_rotation(world_to_camera(yaw, 70.0)) - yaw) < 1e-9
+
+
+def test_filter_tracks_gates_coasts_and_loses():
+    f = TrackFilter(FilterConf(max_misses=3, confirm=2))
+    r = np.eye(2) * 4.0
+    assert f.update(0.0, [0.0, 0.0], r).status == "acquiring"
+    assert f.update(1.0, [10.0, 0.0], r).status == "accepted"  # two agreeing fixes start the track
+    for t in range(2, 8):
+        assert f.update(float(t), [10.0 * t, 0.0], r).status == "accepted"
+    assert abs(f.velocity[0] - 10.0) < 1.0
+    outlier = f.update(8.0, [80.0, 300.0], r)
+    assert outlier.status == "gated" and outlier.mahalanobis2 > 100
+    before = np.trace(f.covariance[:2, :2])
+    assert f.miss(9.0).status == "coasting"
+    assert np.trace(f.covariance[:2, :2]) > before  # coasting grows the uncertainty
+    x, y, radius = f.search_region(10.0)
+    assert abs(x - 100.0) < 3.0 and radius >= 10.0
+    assert f.miss(10.0).status == "lost" and f.search_region(11.0) is None
+
+
+def test_filter_does_not_start_on_disagreeing_fixes():
+    f = TrackFilter(FilterConf(confirm=2, max_speed=20.0))
+    r = np.eye(2)
+    assert f.update(0.0, [0.0, 0.0], r).status == "acquiring"
+    assert f.update(0.5, [500.0, 0.0], r).status == "acquiring"  # 1 km/s apart: not the same drone
+    assert f.update(1.0, [505.0, 0.0], r).status == "accepted"
+    assert abs(f.position[0] - 505.0) < 1e-6

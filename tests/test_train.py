@@ -1,0 +1,231 @@
+"""Training: configuration, schedule, RNG state, and real tiny runs (train, SIGKILL, resume)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from geolink_edge.errors import GeolinkError
+from geolink_edge.train.config import parse_losses, parse_weights, resolve_config
+from geolink_edge.train.rng import capture_rng, restore_rng, seed_everything
+from geolink_edge.train.schedule import lr_factor, warmup_cosine
+
+
+def test_paper_preset_is_the_paper_recipe():
+    conf = resolve_config("paper")
+    assert conf.model == "geolink" and conf.points == 1024 and conf.experts == 3 and conf.mme
+    assert conf.club_hidden == 4096 and conf.batch_size == 8 and conf.epochs == 40
+    assert (conf.lr, conf.min_lr, conf.warmup_epochs) == (6e-4, 1e-4, 0.1)
+    assert conf.loss_weight("sc") == 4.0 and conf.active_losses == ("cc", "sc", "ga", "rd")
+
+
+def test_yaml_then_overrides_take_precedence(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\nlr: 0.002\nlosses: [cc, rd]\n")
+    conf = resolve_config("tiny", path, {"epochs": 5, "seed": None})
+    assert conf.epochs == 5 and conf.lr == 0.002 and conf.active_losses == ("cc", "rd")
+    assert conf.model == "tiny" and conf.seed == 0
+
+
+def test_baseline_has_only_the_2d_contrastive_term():
+    conf = resolve_config("tiny", overrides={"baseline": True})
+    assert conf.active_losses == ("cc",) and not conf.needs_3d
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"epochs": -1}, "epochs"), ({"lr": 1e-5, "min_lr": 1e-4}, "min_lr"), ({"surprise": 1}, "surprise"),
+     ({"batch_size": 1}, "batch_size")],
+)
+def test_bad_config_values_are_one_line_errors(overrides, message):
+    with pytest.raises(GeolinkError, match=message):
+        resolve_config("tiny", overrides=overrides)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: [1\n")
+    with pytest.raises(GeolinkError, match="bad.yaml.*not valid YAML"):
+        resolve_config("tiny", path)
+
+
+def test_loss_and_weight_parsing():
+    assert parse_losses("cc, sc,rd") == ["cc", "sc", "rd"]
+    assert parse_weights("sc=2,ga=0.5") == {"sc": 2.0, "ga": 0.5}
+    with pytest.raises(GeolinkError, match="unknown term 'xx'"):
+        parse_losses("cc,xx")
+    with pytest.raises(GeolinkError, match="term=value"):
+        parse_weights("sc=-1")
+
+
+def test_warmup_then_cosine_to_the_floor():
+    total, warm, floor = 100, 10, 1e-4 / 6e-4
+    assert lr_factor(0, total, warm, floor) == pytest.approx(0.1)
+    assert lr_factor(9, total, warm, floor) == pytest.approx(1.0)
+    assert lr_factor(55, total, warm, floor) == pytest.approx(floor + (1 - floor) * 0.5)  # half-way
+    assert lr_factor(100, total, warm, floor) == pytest.approx(floor)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=6e-4)
+    sched = warmup_cosine(opt, total, warm, 6e-4, 1e-4)
+    for _ in range(100):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert math.isclose(sched.state_dict()["last_epoch"], 100)
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    seed_everything(7)
+    torch.save(capture_rng(), tmp_path / "rng.pt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    seed_everything(99)
+    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+# ---- real tiny runs --------------------------------------------------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from _train_fixtures import make_dataset  # noqa: E402
+
+from geolink_edge.card import ModelCard, hash_state_dict  # noqa: E402
+from geolink_edge.models.checkpoint import read_checkpoint  # noqa: E402
+from geolink_edge.train import trainer  # noqa: E402
+
+FAST = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "val_batch_size": 16, "points": 128}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), train=8, test=4, distractors=2, views=2)
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset, tmp_path_factory) -> Path:
+    conf = resolve_config("tiny", overrides=FAST)
+    return trainer.main(conf, dataset, tmp_path_factory.mktemp("runs") / "run", quiet=True)
+
+
+def _optimizer_steps(ckpt: dict) -> int:
+    """AdamW's own step counter: how many updates the weights really received."""
+    return int(next(iter(ckpt["optimizer"]["state"].values()))["step"])
+
+
+def test_tiny_run_trains_all_four_losses_and_writes_the_run(finished_run):
+    files = {p.name for p in finished_run.iterdir()}
+    assert {"config.yaml", "last.pt", "best.pt", "metrics.csv", "tensorboard"} <= files
+    assert resolve_config("tiny", finished_run / "config.yaml").epochs == 2
+    last = read_checkpoint(finished_run / "last.pt")
+    assert (last["epoch"], last["position"], last["step"]) == (2, 0, 6) and _optimizer_steps(last) == 6
+    card = ModelCard.from_dict(last["model_card"])
+    assert card.tile_m == 120.0 and card.weights_hash == hash_state_dict(last["encoder"])
+    header, *rows = (finished_run / "metrics.csv").read_text().splitlines()
+    for term in ("loss/cc", "loss/sc", "loss/ga", "loss/rd", "loss/club_fit", "val/R@1", "val/AP"):
+        assert term in header.split(",")
+    assert len(rows) == 2
+    assert last["club"] and last["club_optimizer"]["state"]  # the estimators were fitted
+
+
+def test_vclub_estimators_learn_on_their_own_optimiser(dataset, tmp_path):
+    conf = resolve_config("tiny", overrides={**FAST, "losses": ["cc", "ga"], "epochs": 1})
+    run = trainer.main(conf, dataset, tmp_path / "run", quiet=True)
+    ckpt = read_checkpoint(run / "last.pt")
+    est_steps = int(next(iter(ckpt["club_optimizer"]["state"].values()))["step"])
+    assert est_steps == 3 * conf.club_steps
+    # the estimators are not in the encoders' optimiser
+    n_main = sum(len(g["params"]) for g in ckpt["optimizer"]["param_groups"])
+    n_club = sum(len(g["params"]) for g in ckpt["club_optimizer"]["param_groups"])
+    assert n_club == len(ckpt["club"]) and n_main + n_club == len(set(range(n_main + n_club)))
+
+
+def test_baseline_and_no_mme_runs(dataset, tmp_path):
+    base = trainer.main(resolve_config("tiny", overrides={**FAST, "epochs": 1, "baseline": True}), dataset,
+                        tmp_path / "base", quiet=True)
+    ckpt = read_checkpoint(base / "last.pt")
+    assert set(ckpt["branch3d"]) == {"logit_scale"} and not ckpt["club"]
+    lin = trainer.main(resolve_config("tiny", overrides={**FAST, "epochs": 1, "mme": False}), dataset,
+                       tmp_path / "linear", quiet=True)
+    assert "branch3d.weight" in read_checkpoint(lin / "last.pt")["branch3d"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "geolink_edge.cli", *args]
+
+
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_steps(dataset, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(dataset), "--out", str(run), "--preset", "tiny", "--epochs", "2", "--steps-per-epoch",
+            "4", "--batch-size", "4", "--points", "128", "--save-every-steps", "1", "--quiet"]
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    killed_at = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        last = run / "last.pt"
+        if last.is_file():
+            ckpt = read_checkpoint(last)
+            if ckpt["epoch"] == 1 and ckpt["position"] >= 1:  # inside the second epoch
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = ckpt["step"]
+                break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert killed_at is not None, proc.stderr.read().decode()[-500:]
+    assert proc.returncode == -signal.SIGKILL
+    done = subprocess.run(_cli(*args, "--resume"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-800:]
+    final = read_checkpoint(run / "last.pt")
+    assert final["step"] == 8 and _optimizer_steps(final) == 8 and final["epoch"] == 2
+    assert [r["epoch"] for r in final["metrics"]["history"]] == [1, 2]
+    assert final["scheduler"]["last_epoch"] == 8
+
+
+def test_resume_restores_rng_and_position_exactly(dataset, tmp_path):
+    """Stopping after the first epoch and resuming gives the same weights as one straight run."""
+    overrides = {**FAST, "epochs": 2, "steps_per_epoch": 2, "val_every": 5}
+    straight = trainer.main(resolve_config("tiny", overrides=overrides), dataset, tmp_path / "a", quiet=True)
+    trainer.main(resolve_config("tiny", overrides={**overrides, "epochs": 1}), dataset, tmp_path / "b",
+                 quiet=True)
+    resumed = trainer.main(resolve_config("tiny", overrides=overrides), dataset, tmp_path / "b", resume=True,
+                           quiet=True)
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(resumed / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for name, value in a["encoder"].items():
+        assert torch.allclose(value, b["encoder"][name], atol=1e-5), name
+
+
+def test_bad_inputs_are_one_line_errors(dataset, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "train" / "drone").mkdir(parents=True)
+    (empty / "train" / "satellite").mkdir(parents=True)
+    res = subprocess.run(_cli("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "error:" in res.stderr
+
+    no_pc = make_dataset(tmp_path / "nopc", train=6, test=2, distractors=0, views=2)
+    for path in sorted((no_pc / "pointclouds").glob("*.npz"))[:2]:
+        path.unlink()
+    conf = resolve_config("tiny", overrides={**FAST, "epochs": 1})
+    with pytest.raises(GeolinkError, match="have no point cloud"):
+        trainer.main(conf, no_pc, tmp_path / "r1", quiet=True)
+    skipped = resolve_config("tiny", overrides={**FAST, "epochs": 1, "skip_missing_pc": True})
+    assert (trainer.main(skipped, no_pc, tmp_path / "r2", quiet=True) / "last.pt").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(finished_run, dataset, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes((finished_run / "last.pt").read_bytes())
+    with pytest.raises(GeolinkError, match="made with mme=True"):
+        trainer.main(resolve_config("tiny", overrides={**FAST, "mme": False}), dataset, run, resume=True)
+    (run / "last.pt").write_bytes((finished_run / "last.pt").read_bytes()[:5000])
+    with pytest.raises(GeolinkError, match="not a readable checkpoint"):
+        trainer.main(resolve_config("tiny", overrides=FAST), dataset, run, resume=True)

@@ -1,0 +1,115 @@
+"""The networks a training run optimises, assembled from a :class:`TrainConfig`.
+
+``features`` (encoder + Point-NN + MME, the part DDP wraps) maps a batch to the feature dict the
+loss reads (``dro``, ``sat``, ``pc`` and, for the intra-view term, ``dro2``, ``sat2``, ``pc2``).
+``loss_fn`` is :class:`GeoLinkLoss` (its learnable logit scale trains with the encoders; its vCLUB
+estimators have their own optimiser).
+"""
+
+from __future__ import annotations
+
+import torch
+from geolink_edge.train.config import TrainConfig
+from geolink_edge.train.distributed import DistInfo
+from torch import nn
+
+from geolink_edge.card import ModelCard
+from geolink_edge.errors import GeolinkError
+from geolink_edge.losses import GeoLinkLoss, info_nce
+from geolink_edge.models.encoder import ImageEncoder
+from geolink_edge.models.mme import MixtureOfExperts
+from geolink_edge.models.pointnn import PointNN
+
+
+class FeatureModel(nn.Module):
+    def __init__(self, conf: TrainConfig, card: ModelCard):
+        super().__init__()
+        self.encoder = ImageEncoder(card, pretrained=conf.pretrained, weights=conf.weights,
+                                    freeze_blocks=conf.freeze_blocks)
+        self.second_views = "sc" in conf.active_losses
+        self.pointnn: PointNN | None = None
+        self.branch3d: nn.Module | None = None
+        if conf.needs_3d:
+            self.pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
+            dim = self.encoder.descriptor_dim
+            # without the MME block a linear head brings the 3D feature to the descriptor's size
+            self.branch3d = (MixtureOfExperts(self.pointnn.out_dim, dim, conf.experts) if conf.mme
+                             else nn.Linear(self.pointnn.out_dim, dim))
+
+    def _pairs(self, module, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One forward for both views when the second is needed (one pass, twice the batch)."""
+        if not self.second_views:
+            return (module(first),)
+        return module(torch.cat([first, second])).chunk(2)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feats: dict[str, torch.Tensor] = {}
+        for name, key in (("dro", "drone"), ("sat", "satellite")):
+            views = self._pairs(self.encoder, batch[key], batch[f"{key}2"])
+            feats.update(zip((name, f"{name}2"), views, strict=False))
+        if self.pointnn is not None:
+            views = self._pairs(lambda x: self.branch3d(self.pointnn(x)), batch["points"], batch["points2"])
+            feats.update(zip(("pc", "pc2"), views, strict=False))
+        return feats
+
+
+class GeoLinkNetworks(nn.Module):
+    def __init__(self, conf: TrainConfig, card: ModelCard):
+        super().__init__()
+        self.conf = conf
+        self.features = FeatureModel(conf, card)
+        dim = self.features.encoder.descriptor_dim
+        active = conf.active_losses
+        weights = {t: (conf.loss_weight(t) if t in active else 0.0) for t in ("cc", "sc", "ga", "rd")}
+        self.loss_fn = GeoLinkLoss(dim=dim, label_smoothing=conf.label_smoothing,
+                                   club_hidden=conf.club_hidden, **weights)
+        if "ga" not in active:
+            self.loss_fn.club = nn.ModuleDict()  # estimators of an inactive term would only cost memory
+        self.baseline = conf.baseline
+
+    @property
+    def encoder(self) -> ImageEncoder:
+        return self.features.encoder
+
+    @property
+    def club(self) -> nn.ModuleDict | None:
+        return self.loss_fn.club if len(self.loss_fn.club) else None
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """What the main optimiser updates: encoders, 3D head, logit scale (not the estimators)."""
+        return [*self.features.parameters(), *self.loss_fn.encoder_parameters()]
+
+    def set_club_trainable(self, flag: bool) -> None:
+        if self.club is not None:
+            self.club.requires_grad_(flag)
+
+    def loss(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.baseline:
+            value = info_nce(feats["dro"], feats["sat"], logit_scale=self.loss_fn.logit_scale,
+                             label_smoothing=self.conf.label_smoothing)
+            return value, {"cc": value.detach(), "logit_scale": self.loss_fn.logit_scale.detach().exp()}
+        return self.loss_fn(feats)
+
+    def club_fit_loss(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_fn.club_loss({k: v.float() for k, v in feats.items()})
+
+    def branch_state(self) -> dict:
+        """3D head and logit scale: what a checkpoint needs beyond the encoder and the estimators."""
+        state = {"logit_scale": self.loss_fn.logit_scale.detach().clone()}
+        if self.features.branch3d is not None:
+            state.update({f"branch3d.{k}": v for k, v in self.features.branch3d.state_dict().items()})
+        return state
+
+    def load_branch_state(self, state: dict) -> None:
+        with torch.no_grad():
+            self.loss_fn.logit_scale.copy_(state["logit_scale"])
+        if self.features.branch3d is not None:
+            prefix = "branch3d."
+            self.features.branch3d.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                                    if k.startswith(prefix)})
+
+    def wrap_ddp(self, dist: DistInfo) -> nn.Module:
+        if not dist.enabled:
+            raise GeolinkError("DDP wrapping needs a distributed run")
+        device_ids = [dist.local_rank] if next(self.parameters()).is_cuda else None
+        return nn.parallel.DistributedDataParallel(self.features, device_ids=device_ids)

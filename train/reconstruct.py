@@ -1,0 +1,181 @@
+"""Offline 3D reconstruction: one point cloud per location, used only in training.
+
+``main(conf, data_root, ...)`` writes ``pointclouds/<location_id>.npz`` (see
+``geolink_edge.data.pointclouds``) and ``pointclouds/reconstruct.json``. Locations already on disk
+are skipped (a rerun resumes); a location that fails is recorded and the run goes on; the run fails
+(GeolinkError, exit code 2) only when every location failed. Backends, picked by name from ``CONFS``:
+
+- ``dsm``: the synthetic world's surface model (exact geometry, synthetic datasets only);
+- ``colmap``: SfM with pycolmap on the location's drone images;
+- ``colmap-model``: COLMAP/VGGT models the user made (``<model_dir>/<id>/[sparse/[0/]]points3D.*``);
+- ``vggt``: VGGT's depth + camera prediction (needs the package and local weights).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from geolink_edge.train import colmap_io, sfm, vggt_points
+
+from geolink_edge import atomic
+from geolink_edge.data import pointclouds
+from geolink_edge.data.layout import open_dataset, require_dir
+from geolink_edge.errors import GeolinkError, MissingDependency
+
+CONFS: dict[str, dict] = {
+    "dsm": {"backend": "dsm"},
+    "colmap": {"backend": "colmap", **sfm.DEFAULTS},
+    "colmap-model": {"backend": "colmap-model", "model_dir": None},
+    "vggt": {"backend": "vggt", **vggt_points.DEFAULTS},
+}
+MIN_POINTS = 32  # fewer points than this is a failed reconstruction, not a shape
+REPORT = "reconstruct.json"
+
+Source = Callable[[str], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _dsm_source(root: Path, n_points: int) -> tuple[list[str], Source]:
+    data = open_dataset(root)
+    if data.kind != "synthetic":
+        raise GeolinkError(
+            f"--backend dsm needs a synthetic dataset (from 'geolink-edge synth'); {root} is {data.kind}"
+        )
+    from geolink_edge.data.synthetic.pointcloud import dsm_point_cloud
+
+    return sorted(data.drone_views()), lambda loc: (dsm_point_cloud(root, loc, n_points), None)
+
+
+def _views_source(root: Path, reconstruct_points, conf: dict) -> tuple[list[str], Source]:
+    views = open_dataset(root).drone_views()
+    return sorted(views), lambda loc: reconstruct_points(views[loc], conf)
+
+
+def _model_source(model_dir: str | Path | None) -> tuple[list[str], Source]:
+    if model_dir is None:
+        raise GeolinkError(
+            "--backend colmap-model needs --model-dir DIR holding one model folder per location"
+        )
+    folder = require_dir(Path(model_dir))
+    locations = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not locations:
+        raise GeolinkError(f"no location folders in {folder}")
+    return locations, lambda loc: colmap_io.read_points3d(colmap_io.find_points3d(folder / loc))
+
+
+def _source(conf: dict, root: Path, n_points: int) -> tuple[list[str], Source]:
+    backend = conf.get("backend")
+    if backend == "dsm":
+        return _dsm_source(root, n_points)
+    if backend == "colmap":
+        return _views_source(root, sfm.reconstruct_points, conf)
+    if backend == "colmap-model":
+        return _model_source(conf.get("model_dir"))
+    if backend == "vggt":
+        vggt_points.check_available(conf.get("weights"))
+        return _views_source(root, vggt_points.reconstruct_points, conf)
+    raise GeolinkError(f"unknown reconstruction backend {backend!r} (choose from {', '.join(CONFS)})")
+
+
+def _one(source: Source, location: str, n_points: int, sparse: bool):
+    """(points found, (xyz, rgb) ready to store) for one location."""
+    xyz, rgb = source(location)
+    xyz = np.asarray(xyz, np.float64).reshape(-1, 3)
+    if sparse and len(xyz):
+        keep = pointclouds.inliers(xyz)
+        xyz, rgb = xyz[keep], None if rgb is None else np.asarray(rgb).reshape(-1, 3)[keep]
+    if len(xyz) < MIN_POINTS:
+        raise GeolinkError(f"only {len(xyz)} 3D points (need at least {MIN_POINTS})")
+    return len(xyz), pointclouds.prepare(xyz, n_points, rgb)
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("locations", {}) if path.is_file() else {}
+    except (json.JSONDecodeError, AttributeError):
+        return {}  # an unreadable report only loses the history of earlier runs
+
+
+def main(
+    conf: dict,
+    data_root: str | Path,
+    out_dir: str | Path | None = None,
+    n_points: int = 1024,
+    force: bool = False,
+    progress: bool = True,
+    only: list[str] | None = None,
+) -> Path:
+    """Reconstruct every location of ``data_root`` (or those in ``only``) with ``conf`` (one of
+    ``CONFS``, maybe edited)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    if not 16 <= n_points <= 1_000_000:
+        raise GeolinkError(f"--points must be between 16 and 1000000, got {n_points}")
+    root = require_dir(Path(data_root))
+    out = Path(out_dir) if out_dir is not None else root / "pointclouds"
+    locations, source = _source(conf, root, n_points)
+    if only:
+        unknown = sorted(set(only) - set(locations))
+        if unknown:
+            raise GeolinkError(f"no location {unknown[0]} in {root} for --backend {conf['backend']}")
+        locations = sorted(set(only))
+    status = _read_report(out / REPORT)
+    todo = [loc for loc in locations if force or not (out / f"{loc}.npz").is_file()]
+    for loc in set(locations) - set(todo):
+        status.setdefault(loc, {"status": "done"})
+    failures: dict[str, str] = {}
+    sparse = conf["backend"] != "dsm"
+    try:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"reconstruct ({conf['backend']})", total=len(todo))
+            for loc in todo:
+                bar.update(task, description=f"reconstruct {loc}")
+                start = time.perf_counter()
+                try:
+                    found, (xyz, rgb) = _one(source, loc, n_points, sparse)
+                except MissingDependency:
+                    raise
+                except Exception as exc:  # one bad location must not stop the others
+                    failures[loc] = (
+                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    )
+                    status[loc] = {"status": "failed", "error": failures[loc]}
+                else:
+                    pointclouds.save(out / f"{loc}.npz", xyz, rgb)
+                    seconds = round(time.perf_counter() - start, 2)
+                    status[loc] = {
+                        "status": "done",
+                        "points_found": found,
+                        "points": len(xyz),
+                        "seconds": seconds,
+                    }
+                bar.advance(task)
+    finally:
+        if todo:
+            report = {
+                "format": "geolink-edge/reconstruct/1",
+                "backend": conf["backend"],
+                "n_points": n_points,
+            }
+            atomic.write_json(out / REPORT, {**report, "conf": _plain(conf), "locations": status})
+    console = Console(stderr=True)
+    console.print(
+        f"{len(todo) - len(failures)} reconstructed, {len(locations) - len(todo)} already done, "
+        f"{len(failures)} failed → {out}"
+    )
+    for loc, error in failures.items():
+        console.print(f"  failed {loc}: {error}", markup=False)
+    if failures and len(failures) == len(locations):
+        first = next(iter(failures.items()))
+        raise GeolinkError(
+            f"all {len(locations)} locations failed (first: {first[0]}: {first[1]}); see {out / REPORT}"
+        )
+    return out
+
+
+def _plain(conf: dict) -> dict:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in conf.items()}
