@@ -39,8 +39,13 @@ class CalibrationSet:
         return [p for pair in mixed for p in pair if p is not None]
 
     def summary(self) -> dict:
-        return {"images": len(self.drone) + len(self.satellite), "drone": len(self.drone),
-                "satellite": len(self.satellite), "locations": self.locations, "warnings": self.warnings}
+        return {
+            "images": len(self.drone) + len(self.satellite),
+            "drone": len(self.drone),
+            "satellite": len(self.satellite),
+            "locations": self.locations,
+            "warnings": self.warnings,
+        }
 
 
 def _spread(paths: Sequence[Path], rng: np.random.Generator) -> list[Path]:
@@ -53,7 +58,9 @@ def _spread(paths: Sequence[Path], rng: np.random.Generator) -> list[Path]:
     return [p for tier in zip_longest(*groups.values()) for p in tier if p is not None]
 
 
-def _round_robin(per_location: dict[str, list[Path]], n: int, rng: np.random.Generator) -> tuple[list[Path], int]:
+def _round_robin(
+    per_location: dict[str, list[Path]], n: int, rng: np.random.Generator
+) -> tuple[list[Path], int]:
     """Up to ``n`` images taking one per location in turn; also the number of locations used."""
     locations = sorted(per_location)
     rng.shuffle(locations)
@@ -73,7 +80,9 @@ def calibration_set(data: CrossViewData, n: int = DEFAULT_IMAGES, seed: int = 0)
     if n < 1:
         raise GeolinkError(f"--calib-images must be >= 1, got {n}")
     if not data.train_drone or not data.train_satellite:
-        raise GeolinkError(f"{data.root}: calibration needs the training split (train/drone and train/satellite)")
+        raise GeolinkError(
+            f"{data.root}: calibration needs the training split (train/drone and train/satellite)"
+        )
     rng = np.random.default_rng(seed)
     satellite, sat_locations = _round_robin(data.train_satellite, n // 2, rng)
     drone, drone_locations = _round_robin(data.train_drone, n - len(satellite), rng)
@@ -84,7 +93,8 @@ def calibration_set(data: CrossViewData, n: int = DEFAULT_IMAGES, seed: int = 0)
     total = len(drone) + len(satellite)
     if total < FEW_IMAGES:
         chosen.warnings.append(
-            f"only {total} calibration images (fewer than {FEW_IMAGES}): INT8 ranges may not represent flight data"
+            f"only {total} calibration images (fewer than {FEW_IMAGES}): "
+            "INT8 ranges may not represent flight data"
         )
     return chosen
 

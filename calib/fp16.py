@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geolink_edge.atomic import atomic_path
 from geolink_edge.calib.quantize import copy_metadata
+
+from geolink_edge.atomic import atomic_path
 from geolink_edge.errors import require
 
 NORMALISATION_OPS = ("ReduceL2",)
@@ -20,7 +21,7 @@ def normalisation_tail(model) -> list[str]:
     """Names of the last L2-norm node and every node after it (graph order is topological)."""
     nodes = list(model.graph.node)
     starts = [i for i, node in enumerate(nodes) if node.op_type in NORMALISATION_OPS]
-    return [node.name for node in nodes[starts[-1]:]] if starts else []
+    return [node.name for node in nodes[starts[-1] :]] if starts else []
 
 
 def _drop_repeated_casts(model) -> None:

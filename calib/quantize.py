@@ -68,6 +68,17 @@ def copy_metadata(source, target, precision: str) -> None:
         entry.key, entry.value = key, value
 
 
+def _equal_batches(batches: Iterable[np.ndarray], largest: int = 16) -> list[np.ndarray]:
+    """All images re-cut into batches of one size (the largest divisor of the count up to ``largest``):
+    the histogram calibrators stack the outputs of every run into one array, so sizes must agree."""
+    parts = list(batches)
+    if not parts:
+        return []
+    images = np.concatenate(parts, axis=0)
+    size = next(d for d in range(min(largest, len(images)), 0, -1) if len(images) % d == 0)
+    return [images[i : i + size] for i in range(0, len(images), size)]
+
+
 def _reader(batches: Iterable[np.ndarray], input_name: str):
     quantization = require("onnxruntime.quantization", _ORT_HINT)
 
@@ -95,7 +106,7 @@ def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: 
         q.quantize_static(
             str(prepared),
             str(out),
-            _reader(batches, input_name),
+            _reader(batches if method == "minmax" else _equal_batches(batches), input_name),
             quant_format=q.QuantFormat.QDQ,
             activation_type=q.QuantType.QInt8,  # QUInt8 would put the symmetric zero point at 128
             weight_type=q.QuantType.QInt8,
@@ -115,8 +126,9 @@ def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: 
         )
 
 
-def _quantize_modelopt(prepared: Path, out: Path, batches, nodes: list[str], excluded: list[str], method: str,
-                       input_name: str) -> None:
+def _quantize_modelopt(
+    prepared: Path, out: Path, batches, nodes: list[str], excluded: list[str], method: str, input_name: str
+) -> None:
     """NVIDIA ModelOpt's ONNX PTQ, when installed: same node selection, its own calibrator."""
     mo = require("modelopt.onnx.quantization", "pip install nvidia-modelopt (optional INT8 path)")
     if method == "percentile":
@@ -148,7 +160,9 @@ def zero_points(model) -> dict[str, np.ndarray]:
 def quantized_linears(model) -> list[str]:
     """MatMul/Gemm nodes fed by a DequantizeLinear: the ones that run in INT8 on TensorRT."""
     from_dq = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
-    return [n.name for n in model.graph.node if n.op_type in LINEAR_OPS and any(i in from_dq for i in n.input)]
+    return [
+        n.name for n in model.graph.node if n.op_type in LINEAR_OPS and any(i in from_dq for i in n.input)
+    ]
 
 
 def _infer_shapes(shape_inference, source: Path, prepared: Path) -> str:
@@ -161,8 +175,9 @@ def _infer_shapes(shape_inference, source: Path, prepared: Path) -> str:
         shape_inference.quant_pre_process(str(source), str(prepared), skip_optimization=True)
         return "symbolic+onnx"
     except Exception:  # the symbolic pass raises bare assertions on shapes it cannot follow
-        shape_inference.quant_pre_process(str(source), str(prepared), skip_optimization=True,
-                                          skip_symbolic_shape=True)
+        shape_inference.quant_pre_process(
+            str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True
+        )
         return "onnx"
 
 
@@ -211,7 +226,9 @@ def quantize_int8(
     copy_metadata(source, model, "int8")
     bad = {name: value for name, value in zero_points(model).items() if np.any(value != 0)}
     if bad:
-        raise GeolinkError(f"quantizer produced non-zero zero points ({next(iter(bad))}); TensorRT needs symmetric")
+        raise GeolinkError(
+            f"quantizer produced non-zero zero points ({next(iter(bad))}); TensorRT needs symmetric"
+        )
     with atomic_path(out) as tmp_out:
         onnx.save(model, str(tmp_out))
     return {

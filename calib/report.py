@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from geolink_edge.calib.dataset import iter_batches
+from geolink_edge.runtime.backends import OnnxEmbedder
+
 from geolink_edge.data.layout import CrossViewData
 from geolink_edge.errors import GeolinkError
 from geolink_edge.metrics import evaluate_embeddings
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 REPORT_FORMAT = "geolink-edge/fidelity-report/1"
 CALIBRATION_FORMAT = "geolink-edge/calibration-report/1"
@@ -43,14 +43,18 @@ def held_out_set(data: CrossViewData, max_queries: int = DEFAULT_MAX_QUERIES) ->
     if max_queries < 1:
         raise GeolinkError(f"--fidelity-queries must be >= 1, got {max_queries}")
     if not data.query_drone or not data.gallery_satellite:
-        raise GeolinkError(f"{data.root}: the fidelity check needs test/query_drone and test/gallery_satellite")
+        raise GeolinkError(
+            f"{data.root}: the fidelity check needs test/query_drone and test/gallery_satellite"
+        )
     queries = data.query_drone
     if len(queries) > max_queries:
         keep = np.linspace(0, len(queries) - 1, max_queries).round().astype(int)
         queries = [queries[i] for i in keep]
     return HeldOut(
-        [q.path for q in queries], [q.location for q in queries],
-        [g.path for g in data.gallery_satellite], [g.location for g in data.gallery_satellite],
+        [q.path for q in queries],
+        [q.location for q in queries],
+        [g.path for g in data.gallery_satellite],
+        [g.location for g in data.gallery_satellite],
     )
 
 
@@ -67,11 +71,17 @@ def retrieval(desc: np.ndarray, held_out: HeldOut) -> dict[str, float]:
     return {"R@1": scores["R@1"], "AP": scores["AP"], "protocol": scores["protocol"]}
 
 
-def calibration_report(quantized: dict[str, Any], calib_set: dict[str, Any], source: Path,
-                       source_sha256: str) -> dict[str, Any]:
+def calibration_report(
+    quantized: dict[str, Any], calib_set: dict[str, Any], source: Path, source_sha256: str
+) -> dict[str, Any]:
     """What went into the INT8 model: images, method, which nodes were quantized and which were not."""
-    return {"format": CALIBRATION_FORMAT, "source_onnx": source.name, "source_onnx_sha256": source_sha256,
-            "calibration_set": calib_set, **quantized}
+    return {
+        "format": CALIBRATION_FORMAT,
+        "source_onnx": source.name,
+        "source_onnx_sha256": source_sha256,
+        "calibration_set": calib_set,
+        **quantized,
+    }
 
 
 def fidelity_report(
@@ -88,15 +98,24 @@ def fidelity_report(
         scores = retrieval(desc, held_out)
         r1_drop = base["R@1"] - scores["R@1"]
         models[precision] = {
-            "file": path.name, "R@1": scores["R@1"], "AP": scores["AP"],
-            "R@1_drop": r1_drop, "AP_drop": base["AP"] - scores["AP"],
-            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
+            "file": path.name,
+            "R@1": scores["R@1"],
+            "AP": scores["AP"],
+            "R@1_drop": r1_drop,
+            "AP_drop": base["AP"] - scores["AP"],
+            "cosine_mean": float(cosine.mean()),
+            "cosine_min": float(cosine.min()),
         }
         passed &= precision != "int8" or r1_drop <= max_r1_drop
     return {
         "format": REPORT_FORMAT,
-        "held_out": {"split": "test", "task": "drone→satellite", "queries": len(held_out.query_paths),
-                     "gallery": len(held_out.gallery_paths), "protocol": base["protocol"]},
+        "held_out": {
+            "split": "test",
+            "task": "drone→satellite",
+            "queries": len(held_out.query_paths),
+            "gallery": len(held_out.gallery_paths),
+            "protocol": base["protocol"],
+        },
         "runtime": "onnxruntime CPUExecutionProvider",
         "models": models,
         "max_r1_drop": max_r1_drop,
@@ -109,17 +128,23 @@ def fidelity_table(report: dict[str, Any]):
     from rich.table import Table
 
     held = report["held_out"]
-    table = Table(title=f"fidelity vs FP32 ({held['queries']} drone queries, {held['gallery']} tiles; "
-                        f"max R@1 drop {report['max_r1_drop']:g} pt)")
+    table = Table(
+        title=f"fidelity vs FP32 ({held['queries']} drone queries, {held['gallery']} tiles; "
+        f"max R@1 drop {report['max_r1_drop']:g} pt)"
+    )
     for column in ("model", "R@1 %", "AP %", "ΔR@1 pt", "ΔAP pt", "cos mean", "cos min"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for precision, row in report["models"].items():
         delta = "R@1_drop" in row
         failed = precision == "int8" and row.get("R@1_drop", 0.0) > report["max_r1_drop"]
         table.add_row(
-            f"{precision} ({row['file']})", f"{row['R@1']:.2f}", f"{row['AP']:.2f}",
-            f"{0.0 - row['R@1_drop']:+.2f}" if delta else "—", f"{0.0 - row['AP_drop']:+.2f}" if delta else "—",
-            f"{row['cosine_mean']:.5f}" if delta else "—", f"{row['cosine_min']:.5f}" if delta else "—",
+            f"{precision} ({row['file']})",
+            f"{row['R@1']:.2f}",
+            f"{row['AP']:.2f}",
+            f"{0.0 - row['R@1_drop']:+.2f}" if delta else "—",
+            f"{0.0 - row['AP_drop']:+.2f}" if delta else "—",
+            f"{row['cosine_mean']:.5f}" if delta else "—",
+            f"{row['cosine_min']:.5f}" if delta else "—",
             style="red" if failed else None,
         )
     return table

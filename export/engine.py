@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geolink_edge.export.sidecar import gpu_identity, make_sidecar, sha256_file, write_sidecar
+
 from geolink_edge.atomic import write_bytes
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
-from geolink_edge.export.sidecar import gpu_identity, make_sidecar, sha256_file, write_sidecar
 
 TENSORRT_HINT = "build the engine on the target, where JetPack provides TensorRT"
 CARD_KEY = "geolink_model_card"
@@ -55,7 +56,9 @@ def profile_shapes(input_shape: tuple[int, ...], conf: EngineConf) -> tuple[tupl
     if any(d <= 0 for d in rest):
         raise GeolinkError(f"encoder input must have a static C×H×W, got {tuple(input_shape)}; re-export it")
     if input_shape[0] > 0 and not conf.min_batch == conf.max_batch == input_shape[0]:
-        raise GeolinkError(f"encoder input has a fixed batch of {input_shape[0]}; re-export it with a dynamic batch")
+        raise GeolinkError(
+            f"encoder input has a fixed batch of {input_shape[0]}; re-export it with a dynamic batch"
+        )
     return tuple((batch, *rest) for batch in (conf.min_batch, conf.opt_batch, conf.max_batch))
 
 
@@ -77,14 +80,18 @@ def onnx_metadata(onnx_path: Path) -> tuple[ModelCard, str]:
         raise GeolinkError(f"{onnx_path}: not an ONNX model ({str(exc).splitlines()[0][:120]})") from None
     meta = {p.key: p.value for p in model.metadata_props}
     if CARD_KEY not in meta:
-        raise GeolinkError(f"{onnx_path}: ONNX has no geolink model card (export it with geolink-edge export)")
+        raise GeolinkError(
+            f"{onnx_path}: ONNX has no geolink model card (export it with geolink-edge export)"
+        )
     return ModelCard.from_json(meta[CARD_KEY], source=str(onnx_path)), meta.get(PRECISION_KEY, "fp32")
 
 
 def _network_flags(trt) -> int:
     major = int(trt.__version__.split(".")[0])
     if major < 10:
-        raise GeolinkError(f"TensorRT {trt.__version__} is too old: explicit quantization needs TensorRT 10 or newer")
+        raise GeolinkError(
+            f"TensorRT {trt.__version__} is too old: explicit quantization needs TensorRT 10 or newer"
+        )
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     # 11.x is always strongly typed and may drop the flag; 10.x needs it.
     return 0 if flag is None else 1 << int(flag)

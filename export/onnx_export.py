@@ -30,33 +30,31 @@ def export_onnx(
         raise GeolinkError(f"ONNX opset {opset} is too old: LayerNorm needs opset >= 17")
     card = encoder.model_card()
     height, width = card.image_size
-    example = torch.zeros(1, 3, height, width)
+    example = torch.zeros(1, 3, height, width, device=next(encoder.parameters()).device)
     was_training = encoder.training
     encoder.eval()
-    with atomic_path(path) as tmp:
-        with torch.no_grad(), warnings.catch_warnings():
-            # timm's static-size asserts are constants of the traced graph, as intended.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deliberate
-            torch.onnx.export(
-                encoder,
-                (example,),
-                str(tmp),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model)
-        metadata = {ONNX_CARD_KEY: card.to_json(), ONNX_PRECISION_KEY: precision_label}
-        kept = [p for p in model.metadata_props if p.key not in metadata]
-        del model.metadata_props[:]
-        model.metadata_props.extend(kept)
-        for key, value in metadata.items():
-            model.metadata_props.add(key=key, value=value)
-        onnx.save(model, str(tmp))
-    encoder.train(was_training)
+    try:
+        with atomic_path(path) as tmp:
+            with torch.no_grad(), warnings.catch_warnings():
+                # timm's static-size asserts are constants of the traced graph, as intended.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deliberate
+                torch.onnx.export(
+                    encoder,
+                    (example,),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+            model = onnx.load(str(tmp))
+            onnx.checker.check_model(model)
+            model.metadata_props.add(key=ONNX_CARD_KEY, value=card.to_json())
+            model.metadata_props.add(key=ONNX_PRECISION_KEY, value=precision_label)
+            onnx.save(model, str(tmp))
+    finally:
+        encoder.train(was_training)
     return Path(path)

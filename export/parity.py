@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from geolink_edge.calib.dataset import iter_batches
+from geolink_edge.runtime.backends import OnnxEmbedder
+
 from geolink_edge.data.layout import CrossViewData
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 MIN_COSINE = 0.9999
 DEFAULT_IMAGES = 32
@@ -23,7 +23,9 @@ DEFAULT_IMAGES = 32
 def parity_images(data: CrossViewData, n: int = DEFAULT_IMAGES) -> list[Path]:
     """Up to ``n`` images, half drone frames and half satellite tiles, evenly spread over the lists."""
     drone = [i.path for i in data.query_drone] or [p for ps in data.train_drone.values() for p in ps]
-    tiles = [i.path for i in data.gallery_satellite] or [p for ps in data.train_satellite.values() for p in ps]
+    tiles = [i.path for i in data.gallery_satellite] or [
+        p for ps in data.train_satellite.values() for p in ps
+    ]
 
     def spread(paths: list[Path], k: int) -> list[Path]:
         if len(paths) <= k:
@@ -58,10 +60,16 @@ def check_parity(encoder, onnx_path: Path, paths: list[Path] | None, seed: int =
             cosines.append(np.sum(reference * exported, axis=1))
             max_abs = max(max_abs, float(np.abs(reference - exported).max()))
     cosine = np.concatenate(cosines)
-    result = {"images": source, "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
-              "max_abs_diff": max_abs, "min_cosine_required": MIN_COSINE}
+    result = {
+        "images": source,
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "max_abs_diff": max_abs,
+        "min_cosine_required": MIN_COSINE,
+    }
     if result["cosine_min"] < MIN_COSINE:
         raise GeolinkError(
-            f"{onnx_path}: ONNX output differs from torch (min cosine {result['cosine_min']:.6f} < {MIN_COSINE})"
+            f"{onnx_path}: ONNX output differs from torch "
+            f"(min cosine {result['cosine_min']:.6f} < {MIN_COSINE})"
         )
     return result

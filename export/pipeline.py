@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geolink_edge.atomic import atomic_dir, check_new_dir, write_json
 from geolink_edge.calib.dataset import DEFAULT_IMAGES
 from geolink_edge.calib.quantize import METHODS, QUANTIZERS
 from geolink_edge.calib.report import DEFAULT_MAX_QUERIES
-from geolink_edge.errors import GeolinkError
 from geolink_edge.export.engine import EngineConf
+
+from geolink_edge.atomic import atomic_dir, check_new_dir, write_json
+from geolink_edge.errors import GeolinkError
 
 EXPORT_FORMAT = "geolink-edge/export/1"
 PRECISION_FILES = {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx", "fp16": "encoder.fp16.onnx"}
@@ -41,7 +42,9 @@ class ExportConf:
 
     def __post_init__(self) -> None:
         if self.calib_method not in METHODS:
-            raise GeolinkError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
+            raise GeolinkError(
+                f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}"
+            )
         if self.quantizer not in QUANTIZERS:
             raise GeolinkError(f"--quantizer must be one of {', '.join(QUANTIZERS)}, got {self.quantizer!r}")
         if not 1 <= self.calib_images <= 100_000:
@@ -51,7 +54,9 @@ class ExportConf:
         if not 17 <= self.opset <= 23:
             raise GeolinkError(f"--opset must be in [17, 23] (LayerNorm needs 17), got {self.opset}")
         if self.int8 and self.calib_data is None:
-            raise GeolinkError("--int8 needs --calib-data DATA (a dataset root with drone frames and satellite tiles)")
+            raise GeolinkError(
+                "--int8 needs --calib-data DATA (a dataset root with drone frames and satellite tiles)"
+            )
 
 
 def _console():
@@ -65,32 +70,36 @@ def _source_kind(source: Path) -> str:
         raise GeolinkError(f"{source}: file not found")
     suffix = source.suffix.lower()
     if suffix not in (".pt", ".onnx"):
-        raise GeolinkError(f"{source}: expected a checkpoint (.pt) or an encoder ONNX (.onnx), got {suffix!r}")
+        raise GeolinkError(
+            f"{source}: expected a checkpoint (.pt) or an encoder ONNX (.onnx), got {suffix!r}"
+        )
     return suffix[1:]
 
 
 def _export_checkpoint(source: Path, tmp: Path, conf: ExportConf, data, console) -> dict[str, Any]:
     from geolink_edge.export.onnx_export import export_onnx
     from geolink_edge.export.parity import check_parity, parity_images
+
     from geolink_edge.models.checkpoint import load_encoder
 
     encoder, card = load_encoder(source)
     onnx_path = export_onnx(encoder, tmp / PRECISION_FILES["fp32"], opset=conf.opset)
     parity = check_parity(encoder, onnx_path, parity_images(data) if data is not None else None)
-    console.print(f"parity torch vs ONNX: cosine mean {parity['cosine_mean']:.6f} min {parity['cosine_min']:.6f}, "
-                  f"max |diff| {parity['max_abs_diff']:.2e} ({parity['images']})")
+    console.print(
+        f"parity torch vs ONNX: cosine mean {parity['cosine_mean']:.6f} min {parity['cosine_min']:.6f}, "
+        f"max |diff| {parity['max_abs_diff']:.2e} ({parity['images']})"
+    )
     write_json(tmp / "parity.json", parity)
     return {"model_hash": card.weights_hash, "parity": parity}
 
 
 def _quantize(fp32: Path, tmp: Path, conf: ExportConf, data, console) -> Path:
-    from rich.progress import track
-
     from geolink_edge.calib.dataset import calibration_set, iter_batches
     from geolink_edge.calib.quantize import quantize_int8
     from geolink_edge.calib.report import calibration_report
     from geolink_edge.export.engine import onnx_metadata
     from geolink_edge.export.sidecar import sha256_file
+    from rich.progress import track
 
     card, precision = onnx_metadata(fp32)
     if precision != "fp32":
@@ -99,13 +108,22 @@ def _quantize(fp32: Path, tmp: Path, conf: ExportConf, data, console) -> Path:
     for warning in chosen.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     paths = chosen.paths
-    batches = track(iter_batches(paths, card), total=-(-len(paths) // 16), description="calibrating",
-                    console=console, transient=True)
+    batches = track(
+        iter_batches(paths, card),
+        total=-(-len(paths) // 16),
+        description="calibrating",
+        console=console,
+        transient=True,
+    )
     out = tmp / PRECISION_FILES["int8"]
     quantized = quantize_int8(fp32, out, batches, conf.calib_method, conf.quantizer)
-    write_json(tmp / "calibration.json", calibration_report(quantized, chosen.summary(), fp32, sha256_file(fp32)))
-    console.print(f"INT8: {len(quantized['quantized_nodes'])} block MatMul/Gemm quantized "
-                  f"({conf.calib_method}, {quantized['images']} images), {len(quantized['excluded_nodes'])} kept float")
+    write_json(
+        tmp / "calibration.json", calibration_report(quantized, chosen.summary(), fp32, sha256_file(fp32))
+    )
+    console.print(
+        f"INT8: {len(quantized['quantized_nodes'])} block MatMul/Gemm quantized "
+        f"({conf.calib_method}, {quantized['images']} images), {len(quantized['excluded_nodes'])} kept float"
+    )
     return out
 
 
@@ -174,10 +192,13 @@ def main(conf: ExportConf, source: str | Path, out_dir: str | Path) -> Path:
             engine_name = PRECISION_FILES[precision].replace(".onnx", ".engine")
             build_engine(onnx_path, tmp / engine_name, conf.engine_conf)
             summary["files"]["engine"] = engine_name
-        summary["files"].update({p: path.name if path.parent == tmp else str(path) for p, path in made.items()})
+        summary["files"].update(
+            {p: path.name if path.parent == tmp else str(path) for p, path in made.items()}
+        )
         summary["conf"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(conf).items()}
-        summary["conf"]["engine_conf"] = {k: (str(v) if isinstance(v, Path) else v)
-                                          for k, v in asdict(conf.engine_conf).items()}
+        summary["conf"]["engine_conf"] = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(conf.engine_conf).items()
+        }
         write_json(tmp / "export.json", summary)
     if fidelity is not None and not fidelity["passed"]:
         drop = fidelity["models"]["int8"]["R@1_drop"]

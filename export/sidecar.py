@@ -19,8 +19,15 @@ from geolink_edge.errors import GeolinkError, require
 
 SIDECAR_FORMAT = "geolink-edge/engine-sidecar/1"
 REQUIRED = (
-    "tensorrt_version", "gpu_name", "compute_capability", "source_onnx_sha256", "precision",
-    "inputs", "outputs", "profile", "model_card",
+    "tensorrt_version",
+    "gpu_name",
+    "compute_capability",
+    "source_onnx_sha256",
+    "precision",
+    "inputs",
+    "outputs",
+    "profile",
+    "model_card",
 )
 _PYCUDA_HINT = "pip install 'geolink-edge[jetson]' (pycuda) on the target"
 
@@ -86,7 +93,9 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     """The sidecar of ``engine_path``, checked for every field the runtime relies on."""
     path = sidecar_path(engine_path)
     if not path.is_file():
-        raise GeolinkError(f"{path}: engine sidecar not found (build the engine with geolink-edge export --engine)")
+        raise GeolinkError(
+            f"{path}: engine sidecar not found (build the engine with geolink-edge export --engine)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -97,14 +106,21 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if missing:
         raise GeolinkError(f"{path}: engine sidecar lacks {', '.join(missing)}")
     profile = data["profile"]
-    if not (isinstance(profile, dict) and all(isinstance(profile.get(k), int) for k in ("min", "opt", "max"))):
+    if not (
+        isinstance(profile, dict) and all(isinstance(profile.get(k), int) for k in ("min", "opt", "max"))
+    ):
         raise GeolinkError(f"{path}: engine sidecar profile must hold integer min/opt/max batch sizes")
     data["model_card"] = ModelCard.from_dict(data["model_card"], source=str(path)).to_dict()
     return data
 
 
-def check_compatible(sidecar: dict[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str,
-                     where: str = "engine") -> None:
+def check_compatible(
+    sidecar: dict[str, Any],
+    tensorrt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+    where: str = "engine",
+) -> None:
     """Refuse an engine built by another TensorRT or for another GPU, naming both sides."""
     if sidecar["tensorrt_version"] != tensorrt_version:
         raise GeolinkError(
@@ -113,6 +129,7 @@ def check_compatible(sidecar: dict[str, Any], tensorrt_version: str, gpu_name: s
         )
     if (sidecar["gpu_name"], str(sidecar["compute_capability"])) != (gpu_name, compute_capability):
         raise GeolinkError(
-            f"{where} was built for {sidecar['gpu_name']} (sm {sidecar['compute_capability']}) but this GPU is "
+            f"{where} was built for {sidecar['gpu_name']} (sm {sidecar['compute_capability']}) "
+            "but this GPU is "
             f"{gpu_name} (sm {compute_capability}): rebuild it here with geolink-edge export ONNX --engine"
         )

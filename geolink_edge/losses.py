@@ -14,6 +14,9 @@ from torch import nn
 
 from geolink_edge.models.club import CLUBEstimator
 
+VIEWS = ("dro", "sat", "pc")
+CROSS_VIEW_PAIRS = (("dro", "sat"), ("dro", "pc"), ("sat", "pc"))
+
 
 def info_nce(
     q: torch.Tensor,
@@ -51,7 +54,11 @@ def normalised_distances(features: torch.Tensor) -> torch.Tensor:
 
 def relation_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """L_rd for one view: MSE over i≠j between the students' and the (detached) teacher's
-    normalised distance matrices. Zero when the student is the teacher up to a scale."""
+    normalised distance matrices. Zero when the student is the teacher up to a scale.
+
+    As in the paper each matrix sums to 1, so entries are about 1/(B(B-1)) and the loss is small:
+    its weight, not its raw size, sets its pull.
+    """
     batch = student.shape[0]
     diff = normalised_distances(student) - normalised_distances(teacher.detach())
     return (diff**2).sum() / (batch * (batch - 1))
@@ -95,8 +102,10 @@ class GeoLinkLoss(nn.Module):
         self.logit_scale = None if temperature else nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.label_smoothing = label_smoothing
         pc_dim = pc_dim or dim
+        # estimators only when the term is on: at the paper's sizes they hold ~130M parameters
+        views = ("dro", "sat") if ga > 0 else ()
         self.club = nn.ModuleDict(
-            {view: CLUBEstimator(pc_dim, dim, club_hidden, club_fixed_variance) for view in ("dro", "sat")}
+            {v: CLUBEstimator(pc_dim, dim, club_hidden, club_fixed_variance) for v in views}
         )
 
     def _info(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -104,19 +113,26 @@ class GeoLinkLoss(nn.Module):
 
     def _term(self, name: str, f: dict[str, torch.Tensor]) -> torch.Tensor:
         if name == "cc":
-            return sum(self._info(f[a], f[b]) for a, b in (("dro", "sat"), ("dro", "pc"), ("sat", "pc")))
+            return sum(self._info(f[a], f[b]) for a, b in CROSS_VIEW_PAIRS)
         if name == "sc":
-            missing = [f"{v}2" for v in ("dro", "sat", "pc") if f"{v}2" not in f]
+            missing = [f"{v}2" for v in VIEWS if f"{v}2" not in f]
             if missing:
                 raise ValueError(f"the intra-view term needs second views: missing {missing}")
-            return sum(self._info(f[v], f[f"{v}2"]) for v in ("dro", "sat", "pc"))
+            return sum(self._info(f[v], f[f"{v}2"]) for v in VIEWS)
         if name == "ga":
             return sum(self.club[v].upper_bound(f["pc"], f[v]) for v in ("dro", "sat"))
         return relation_distillation(f["dro"], f["pc"]) + relation_distillation(f["sat"], f["pc"])
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted total and each enabled (unweighted) term, detached for logging."""
-        terms = {name: self._term(name, features) for name, w in self.weights.items() if w > 0}
+        """Weighted total and each enabled (unweighted) term, detached for logging.
+
+        Computed in float32 even under autocast: the distance matrices and Gaussian log-densities
+        lose too much in half precision.
+        """
+        device_type = next(iter(features.values())).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            features = {k: v.float() for k, v in features.items()}
+            terms = {name: self._term(name, features) for name, w in self.weights.items() if w > 0}
         total = sum(self.weights[name] * value for name, value in terms.items())
         logged = {name: value.detach() for name, value in terms.items()}
         if self.logit_scale is not None:
@@ -128,8 +144,10 @@ class GeoLinkLoss(nn.Module):
 
         The main backward also leaves gradients on the estimators: zero them before this step.
         """
-        pc = features["pc"].detach()
-        return sum(self.club[v].learning_loss(pc, features[v].detach()) for v in ("dro", "sat"))
+        if not len(self.club):
+            raise ValueError("the vCLUB estimators exist only when the ga term is on")
+        pc = features["pc"].detach().float()
+        return sum(self.club[v].learning_loss(pc, features[v].detach().float()) for v in self.club)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters the main optimiser should train (the logit scale); the estimators are apart."""

@@ -17,7 +17,7 @@ CHI2_2DOF_999 = 13.816  # 99.9 % quantile of chi-square with 2 degrees of freedo
 
 @dataclass(frozen=True)
 class FilterConf:
-    accel_sigma: float = 3.0  # m/s², white-acceleration process noise
+    accel_sigma: float = 8.0  # m/s², white-acceleration process noise (drones turn hard)
     gate_chi2: float = CHI2_2DOF_999
     max_misses: int = 8
     confirm: int = 2

@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -30,7 +31,8 @@ from geolink_edge.errors import GeolinkError
 class LocateConf:
     k_global: int = 24  # candidates verified on a global search
     k_track: int = 6  # candidates verified near the prediction
-    enough_inliers: int = 150  # a candidate this good ends verification early
+    enough_inliers: int = 150  # a candidate this good ends a global verification early
+    enough_inliers_near: int = 20  # near the prediction any verified tile gives the same position
     max_reproj_px: float = 3.0  # PnP RMS reprojection error beyond which PnP is not trusted
     sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
     sigma_homography_m: float = 5.0  # fallback without PnP, attitude known
@@ -173,7 +175,16 @@ class Locator:
         if region is None:
             return self.index.search(query, self.conf.k_global), "global"
         x, y, radius = region
-        return self.index.search_xy(query, self.conf.k_track, x, y, radius), "near"
+        result = self.index.search_xy(query, self.conf.k_track, x, y, radius)
+        # nearest first: the tile centred closest to the prediction is the likeliest to hold the frame
+        ids = np.asarray(result.ids).reshape(-1)
+        valid = ids[ids >= 0]
+        distance = [
+            np.hypot(*(np.asarray(_tile_value(self.index.tile(i), "center_xy")) - (x, y))) for i in valid
+        ]
+        order = np.argsort(distance, kind="stable")
+        scores = np.asarray(result.scores).reshape(-1)[: len(valid)]
+        return SimpleNamespace(ids=valid[order], scores=scores[order]), "near"
 
     def locate(
         self,
@@ -195,7 +206,8 @@ class Locator:
             return fix
         heading = telemetry.yaw if telemetry is not None else None
         frame_features = self.verifier.features(image, heading)
-        best, rejections = self._verify(ids, frame_features)
+        enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
+        best, rejections = self._verify(ids, frame_features, enough)
         t2 = time.perf_counter()
         timing["verify_ms"] = (t2 - t1) * 1e3
         fix.verified = len(rejections) + (best is not None)
@@ -207,7 +219,9 @@ class Locator:
         timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
         return fix
 
-    def _verify(self, ids: list[int], frame: Features) -> tuple[Verification | None, list[Verification]]:
+    def _verify(
+        self, ids: list[int], frame: Features, enough: int
+    ) -> tuple[Verification | None, list[Verification]]:
         best: Verification | None = None
         rejected: list[Verification] = []
         for tile_id in ids:
@@ -222,7 +236,7 @@ class Locator:
                 continue
             if best is None or result.inliers > best.inliers:
                 best = result
-            if best.inliers >= self.conf.enough_inliers:
+            if best.inliers >= enough:
                 break
         return best, rejected
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from geolink_edge.export.sidecar import check_compatible, gpu_identity, read_sidecar
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
-from geolink_edge.export.sidecar import check_compatible, gpu_identity, read_sidecar
 from geolink_edge.preprocess import preprocess
 
 TENSORRT_HINT = "the .engine backend needs TensorRT, which JetPack provides (or use the .onnx model)"
@@ -79,9 +79,17 @@ class TensorRTEmbedder:
             inputs = [n for n, b in buffers.items() if b[2]]
             outputs = [n for n, b in buffers.items() if not b[2]]
             if len(inputs) != 1 or len(outputs) != 1:
-                raise GeolinkError(f"{self.path}: expected one input and one output, found {inputs} → {outputs}")
-            state.update(engine=engine, context=context, stream=stream, buffers=buffers,
-                         input=inputs[0], output=outputs[0])
+                raise GeolinkError(
+                    f"{self.path}: expected one input and one output, found {inputs} → {outputs}"
+                )
+            state.update(
+                engine=engine,
+                context=context,
+                stream=stream,
+                buffers=buffers,
+                input=inputs[0],
+                output=outputs[0],
+            )
             height, width = self.card.image_size
             warm = np.zeros((1, 3, height, width), np.float32)
             for _ in range(warmup_runs):  # first runs pay for lazy kernel loading
@@ -97,7 +105,9 @@ class TensorRTEmbedder:
         host_out, dev_out, _ = s["buffers"][s["output"]]
         n = len(batch)
         if not context.set_input_shape(s["input"], tuple(batch.shape)):
-            raise GeolinkError(f"{self.path}: input shape {tuple(batch.shape)} is outside the engine's profile")
+            raise GeolinkError(
+                f"{self.path}: input shape {tuple(batch.shape)} is outside the engine's profile"
+            )
         host_in[:n] = batch
         cuda.memcpy_htod_async(dev_in, host_in[:n], stream)
         if not context.execute_async_v3(stream.handle):
@@ -122,8 +132,10 @@ class TensorRTEmbedder:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Descriptors of an already preprocessed (N, 3, H, W) batch, in chunks of the profile's max."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        parts = [self._on_worker(self._execute, batch[i : i + self.max_batch])
-                 for i in range(0, len(batch), self.max_batch)]
+        parts = [
+            self._on_worker(self._execute, batch[i : i + self.max_batch])
+            for i in range(0, len(batch), self.max_batch)
+        ]
         out = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.card.descriptor_dim), np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 

@@ -8,15 +8,15 @@ import numpy as np
 import onnx
 import pytest
 from _dataset_fixtures import write_sues200, write_university1652
-from onnx import TensorProto, helper, numpy_helper
-
 from geolink_edge.calib.dataset import calibration_set, iter_batches
 from geolink_edge.calib.fp16 import convert_fp16
 from geolink_edge.calib.quantize import quantize_int8, quantized_linears, select_block_linears, zero_points
 from geolink_edge.calib.report import fidelity_report, held_out_set
+from geolink_edge.runtime.backends import OnnxEmbedder
+from onnx import TensorProto, helper, numpy_helper
+
 from geolink_edge.data.layout import open_dataset
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)
 
@@ -24,8 +24,14 @@ TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)
 @pytest.fixture(scope="module")
 def u1652(tmp_path_factory):
     root = tmp_path_factory.mktemp("u1652")
-    return open_dataset(write_university1652(root, train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
-                                             test_ids=("0100", "0101", "0102"), drone_per_id=3))
+    return open_dataset(
+        write_university1652(
+            root,
+            train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
+            test_ids=("0100", "0101", "0102"),
+            drone_per_id=3,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +45,11 @@ def int8(tiny_onnx, u1652, tmp_path_factory):
 
 def _graph_with(nodes, inits):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=inits,
     )
     return helper.make_model(graph)
 
@@ -83,7 +92,9 @@ def test_int8_zero_points_are_zero_and_weights_per_channel(int8):
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     qkv = next(n for n in model.graph.node if n.name == "/blocks/blocks.0/attn/qkv/MatMul")
     dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == qkv.input[1])
-    assert inits[dq.input[0]].dtype == np.int8 and inits[dq.input[1]].shape == (3 * 192,)  # per output channel
+    assert inits[dq.input[0]].dtype == np.int8 and inits[dq.input[1]].shape == (
+        3 * 192,
+    )  # per output channel
 
 
 def test_int8_runs_in_ort_close_to_fp32(int8, tiny_onnx, u1652):

@@ -1,4 +1,4 @@
-"""TensorRT engine: sidecar, compatibility checks, profile shapes, timing cache; build/run where TensorRT is."""
+"""TensorRT engine: sidecar, compatibility, profile shapes, timing cache; build and run where TensorRT is."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
-from geolink_edge.card import ModelCard
-from geolink_edge.errors import GeolinkError, MissingDependency
 from geolink_edge.export.engine import EngineConf, profile_shapes, read_timing_cache
 from geolink_edge.export.sidecar import (
     check_compatible,
@@ -23,17 +20,32 @@ from geolink_edge.export.sidecar import (
 )
 from geolink_edge.runtime.backends import load_embedder
 
-HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
-CARD = ModelCard(backbone="vit_tiny_patch16_224", image_size=(112, 112), feature_dim=192, feature_size=(7, 7),
-                 weights_hash="ab" * 32)
+from geolink_edge.card import ModelCard
+from geolink_edge.errors import GeolinkError, MissingDependency
+
+HAS_TENSORRT = (
+    importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
+)
+CARD = ModelCard(
+    backbone="vit_tiny_patch16_224",
+    image_size=(112, 112),
+    feature_dim=192,
+    feature_size=(7, 7),
+    weights_hash="ab" * 32,
+)
 
 
 def _sidecar(**over):
     fields = dict(
-        tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7", source_onnx_sha256="cd" * 32,
-        precision="int8", inputs=[{"name": "images", "shape": [-1, 3, 112, 112], "dtype": "float"}],
+        tensorrt_version="10.3.0",
+        gpu_name="Orin",
+        compute_capability="8.7",
+        source_onnx_sha256="cd" * 32,
+        precision="int8",
+        inputs=[{"name": "images", "shape": [-1, 3, 112, 112], "dtype": "float"}],
         outputs=[{"name": "descriptors", "shape": [-1, 256], "dtype": "float"}],
-        profile={"min": 1, "opt": 1, "max": 8}, model_card=CARD,
+        profile={"min": 1, "opt": 1, "max": 8},
+        model_card=CARD,
     )
     fields.update(over)
     return make_sidecar(**fields)
@@ -82,10 +94,15 @@ def test_profile_shapes_for_dynamic_batch():
     assert profile_shapes((4, 3, 8, 8), EngineConf(min_batch=4, opt_batch=4, max_batch=4))[2] == (4, 3, 8, 8)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"workspace_gb": 0}, "--workspace"), ({"workspace_gb": -1}, "--workspace"),
-    ({"min_batch": 2, "opt_batch": 1}, "batch profile"), ({"max_batch": 0}, "batch profile"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"workspace_gb": 0}, "--workspace"),
+        ({"workspace_gb": -1}, "--workspace"),
+        ({"min_batch": 2, "opt_batch": 1}, "batch profile"),
+        ({"max_batch": 0}, "batch profile"),
+    ],
+)
 def test_engine_conf_rejects_absurd_values(kwargs, message):
     with pytest.raises(GeolinkError, match=message):
         EngineConf(**kwargs)

@@ -107,7 +107,7 @@ def test_terms_switch_off_and_reweight():
     feats = _features(2)
     only_cc = GeoLinkLoss(dim=16, sc=0, ga=0, rd=0, temperature=0.1, label_smoothing=0.0)
     total, terms = only_cc(feats)
-    assert set(terms) == {"cc"}
+    assert set(terms) == {"cc"} and len(only_cc.club) == 0
     want = sum(info_nce(feats[a], feats[b], temperature=0.1) for a, b in CROSS_PAIRS)
     assert math.isclose(total.item(), want.item(), rel_tol=1e-6)
     half_rd = GeoLinkLoss(dim=16, cc=0, sc=0, ga=0, rd=0.5)
@@ -127,3 +127,15 @@ def test_club_loss_trains_only_the_estimators():
     hand = -(loss.club["dro"].log_likelihood(pc, dro) + loss.club["sat"].log_likelihood(pc, sat))
     assert math.isclose(club_loss.item(), hand.item(), rel_tol=1e-6)
     assert loss.encoder_parameters() == [loss.logit_scale]
+
+
+def test_loss_runs_in_float32_under_autocast():
+    loss = GeoLinkLoss(dim=16, club_hidden=8)
+    feats = _features(4)
+    torch.manual_seed(5)
+    want, _ = loss(feats)
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, terms = loss({k: v.bfloat16() for k, v in feats.items()})
+    assert got.dtype == torch.float32 and terms["rd"].dtype == torch.float32
+    assert abs(got.item() - want.item()) < 0.05 * abs(want.item())

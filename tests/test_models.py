@@ -12,7 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from geolink_edge.card import hash_state_dict
+from geolink_edge.card import MixVPRConfig, ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
 from geolink_edge.losses import GeoLinkLoss
 from geolink_edge.models import (
@@ -99,6 +99,18 @@ def test_freeze_blocks():
         ImageEncoder(card_for_preset("tiny"), freeze_blocks=13)
 
 
+def test_convnet_backbone_gives_its_last_map():
+    card = ModelCard(backbone="test_resnet", image_size=(64, 96), feature_dim=96, feature_size=(2, 3),
+                     aggregator=MixVPRConfig(out_channels=8, out_rows=2))
+    encoder = ImageEncoder(card, freeze_blocks=1)
+    images = torch.randn(2, 3, 64, 96, generator=_seeded(2))
+    assert encoder.feature_map(images).shape == (2, 96, 2, 3) and encoder(images).shape == (2, 16)
+    frozen = {n.split(".")[1] for n, p in encoder.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv1", "bn1", "layer1"}
+    with pytest.raises(GeolinkError, match="unknown timm backbone 'no_such_net'"):
+        ImageEncoder(card.model_copy(update={"backbone": "no_such_net"}))
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_backbone_weights_are_loaded_and_resized(tmp_path, suffix):
     torch.manual_seed(3)
@@ -114,10 +126,13 @@ def test_local_backbone_weights_are_loaded_and_resized(tmp_path, suffix):
 def test_local_weights_of_another_backbone_are_refused(tmp_path):
     path = tmp_path / "small.safetensors"
     save_file(timm.create_model("vit_small_patch16_224", num_classes=0, depth=1).state_dict(), path)
-    with pytest.raises(GeolinkError, match="small.safetensors: weights do not fit backbone vit_tiny"):
+    with pytest.raises(GeolinkError, match="small.safetensors: cannot load into backbone vit_tiny.*size mis"):
         ImageEncoder(card_for_preset("tiny"), weights=path)
     with pytest.raises(GeolinkError, match="missing.pth: backbone weights file not found"):
         ImageEncoder(card_for_preset("tiny"), weights=tmp_path / "missing.pth")
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(GeolinkError, match="cut.safetensors: cannot load into backbone"):
+        ImageEncoder(card_for_preset("tiny"), weights=tmp_path / "cut.safetensors")
 
 
 def test_pretrained_offline_says_so():

@@ -10,8 +10,9 @@ import torch
 from geolink_edge.export.onnx_export import export_onnx
 from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY, load_embedder
 
+from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
-from geolink_edge.models import load_encoder
+from geolink_edge.models import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +21,12 @@ def session(tiny_onnx):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_onnx_matches_torch(tiny_onnx, tiny_checkpoint, session, batch):
-    encoder, card = load_encoder(tiny_checkpoint)
+def test_onnx_matches_torch(tiny_onnx, tiny_encoder, session, batch):
+    card = tiny_encoder.model_card()  # the checkpoint behind tiny_onnx holds these weights
     images = torch.randn(batch, 3, *card.image_size, generator=torch.Generator().manual_seed(batch))
     got = session.run(None, {"images": images.numpy()})[0]
     with torch.no_grad():
-        want = encoder(images).numpy()
+        want = tiny_encoder(images).numpy()
     assert got.shape == (batch, card.descriptor_dim)
     assert np.abs(np.linalg.norm(got, axis=1) - 1).max() < 1e-5
     assert (got * want).sum(axis=1).min() >= 0.9999
@@ -47,7 +48,7 @@ def test_graph_is_static_size_dynamic_batch_opset17(tiny_onnx):
 
 def test_metadata_carries_card_and_precision(tiny_onnx, tiny_checkpoint):
     meta = {p.key: p.value for p in onnx.load(str(tiny_onnx)).metadata_props}
-    _, card = load_encoder(tiny_checkpoint)
+    card = ModelCard.from_dict(read_checkpoint(tiny_checkpoint)["model_card"])
     assert meta[ONNX_PRECISION_KEY] == "fp32"
     embedder = load_embedder(tiny_onnx)
     assert embedder.card.weights_hash == card.weights_hash and ONNX_CARD_KEY in meta

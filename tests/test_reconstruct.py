@@ -7,20 +7,20 @@ import json
 import struct
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pycolmap
 import pytest
 from _dataset_fixtures import write_university1652
 from geolink_edge.train import colmap_io, sfm
 from geolink_edge.train.reconstruct import CONFS, REPORT, main
-from scipy.spatial import cKDTree
 
 from geolink_edge import cli
 from geolink_edge.data import pointclouds
 from geolink_edge.data.layout import open_dataset
 from geolink_edge.errors import GeolinkError
 
-# Median distance from aligned SfM points to the true surface. Measured 1.05-1.10 m on this scene
+# Median distance from aligned SfM points to the true surface. Measured 1.05-1.25 m on such scenes
 # (256 px views from 95-270 m: about one pixel's ground footprint), so 2 m leaves room for noise.
 MEDIAN_ERROR_BOUND_M = 2.0
 
@@ -225,6 +225,14 @@ def _true_surface(root, location: str, cameras: list[dict]) -> np.ndarray:
     return np.concatenate([cast(surface, Camera.from_json(r)).crs_points(grid) for r in cameras])
 
 
+def _nearest_distance(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    origin = reference.mean(0)  # UTM coordinates lose decimetres in float32 unless made local
+    index = faiss.IndexFlatL2(3)
+    index.add(np.ascontiguousarray(reference - origin, dtype=np.float32))
+    squared, _ = index.search(np.ascontiguousarray(queries - origin, dtype=np.float32), 1)
+    return np.sqrt(squared[:, 0])
+
+
 @pytest.mark.slow
 def test_colmap_reconstructs_a_synthetic_location_within_two_metres(synthetic_world, tmp_path):
     data = open_dataset(synthetic_world)
@@ -240,7 +248,7 @@ def test_colmap_reconstructs_a_synthetic_location_within_two_metres(synthetic_wo
     assert np.median(np.linalg.norm(scale * src @ rot.T + shift - dst, axis=1)) < 2.0  # metres
     points = np.array([p.xyz for p in rec.points3D.values()])
     aligned = scale * points @ rot.T + shift
-    error = cKDTree(_true_surface(synthetic_world, location, list(cameras.values()))).query(aligned)[0]
+    error = _nearest_distance(aligned, _true_surface(synthetic_world, location, list(cameras.values())))
     assert np.median(error) < MEDIAN_ERROR_BOUND_M
 
 

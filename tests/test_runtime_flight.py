@@ -26,9 +26,10 @@ MAX_SENT_ERROR_M = 50.0
 
 
 def build_index(ortho, model, out):
-    from geolink_edge.index import build
+    from geolink_edge.index.build import BuildConfig, main
 
-    return build.main(build.IndexConf(), [ortho], model, out)
+    # the tiny model's card has no training tile size: tiles as wide as a frame's footprint
+    return main(BuildConfig(tile_m=150.0, workers=1), model, out, ortho=[ortho])
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import torch
 from geolink_edge.atomic import write_json
 from geolink_edge.card import ModelCard
 from geolink_edge.data.layout import CrossViewData, ImageItem, read_image
+from geolink_edge.data.synthetic.weather import WEATHER, apply_weather
 from geolink_edge.errors import GeolinkError
 from geolink_edge.metrics import evaluate_embeddings
 from geolink_edge.preprocess import preprocess_one
 
 D2S = "drone->satellite"
 S2D = "satellite->drone"
-WEATHER_NAMES = ("fog", "rain", "snow", "wind", "fog-rain", "fog-snow", "rain-snow")
 
 ImageHook = Callable[[np.ndarray, int], np.ndarray]
 
@@ -68,16 +68,14 @@ def embed_paths(encoder: torch.nn.Module, card: ModelCard, paths: Sequence[Path]
 
 def weather_hook(name: str, seed: int = 0) -> ImageHook:
     """Apply one named weather (deterministic per image index) to queries."""
-    from geolink_edge.data.synthetic.weather import apply_weather
-
     return lambda image, i: apply_weather(image, name, seed + i)
 
 
 def parse_weather(text: str | None) -> list[str]:
     names = [w.strip() for w in (text or "").split(",") if w.strip()]
     for name in names:
-        if name not in WEATHER_NAMES:
-            known = ", ".join(WEATHER_NAMES)
+        if name not in WEATHER:
+            known = ", ".join(WEATHER)
             raise GeolinkError(f"--weather: unknown condition {name!r} (choose from {known})")
     return names
 

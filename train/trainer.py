@@ -12,6 +12,7 @@ Run folder: ``config.yaml`` (resolved config), ``last.pt`` (every epoch, and eve
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from geolink_edge.train.networks import GeoLinkNetworks
 from geolink_edge.train.precision import Precision, pick_device
 from geolink_edge.train.rng import capture_rng, restore_rng, seed_everything
 from geolink_edge.train.runlog import RunLog, SilentLog
-from geolink_edge.train.schedule import warmup_cosine
+from geolink_edge.train.step import TrainStep
 from torch.utils.data import DataLoader
 
 from geolink_edge.atomic import check_new_dir, write_text
@@ -101,18 +102,8 @@ class Trainer:
             print("warning: no --pretrained or --weights: the backbone starts from random weights",
                   file=sys.stderr)
         self.nets = GeoLinkNetworks(conf, self.card).to(self.device)
-        if conf.channels_last:
-            self.nets.encoder.to(memory_format=torch.channels_last)
-        self.model_params = [p for p in self.nets.trained_parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.model_params, lr=conf.lr, weight_decay=conf.weight_decay)
-        self.club_optimizer = (torch.optim.Adam(self.nets.club.parameters(), lr=conf.club_lr)
-                               if self.nets.club is not None else None)
         warmup = round(conf.warmup_epochs * self.steps_per_epoch)
-        self.scheduler = warmup_cosine(self.optimizer, self.total_steps, warmup, conf.lr, conf.min_lr)
-        self.scaler = self.precision.scaler()
-        self.features = self.nets.wrap_ddp(dist) if dist.enabled else self.nets.features
-        if conf.compile:
-            self.features = torch.compile(self.features)
+        self.step = TrainStep(conf, self.nets, self.precision, dist, self.total_steps, warmup)
         self.progress = Progress()
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -129,10 +120,7 @@ class Trainer:
             "step": p.step,
             "best_r1": p.best_r1,
             "metrics": {"history": p.history},
-            "optimizer": self.optimizer.state_dict(),
-            "club_optimizer": self.club_optimizer.state_dict() if self.club_optimizer else {},
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **self.step.state_dict(),
             "rng": capture_rng(),
         }
 
@@ -148,48 +136,13 @@ class Trainer:
             self.nets.load_branch_state(ckpt.get("branch3d", {}))
             if self.nets.club is not None:
                 self.nets.club.load_state_dict(ckpt["club"])
-                self.club_optimizer.load_state_dict(ckpt["club_optimizer"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
+            self.step.load_state_dict(ckpt)
         except (RuntimeError, KeyError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise GeolinkError(f"{path}: does not fit this model ({first})") from None
         restore_rng(ckpt["rng"])
         self.progress = Progress(ckpt["epoch"], ckpt["position"], ckpt["step"], ckpt["best_r1"],
                                  list(ckpt["metrics"]["history"]))
-
-    # ---- one step ----------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, float]:
-        conf, nets = self.conf, self.nets
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-        if conf.channels_last:
-            for key in ("drone", "drone2", "satellite", "satellite2"):
-                batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
-        nets.set_club_trainable(False)
-        with self.precision.autocast():
-            feats = self.features(batch)
-            total, terms = nets.loss(feats)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        ddp.average_gradients(nets.loss_fn.encoder_parameters(), self.dist)  # outside the DDP module
-        if conf.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model_params, conf.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        if self.club_optimizer is not None:
-            nets.set_club_trainable(True)
-            for _ in range(conf.club_steps):
-                self.club_optimizer.zero_grad(set_to_none=True)
-                fit = nets.club_fit_loss(feats)
-                fit.backward()
-                ddp.average_gradients(list(nets.club.parameters()), self.dist)
-                self.club_optimizer.step()
-            terms["club_fit"] = fit.detach()
-        terms["total"] = total.detach()
-        return {k: float(ddp.mean_over_ranks(v.float(), self.dist)) for k, v in terms.items()}
 
     # ---- epochs ------------------------------------------------------------------------------
     def _loader(self, epoch: int, start: int) -> DataLoader:
@@ -215,20 +168,21 @@ class Trainer:
                 sums: dict[str, float] = {}
                 started = time.perf_counter()
                 for batch in self._loader(p.epoch, p.position):
-                    terms = self.train_step(batch)
+                    terms = self.step(batch)
                     p.step += 1
                     p.position += 1
+                    sums["batches"] = sums.get("batches", 0.0) + 1
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + v
-                    log.step(p.step, p.epoch + 1, terms, self.scheduler.get_last_lr()[0])
+                    log.step(p.step, p.epoch + 1, terms, self.step.lr)
                     if conf.save_every_steps and p.step % conf.save_every_steps == 0:
                         self.save("last.pt")
                 self._end_epoch(log, sums, time.perf_counter() - started)
 
     def _end_epoch(self, log, sums: dict[str, float], seconds: float) -> None:
         conf, p = self.conf, self.progress
-        done = max(p.position, 1)
-        record: dict = {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.get_last_lr()[0],
+        done = max(sums.pop("batches", 0.0), 1.0)  # batches of this epoch run by this process
+        record: dict = {"epoch": p.epoch + 1, "step": p.step, "lr": self.step.lr,
                         "seconds": round(seconds, 2), **{f"loss/{k}": v / done for k, v in sums.items()}}
         last = p.epoch + 1 == conf.epochs
         is_best = False
@@ -255,6 +209,8 @@ def main(conf: TrainConfig, data_root: str | Path, run_dir: str | Path, *, resum
         raise GeolinkError(f"--resume: {last} not found")
     if not resume:
         check_new_dir(run_dir, force)
+        if force and run_dir.is_dir():
+            shutil.rmtree(run_dir)  # a forced new run must not inherit the old run's files
     dist = ddp.init_distributed("cuda" if conf.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         data = open_dataset(data_root)

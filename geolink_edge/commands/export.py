@@ -14,13 +14,17 @@ def export(
     calib_data: Path = typer.Option(None, "--calib-data", help="dataset root for calibration and fidelity"),
     calib_images: int = typer.Option(512, "--calib-images", help="number of calibration images"),
     calib_method: str = typer.Option("entropy", "--calib-method", help="entropy | percentile | minmax"),
-    quantizer: str = typer.Option("ort", "--quantizer", help="ort (ONNX Runtime) | modelopt (NVIDIA ModelOpt)"),
+    quantizer: str = typer.Option(
+        "ort", "--quantizer", help="ort (ONNX Runtime) | modelopt (NVIDIA ModelOpt)"
+    ),
     max_r1_drop: float = typer.Option(1.0, "--max-r1-drop", help="fail when INT8 loses more R@1 points"),
     fp16: bool = typer.Option(False, "--fp16", help="also write encoder.fp16.onnx"),
     engine: bool = typer.Option(False, "--engine", help="build a TensorRT engine here (on the target)"),
     workspace: float = typer.Option(2.0, "--workspace", help="TensorRT workspace limit, GB"),
     max_batch: int = typer.Option(8, "--max-batch", help="largest batch of the engine's profile"),
-    timing_cache: Path = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (read and updated)"),
+    timing_cache: Path = typer.Option(
+        None, "--timing-cache", help="TensorRT timing cache file (read and updated)"
+    ),
     force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
 ) -> None:
     """Export the 2D encoder: ONNX (+ INT8 Q/DQ, FP16) and, on a Jetson, the TensorRT engine."""
@@ -28,8 +32,15 @@ def export(
     from geolink_edge.export.pipeline import ExportConf, main
 
     conf = ExportConf(
-        int8=int8, fp16=fp16, engine=engine, calib_data=calib_data, calib_images=calib_images,
-        calib_method=calib_method, quantizer=quantizer, max_r1_drop=max_r1_drop, force=force,
+        int8=int8,
+        fp16=fp16,
+        engine=engine,
+        calib_data=calib_data,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        quantizer=quantizer,
+        max_r1_drop=max_r1_drop,
+        force=force,
         engine_conf=EngineConf(workspace_gb=workspace, max_batch=max_batch, timing_cache=timing_cache),
     )
     written = main(conf, source, out)

@@ -17,7 +17,7 @@ import torch
 from geolink_edge.atomic import atomic_path
 from geolink_edge.card import ModelCard, check_same_model, hash_state_dict
 from geolink_edge.errors import GeolinkError
-from geolink_edge.models.encoder import ImageEncoder
+from geolink_edge.models.encoder import ImageEncoder, error_summary
 
 CHECKPOINT_FORMAT = "geolink-edge/checkpoint/1"
 
@@ -73,9 +73,8 @@ def load_encoder(path: str | os.PathLike) -> tuple[ImageEncoder, ModelCard]:
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        detail = lines[0] if lines else "shape mismatch"
-        raise GeolinkError(f"{path}: encoder weights do not fit {card.backbone} ({detail[:160]})") from None
+        detail = error_summary(exc)
+        raise GeolinkError(f"{path}: encoder weights do not fit {card.backbone} ({detail})") from None
     return encoder.eval(), card
 
 

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models import group_parameters
 from torch import nn
 
 from geolink_edge.card import ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
 from geolink_edge.models.mixvpr import MixVPR
+
+
+def error_summary(exc: Exception) -> str:
+    """The telling line of a (multi-line) loading error: a size mismatch or missing key if named."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    return f"{type(exc).__name__}: {(telling or lines or [''])[0][:200]}"
 
 
 def _create_backbone(card: ModelCard, pretrained: bool, weights: Path | None) -> nn.Module:
@@ -28,20 +36,19 @@ def _create_backbone(card: ModelCard, pretrained: bool, weights: Path | None) ->
             return timm.create_model(card.backbone, img_size=card.image_size, **kwargs)
         except TypeError:
             return timm.create_model(card.backbone, **kwargs)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
+    except Exception as exc:  # timm and the hub client raise many types; sort them for the user
+        if isinstance(exc, RuntimeError) and "Unknown model" in str(exc):
             raise GeolinkError(f"unknown timm backbone {card.backbone!r}") from None
         if weights is not None:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise GeolinkError(f"{weights}: weights do not fit backbone {card.backbone} ({first})") from None
+            raise GeolinkError(
+                f"{weights}: cannot load into backbone {card.backbone} ({error_summary(exc)})"
+            ) from None
+        if pretrained and isinstance(exc, OSError):
+            raise GeolinkError(
+                f"cannot download pretrained {card.backbone} from the timm hub ({type(exc).__name__}); "
+                "offline, pass a local weights file instead"
+            ) from None
         raise
-    except (OSError, ConnectionError) as exc:
-        if weights is not None:
-            raise GeolinkError(f"{weights}: cannot read weights ({exc.__class__.__name__})") from None
-        raise GeolinkError(
-            f"cannot download pretrained {card.backbone} from the timm hub ({exc.__class__.__name__}); "
-            "offline, pass a local weights file instead"
-        ) from None
 
 
 def _feature_shape(backbone: nn.Module, card: ModelCard) -> tuple[int, tuple[int, int]]:
@@ -79,22 +86,21 @@ class ImageEncoder(nn.Module):
         self.freeze(freeze_blocks)
 
     def freeze(self, blocks: int) -> None:
-        """Stop gradients through the stem and the first ``blocks`` blocks (ViT) or stages (ConvNet)."""
-        if blocks < 0:
-            raise GeolinkError(f"freeze_blocks must be >= 0, got {blocks}")
+        """Stop gradients through the stem and the first ``blocks`` blocks (ViT) or stages (ConvNet).
+
+        Uses timm's own coarse grouping of each backbone: group 0 is the stem (patch embedding,
+        class token, position embedding), then one group per block or stage.
+        """
+        groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
+        if not 0 <= blocks <= len(groups) - 1:
+            raise GeolinkError(
+                f"cannot freeze {blocks} blocks of {self.card.backbone} (it has {len(groups) - 1})"
+            )
         if blocks == 0:
             return
-        stack = getattr(self.backbone, "blocks", None) or getattr(self.backbone, "stages", None)
-        if stack is None or blocks > len(stack):
-            have = 0 if stack is None else len(stack)
-            raise GeolinkError(f"cannot freeze {blocks} blocks of {self.card.backbone} (it has {have})")
-        frozen = [stack[i] for i in range(blocks)]
-        for name in ("patch_embed", "stem", "cls_token", "reg_token", "pos_embed"):
-            part = getattr(self.backbone, name, None)
-            if part is not None:
-                frozen.append(part)
-        for part in frozen:
-            for param in [part] if isinstance(part, nn.Parameter) else part.parameters():
+        names = {name for group in range(blocks + 1) for name in groups[group]}
+        for name, param in self.backbone.named_parameters():
+            if name in names:
                 param.requires_grad_(False)
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,8 @@ def write_flight(
         (
             f"image_width: {spec.size}\nimage_height: {spec.size}\ncamera_name: synthetic\n"
             f"camera_matrix:\n  rows: 3\n  cols: 3\n  data: [{', '.join(f'{v:.6f}' for v in K.ravel())}]\n"
-            "distortion_model: plumb_bob\ndistortion_coefficients:\n  rows: 1\n  cols: 5\n  data: [0, 0, 0, 0, 0]\n"
+            "distortion_model: plumb_bob\n"
+            "distortion_coefficients:\n  rows: 1\n  cols: 5\n  data: [0, 0, 0, 0, 0]\n"
         ),
     )
     atomic.write_json(

@@ -251,8 +251,8 @@ def _ground_colour(surface: Surface, hits: Hits, camera: Camera) -> np.ndarray:
     return out
 
 
-def _wall_colour(surface: Surface, hits: Hits) -> np.ndarray:
-    """Facade colour with floors of windows, lit by the sun according to the wall's normal."""
+def _wall_colour(surface: Surface, hits: Hits) -> tuple[np.ndarray, np.ndarray]:
+    """(facade albedo, lit facade with floors of windows): the sun lights each wall by its normal."""
     col, row = hits.col, hits.row
     # Step one cell into the wall to read the building behind it.
     inward = hits.dirs[..., :2] / np.maximum(np.linalg.norm(hits.dirs[..., :2], axis=-1, keepdims=True), 1e-6)
@@ -275,15 +275,16 @@ def _wall_colour(surface: Surface, hits: Hits) -> np.ndarray:
     )
     colour = facade * shade[..., None]
     glass = np.array([0.16, 0.20, 0.26], np.float32) * (0.7 + 0.6 * lit[..., None])
-    return np.where(window[..., None], glass, colour)
+    return facade, np.where(window[..., None], glass, colour)
 
 
 def render(surface: Surface, camera: Camera, haze=(0.72, 0.76, 0.82), visibility_m: float = 5000.0):
     """(BGR uint8 image, Hits) of ``surface`` seen by ``camera``."""
     hits = cast(surface, camera)
     rgb = _ground_colour(surface, hits, camera)
-    if surface.facade is not None:
-        rgb = np.where(hits.wall[..., None], _wall_colour(surface, hits), rgb)
+    if surface.facade is not None:  # building walls get facades; tree crowns and banks keep their colour
+        facade, colour = _wall_colour(surface, hits)
+        rgb = np.where((hits.wall & (facade.max(axis=-1) > 0))[..., None], colour, rgb)
     fade = np.exp(-hits.dist / visibility_m)[..., None].astype(np.float32)
     rgb = rgb * fade + np.asarray(haze, np.float32) * (1 - fade)
     return cv2.cvtColor(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR), hits

@@ -1,0 +1,313 @@
+"""``index build`` and ``index merge``: embed north-up tiles of reference imagery into a faiss bundle.
+
+Work is done in chunks of :data:`CHUNK_TILES` planned tiles. Each finished chunk (descriptors +
+tile metadata in an ``.npz``, crops as JPEGs) is written into a work folder beside the output
+(``.<out>.partial``), so a crashed or interrupted build resumes where it stopped when rerun with
+the same inputs. ``--shard i/n`` (or torchrun's ``RANK``/``WORLD_SIZE``) embeds every n-th chunk
+into ``<out>/shard-i-of-n``; ``index merge`` assembles the shards. The bundle itself appears only
+when complete (:func:`geolink_edge.atomic.atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from geolink_edge.atomic import atomic_dir, atomic_path, check_new_dir, write_json
+from geolink_edge.errors import GeolinkError
+from geolink_edge.index.bundle import CROPS_DIR, INDEX_FAISS, Tile, crop_path, write_metadata
+from geolink_edge.index.sources import Layer, open_sources
+from geolink_edge.index.tiling import MIN_CROP_PX, Georef, TilingConfig, layer_boxes, make_georef, plan_tiles, render_tile
+
+CHUNK_TILES = 256
+WORK_JSON = "work.json"
+JPEG_QUALITY = 92
+
+# Named index types → (faiss factory string, ParameterSpace search parameters); "{nlist}" and
+# "{pq}" are filled from the tile count and the descriptor dimension. The parameters were chosen
+# with benchmarks/search.py (recall@10 ≥ 0.98 against exact search on clustered 4096-d vectors).
+PRESETS = {
+    "flat": ("Flat", ""),
+    "sqfp16": ("SQfp16", ""),
+    "sq8": ("SQ8", ""),
+    "hnsw": ("HNSW32,Flat", "efSearch=64"),
+    "hnsw-sq8": ("HNSW32,SQ8", "efSearch=64"),
+    "ivfpq": ("IVF{nlist},PQ{pq}x8,RFlat", "nprobe=16,k_factor_rf=8"),
+}
+AUTO_FLAT_MAX = 100_000
+AUTO_HNSW_MAX = 1_000_000
+
+
+class BuildConfig(BaseModel):
+    """Options of ``index build``; ``None`` means "from the model card" (tile_m) or a derived default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_m: float | None = Field(None, gt=0, le=100_000)
+    stride_m: float | None = Field(None, gt=0, le=100_000)
+    scales: tuple[float, ...] = (1.0,)
+    crop_px: int | None = Field(None, ge=16, le=4096)
+    min_valid: float = Field(0.98, gt=0, le=1)
+    index_type: str = "auto"
+    batch_size: int = Field(32, ge=1, le=4096)
+    workers: int = Field(2, ge=1, le=64)
+    crs: str | None = None
+
+
+def resolve_tiling(conf: BuildConfig, card) -> TilingConfig:
+    tile_m = conf.tile_m or card.tile_m
+    if tile_m is None:
+        raise GeolinkError("the model card has no tile_m (training tile footprint): pass --tile-m METRES")
+    return TilingConfig(
+        tile_m=tile_m,
+        stride_m=conf.stride_m or tile_m / 2,
+        scales=conf.scales,
+        crop_px=conf.crop_px or max(max(card.image_size), MIN_CROP_PX),
+        min_valid=conf.min_valid,
+    )
+
+
+def choose_index(index_type: str, count: int, dim: int) -> tuple[str, str]:
+    """(factory string, search parameters) for a preset name, ``auto`` or a raw factory string."""
+    name = index_type.strip()
+    if name.lower() == "auto":
+        name = "flat" if count <= AUTO_FLAT_MAX else "hnsw" if count <= AUTO_HNSW_MAX else "ivfpq"
+    factory, params = PRESETS.get(name.lower(), (name, ""))
+    pq = next(m for m in (dim // 16, dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
+    nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))  # faiss wants ≥ 39 training points a list
+    return factory.format(nlist=nlist, pq=pq), params
+
+
+def make_faiss(factory: str, dim: int):
+    import faiss
+
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise GeolinkError(f"--index-type {factory!r}: not a valid faiss factory string ({str(exc).splitlines()[0][:120]})") from None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``i/n`` → (i, n); without it, torchrun's RANK / WORLD_SIZE when more than one process runs."""
+    if text is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise GeolinkError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise GeolinkError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def _source_identity(layers: list[Layer]) -> list[dict]:
+    """Names, sizes and modification times: a changed map invalidates chunks of an earlier run."""
+    out = []
+    for layer in layers:
+        path = getattr(layer, "path", None) or getattr(layer, "root", None)
+        stat = Path(path).stat() if path else None
+        out.append({"name": layer.name, "crs": layer.crs, "bytes": stat.st_size if stat else None,
+                    "mtime": stat.st_mtime_ns if stat else None})
+    return out
+
+
+def _plan_key(card, tiling: TilingConfig, layers: list[Layer], georef: Georef, count: int) -> str:
+    blob = json.dumps(
+        {"model": card.weights_hash, "tiling": tiling.model_dump(mode="json"), "sources": _source_identity(layers),
+         "origin": None if georef.frame is None else [georef.frame.lat0, georef.frame.lon0], "count": count,
+         "chunk": CHUNK_TILES},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _prepare_workdir(workdir: Path, info: dict) -> None:
+    """Keep a work folder from an identical earlier run; replace one from different inputs."""
+    marker = workdir / WORK_JSON
+    if marker.is_file():
+        if json.loads(marker.read_text()).get("plan_key") == info["plan_key"]:
+            return
+        shutil.rmtree(workdir)
+    elif workdir.exists() and any(workdir.iterdir()):
+        raise GeolinkError(f"{workdir} exists and is not an index work folder")
+    (workdir / CROPS_DIR).mkdir(parents=True, exist_ok=True)
+    write_json(marker, info)
+
+
+def _chunk_file(workdir: Path, chunk: int) -> Path:
+    return workdir / f"chunk-{chunk:06d}.npz"
+
+
+def _embed_chunk(workdir, chunk, plan, layers, boxes, georef, tiling, embedder, batch_size, pool, progress) -> None:
+    start = chunk * CHUNK_TILES
+    planned = plan[start : start + CHUNK_TILES]
+
+    def render(i: int):
+        return render_tile(layers, boxes, georef, planned[i], tiling.crop_px)
+
+    kept, metas, descriptors = [], [], []
+    rendered = list(pool.map(render, range(len(planned))))
+    for i, tile in enumerate(rendered):
+        if tile.valid_fraction >= tiling.min_valid:
+            kept.append(i)
+            metas.append(tile.meta)
+    for b in range(0, len(kept), batch_size):
+        batch = [rendered[i].image for i in kept[b : b + batch_size]]
+        descriptors.append(np.asarray(embedder.embed(batch), dtype=np.float32))
+        progress(len(batch))
+    progress(len(planned) - len(kept))
+    for i in kept:
+        ok, jpeg = cv2.imencode(".jpg", rendered[i].image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        (workdir / CROPS_DIR / f"p{start + i}.jpg").write_bytes(jpeg.tobytes())
+    dim = embedder.card.descriptor_dim
+    with atomic_path(_chunk_file(workdir, chunk)) as tmp, tmp.open("wb") as handle:
+        np.savez(
+            handle,
+            plan_ids=np.asarray([start + i for i in kept], np.int64),
+            descriptors=np.concatenate(descriptors) if descriptors else np.zeros((0, dim), np.float32),
+            tiles=np.asarray(json.dumps(metas)),
+        )
+
+
+def embed_chunks(workdir: Path, chunks: list[int], plan, layers, boxes, georef, tiling, embedder, conf) -> None:
+    """Render, embed and store every chunk not already on disk, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    todo = [c for c in chunks if not _chunk_file(workdir, c).is_file()]
+    total = sum(len(plan[c * CHUNK_TILES : (c + 1) * CHUNK_TILES]) for c in todo)
+    columns = (TextColumn("embedding tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar, ThreadPoolExecutor(conf.workers) as pool:
+        task = bar.add_task("tiles", total=total)
+        for chunk in todo:
+            _embed_chunk(workdir, chunk, plan, layers, boxes, georef, tiling, embedder, conf.batch_size, pool,
+                         lambda n: bar.advance(task, n))
+
+
+def _load_chunk(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    with np.load(path, allow_pickle=False) as data:
+        return data["plan_ids"], data["descriptors"], json.loads(str(data["tiles"]))
+
+
+def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, force: bool) -> Path:
+    """Build the faiss index from finished chunks (streamed) and write the bundle in one move."""
+    import faiss
+
+    chunks = sorted((p for w in workdirs for p in w.glob("chunk-*.npz")), key=lambda p: p.name)
+    expected = manifest.pop("chunks")
+    if len(chunks) != expected:
+        raise GeolinkError(f"{len(chunks)} of {expected} chunks are done; run the missing shards first")
+    counts = [len(_load_chunk(p)[0]) for p in chunks]
+    count = sum(counts)
+    if count == 0:
+        raise GeolinkError("no tile is covered by imagery (all outside the rasters, nodata or too small an area)")
+    dim = manifest["descriptor_dim"]
+    factory, params = choose_index(index_type, count, dim)
+    index = make_faiss(factory, dim)
+    started = time.perf_counter()
+    if not index.is_trained:
+        rng = np.random.default_rng(0)
+        share = min(1.0, 100_000 / count)  # a bounded random sample is enough to train IVF/PQ
+        sample = np.concatenate([d[rng.random(len(d)) < share] for _, d, _ in map(_load_chunk, chunks)])
+        index.train(sample)
+    tiles, sources = [], []
+    for path in chunks:
+        plan_ids, descriptors, metas = _load_chunk(path)
+        index.add(descriptors)
+        for plan_id, meta in zip(plan_ids, metas):
+            tiles.append((Path(path).parent, int(plan_id), meta))
+    with atomic_dir(out, force) as tmp:
+        (tmp / CROPS_DIR).mkdir()
+        records = []
+        for tile_id, (workdir, plan_id, meta) in enumerate(tiles):
+            _link(workdir / CROPS_DIR / f"p{plan_id}.jpg", crop_path(tmp, tile_id))
+            records.append(Tile.from_dict({"id": tile_id, **meta}))
+            if meta["source"] and meta["source"] not in sources:
+                sources.append(meta["source"])
+        faiss.write_index(index, str(tmp / INDEX_FAISS))
+        manifest.update(faiss_type=factory, faiss_params=params, count=count, sources=sources,
+                        build_time_s=round(manifest.pop("embed_time_s", 0.0) + time.perf_counter() - started, 3))
+        write_metadata(tmp, manifest, records)
+    return out
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link a crop into the new bundle (the work folder stays intact until the bundle exists)."""
+    if not src.is_file():
+        raise GeolinkError(f"{src}: tile crop missing from the work folder (rebuild with --force)")
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def main(conf: BuildConfig, model: Path, out: Path, ortho: list[Path] | None = None, tiles_csv: Path | None = None,
+         xyz: Path | None = None, force: bool = False, shard: str | None = None) -> Path:
+    """Build a tile index bundle at ``out`` (or, with a shard, that shard's chunks); returns the path."""
+    from geolink_edge.runtime.backends import load_embedder
+
+    started = time.perf_counter()
+    out = Path(out)
+    shard_of = parse_shard(shard)
+    if shard_of is None:
+        check_new_dir(out, force)
+    embedder = load_embedder(model)
+    card = embedder.card
+    tiling = resolve_tiling(conf, card)
+    layers = open_sources(ortho, tiles_csv, xyz, conf.crs)
+    georef = make_georef(layers)
+    boxes = layer_boxes(layers, georef)
+    plan = plan_tiles(boxes, tiling)
+    if len(plan) == 0:
+        raise GeolinkError(f"the imagery is smaller than one {tiling.tile_m:g} m tile: nothing to index")
+    make_faiss(choose_index(conf.index_type, len(plan), card.descriptor_dim)[0], card.descriptor_dim)  # fail early
+    n_chunks = math.ceil(len(plan) / CHUNK_TILES)
+    frame = georef.frame
+    manifest = {
+        "model_hash": card.weights_hash, "model_card": card.to_dict(), "descriptor_dim": card.descriptor_dim,
+        "metric": "ip", "crs": ",".join(sorted({layer.crs for layer in layers})),
+        "origin": None if frame is None else {"lat": frame.lat0, "lon": frame.lon0},
+        "tiling": {"tile_m": tiling.tile_m, "stride_m": tiling.stride_m, "scales": list(tiling.scales),
+                   "min_valid": tiling.min_valid},
+        "crop_px": tiling.crop_px, "chunks": n_chunks,
+    }
+    info = {"plan_key": _plan_key(card, tiling, layers, georef, len(plan)), "manifest": manifest}
+    if shard_of is None:
+        workdir = out.parent / f".{out.name}.partial"
+        mine = list(range(n_chunks))
+    else:
+        workdir = out / f"shard-{shard_of[0]}-of-{shard_of[1]}"
+        mine = list(range(shard_of[0], n_chunks, shard_of[1]))
+    _prepare_workdir(workdir, info)
+    embed_chunks(workdir, mine, plan, layers, boxes, georef, tiling, embedder, conf)
+    if shard_of is not None:
+        return workdir
+    manifest["embed_time_s"] = time.perf_counter() - started
+    assemble([workdir], out, manifest, conf.index_type, force)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def merge(shards_root: Path, out: Path, index_type: str = "auto", force: bool = False) -> Path:
+    """Join the shard folders under ``shards_root`` (from ``index build --shard i/n``) into one bundle."""
+    shards = sorted(Path(shards_root).glob("shard-*-of-*"))
+    if not shards:
+        raise GeolinkError(f"{shards_root}: no shard-i-of-n folders (build them with index build --shard i/n)")
+    infos = [json.loads((s / WORK_JSON).read_text()) if (s / WORK_JSON).is_file() else None for s in shards]
+    if any(info is None for info in infos) or len({info["plan_key"] for info in infos}) != 1:
+        raise GeolinkError(f"{shards_root}: shards come from different inputs or are incomplete")
+    total = int(shards[0].name.rsplit("-", 1)[1])
+    if len(shards) != total:
+        raise GeolinkError(f"{shards_root}: {len(shards)} of {total} shards present")
+    check_new_dir(out, force)
+    return assemble(shards, Path(out), dict(infos[0]["manifest"]), index_type, force)

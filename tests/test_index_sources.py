@@ -1,0 +1,135 @@
+"""Index sources: corner CSV, XYZ pyramid, rasters without CRS ('local'), nodata, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from _index_fixtures import LAT0, LON0, texture, write_corner_csv, write_geotiff, write_xyz
+
+from geolink_edge.errors import GeolinkError
+from geolink_edge.index import build
+from geolink_edge.index.build import BuildConfig
+from geolink_edge.index.search import TileIndex
+from geolink_edge.index.sources import normalise_crs, open_sources, read_corner_csv
+
+# About 1 m per pixel at LAT0.
+DEG_PER_PX = (1 / 111_200.0, 1 / (111_320.0 * np.cos(np.radians(LAT0))))
+
+
+def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+def test_corner_csv_builds_a_seamless_mosaic(tiny_onnx, tmp_path):
+    mosaic = texture(400, 400, seed=3)
+    csv_path = write_corner_csv(tmp_path / "map", mosaic, LAT0, LON0, DEG_PER_PX, grid=2)
+    out = build.main(BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=50), tiny_onnx, tmp_path / "b", tiles_csv=csv_path)
+    index = TileIndex.load(out)
+    assert len(index) >= 36 and index.manifest["crs"] == "EPSG:4326"
+    assert {t.source for t in index.tiles} == {"0_0.png", "0_1.png", "1_0.png", "1_1.png"}
+    # The tile over the point where the four images meet equals the mosaic around it (2 m/px crop).
+    centre = index.frame.to_enu(LAT0 - 200 * DEG_PER_PX[0], LON0 + 200 * DEG_PER_PX[1])[:2]
+    tile_id = int(index.ids_within(*centre, 5.0)[0])
+    expected = cv2.resize(mosaic[150:250, 150:250], (50, 50), interpolation=cv2.INTER_AREA)
+    assert _mean_abs_diff(index.tile_image(tile_id), expected) < 12
+    shifted = cv2.resize(mosaic[140:240, 150:250], (50, 50), interpolation=cv2.INTER_AREA)
+    assert _mean_abs_diff(index.tile_image(tile_id), shifted) > _mean_abs_diff(index.tile_image(tile_id), expected) + 5
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("img/0_0.png,47.1,abc,47.0,8.6", "row 3: corner values must be numbers"),
+        ("img/0_0.png,47.0,8.5,47.1,8.6", "row 3: corners must satisfy"),
+        ("img/0_0.png,47.1", "row 3: 2 fields"),
+        ("img/nope.png,47.1,8.5,47.0,8.6", "row 3: tile image 'img/nope.png' not found"),
+    ],
+)
+def test_corner_csv_bad_row_is_named(tmp_path, row, message):
+    csv_path = write_corner_csv(tmp_path, texture(64, 64), LAT0, LON0, DEG_PER_PX, grid=1)
+    csv_path.write_text(csv_path.read_text() + row + "\n")
+    with pytest.raises(GeolinkError, match=message):
+        read_corner_csv(csv_path)
+
+
+def test_corner_csv_needs_its_columns(tmp_path):
+    path = tmp_path / "map.csv"
+    path.write_text("file,lat,lon\na.png,1,2\n")
+    with pytest.raises(GeolinkError, match="lacks column"):
+        read_corner_csv(path)
+
+
+def test_xyz_pyramid_tiles_match_web_mercator(tiny_onnx, tmp_path):
+    import mercantile
+
+    zoom = 18
+    folder, mosaic = write_xyz(tmp_path / "xyz", zoom, LAT0, LON0, count=3)
+    (folder / "17" / "1").mkdir(parents=True)  # a coarser level is present; the deepest one is used
+    out = build.main(BuildConfig(tile_m=80.0, stride_m=40.0, crop_px=64), tiny_onnx, tmp_path / "b", xyz=folder)
+    index = TileIndex.load(out)
+    assert len(index) >= 16 and index.manifest["crs"] == "EPSG:3857"
+    first = mercantile.tile(LON0, LAT0, zoom)
+    left, top = mercantile.xy_bounds(first).left, mercantile.xy_bounds(first).top
+    res = (mercantile.xy_bounds(first).right - left) / 256
+    for tile in index.tiles[::5]:
+        x, y = mercantile.xy(tile.center_lon, tile.center_lat)
+        col, row = (x - left) / res, (top - y) / res
+        half = tile.tile_m / 2 / res / np.cos(np.radians(tile.center_lat))  # Mercator stretch
+        window = mosaic[int(round(row - half)) : int(round(row + half)), int(round(col - half)) : int(round(col + half))]
+        expected = cv2.resize(window, (64, 64), interpolation=cv2.INTER_AREA)
+        assert _mean_abs_diff(index.tile_image(tile.id), expected) < 12
+
+
+def test_raster_without_crs_needs_crs_option(tiny_onnx, tmp_path):
+    raster = write_geotiff(tmp_path / "plain.tif", texture(300, 300), crs=None, origin=(1000.0, 5000.0))
+    result = subprocess.run(
+        [sys.executable, "-m", "geolink_edge.cli", "index", "build", "--model", str(tiny_onnx), "--out",
+         str(tmp_path / "b"), "--ortho", str(raster), "--tile-m", "100"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "has no CRS" in result.stderr and "--crs" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "b").exists()
+    conf = BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=32, crs="local")
+    index = TileIndex.load(build.main(conf, tiny_onnx, tmp_path / "b", ortho=[raster]))
+    assert index.frame is None and index.crs == "local" and len(index) == 25
+    tile = index.tile(0)
+    assert tile.center_lat is None and tile.center_xy == (1050.0, 4950.0)  # raster metres, north-up
+    assert np.allclose(tile.corners_crs, [(1000, 5000), (1100, 5000), (1100, 4900), (1000, 4900)])
+    hits = index.search_xy(index.index.reconstruct_n(0, 1), 3, 1050.0, 4950.0, 60.0)
+    assert set(hits.ids[0][hits.ids[0] >= 0]) <= {0, 1, 5, 6}
+
+
+def test_nodata_is_skipped(tiny_onnx, tmp_path):
+    image = texture(300, 400)
+    image[:, 200:] = 0  # the east half is nodata
+    raster = write_geotiff(tmp_path / "half.tif", image, crs="EPSG:32632", nodata=0, origin=(465000.0, 5247000.0))
+    out = build.main(BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=32), tiny_onnx, tmp_path / "b", ortho=[raster])
+    tiles = json.loads((out / "tiles.json").read_text())
+    assert tiles and max(max(c[0] for c in t["corners_crs"]) for t in tiles) <= 465000.0 + 200.0 + 1.0
+
+
+def test_all_nodata_raster_is_refused_without_bundle(tiny_onnx, tmp_path):
+    raster = write_geotiff(tmp_path / "empty.tif", np.zeros((200, 200, 3), np.uint8), nodata=0)
+    with pytest.raises(GeolinkError, match="no tile is covered"):
+        build.main(BuildConfig(tile_m=50.0, crop_px=32), tiny_onnx, tmp_path / "b", ortho=[raster])
+    assert not (tmp_path / "b").exists()
+
+
+def test_single_band_and_bad_crs_are_refused(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "grey.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32632",
+                       transform=from_origin(0, 0, 1, 1)) as ds:
+        ds.write(np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(GeolinkError, match="3\\+ bands"):
+        open_sources([path])
+    assert normalise_crs("epsg:32632") == "EPSG:32632" and normalise_crs("LOCAL") == "local"
+    with pytest.raises(GeolinkError, match="--crs 'metres'"):
+        normalise_crs("metres")
