@@ -32,7 +32,9 @@ def clustered(n: int, rng: np.random.Generator, clusters: int = 500, rank: int =
     out = np.empty((n, DIM), np.float32)
     for start in range(0, n, 10_000):
         m = min(10_000, n - start)
-        latent = centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal((m, rank), dtype=np.float32)
+        latent = centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal(
+            (m, rank), dtype=np.float32
+        )
         out[start : start + m] = latent @ basis + 0.15 * rng.standard_normal((m, DIM), dtype=np.float32)
     faiss.normalize_L2(out)
     return out
@@ -55,16 +57,45 @@ def write_bundle(root: Path, index, xy: np.ndarray, params: str) -> None:
     faiss.write_index(index, str(root / INDEX_FAISS))
     affine = np.eye(2, 3)
     tiles = [
-        Tile(i, None, None, (float(x), float(y)), None, ((0.0, 0.0),) * 4, 0.3, 1.0, 20.0, "grid", (0, 0, 0, 0), affine)
+        Tile(
+            i,
+            None,
+            None,
+            (float(x), float(y)),
+            None,
+            ((0.0, 0.0),) * 4,
+            0.3,
+            1.0,
+            20.0,
+            "grid",
+            (0, 0, 0, 0),
+            affine,
+        )
         for i, (x, y) in enumerate(xy)
     ]
-    manifest = {"crs": "local", "origin": None, "tiling": {"tile_m": 20.0, "stride_m": 20.0}, "faiss_params": params}
+    manifest = {
+        "crs": "local",
+        "origin": None,
+        "tiling": {"tile_m": 20.0, "stride_m": 20.0},
+        "faiss_params": params,
+    }
     write_metadata(root, manifest, tiles)
 
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def load_both_ways(root: Path) -> tuple[TileIndex, dict[bool, tuple[float, float]]]:
+    """Load time and resident-memory growth with and without mmap; returns the mmapped index."""
+    loads = {}
+    for mmap in (False, True):
+        before = rss_mb()
+        t0 = time.perf_counter()
+        loaded = TileIndex.load(root, mmap=mmap)
+        loads[mmap] = (time.perf_counter() - t0, rss_mb() - before)
+    return loaded, loads
 
 
 def timed_queries(fn, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +108,11 @@ def timed_queries(fn, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
+    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path) -> list[tuple]:
+def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path):
+    """Yield one table row per index type (and the prior-gated search) as soon as it is measured."""
     data = clustered(n, rng)
     picks = rng.integers(0, n, n_queries)
     queries = data[picks] + 0.02 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
@@ -91,7 +123,6 @@ def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work:
     truth.add(data)
     _, exact_ids = truth.search(queries, 10)
     del truth
-    rows = []
     for name, (factory, params) in index_types(n).items():
         t0 = time.perf_counter()
         index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
@@ -102,31 +133,23 @@ def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work:
         root = work / f"{n}-{factory.replace(',', '_')}"
         write_bundle(root, index, xy, params)
         del index
-        loads = {}
-        for mmap in (False, True):
-            before = rss_mb()
-            t0 = time.perf_counter()
-            tile_index = TileIndex.load(root, mmap=mmap)
-            loads[mmap] = (time.perf_counter() - t0, rss_mb() - before)
-            if not mmap:
-                del tile_index
-        ms, found = timed_queries(lambda i, q: tile_index.search(q, 10).ids, queries)
+        tile_index, loads = load_both_ways(root)
+        ms, found = timed_queries(lambda i, q, index=tile_index: index.search(q, 10).ids, queries)
         size_mb = (root / "index.faiss").stat().st_size / 2**20
-        rows.append((n, name, ms, recall_at_10(found, exact_ids), size_mb, loads, build_s))
+        yield (n, name, ms, recall_at_10(found, exact_ids), size_mb, loads, build_s)
         if factory == "Flat":
             gated_ms, gated_found = timed_queries(
-                lambda i, q: tile_index.search_xy(q, 10, *xy[picks[i]], radius_m).ids, queries
+                lambda i, q, index=tile_index: index.search_xy(q, 10, *xy[picks[i]], radius_m).ids, queries
             )
             gated_recall = _gated_recall(tile_index, data, queries, xy, picks, radius_m, gated_found)
-            rows.append((n, f"prior-gated r={radius_m:.0f} m", gated_ms, gated_recall, size_mb, loads, build_s))
+            yield (n, f"prior-gated r={radius_m:.0f} m", gated_ms, gated_recall, size_mb, loads, build_s)
         del tile_index
-    return rows
 
 
 def _gated_recall(tile_index, data, queries, xy, picks, radius_m, found) -> float:
     """Recall@10 of the gated search against exact search restricted to the same circle."""
     truth = []
-    for q, p in zip(queries, picks):
+    for q, p in zip(queries, picks, strict=True):
         ids = tile_index.ids_within(*xy[p], radius_m)
         order = np.argsort(-(data[ids] @ q))[:10]
         truth.append(ids[order])
@@ -140,18 +163,28 @@ def main() -> None:
     parser.add_argument("--radius-m", type=float, default=300.0)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs, dim {DIM}")
-    header = f"{'N':>7} {'index':<28} {'median ms':>9} {'p95 ms':>8} {'R@10':>6} {'file MB':>8} {'load s':>7} {'load s mmap':>11} {'RSS MB':>7} {'RSS MB mmap':>11} {'build s':>8}"
+    print(
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs, dim {DIM}"
+    )
+    columns = ["N", "index", "median ms", "p95 ms", "R@10", "file MB", "load s", "load s mmap", "RSS MB"]
+    columns += ["RSS MB mmap", "build s"]
+    header = f"{columns[0]:>7} {columns[1]:<28} " + " ".join(f"{c:>11}" for c in columns[2:])
     print(header)
     with tempfile.TemporaryDirectory() as work:
         for n in args.sizes:
-            for n_, name, ms, recall, size_mb, loads, build_s in run(n, args.queries, args.radius_m, rng, Path(work)):
-                print(
-                    f"{n_:>7} {name:<28} {np.median(ms):>9.2f} {np.percentile(ms, 95):>8.2f} {recall:>6.3f} "
-                    f"{size_mb:>8.0f} {loads[False][0]:>7.2f} {loads[True][0]:>11.2f} {loads[False][1]:>7.0f} "
-                    f"{loads[True][1]:>11.0f} {build_s:>8.1f}",
-                    flush=True,
-                )
+            for n_, name, ms, recall, size_mb, loads, build_s in run(
+                n, args.queries, args.radius_m, rng, Path(work)
+            ):
+                values = [
+                    np.median(ms),
+                    np.percentile(ms, 95),
+                    recall,
+                    size_mb,
+                    loads[False][0],
+                    loads[True][0],
+                ]
+                values += [loads[False][1], loads[True][1], build_s]
+                print(f"{n_:>7} {name:<28} " + " ".join(f"{v:>11.3f}" for v in values), flush=True)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -143,6 +143,8 @@ def _quantize_modelopt(
         nodes_to_quantize=nodes,
         nodes_to_exclude=excluded,
         output_path=str(out),
+        high_precision_dtype="fp32",  # the rest stays FP32 as in the ONNX Runtime path; --fp16 is separate
+        use_zero_point=False,  # symmetric, as TensorRT requires
     )
 
 

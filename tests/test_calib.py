@@ -151,3 +151,12 @@ def test_fidelity_fails_when_drop_exceeds_limit(tiny_onnx, u1652):
     assert fidelity_report(tiny_onnx, {"fp16": tiny_onnx}, held, max_r1_drop=-0.5)["passed"]
     with pytest.raises(GeolinkError, match="--fidelity-queries"):
         held_out_set(u1652, 0)
+
+
+def test_histogram_calibration_batches_are_recut_to_one_size():
+    from geolink_edge.calib.quantize import _equal_batches
+
+    parts = [np.full((16, 1), 1.0), np.full((16, 1), 2.0), np.full((4, 1), 3.0)]
+    recut = _equal_batches(iter(parts))
+    assert [len(b) for b in recut] == [12, 12, 12] and np.concatenate(recut).sum() == 16 + 32 + 12
+    assert [len(b) for b in _equal_batches([np.zeros((7, 1))])] == [7] and _equal_batches([]) == []

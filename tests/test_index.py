@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 from _index_fixtures import LAT0, UTM, texture, utm_origin, write_geotiff
@@ -121,10 +120,17 @@ def test_prior_gated_search_stays_in_radius_and_is_exact(bundle, tiny_onnx):
     for tile_id in (0, 30, 60):
         tile = index.tile(tile_id)
         result = index.search(query, k=5, near=(tile.center_lat, tile.center_lon, 120.0))
-        inside = [t for t in index.tiles if haversine_m(t.center_lat, t.center_lon, tile.center_lat, tile.center_lon) <= 120.0]
+        inside = [
+            t
+            for t in index.tiles
+            if haversine_m(t.center_lat, t.center_lon, tile.center_lat, tile.center_lon) <= 120.0
+        ]
         expected = sorted(inside, key=lambda t: -float(vectors[t.id] @ query[0]))[:5]
         assert [t.id for t in result.tiles[0]] == [t.id for t in expected]
-        assert all(haversine_m(t.center_lat, t.center_lon, tile.center_lat, tile.center_lon) <= 120.5 for t in result.tiles[0])
+        assert all(
+            haversine_m(t.center_lat, t.center_lon, tile.center_lat, tile.center_lon) <= 120.5
+            for t in result.tiles[0]
+        )
 
 
 def test_mmap_load_gives_same_results(bundle):
@@ -149,9 +155,26 @@ def _grid_bundle(root, vectors, xy, factory, params=""):
     import faiss
 
     faiss.write_index(index, str(root / INDEX_FAISS))
-    tiles = [Tile(i, None, None, (float(x), float(y)), None, ((0.0, 0.0),) * 4, 1.0, 1.0, 10.0, "grid", (0, 0, 1, 1),
-                  np.eye(2, 3)) for i, (x, y) in enumerate(xy)]
-    write_metadata(root, {"crs": "local", "origin": None, "tiling": {"stride_m": 10.0}, "faiss_params": params}, tiles)
+    tiles = [
+        Tile(
+            i,
+            None,
+            None,
+            (float(x), float(y)),
+            None,
+            ((0.0, 0.0),) * 4,
+            1.0,
+            1.0,
+            10.0,
+            "grid",
+            (0, 0, 1, 1),
+            np.eye(2, 3),
+        )
+        for i, (x, y) in enumerate(xy)
+    ]
+    write_metadata(
+        root, {"crs": "local", "origin": None, "tiling": {"stride_m": 10.0}, "faiss_params": params}, tiles
+    )
     return TileIndex.load(root)
 
 
@@ -232,22 +255,45 @@ def test_shards_merge_into_the_same_bundle(ortho, bundle, tiny_onnx, tmp_path):
 
 
 def test_merge_refuses_missing_shard(ortho, tiny_onnx, tmp_path):
-    build.main(BuildConfig(tile_m=TILE_M, crop_px=64), tiny_onnx, tmp_path / "s", ortho=[ortho[0]], shard="1/3")
+    build.main(
+        BuildConfig(tile_m=TILE_M, crop_px=64), tiny_onnx, tmp_path / "s", ortho=[ortho[0]], shard="1/3"
+    )
     with pytest.raises(GeolinkError, match="1 of 3 shards"):
         build.merge(tmp_path / "s", tmp_path / "out")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geolink_edge.cli", "index", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "geolink_edge.cli", "index", *args], capture_output=True, text=True
+    )
 
 
 def test_cli_build_info_and_bad_inputs(ortho, tiny_onnx, tmp_path):
     out = tmp_path / "cli"
-    ok = _cli("build", "--model", str(tiny_onnx), "--out", str(out), "--ortho", str(ortho[0]), "--tile-m", "200",
-              "--stride-m", "100", "--scales", "1,2", "--crop-px", "48", "--index-type", "hnsw")
+    ok = _cli(
+        "build",
+        "--model",
+        str(tiny_onnx),
+        "--out",
+        str(out),
+        "--ortho",
+        str(ortho[0]),
+        "--tile-m",
+        "200",
+        "--stride-m",
+        "100",
+        "--scales",
+        "1,2",
+        "--crop-px",
+        "48",
+        "--index-type",
+        "hnsw",
+    )
     assert ok.returncode == 0, ok.stderr
     manifest = json.loads((out / "index.json").read_text())
-    assert manifest["faiss_type"] == "HNSW32,Flat" and {t["scale"] for t in json.loads((out / "tiles.json").read_text())} == {1.0, 2.0}
+    assert manifest["faiss_type"] == "HNSW32,Flat" and {
+        t["scale"] for t in json.loads((out / "tiles.json").read_text())
+    } == {1.0, 2.0}
     shown = _cli("info", str(out))
     assert shown.returncode == 0 and f"{manifest['count']} tiles" in shown.stdout
     cases = [
@@ -257,6 +303,15 @@ def test_cli_build_info_and_bad_inputs(ortho, tiny_onnx, tmp_path):
         ([], "--tile-m"),  # the tiny card has no training footprint
     ]
     for extra, message in cases:
-        bad = _cli("build", "--model", str(tiny_onnx), "--out", str(tmp_path / "bad"), "--ortho", str(ortho[0]), *extra)
+        bad = _cli(
+            "build",
+            "--model",
+            str(tiny_onnx),
+            "--out",
+            str(tmp_path / "bad"),
+            "--ortho",
+            str(ortho[0]),
+            *extra,
+        )
         assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)
         assert bad.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()

@@ -28,17 +28,26 @@ def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 def test_corner_csv_builds_a_seamless_mosaic(tiny_onnx, tmp_path):
     mosaic = texture(400, 400, seed=3)
     csv_path = write_corner_csv(tmp_path / "map", mosaic, LAT0, LON0, DEG_PER_PX, grid=2)
-    out = build.main(BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=50), tiny_onnx, tmp_path / "b", tiles_csv=csv_path)
+    out = build.main(
+        BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=50), tiny_onnx, tmp_path / "b", tiles_csv=csv_path
+    )
     index = TileIndex.load(out)
     assert len(index) >= 36 and index.manifest["crs"] == "EPSG:4326"
     assert {t.source for t in index.tiles} == {"0_0.png", "0_1.png", "1_0.png", "1_1.png"}
-    # The tile over the point where the four images meet equals the mosaic around it (2 m/px crop).
-    centre = index.frame.to_enu(LAT0 - 200 * DEG_PER_PX[0], LON0 + 200 * DEG_PER_PX[1])[:2]
-    tile_id = int(index.ids_within(*centre, 5.0)[0])
-    expected = cv2.resize(mosaic[150:250, 150:250], (50, 50), interpolation=cv2.INTER_AREA)
-    assert _mean_abs_diff(index.tile_image(tile_id), expected) < 12
-    shifted = cv2.resize(mosaic[140:240, 150:250], (50, 50), interpolation=cv2.INTER_AREA)
-    assert _mean_abs_diff(index.tile_image(tile_id), shifted) > _mean_abs_diff(index.tile_image(tile_id), expected) + 5
+    # A tile straddling the point where the four images meet equals the mosaic around its centre.
+    junction = index.frame.to_enu(LAT0 - 200 * DEG_PER_PX[0], LON0 + 200 * DEG_PER_PX[1])[:2]
+    tile = index.tile(int(index.ids_within(*junction, 36.0)[0]))
+    row = int(round((LAT0 - tile.center_lat) / DEG_PER_PX[0]))
+    col = int(round((tile.center_lon - LON0) / DEG_PER_PX[1]))
+    assert 150 < row < 250 and 150 < col < 250
+    crop = index.tile_image(tile.id)
+
+    def diff(dy: int, dx: int) -> float:
+        window = mosaic[row - 50 + dy : row + 50 + dy, col - 50 + dx : col + 50 + dx]
+        return _mean_abs_diff(crop, cv2.resize(window, (50, 50), interpolation=cv2.INTER_AREA))
+
+    # Aligned to within one source pixel (the residual is JPEG noise on a busy texture).
+    assert diff(0, 0) < 14 and diff(0, 0) + 1 < min(diff(-2, 0), diff(2, 0), diff(0, -2), diff(0, 2))
 
 
 @pytest.mark.parametrize(
@@ -70,7 +79,9 @@ def test_xyz_pyramid_tiles_match_web_mercator(tiny_onnx, tmp_path):
     zoom = 18
     folder, mosaic = write_xyz(tmp_path / "xyz", zoom, LAT0, LON0, count=3)
     (folder / "17" / "1").mkdir(parents=True)  # a coarser level is present; the deepest one is used
-    out = build.main(BuildConfig(tile_m=80.0, stride_m=40.0, crop_px=64), tiny_onnx, tmp_path / "b", xyz=folder)
+    out = build.main(
+        BuildConfig(tile_m=80.0, stride_m=40.0, crop_px=64), tiny_onnx, tmp_path / "b", xyz=folder
+    )
     index = TileIndex.load(out)
     assert len(index) >= 16 and index.manifest["crs"] == "EPSG:3857"
     first = mercantile.tile(LON0, LAT0, zoom)
@@ -80,7 +91,9 @@ def test_xyz_pyramid_tiles_match_web_mercator(tiny_onnx, tmp_path):
         x, y = mercantile.xy(tile.center_lon, tile.center_lat)
         col, row = (x - left) / res, (top - y) / res
         half = tile.tile_m / 2 / res / np.cos(np.radians(tile.center_lat))  # Mercator stretch
-        window = mosaic[int(round(row - half)) : int(round(row + half)), int(round(col - half)) : int(round(col + half))]
+        window = mosaic[
+            int(round(row - half)) : int(round(row + half)), int(round(col - half)) : int(round(col + half))
+        ]
         expected = cv2.resize(window, (64, 64), interpolation=cv2.INTER_AREA)
         assert _mean_abs_diff(index.tile_image(tile.id), expected) < 12
 
@@ -88,9 +101,23 @@ def test_xyz_pyramid_tiles_match_web_mercator(tiny_onnx, tmp_path):
 def test_raster_without_crs_needs_crs_option(tiny_onnx, tmp_path):
     raster = write_geotiff(tmp_path / "plain.tif", texture(300, 300), crs=None, origin=(1000.0, 5000.0))
     result = subprocess.run(
-        [sys.executable, "-m", "geolink_edge.cli", "index", "build", "--model", str(tiny_onnx), "--out",
-         str(tmp_path / "b"), "--ortho", str(raster), "--tile-m", "100"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "geolink_edge.cli",
+            "index",
+            "build",
+            "--model",
+            str(tiny_onnx),
+            "--out",
+            str(tmp_path / "b"),
+            "--ortho",
+            str(raster),
+            "--tile-m",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2 and "has no CRS" in result.stderr and "--crs" in result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "b").exists()
@@ -107,8 +134,12 @@ def test_raster_without_crs_needs_crs_option(tiny_onnx, tmp_path):
 def test_nodata_is_skipped(tiny_onnx, tmp_path):
     image = texture(300, 400)
     image[:, 200:] = 0  # the east half is nodata
-    raster = write_geotiff(tmp_path / "half.tif", image, crs="EPSG:32632", nodata=0, origin=(465000.0, 5247000.0))
-    out = build.main(BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=32), tiny_onnx, tmp_path / "b", ortho=[raster])
+    raster = write_geotiff(
+        tmp_path / "half.tif", image, crs="EPSG:32632", nodata=0, origin=(465000.0, 5247000.0)
+    )
+    out = build.main(
+        BuildConfig(tile_m=100.0, stride_m=50.0, crop_px=32), tiny_onnx, tmp_path / "b", ortho=[raster]
+    )
     tiles = json.loads((out / "tiles.json").read_text())
     assert tiles and max(max(c[0] for c in t["corners_crs"]) for t in tiles) <= 465000.0 + 200.0 + 1.0
 
@@ -125,8 +156,17 @@ def test_single_band_and_bad_crs_are_refused(tmp_path):
     from rasterio.transform import from_origin
 
     path = tmp_path / "grey.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32632",
-                       transform=from_origin(0, 0, 1, 1)) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32632",
+        transform=from_origin(0, 0, 1, 1),
+    ) as ds:
         ds.write(np.zeros((1, 8, 8), np.uint8))
     with pytest.raises(GeolinkError, match="3\\+ bands"):
         open_sources([path])

@@ -23,18 +23,28 @@ def build(
     model: Path = typer.Option(..., help="encoder to embed with (.onnx, .int8.onnx, .engine or .pt)"),
     out: Path = typer.Option(..., help="bundle folder to write (with --shard: the shards' root folder)"),
     ortho: list[Path] = typer.Option(None, help="GeoTIFF orthophoto (any CRS, 3+ bands); repeatable"),
-    tiles: Path = typer.Option(None, help="corner CSV: Filename,Top_left_lat,Top_left_lon,Bottom_right_lat,Bottom_right_long"),
+    tiles: Path = typer.Option(
+        None, help="corner CSV: Filename,Top_left_lat,Top_left_lon,Bottom_right_lat,Bottom_right_long"
+    ),
     xyz: Path = typer.Option(None, help="Web-Mercator tile pyramid folder {z}/{x}/{y}.png|jpg"),
-    crs: str = typer.Option(None, help="CRS for rasters that have none: EPSG:<code>, or 'local' for plain metres"),
+    crs: str = typer.Option(
+        None, help="CRS for rasters that have none: EPSG:<code>, or 'local' for plain metres"
+    ),
     tile_m: float = typer.Option(None, help="tile footprint in metres (default: the model card's tile_m)"),
     stride_m: float = typer.Option(None, help="grid step in metres (default: half the tile)"),
     scales: str = typer.Option("1", help="footprint multipliers for other altitudes, e.g. 1,1.5,2"),
     crop_px: int = typer.Option(None, help="stored crop size (default: max(model input, 512))"),
-    min_valid: float = typer.Option(0.98, help="least fraction of a tile that must hold imagery (not nodata)"),
-    index_type: str = typer.Option("auto", help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string"),
+    min_valid: float = typer.Option(
+        0.98, help="least fraction of a tile that must hold imagery (not nodata)"
+    ),
+    index_type: str = typer.Option(
+        "auto", help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string"
+    ),
     batch_size: int = typer.Option(32, help="tiles per embedding batch"),
     workers: int = typer.Option(2, help="threads that read and warp tiles"),
-    shard: str = typer.Option(None, help="embed part i of n (i/n) into OUT/shard-i-of-n; join with index merge"),
+    shard: str = typer.Option(
+        None, help="embed part i of n (i/n) into OUT/shard-i-of-n; join with index merge"
+    ),
     force: bool = typer.Option(False, help="replace an existing bundle"),
 ) -> None:
     """Cut north-up tiles from reference imagery, embed them and write a searchable bundle."""
@@ -43,8 +53,17 @@ def build(
     from geolink_edge.index.build import BuildConfig, main
 
     try:
-        conf = BuildConfig(tile_m=tile_m, stride_m=stride_m, scales=_scales(scales), crop_px=crop_px,
-                           min_valid=min_valid, index_type=index_type, batch_size=batch_size, workers=workers, crs=crs)
+        conf = BuildConfig(
+            tile_m=tile_m,
+            stride_m=stride_m,
+            scales=_scales(scales),
+            crop_px=crop_px,
+            min_valid=min_valid,
+            index_type=index_type,
+            batch_size=batch_size,
+            workers=workers,
+            crs=crs,
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         raise GeolinkError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
@@ -74,9 +93,14 @@ def info(bundle: Path = typer.Argument(..., help="index bundle folder")) -> None
     m = index.manifest
     xy = index.centers_xy
     extent = xy.max(axis=0) - xy.min(axis=0) if len(xy) else (0, 0)
-    typer.echo(f"{bundle}: {len(index)} tiles, dim {index.dim}, faiss {m.get('faiss_type')} {m.get('faiss_params') or ''}")
+    typer.echo(
+        f"{bundle}: {len(index)} tiles, dim {index.dim}, "
+        f"faiss {m.get('faiss_type')} {m.get('faiss_params') or ''}"
+    )
     typer.echo(f"model {str(index.model_hash)[:12]}, crs {index.crs}, origin {m.get('origin')}")
-    typer.echo(f"tiling {m.get('tiling')}, crops {m.get('crop_px')} px, extent {extent[0]:.0f} x {extent[1]:.0f} m")
+    typer.echo(
+        f"tiling {m.get('tiling')}, crops {m.get('crop_px')} px, extent {extent[0]:.0f} x {extent[1]:.0f} m"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,15 @@ from geolink_edge.atomic import atomic_dir, atomic_path, check_new_dir, write_js
 from geolink_edge.errors import GeolinkError
 from geolink_edge.index.bundle import CROPS_DIR, INDEX_FAISS, Tile, crop_path, write_metadata
 from geolink_edge.index.sources import Layer, open_sources
-from geolink_edge.index.tiling import MIN_CROP_PX, Georef, TilingConfig, layer_boxes, make_georef, plan_tiles, render_tile
+from geolink_edge.index.tiling import (
+    MIN_CROP_PX,
+    Georef,
+    TilingConfig,
+    layer_boxes,
+    make_georef,
+    plan_tiles,
+    render_tile,
+)
 
 CHUNK_TILES = 256
 WORK_JSON = "work.json"
@@ -94,7 +102,9 @@ def make_faiss(factory: str, dim: int):
     try:
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise GeolinkError(f"--index-type {factory!r}: not a valid faiss factory string ({str(exc).splitlines()[0][:120]})") from None
+        raise GeolinkError(
+            f"--index-type {factory!r}: not a valid faiss factory string ({str(exc).splitlines()[0][:120]})"
+        ) from None
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -117,16 +127,27 @@ def _source_identity(layers: list[Layer]) -> list[dict]:
     for layer in layers:
         path = getattr(layer, "path", None) or getattr(layer, "root", None)
         stat = Path(path).stat() if path else None
-        out.append({"name": layer.name, "crs": layer.crs, "bytes": stat.st_size if stat else None,
-                    "mtime": stat.st_mtime_ns if stat else None})
+        out.append(
+            {
+                "name": layer.name,
+                "crs": layer.crs,
+                "bytes": stat.st_size if stat else None,
+                "mtime": stat.st_mtime_ns if stat else None,
+            }
+        )
     return out
 
 
 def _plan_key(card, tiling: TilingConfig, layers: list[Layer], georef: Georef, count: int) -> str:
     blob = json.dumps(
-        {"model": card.weights_hash, "tiling": tiling.model_dump(mode="json"), "sources": _source_identity(layers),
-         "origin": None if georef.frame is None else [georef.frame.lat0, georef.frame.lon0], "count": count,
-         "chunk": CHUNK_TILES},
+        {
+            "model": card.weights_hash,
+            "tiling": tiling.model_dump(mode="json"),
+            "sources": _source_identity(layers),
+            "origin": None if georef.frame is None else [georef.frame.lat0, georef.frame.lon0],
+            "count": count,
+            "chunk": CHUNK_TILES,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -149,7 +170,9 @@ def _chunk_file(workdir: Path, chunk: int) -> Path:
     return workdir / f"chunk-{chunk:06d}.npz"
 
 
-def _embed_chunk(workdir, chunk, plan, layers, boxes, georef, tiling, embedder, batch_size, pool, progress) -> None:
+def _embed_chunk(
+    workdir, chunk, plan, layers, boxes, georef, tiling, embedder, batch_size, pool, progress
+) -> None:
     start = chunk * CHUNK_TILES
     planned = plan[start : start + CHUNK_TILES]
 
@@ -180,7 +203,9 @@ def _embed_chunk(workdir, chunk, plan, layers, boxes, georef, tiling, embedder, 
         )
 
 
-def embed_chunks(workdir: Path, chunks: list[int], plan, layers, boxes, georef, tiling, embedder, conf) -> None:
+def embed_chunks(
+    workdir: Path, chunks: list[int], plan, layers, boxes, georef, tiling, embedder, conf
+) -> None:
     """Render, embed and store every chunk not already on disk, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -190,8 +215,19 @@ def embed_chunks(workdir: Path, chunks: list[int], plan, layers, boxes, georef, 
     with Progress(*columns, transient=True) as bar, ThreadPoolExecutor(conf.workers) as pool:
         task = bar.add_task("tiles", total=total)
         for chunk in todo:
-            _embed_chunk(workdir, chunk, plan, layers, boxes, georef, tiling, embedder, conf.batch_size, pool,
-                         lambda n: bar.advance(task, n))
+            _embed_chunk(
+                workdir,
+                chunk,
+                plan,
+                layers,
+                boxes,
+                georef,
+                tiling,
+                embedder,
+                conf.batch_size,
+                pool,
+                lambda n: bar.advance(task, n),
+            )
 
 
 def _load_chunk(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -210,7 +246,9 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
     counts = [len(_load_chunk(p)[0]) for p in chunks]
     count = sum(counts)
     if count == 0:
-        raise GeolinkError("no tile is covered by imagery (all outside the rasters, nodata or too small an area)")
+        raise GeolinkError(
+            "no tile is covered by imagery (all outside the rasters, nodata or too small an area)"
+        )
     dim = manifest["descriptor_dim"]
     factory, params = choose_index(index_type, count, dim)
     index = make_faiss(factory, dim)
@@ -224,7 +262,7 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
     for path in chunks:
         plan_ids, descriptors, metas = _load_chunk(path)
         index.add(descriptors)
-        for plan_id, meta in zip(plan_ids, metas):
+        for plan_id, meta in zip(plan_ids, metas, strict=True):
             tiles.append((Path(path).parent, int(plan_id), meta))
     with atomic_dir(out, force) as tmp:
         (tmp / CROPS_DIR).mkdir()
@@ -235,8 +273,13 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
             if meta["source"] and meta["source"] not in sources:
                 sources.append(meta["source"])
         faiss.write_index(index, str(tmp / INDEX_FAISS))
-        manifest.update(faiss_type=factory, faiss_params=params, count=count, sources=sources,
-                        build_time_s=round(manifest.pop("embed_time_s", 0.0) + time.perf_counter() - started, 3))
+        manifest.update(
+            faiss_type=factory,
+            faiss_params=params,
+            count=count,
+            sources=sources,
+            build_time_s=round(manifest.pop("embed_time_s", 0.0) + time.perf_counter() - started, 3),
+        )
         write_metadata(tmp, manifest, records)
     return out
 
@@ -251,8 +294,16 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def main(conf: BuildConfig, model: Path, out: Path, ortho: list[Path] | None = None, tiles_csv: Path | None = None,
-         xyz: Path | None = None, force: bool = False, shard: str | None = None) -> Path:
+def main(
+    conf: BuildConfig,
+    model: Path,
+    out: Path,
+    ortho: list[Path] | None = None,
+    tiles_csv: Path | None = None,
+    xyz: Path | None = None,
+    force: bool = False,
+    shard: str | None = None,
+) -> Path:
     """Build a tile index bundle at ``out`` (or, with a shard, that shard's chunks); returns the path."""
     from geolink_edge.runtime.backends import load_embedder
 
@@ -270,16 +321,26 @@ def main(conf: BuildConfig, model: Path, out: Path, ortho: list[Path] | None = N
     plan = plan_tiles(boxes, tiling)
     if len(plan) == 0:
         raise GeolinkError(f"the imagery is smaller than one {tiling.tile_m:g} m tile: nothing to index")
-    make_faiss(choose_index(conf.index_type, len(plan), card.descriptor_dim)[0], card.descriptor_dim)  # fail early
+    make_faiss(
+        choose_index(conf.index_type, len(plan), card.descriptor_dim)[0], card.descriptor_dim
+    )  # fail early
     n_chunks = math.ceil(len(plan) / CHUNK_TILES)
     frame = georef.frame
     manifest = {
-        "model_hash": card.weights_hash, "model_card": card.to_dict(), "descriptor_dim": card.descriptor_dim,
-        "metric": "ip", "crs": ",".join(sorted({layer.crs for layer in layers})),
+        "model_hash": card.weights_hash,
+        "model_card": card.to_dict(),
+        "descriptor_dim": card.descriptor_dim,
+        "metric": "ip",
+        "crs": ",".join(sorted({layer.crs for layer in layers})),
         "origin": None if frame is None else {"lat": frame.lat0, "lon": frame.lon0},
-        "tiling": {"tile_m": tiling.tile_m, "stride_m": tiling.stride_m, "scales": list(tiling.scales),
-                   "min_valid": tiling.min_valid},
-        "crop_px": tiling.crop_px, "chunks": n_chunks,
+        "tiling": {
+            "tile_m": tiling.tile_m,
+            "stride_m": tiling.stride_m,
+            "scales": list(tiling.scales),
+            "min_valid": tiling.min_valid,
+        },
+        "crop_px": tiling.crop_px,
+        "chunks": n_chunks,
     }
     info = {"plan_key": _plan_key(card, tiling, layers, georef, len(plan)), "manifest": manifest}
     if shard_of is None:
@@ -302,7 +363,9 @@ def merge(shards_root: Path, out: Path, index_type: str = "auto", force: bool = 
     """Join the shard folders under ``shards_root`` (from ``index build --shard i/n``) into one bundle."""
     shards = sorted(Path(shards_root).glob("shard-*-of-*"))
     if not shards:
-        raise GeolinkError(f"{shards_root}: no shard-i-of-n folders (build them with index build --shard i/n)")
+        raise GeolinkError(
+            f"{shards_root}: no shard-i-of-n folders (build them with index build --shard i/n)"
+        )
     infos = [json.loads((s / WORK_JSON).read_text()) if (s / WORK_JSON).is_file() else None for s in shards]
     if any(info is None for info in infos) or len({info["plan_key"] for info in infos}) != 1:
         raise GeolinkError(f"{shards_root}: shards come from different inputs or are incomplete")

@@ -46,7 +46,9 @@ class CentreGrid:
     def __init__(self, xy: np.ndarray, cell_m: float):
         self.xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         self.cell_m = float(cell_m)
-        cells = np.floor(self.xy / self.cell_m).astype(np.int64) if len(self.xy) else np.zeros((0, 2), np.int64)
+        cells = (
+            np.floor(self.xy / self.cell_m).astype(np.int64) if len(self.xy) else np.zeros((0, 2), np.int64)
+        )
         self.origin = cells.min(axis=0) if len(cells) else np.zeros(2, np.int64)
         cells -= self.origin
         self.ncols = int(cells[:, 0].max()) + 1 if len(cells) else 1
@@ -57,7 +59,9 @@ class CentreGrid:
     def within(self, x: float, y: float, radius_m: float) -> np.ndarray:
         """Sorted ids of the centres within ``radius_m`` of (x, y)."""
         if radius_m < 0 or not np.isfinite(radius_m):
-            raise GeolinkError(f"search radius must be a finite non-negative number of metres, got {radius_m}")
+            raise GeolinkError(
+                f"search radius must be a finite non-negative number of metres, got {radius_m}"
+            )
         lo = np.floor((np.array([x, y]) - radius_m) / self.cell_m).astype(np.int64) - self.origin
         hi = np.floor((np.array([x, y]) + radius_m) / self.cell_m).astype(np.int64) - self.origin
         lo = np.maximum(lo, 0)
@@ -70,7 +74,9 @@ class CentreGrid:
             rows = np.arange(lo[1], hi[1] + 1)
             starts = np.searchsorted(self.keys, rows * self.ncols + lo[0], side="left")
             ends = np.searchsorted(self.keys, rows * self.ncols + hi[0], side="right")
-            candidates = self.order[np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])]
+            candidates = self.order[
+                np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+            ]
         d2 = np.sum((self.xy[candidates] - (x, y)) ** 2, axis=1)
         return np.sort(candidates[d2 <= radius_m * radius_m]).astype(np.int64)
 
@@ -132,7 +138,9 @@ class TileIndex:
         tiles = read_tiles(root)
         index = read_faiss(root / INDEX_FAISS, mmap=mmap)
         if index.ntotal != len(tiles):
-            raise GeolinkError(f"{root}: index.faiss holds {index.ntotal} vectors but tiles.json {len(tiles)} tiles")
+            raise GeolinkError(
+                f"{root}: index.faiss holds {index.ntotal} vectors but tiles.json {len(tiles)} tiles"
+            )
         params = manifest.get("faiss_params") or ""
         if params:
             faiss.ParameterSpace().set_index_parameters(index, params)
@@ -161,14 +169,18 @@ class TileIndex:
     def ids_within(self, x: float, y: float, radius_m: float) -> np.ndarray:
         return self.grid.within(x, y, radius_m)
 
-    def search(self, descriptors: np.ndarray, k: int, near: tuple[float, float, float] | None = None) -> SearchResult:
+    def search(
+        self, descriptors: np.ndarray, k: int, near: tuple[float, float, float] | None = None
+    ) -> SearchResult:
         """Top-k tiles per descriptor; ``near=(lat, lon, radius_m)`` keeps tiles centred in that circle."""
         if near is None:
             queries = self._queries(descriptors, k)
             scores, ids = self.index.search(queries, min(k, max(len(self.tiles), 1)))
             return self._result(ids, scores, k)
         if self.frame is None:
-            raise GeolinkError(f"{self.root}: the index has a local frame without geodetic origin; use search_xy")
+            raise GeolinkError(
+                f"{self.root}: the index has a local frame without geodetic origin; use search_xy"
+            )
         lat, lon, radius_m = near
         east, north, _ = self.frame.to_enu(lat, lon)
         return self.search_xy(descriptors, k, float(east), float(north), radius_m)
@@ -178,7 +190,9 @@ class TileIndex:
         queries = self._queries(descriptors, k)
         ids = self.ids_within(x, y, radius_m)
         if len(ids) == 0:
-            return self._result(np.full((len(queries), 0), -1, np.int64), np.zeros((len(queries), 0), np.float32), k)
+            return self._result(
+                np.full((len(queries), 0), -1, np.int64), np.zeros((len(queries), 0), np.float32), k
+            )
         selector = faiss.IDSelectorBatch(ids)
         scores, found = self._gated.search(queries, min(k, len(ids)), params=self._gated_params(selector))
         return self._result(found, scores, k)
@@ -186,7 +200,9 @@ class TileIndex:
     def _queries(self, descriptors: np.ndarray, k: int) -> np.ndarray:
         queries = np.ascontiguousarray(np.atleast_2d(np.asarray(descriptors, dtype=np.float32)))
         if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise GeolinkError(f"descriptors of shape {queries.shape} do not match the index dimension {self.dim}")
+            raise GeolinkError(
+                f"descriptors of shape {queries.shape} do not match the index dimension {self.dim}"
+            )
         if int(k) < 1:
             raise GeolinkError(f"k must be at least 1, got {k}")
         return queries

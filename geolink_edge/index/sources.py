@@ -67,8 +67,12 @@ class Layer:
     def outline_crs(self, per_side: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Points along the grid's border in its CRS (dense enough for curved reprojections)."""
         t = np.linspace(0.0, 1.0, per_side)
-        cols = np.concatenate([t * self.width, np.full_like(t, self.width), (1 - t) * self.width, np.zeros_like(t)])
-        rows = np.concatenate([np.zeros_like(t), t * self.height, np.full_like(t, self.height), (1 - t) * self.height])
+        cols = np.concatenate(
+            [t * self.width, np.full_like(t, self.width), (1 - t) * self.width, np.zeros_like(t)]
+        )
+        rows = np.concatenate(
+            [np.zeros_like(t), t * self.height, np.full_like(t, self.height), (1 - t) * self.height]
+        )
         return self.pixel_to_crs(cols, rows)
 
 
@@ -85,7 +89,9 @@ class RasterLayer(Layer):
         try:
             self.ds = rasterio.open(self.path)
         except rasterio.errors.RasterioIOError as exc:
-            raise GeolinkError(f"{self.path}: not a readable raster ({str(exc).splitlines()[0][:120]})") from None
+            raise GeolinkError(
+                f"{self.path}: not a readable raster ({str(exc).splitlines()[0][:120]})"
+            ) from None
         ds = self.ds
         self.name = self.path.name
         if ds.count < 3:
@@ -97,7 +103,9 @@ class RasterLayer(Layer):
         elif crs is not None:
             self.crs = crs
         else:
-            raise GeolinkError(f"{self.path}: raster has no CRS; give one with --crs EPSG:<code> or --crs local")
+            raise GeolinkError(
+                f"{self.path}: raster has no CRS; give one with --crs EPSG:<code> or --crs local"
+            )
         self.width, self.height = ds.width, ds.height
         self.inverse = ~ds.transform
         self.all_valid = all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
@@ -130,7 +138,9 @@ class RasterLayer(Layer):
         from rasterio.windows import Window
 
         window = Window(col, row, width, height)
-        data = self.ds.read([1, 2, 3], window=window, out_shape=(3, out_h, out_w), resampling=Resampling.average)
+        data = self.ds.read(
+            [1, 2, 3], window=window, out_shape=(3, out_h, out_w), resampling=Resampling.average
+        )
         if self.stretch is not None:
             lo, hi = self.stretch
             data = np.clip((np.nan_to_num(data.astype(np.float32)) - lo) * (255.0 / (hi - lo)), 0, 255)
@@ -225,7 +235,9 @@ def read_corner_csv(path: Path, cache: ImageCache | None = None) -> list[ImageLa
     header = [h.strip().lower() for h in rows[0]]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
-        raise GeolinkError(f"{path}: header lacks column(s) {', '.join(missing)} (expected {', '.join(CSV_COLUMNS)})")
+        raise GeolinkError(
+            f"{path}: header lacks column(s) {', '.join(missing)} (expected {', '.join(CSV_COLUMNS)})"
+        )
     columns = [header.index(c) for c in CSV_COLUMNS]
     layers = []
     for line, row in enumerate(rows[1:], start=2):
@@ -272,7 +284,7 @@ class XyzLayer(Layer):
         if not self.tiles:
             raise GeolinkError(f"{self.root}/{self.zoom}: no tile images")
         self.cache = cache or ImageCache(64)
-        xs, ys = zip(*self.tiles)
+        xs, ys = [x for x, _ in self.tiles], [y for _, y in self.tiles]
         self.x0, self.y0 = min(xs), min(ys)
         first = self.cache.get(next(iter(self.tiles.values())))
         self.tile_px = first.shape[0]
@@ -285,10 +297,14 @@ class XyzLayer(Layer):
         self.crs = WEB_MERCATOR
 
     def pixel_to_crs(self, col, row):
-        return self.left + np.asarray(col, float) * self.metres_per_px, self.top - np.asarray(row, float) * self.metres_per_px
+        return self.left + np.asarray(col, float) * self.metres_per_px, self.top - np.asarray(
+            row, float
+        ) * self.metres_per_px
 
     def crs_to_pixel(self, x, y):
-        return (np.asarray(x, float) - self.left) / self.metres_per_px, (self.top - np.asarray(y, float)) / self.metres_per_px
+        return (np.asarray(x, float) - self.left) / self.metres_per_px, (
+            self.top - np.asarray(y, float)
+        ) / self.metres_per_px
 
     def read(self, col, row, width, height, out_w, out_h):
         size = self.tile_px
@@ -303,14 +319,19 @@ class XyzLayer(Layer):
                 image = _resize(image, size, size)
                 c0, r0 = max(col, tx * size), max(row, ty * size)
                 c1, r1 = min(col + width, (tx + 1) * size), min(row + height, (ty + 1) * size)
-                canvas[r0 - row : r1 - row, c0 - col : c1 - col] = image[r0 - ty * size : r1 - ty * size, c0 - tx * size : c1 - tx * size]
+                canvas[r0 - row : r1 - row, c0 - col : c1 - col] = image[
+                    r0 - ty * size : r1 - ty * size, c0 - tx * size : c1 - tx * size
+                ]
                 valid[r0 - row : r1 - row, c0 - col : c1 - col] = True
         mask = cv2.resize(valid.astype(np.uint8), (out_w, out_h), interpolation=cv2.INTER_NEAREST) > 0
         return _resize(canvas, out_w, out_h), mask
 
 
 def open_sources(
-    ortho: list[Path] | None = None, tiles_csv: Path | None = None, xyz: Path | None = None, crs: str | None = None
+    ortho: list[Path] | None = None,
+    tiles_csv: Path | None = None,
+    xyz: Path | None = None,
+    crs: str | None = None,
 ) -> list[Layer]:
     """Every layer of the given sources, all in geodetic CRSs or all ``local``."""
     crs = normalise_crs(crs) if crs else None
@@ -325,4 +346,3 @@ def open_sources(
     if len(kinds) > 1:
         raise GeolinkError("cannot mix 'local' rasters with georeferenced imagery in one index")
     return layers
-

@@ -118,7 +118,9 @@ def plan_tiles(boxes: np.ndarray, conf: TilingConfig) -> np.ndarray:
             continue
         count = (math.floor((xmax - xmin - size) / step) + 1) * (math.floor((ymax - ymin - size) / step) + 1)
         if count > MAX_TILES:
-            raise GeolinkError(f"{count} tiles at scale {scale}: raise --stride-m or --tile-m (limit {MAX_TILES})")
+            raise GeolinkError(
+                f"{count} tiles at scale {scale}: raise --stride-m or --tile-m (limit {MAX_TILES})"
+            )
         xs = xmin + size / 2 + step * np.arange(math.floor((xmax - xmin - size) / step) + 1)
         ys = ymax - size / 2 - step * np.arange(math.floor((ymax - ymin - size) / step) + 1)
         gx, gy = np.meshgrid(xs, ys)
@@ -127,8 +129,10 @@ def plan_tiles(boxes: np.ndarray, conf: TilingConfig) -> np.ndarray:
         keep = np.zeros(len(centres), bool)
         for box in boxes:  # loop over layers (few), vectorised over tiles
             keep |= (
-                (centres[:, 0] + half > box[0]) & (centres[:, 0] - half < box[2])
-                & (centres[:, 1] + half > box[1]) & (centres[:, 1] - half < box[3])
+                (centres[:, 0] + half > box[0])
+                & (centres[:, 0] - half < box[2])
+                & (centres[:, 1] + half > box[1])
+                & (centres[:, 1] - half < box[3])
             )
         centres = centres[keep]
         plans.append(np.column_stack([centres, np.full(len(centres), size), np.full(len(centres), scale)]))
@@ -169,18 +173,27 @@ def _warp_from_layer(layer: Layer, georef: Georef, affine: np.ndarray, crop_px: 
     to_src = np.linalg.lstsq(design, np.stack([src_u, src_v], axis=1), rcond=None)[0].T
     size = (crop_px, crop_px)
     flags = cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(image, to_src, size, flags=flags | cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    mask = cv2.warpAffine(valid.astype(np.uint8), to_src, size, flags=flags | cv2.INTER_NEAREST, borderValue=0)
+    warped = cv2.warpAffine(
+        image, to_src, size, flags=flags | cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+    mask = cv2.warpAffine(
+        valid.astype(np.uint8), to_src, size, flags=flags | cv2.INTER_NEAREST, borderValue=0
+    )
     return warped, mask > 0, (c0, r0, c1 - c0, r1 - r0)
 
 
-def render_tile(layers: list[Layer], boxes: np.ndarray, georef: Georef, planned: np.ndarray, crop_px: int) -> RenderedTile:
+def render_tile(
+    layers: list[Layer], boxes: np.ndarray, georef: Georef, planned: np.ndarray, crop_px: int
+) -> RenderedTile:
     """Composite the layers overlapping one planned tile (earlier layers win) and describe it."""
     x, y, size, scale = (float(v) for v in planned)
     affine = pixel_to_xy(x, y, size, crop_px)
     half = size / 2
     overlapping = np.flatnonzero(
-        (boxes[:, 0] < x + half) & (boxes[:, 2] > x - half) & (boxes[:, 1] < y + half) & (boxes[:, 3] > y - half)
+        (boxes[:, 0] < x + half)
+        & (boxes[:, 2] > x - half)
+        & (boxes[:, 1] < y + half)
+        & (boxes[:, 3] > y - half)
     )
     image = np.zeros((crop_px, crop_px, 3), np.uint8)
     filled = np.zeros((crop_px, crop_px), bool)
