@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from geolink_edge.train import evaluate, trainer
-from geolink_edge.train.config import resolve_config
 
 from geolink_edge.atomic import write_text
+from geolink_edge.train import evaluate, trainer
+from geolink_edge.train.config import resolve_config
 
 VARIANTS: dict[str, dict] = {
     "baseline": {"baseline": True},

@@ -14,13 +14,13 @@ import argparse
 import time
 
 import torch
+
+from geolink_edge.models.presets import card_for_preset
 from geolink_edge.train.config import resolve_config
 from geolink_edge.train.distributed import DistInfo
 from geolink_edge.train.networks import GeoLinkNetworks
 from geolink_edge.train.precision import Precision, pick_device
 from geolink_edge.train.step import TrainStep
-
-from geolink_edge.models.presets import card_for_preset
 
 
 def random_batch(conf, card, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -19,12 +19,12 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
-from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
-from geolink_edge.runtime.sources import Telemetry
-from geolink_edge.runtime.verify import Features, Verification, Verifier, VerifyConf
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
+from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
+from geolink_edge.runtime.sources import Telemetry
+from geolink_edge.runtime.verify import Features, Verification, Verifier, VerifyConf
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from geolink_edge.errors import GeolinkError
+from geolink_edge.geo import haversine_m
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.locate import LocateConf, Locator, open_index
 from geolink_edge.runtime.mavlink import Estimate
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, SimReader, Telemetry, open_reader
-
-from geolink_edge.errors import GeolinkError
-from geolink_edge.geo import haversine_m
 
 
 @dataclass(frozen=True)

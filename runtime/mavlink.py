@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from geolink_edge.runtime.sources import Telemetry
 
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.runtime.sources import Telemetry
 
 GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
 GPS_LEAP_SECONDS = 18  # GPS − UTC since 2017
@@ -170,16 +170,16 @@ class MavlinkSink:
                     pass  # a missing peer (udpin before first contact, unplugged serial) is retried next beat
             self._stop.wait(period)
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, poll_s: float = 0.02) -> None:
+        # Polled rather than blocking: a blocking read on a UDP link whose peer is absent spins on
+        # "connection refused" and starves the main loop of CPU.
         while not self._stop.is_set():
             try:
-                msg = self.link.recv_match(
-                    type=["ATTITUDE", "GLOBAL_POSITION_INT"], blocking=True, timeout=0.2
-                )
+                msg = self.link.recv_match(type=["ATTITUDE", "GLOBAL_POSITION_INT"], blocking=False)
             except (OSError, ValueError):
-                self._stop.wait(0.2)
-                continue
+                msg = None
             if msg is None:
+                self._stop.wait(poll_s)
                 continue
             now = time.monotonic()
             if msg.get_type() == "ATTITUDE":

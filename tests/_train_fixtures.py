@@ -21,7 +21,8 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _drone_view(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     size = tile.shape[0]
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(0, 360)), float(rng.uniform(1.1, 1.4)))
+    angle, scale = float(rng.uniform(0, 360)), float(rng.uniform(1.1, 1.4))
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
     view = cv2.warpAffine(tile, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
     shift = rng.normal(0, 12, 3)
     return np.clip(view.astype(np.float32) + shift, 0, 255).astype(np.uint8)

@@ -40,8 +40,9 @@ def test_report_scores_both_directions_with_distractors_kept(tiny_checkpoint, da
 def test_scores_equal_the_numpy_metrics_on_the_same_descriptors(tiny_checkpoint, tiny_encoder, dataset):
     """The stage is only embedding + metrics: recompute the drone→satellite AP from descriptors."""
     data = open_dataset(dataset)
-    q = stage.embed_paths(tiny_encoder, tiny_encoder.card, [i.path for i in data.query_drone], quiet=True)
-    g = stage.embed_paths(tiny_encoder, tiny_encoder.card, [i.path for i in data.gallery_satellite], quiet=True)
+    card = tiny_encoder.card
+    q = stage.embed_paths(tiny_encoder, card, [i.path for i in data.query_drone], quiet=True)
+    g = stage.embed_paths(tiny_encoder, card, [i.path for i in data.gallery_satellite], quiet=True)
     expected = evaluate_embeddings(q, [i.location for i in data.query_drone], g,
                                    [i.location for i in data.gallery_satellite], mask_distractors=True)
     got = stage.main(tiny_checkpoint, dataset, mask_distractors=True, quiet=True)["drone->satellite"]

@@ -21,8 +21,25 @@ from geolink_edge.index.sources import normalise_crs, open_sources, read_corner_
 DEG_PER_PX = (1 / 111_200.0, 1 / (111_320.0 * np.cos(np.radians(LAT0))))
 
 
-def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+def _assert_aligned(
+    crop: np.ndarray, mosaic: np.ndarray, row: float, col: float, half: float, step: int
+) -> None:
+    """``crop`` matches the mosaic window centred at (row, col) better than windows ``step`` px off.
+
+    The residual at the right place is JPEG noise on a busy texture; a shift of one crop pixel adds
+    clearly more, so this pins the georeferencing to within a crop pixel.
+    """
+
+    def diff(dy: int, dx: int) -> float:
+        r0, c0 = int(round(row - half)) + dy, int(round(col - half)) + dx
+        size = int(round(2 * half))
+        window = cv2.resize(
+            mosaic[r0 : r0 + size, c0 : c0 + size], crop.shape[1::-1], interpolation=cv2.INTER_AREA
+        )
+        return float(np.abs(crop.astype(np.float32) - window.astype(np.float32)).mean())
+
+    assert diff(0, 0) < 16
+    assert diff(0, 0) + 1 < min(diff(-step, 0), diff(step, 0), diff(0, -step), diff(0, step))
 
 
 def test_corner_csv_builds_a_seamless_mosaic(tiny_onnx, tmp_path):
@@ -40,14 +57,7 @@ def test_corner_csv_builds_a_seamless_mosaic(tiny_onnx, tmp_path):
     row = int(round((LAT0 - tile.center_lat) / DEG_PER_PX[0]))
     col = int(round((tile.center_lon - LON0) / DEG_PER_PX[1]))
     assert 150 < row < 250 and 150 < col < 250
-    crop = index.tile_image(tile.id)
-
-    def diff(dy: int, dx: int) -> float:
-        window = mosaic[row - 50 + dy : row + 50 + dy, col - 50 + dx : col + 50 + dx]
-        return _mean_abs_diff(crop, cv2.resize(window, (50, 50), interpolation=cv2.INTER_AREA))
-
-    # Aligned to within one source pixel (the residual is JPEG noise on a busy texture).
-    assert diff(0, 0) < 14 and diff(0, 0) + 1 < min(diff(-2, 0), diff(2, 0), diff(0, -2), diff(0, 2))
+    _assert_aligned(index.tile_image(tile.id), mosaic, row, col, half=50, step=2)
 
 
 @pytest.mark.parametrize(
@@ -87,15 +97,16 @@ def test_xyz_pyramid_tiles_match_web_mercator(tiny_onnx, tmp_path):
     first = mercantile.tile(LON0, LAT0, zoom)
     left, top = mercantile.xy_bounds(first).left, mercantile.xy_bounds(first).top
     res = (mercantile.xy_bounds(first).right - left) / 256
-    for tile in index.tiles[::5]:
+    checked = 0
+    for tile in index.tiles:
         x, y = mercantile.xy(tile.center_lon, tile.center_lat)
         col, row = (x - left) / res, (top - y) / res
         half = tile.tile_m / 2 / res / np.cos(np.radians(tile.center_lat))  # Mercator stretch
-        window = mosaic[
-            int(round(row - half)) : int(round(row + half)), int(round(col - half)) : int(round(col + half))
-        ]
-        expected = cv2.resize(window, (64, 64), interpolation=cv2.INTER_AREA)
-        assert _mean_abs_diff(index.tile_image(tile.id), expected) < 12
+        if min(row, col) - half < 4 or max(row, col) + half > len(mosaic) - 4:
+            continue  # the shifted windows of the check must stay inside the mosaic
+        _assert_aligned(index.tile_image(tile.id), mosaic, row, col, half, step=3)
+        checked += 1
+    assert checked >= 4
 
 
 def test_raster_without_crs_needs_crs_option(tiny_onnx, tmp_path):

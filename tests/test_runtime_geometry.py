@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 from _runtime_fixtures import ortho_affine, render_view, textured_ground
+
+from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.intrinsics import load_intrinsics
 from geolink_edge.runtime.locate import _heading_from_rotation, planar_pnp
 from geolink_edge.runtime.verify import Verifier, VerifyConf
-
-from geolink_edge.errors import GeolinkError
 
 K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
 GSD, X0, Y0 = 0.25, 1000.0, 2000.0

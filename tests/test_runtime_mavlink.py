@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
-from geolink_edge.runtime.mavlink import Estimate, MavlinkSink, gps_time, parse_url
 
 from geolink_edge.errors import GeolinkError
+from geolink_edge.runtime.mavlink import Estimate, MavlinkSink, gps_time, parse_url
 
 os.environ["MAVLINK20"] = "1"
 mavutil = pytest.importorskip("pymavlink.mavutil")

@@ -7,6 +7,8 @@ import time
 import cv2
 import numpy as np
 import pytest
+
+from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.sources import (
     Capture,
     FolderReader,
@@ -15,8 +17,6 @@ from geolink_edge.runtime.sources import (
     gstreamer_available,
     open_reader,
 )
-
-from geolink_edge.errors import GeolinkError
 
 
 def _folder(tmp_path, n=6, corrupt=(2, 4)):

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _train_fixtures import make_dataset
 
+from geolink_edge.card import ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
+from geolink_edge.models.checkpoint import read_checkpoint
+from geolink_edge.train import trainer
 from geolink_edge.train.config import parse_losses, parse_weights, resolve_config
 from geolink_edge.train.rng import capture_rng, restore_rng, seed_everything
 from geolink_edge.train.schedule import lr_factor, warmup_cosine
@@ -88,19 +98,6 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 
 # ---- real tiny runs --------------------------------------------------------------------------
 
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from _train_fixtures import make_dataset  # noqa: E402
-
-from geolink_edge.card import ModelCard, hash_state_dict  # noqa: E402
-from geolink_edge.models.checkpoint import read_checkpoint  # noqa: E402
-from geolink_edge.train import trainer  # noqa: E402
-
 FAST = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "val_batch_size": 16, "points": 128}
 ONE_STEP = {**FAST, "epochs": 1, "steps_per_epoch": 1}
 
@@ -126,7 +123,8 @@ def test_tiny_run_trains_all_four_losses_and_writes_the_run(finished_run):
     assert {"config.yaml", "last.pt", "best.pt", "metrics.csv", "tensorboard"} <= files
     assert resolve_config("tiny", finished_run / "config.yaml").epochs == 2
     last = read_checkpoint(finished_run / "last.pt")
-    assert (last["epoch"], last["position"], last["step"]) == (2, 0, 4) and _adam_steps(last["optimizer"]) == 4
+    assert (last["epoch"], last["position"], last["step"]) == (2, 0, 4)
+    assert _adam_steps(last["optimizer"]) == 4
     card = ModelCard.from_dict(last["model_card"])
     assert card.tile_m == 120.0 and card.weights_hash == hash_state_dict(last["encoder"])
     header, *rows = (finished_run / "metrics.csv").read_text().splitlines()
@@ -158,10 +156,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "geolink_edge.cli", *args]
 
 
-def test_sigkill_mid_epoch_then_resume_ends_with_the_same_steps(dataset, tmp_path):
+def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, dataset, tmp_path):
+    """Same options as ``finished_run``; killed one batch into epoch 2, resumed: same steps, same weights."""
     run = tmp_path / "run"
-    args = ["train", str(dataset), "--out", str(run), "--preset", "tiny", "--epochs", "2", "--steps-per-epoch",
-            "2", "--batch-size", "4", "--points", "128", "--save-every-steps", "1", "--quiet"]
+    args = ["train", str(dataset), "--out", str(run), "--preset", "tiny", "--epochs", "2",
+            "--steps-per-epoch", "2", "--batch-size", "4", "--points", "128", "--save-every-steps", "1",
+            "--quiet"]
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed = False
@@ -183,16 +183,9 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_steps(dataset, tmp_pat
     assert (final["step"], final["epoch"], _adam_steps(final["optimizer"])) == (4, 2, 4)
     assert final["scheduler"]["last_epoch"] == 4
     assert [r["epoch"] for r in final["metrics"]["history"]] == [1, 2]
-
-
-def test_resume_after_an_epoch_gives_the_weights_of_a_straight_run(finished_run, dataset, tmp_path):
-    trainer.main(resolve_config("tiny", overrides={**FAST, "epochs": 1}), dataset, tmp_path / "b", quiet=True)
-    resumed = trainer.main(resolve_config("tiny", overrides=FAST), dataset, tmp_path / "b", resume=True,
-                           quiet=True)
-    a, b = read_checkpoint(finished_run / "last.pt"), read_checkpoint(resumed / "last.pt")
-    assert a["step"] == b["step"] == 4
-    for name, value in a["encoder"].items():
-        assert torch.allclose(value, b["encoder"][name], atol=1e-5), name
+    straight = read_checkpoint(finished_run / "last.pt")
+    for name, value in straight["encoder"].items():
+        assert torch.allclose(value, final["encoder"][name], atol=1e-4), name
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):

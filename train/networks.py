@@ -9,8 +9,6 @@ estimators have their own optimiser).
 from __future__ import annotations
 
 import torch
-from geolink_edge.train.config import TrainConfig
-from geolink_edge.train.distributed import DistInfo
 from torch import nn
 
 from geolink_edge.card import ModelCard
@@ -19,6 +17,8 @@ from geolink_edge.losses import GeoLinkLoss, info_nce
 from geolink_edge.models.encoder import ImageEncoder
 from geolink_edge.models.mme import MixtureOfExperts
 from geolink_edge.models.pointnn import PointNN
+from geolink_edge.train.config import TrainConfig
+from geolink_edge.train.distributed import DistInfo
 
 
 class FeatureModel(nn.Module):

@@ -8,6 +8,7 @@ Independent of any dataset, so the speed benchmark times exactly what training r
 from __future__ import annotations
 
 import torch
+
 from geolink_edge.train import distributed as ddp
 from geolink_edge.train.config import TrainConfig
 from geolink_edge.train.networks import GeoLinkNetworks

@@ -18,14 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from geolink_edge.train import distributed as ddp
-from geolink_edge.train.config import TrainConfig
-from geolink_edge.train.evaluate import D2S, evaluate_encoder
-from geolink_edge.train.networks import GeoLinkNetworks
-from geolink_edge.train.precision import Precision, pick_device
-from geolink_edge.train.rng import capture_rng, restore_rng, seed_everything
-from geolink_edge.train.runlog import RunLog, SilentLog
-from geolink_edge.train.step import TrainStep
 from torch.utils.data import DataLoader
 
 from geolink_edge.atomic import check_new_dir, write_text
@@ -36,6 +28,14 @@ from geolink_edge.data.torch_datasets import TrainPairs
 from geolink_edge.errors import GeolinkError
 from geolink_edge.models.checkpoint import read_checkpoint, save_checkpoint
 from geolink_edge.models.presets import card_for_preset
+from geolink_edge.train import distributed as ddp
+from geolink_edge.train.config import TrainConfig
+from geolink_edge.train.evaluate import D2S, evaluate_encoder
+from geolink_edge.train.networks import GeoLinkNetworks
+from geolink_edge.train.precision import Precision, pick_device
+from geolink_edge.train.rng import capture_rng, restore_rng, seed_everything
+from geolink_edge.train.runlog import RunLog, SilentLog
+from geolink_edge.train.step import TrainStep
 
 
 @dataclasses.dataclass
@@ -149,8 +149,11 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.pairs.set_epoch(epoch)
         batches = list(self.sampler)[start:self.steps_per_epoch]
+        # its own generator: creating a loader must not draw from the global RNG that a resumed
+        # run restores mid-epoch
+        generator = torch.Generator().manual_seed(self.conf.seed * 100_003 + epoch)
         return DataLoader(self.pairs, batch_sampler=batches, num_workers=self.conf.workers,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+                          pin_memory=self.device.type == "cuda", generator=generator)
 
     def validate(self) -> dict[str, float]:
         if not self.data.query_drone or not self.data.gallery_satellite:
