@@ -91,6 +91,7 @@ def load_both_ways(root: Path) -> tuple[TileIndex, dict[bool, tuple[float, float
     """Load time and resident-memory growth with and without mmap; returns the mmapped index."""
     loads = {}
     for mmap in (False, True):
+        loaded = None  # release the previous copy before measuring the next
         before = rss_mb()
         t0 = time.perf_counter()
         loaded = TileIndex.load(root, mmap=mmap)

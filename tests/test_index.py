@@ -181,10 +181,10 @@ def _grid_bundle(root, vectors, xy, factory, params=""):
 @pytest.mark.parametrize("preset", ["flat", "sq8", "hnsw", "ivfpq"])
 def test_gated_search_is_exact_for_every_index_type(tmp_path, preset):
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((4000, 64)).astype(np.float32)
+    vectors = rng.standard_normal((2000, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    xy = rng.uniform(0, 2000, (4000, 2))
-    factory, params = choose_index(preset, len(vectors), 64)
+    xy = rng.uniform(0, 2000, (2000, 2))
+    factory, params = choose_index(preset, len(vectors), 32)
     index = _grid_bundle(tmp_path / preset, vectors, xy, factory, params)
     stored = index._gated.reconstruct_n(0, len(index))  # the codes the gated search scores with
     for q in range(5):

@@ -32,14 +32,14 @@ def print_report(report: dict) -> None:
     rows = _rows(report)
     columns = [c for c in DIRECTION_COLUMNS if any(c in m for _, m in rows)]
     table = Table(title=f"{report['dataset']} — {report['protocol']}")
-    table.add_column("direction")
+    table.add_column("direction", no_wrap=True)
     for column in [*columns, "top-1 err (m)", "queries", "gallery"]:
         table.add_column(column, justify="right")
     for name, m in rows:
         err = m.get("top1_error_m")
         table.add_row(name, *(_cell(m.get(c)) for c in columns), _cell(err["median"] if err else None),
                       _cell(m.get("queries")), _cell(m.get("gallery")))
-    console = Console()
+    console = Console(width=max(Console().width, 160))  # 14 columns: do not squeeze them when piped
     console.print(table)
     console.print(f"distractor protocol: {report['protocol']}; model {str(report['model_hash'])[:12]}")
 

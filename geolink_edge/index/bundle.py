@@ -8,6 +8,7 @@ runtime can read it without torch or rasterio.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,14 +103,48 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def read_tiles(root: str | Path) -> list[Tile]:
+class TileTable(Sequence):
+    """The records of ``tiles.json``; each :class:`Tile` is built on first access, so a bundle of
+    1e5+ tiles loads in the time JSON parsing takes."""
+
+    def __init__(self, records: list[dict[str, Any]], path: Path):
+        self.path = path
+        self.records = records
+        try:
+            ids = np.fromiter((r["id"] for r in records), dtype=np.int64, count=len(records))
+            self.centers_xy = np.array([r["center_xy"] for r in records], dtype=np.float64).reshape(-1, 2)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeolinkError(f"{path}: malformed tile record ({exc.__class__.__name__}: {exc})") from None
+        wrong = np.flatnonzero(ids != np.arange(len(ids)))
+        if len(wrong):
+            position = int(wrong[0])
+            raise GeolinkError(
+                f"{path}: tile at position {position} has id {ids[position]} (ids must be 0..N-1)"
+            )
+        self._tiles: dict[int, Tile] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [self[i] for i in range(*key.indices(len(self)))]
+        key = int(key)
+        if key < 0:
+            key += len(self)
+        if key not in self._tiles:
+            try:
+                self._tiles[key] = Tile.from_dict(self.records[key])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise GeolinkError(
+                    f"{self.path}: malformed tile {key} ({exc.__class__.__name__}: {exc})"
+                ) from None
+        return self._tiles[key]
+
+
+def read_tiles(root: str | Path) -> TileTable:
     path = Path(root) / TILES_JSON
     data = _read_json(path)
-    try:
-        tiles = [Tile.from_dict(item) for item in data]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GeolinkError(f"{path}: malformed tile record ({exc.__class__.__name__}: {exc})") from None
-    for position, tile in enumerate(tiles):
-        if tile.id != position:
-            raise GeolinkError(f"{path}: tile at position {position} has id {tile.id} (ids must be 0..N-1)")
-    return tiles
+    if not isinstance(data, list):
+        raise GeolinkError(f"{path}: expected a JSON list of tiles")
+    return TileTable(data, path)

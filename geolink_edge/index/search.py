@@ -17,7 +17,7 @@ import numpy as np
 from geolink_edge.card import check_same_model
 from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import LocalFrame
-from geolink_edge.index.bundle import INDEX_FAISS, Tile, crop_path, read_manifest, read_tiles
+from geolink_edge.index.bundle import INDEX_FAISS, Tile, TileTable, crop_path, read_manifest, read_tiles
 
 try:  # the runtime may run on a machine where faiss is missing; say so when an index is opened
     import faiss
@@ -115,7 +115,7 @@ def _gated_searcher(index):
 class TileIndex:
     """A loaded bundle: ``search`` (global or near a prior position), tiles, crops, model check."""
 
-    def __init__(self, root: Path, manifest: dict, tiles: list[Tile], index):
+    def __init__(self, root: Path, manifest: dict, tiles: TileTable, index):
         self.root = root
         self.manifest = manifest
         self.tiles = tiles
@@ -125,7 +125,7 @@ class TileIndex:
         origin = manifest.get("origin")
         self.frame: LocalFrame | None = LocalFrame(origin["lat"], origin["lon"]) if origin else None
         self.dim = int(index.d)
-        self.centers_xy = np.array([t.center_xy for t in tiles], dtype=np.float64).reshape(-1, 2)
+        self.centers_xy = tiles.centers_xy
         tiling = manifest.get("tiling", {})
         cell = 4.0 * float(tiling.get("stride_m") or tiling.get("tile_m") or 100.0)
         self.grid = CentreGrid(self.centers_xy, cell)

@@ -14,6 +14,7 @@ Pixel coordinates follow rasterio: (col, row) with (0, 0) the top-left corner of
 from __future__ import annotations
 
 import csv
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -86,8 +87,10 @@ class RasterLayer(Layer):
         self.path = Path(path)
         if not self.path.is_file():
             raise GeolinkError(f"{self.path}: raster not found")
+        self._rasterio = rasterio
+        self._handles = threading.local()
         try:
-            self.ds = rasterio.open(self.path)
+            self._handles.ds = rasterio.open(self.path)
         except rasterio.errors.RasterioIOError as exc:
             raise GeolinkError(
                 f"{self.path}: not a readable raster ({str(exc).splitlines()[0][:120]})"
@@ -107,9 +110,17 @@ class RasterLayer(Layer):
                 f"{self.path}: raster has no CRS; give one with --crs EPSG:<code> or --crs local"
             )
         self.width, self.height = ds.width, ds.height
+        self.transform = ds.transform
         self.inverse = ~ds.transform
         self.all_valid = all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
         self.stretch = None if ds.dtypes[0] == "uint8" else self._stretch()
+
+    @property
+    def ds(self):
+        """This thread's dataset handle (GDAL handles must not be shared between threads)."""
+        if not hasattr(self._handles, "ds"):
+            self._handles.ds = self._rasterio.open(self.path)
+        return self._handles.ds
 
     def _stretch(self) -> tuple[float, float]:
         """2–98 % range of a decimated read: maps 16-bit or float imagery to 8 bits once per raster."""
@@ -124,7 +135,7 @@ class RasterLayer(Layer):
         return float(lo), float(max(hi, lo + 1e-6))
 
     def pixel_to_crs(self, col, row):
-        t = self.ds.transform
+        t = self.transform
         col, row = np.asarray(col, float), np.asarray(row, float)
         return t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f
 
@@ -196,21 +207,28 @@ class ImageLayer(Layer):
 
 
 class ImageCache:
-    """The last few decoded images (tiles are planned in raster order, so neighbours share images)."""
+    """The last few decoded images (tiles are planned in raster order, so neighbours share images).
+
+    Shared by the tile-rendering threads: the dictionary is guarded by a lock, decoding is not.
+    """
 
     def __init__(self, size: int = 8):
         self.size = size
         self.images: OrderedDict[Path, np.ndarray | None] = OrderedDict()
+        self.lock = threading.Lock()
 
     def get(self, path: Path, required: bool = True) -> np.ndarray | None:
-        if path in self.images:
-            self.images.move_to_end(path)
-            image = self.images[path]
-        else:
+        with self.lock:
+            cached = path in self.images
+            image = self.images.get(path)
+            if cached:
+                self.images.move_to_end(path)
+        if not cached:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-            self.images[path] = image
-            while len(self.images) > self.size:
-                self.images.popitem(last=False)
+            with self.lock:
+                self.images[path] = image
+                while len(self.images) > self.size:
+                    self.images.popitem(last=False)
         if image is None and required:
             raise GeolinkError(f"{path}: missing or unreadable tile image")
         return image

@@ -1,0 +1,218 @@
+"""``geolink-edge demo``: the whole pipeline on CPU, through the same commands a user runs.
+
+synth a small cross-area world with a flight → reconstruct (dsm) → train (tiny, all losses) →
+eval → export (ONNX + INT8 with its fidelity report) → index the flight area's GeoTIFF → fly the
+flight through the runtime with a MAVLink listener on loopback → one summary table + pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from geolink_edge.atomic import check_new_dir, write_json, write_text
+from geolink_edge.errors import GeolinkError, require
+
+
+@dataclass(frozen=True)
+class DemoConf:
+    locations: int = 24
+    views: int = 4
+    size: int = 128
+    flight_frames: int = 60
+    flight_size: int = 256
+    train_epochs: int = 6
+    calib_images: int = 96
+    seed: int = 0
+
+
+@dataclass
+class MavlinkListener:
+    """Counts what the runtime sends to a loopback UDP port, as a ground station would see it."""
+
+    port: int
+    counts: dict[str, int] = field(default_factory=dict)
+    last_gps: dict | None = None
+
+    def __post_init__(self) -> None:
+        mavutil = require("pymavlink.mavutil", "pip install 'geolink-edge[mavlink]'")
+        self._link = mavutil.mavlink_connection(f"udpin:127.0.0.1:{self.port}", source_system=255)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            msg = self._link.recv_match(blocking=True, timeout=0.2)
+            if msg is None or msg.get_type() == "BAD_DATA":
+                continue
+            kind = msg.get_type()
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            if kind == "GPS_INPUT":
+                self.last_gps = {"lat": msg.lat / 1e7, "lon": msg.lon / 1e7, "h_acc": msg.horiz_accuracy}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._link.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli(*args: str) -> None:
+    """Run one geolink-edge command in this process, exactly as typed on the command line."""
+    from geolink_edge.cli import app
+
+    code = app(args=[str(a) for a in args], prog_name="geolink-edge", standalone_mode=False)
+    if isinstance(code, int) and code != 0:
+        raise GeolinkError(f"demo step 'geolink-edge {args[0]}' exited with code {code}")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_flight_log(path: Path) -> tuple[list[dict], dict]:
+    """Per-frame records and the summary of a JSON-lines flight log."""
+    records, summary = [], {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "summary" in entry:
+            summary = entry["summary"]
+        else:
+            records.append(entry)
+    return records, summary
+
+
+def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
+    """Run every stage into ``out``; returns the paths of what they wrote."""
+    world, run, export, index = out / "world", out / "run", out / "export", out / "index"
+    steps = [
+        ("synthetic world + flight", lambda: _cli(
+            "synth", world, "--locations", conf.locations, "--views", conf.views, "--size", conf.size,
+            "--flight-frames", conf.flight_frames, "--flight-size", conf.flight_size, "--seed", conf.seed)),
+        ("point clouds (dsm)", lambda: _cli("reconstruct", world, "--backend", "dsm", "--force")),
+        ("train (tiny, all losses)", lambda: _cli(
+            "train", world, "--out", run, "--preset", "tiny", "--epochs", conf.train_epochs,
+            "--losses", "cc,sc,ga,rd", "--seed", conf.seed)),
+        ("evaluate cross-area", lambda: _cli("eval", run / "best.pt", world, "--json", out / "eval.json")),
+        ("export ONNX + INT8", lambda: _cli(
+            "export", run / "best.pt", "--out", export, "--int8", "--calib-data", world,
+            "--calib-images", conf.calib_images, "--max-r1-drop", "100")),
+    ]
+    timings: dict[str, float] = {}
+    for name, step in steps:
+        console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        step()
+        timings[name] = time.perf_counter() - t0
+
+    flight = world / "flight"
+    area = _read_json(flight / "flight.json")["area"]
+    console.rule("[bold]index the flight area's GeoTIFF")
+    t0 = time.perf_counter()
+    _cli("index", "build", "--model", export / "encoder.int8.onnx", "--out", index,
+         "--ortho", world / "areas" / area / "ortho.tif")
+    timings["index build"] = time.perf_counter() - t0
+
+    console.rule("[bold]fly: runtime on the synthetic flight, MAVLink to a loopback listener")
+    port = free_udp_port()
+    listener = MavlinkListener(port)
+    t0 = time.perf_counter()
+    try:
+        _cli("run", "--camera", f"sim://{flight}", "--model", export / "encoder.int8.onnx", "--index", index,
+             "--intrinsics", flight / "camera.yaml", "--mavlink", f"udpout:127.0.0.1:{port}",
+             "--log", out / "flight.jsonl")
+        time.sleep(0.5)  # let the last datagrams arrive
+    finally:
+        listener.close()
+    timings["run flight"] = time.perf_counter() - t0
+    return {"world": world, "flight": flight, "area": area, "index": index, "export": export,
+            "timings": timings, "mavlink": {"counts": listener.counts, "last_gps_input": listener.last_gps}}
+
+
+def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
+    """The figures a newcomer should see, read back from the artifacts the steps wrote."""
+    from geolink_edge.train.evaluate import D2S, S2D
+
+    evaluation = _read_json(out / "eval.json")
+    fidelity = _read_json(out / "export" / "fidelity.json")
+    _, flight = read_flight_log(out / "flight.jsonl")
+    latency = flight.get("latency_ms", {})
+
+    def fmt(value, spec=".2f", unit=""):
+        return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+    rows = [
+        ("drone→satellite R@1 / AP (unseen area styles)",
+         f"{fmt(evaluation[D2S]['R@1'], '.1f')} / {fmt(evaluation[D2S]['AP'], '.1f')} %"),
+        ("satellite→drone R@1 / AP",
+         f"{fmt(evaluation[S2D]['R@1'], '.1f')} / {fmt(evaluation[S2D]['AP'], '.1f')} %"),
+        ("INT8 vs FP32 cosine mean / min",
+         f"{fmt(fidelity['cosine']['mean'], '.4f')} / {fmt(fidelity['cosine']['min'], '.4f')}"),
+        ("INT8 R@1 drop", f"{fmt(fidelity['r1_drop'], '.2f')} points"),
+        ("position error median / p90",
+         f"{fmt(flight['error_m']['median'])} / {fmt(flight['error_m']['p90'])} m"),
+        ("position error max (sent fixes)", f"{fmt(flight['error_m']['max'])} m"),
+        ("frames with an accepted fix", f"{fmt(100 * flight['fix_rate'], '.1f')} % of {flight['frames']}"),
+        ("FPS (paced at the flight's frame rate)", fmt(flight.get("fps"), ".2f")),
+        ("MAVLink received (HEARTBEAT / GPS_INPUT)",
+         f"{mavlink['counts'].get('HEARTBEAT', 0)} / {mavlink['counts'].get('GPS_INPUT', 0)}"),
+    ]
+    for stage in ("embed", "search", "verify", "pose", "filter", "mavlink", "total"):
+        if stage in latency:
+            rows.append((f"latency {stage} median / p95",
+                         f"{fmt(latency[stage]['median'], '.1f')} / {fmt(latency[stage]['p95'], '.1f')} ms"))
+    return rows
+
+
+def main(out: Path, conf: DemoConf = DemoConf(), force: bool = False) -> Path:
+    """Run the demo into ``out`` and return the path of its summary."""
+    console = Console()
+    check_new_dir(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        for name in ("world", "run", "export", "index"):
+            _remove_tree(out / name)
+    t0 = time.perf_counter()
+    made = run_steps(conf, out, console)
+    from geolink_edge.demo_plots import draw_all
+
+    console.rule("[bold]pictures")
+    pictures = draw_all(out, made)
+    rows = summary_rows(out, made["mavlink"])
+    elapsed = time.perf_counter() - t0
+    rows.append(("demo wall time", f"{elapsed:.0f} s"))
+
+    table = Table(title="geolink-edge demo")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for picture in pictures:
+        console.print(f"picture: {picture}")
+    lines = ["| measure | value |", "|---|---|", *[f"| {n} | {v} |" for n, v in rows]]
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
+    summary = out / "summary.json"
+    write_json(summary, {"rows": dict(rows), "timings_s": made["timings"], "mavlink": made["mavlink"],
+                         "pictures": [str(p) for p in pictures]})
+    return summary
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)

@@ -1,0 +1,146 @@
+"""Pictures of a flown flight: trajectory over the orthophoto, error over time, match panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from geolink_edge.errors import require
+
+
+def _pyplot():
+    matplotlib = require("matplotlib", "pip install matplotlib (part of 'geolink-edge[train]')")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ortho_preview(ortho: Path, max_side: int = 1024):
+    """A downsampled RGB of the orthophoto and a function mapping lat/lon to its pixels."""
+    rasterio = require("rasterio", "pip install rasterio (part of 'geolink-edge[train]')")
+    from pyproj import Transformer
+
+    with rasterio.open(ortho) as src:
+        scale = max(src.width, src.height) / max_side
+        shape = (3, int(src.height / scale), int(src.width / scale))
+        rgb = np.moveaxis(src.read([1, 2, 3], out_shape=shape), 0, -1)
+        inverse = ~src.transform
+        to_crs = Transformer.from_crs("EPSG:4326", src.crs, always_xy=True)
+
+    def to_pixels(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = to_crs.transform(lon, lat)
+        col, row = inverse * (np.asarray(x), np.asarray(y))
+        return np.asarray(col) / scale, np.asarray(row) / scale
+
+    return rgb, to_pixels
+
+
+def _latlon(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    points = [(r[key]["lat"], r[key]["lon"]) for r in records if r.get(key)]
+    array = np.array(points, dtype=np.float64).reshape(-1, 2)
+    return array[:, 0], array[:, 1]
+
+
+def draw_trajectory(records: list[dict], ortho: Path, path: Path) -> Path:
+    plt = _pyplot()
+    rgb, to_pixels = _ortho_preview(ortho)
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.imshow(rgb)
+    truth = _latlon(records, "truth")
+    estimate = _latlon(records, "estimate")
+    ax.plot(*to_pixels(*truth), "-", color="white", lw=2.5, label="ground truth")
+    ax.plot(*to_pixels(*estimate), "o", color="red", ms=3.5, label="estimate sent (accepted fixes)")
+    ax.legend(loc="lower right")
+    ax.set_title("Flight over the orthophoto: estimate vs ground truth")
+    ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_errors(records: list[dict], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    frames = [r["frame"] for r in records if r.get("error_m") is not None]
+    errors = [r["error_m"] for r in records if r.get("error_m") is not None]
+    ax.plot(frames, errors, ".-", color="tab:blue", label="error of the sent estimate")
+    missed = [r["frame"] for r in records if r.get("status") != "accepted"]
+    if missed:
+        ax.plot(missed, np.zeros(len(missed)), "x", color="tab:red", label="no accepted fix")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("position error (m)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _side_by_side(frame: np.ndarray, tile: np.ndarray, frame_xy: np.ndarray, tile_xy: np.ndarray) -> np.ndarray:
+    """Frame left, tile right (same height), inlier matches as lines."""
+    height = 360
+    fs, ts = height / frame.shape[0], height / tile.shape[0]
+    left = cv2.resize(frame, (int(frame.shape[1] * fs), height))
+    right = cv2.resize(tile, (int(tile.shape[1] * ts), height))
+    canvas = np.concatenate([left, right], axis=1)
+    rng = np.random.default_rng(0)
+    for (fx, fy), (tx, ty) in zip(frame_xy, tile_xy):
+        colour = tuple(int(c) for c in rng.integers(64, 256, 3))
+        a = (int(fx * fs), int(fy * fs))
+        b = (int(tx * ts) + left.shape[1], int(ty * ts))
+        cv2.line(canvas, a, b, colour, 1, cv2.LINE_AA)
+        cv2.circle(canvas, a, 2, colour, -1)
+        cv2.circle(canvas, b, 2, colour, -1)
+    return canvas
+
+
+def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: Path, count: int = 3) -> Path:
+    """Query frame | retrieved tile with its inlier matches, for a few accepted frames."""
+    from geolink_edge.index.search import TileIndex
+    from geolink_edge.runtime.verify import Verifier
+
+    plt = _pyplot()
+    index = TileIndex.load(index_dir)
+    verifier = Verifier()
+    chosen = [r for r in records if r.get("status") == "accepted" and r["fix"].get("tile_id") is not None]
+    picks = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(count, len(chosen))).astype(int)]
+    fig, axes = plt.subplots(max(1, len(picks)), 1, figsize=(9, 3.6 * max(1, len(picks))), squeeze=False)
+    for ax, record in zip(axes[:, 0], picks):
+        frame = cv2.imread(str(flight / "frames" / f"{record['frame']:06d}.jpg"), cv2.IMREAD_COLOR)
+        tile_id = record["fix"]["tile_id"]
+        tile = index.tile_image(tile_id)
+        heading = (record.get("telemetry") or {}).get("yaw")
+        result = verifier.verify(tile_id, verifier.features(frame, heading), verifier.features(tile))
+        frame_xy = result.frame_xy if result.ok else np.zeros((0, 2))
+        tile_xy = result.tile_xy if result.ok else np.zeros((0, 2))
+        ax.imshow(cv2.cvtColor(_side_by_side(frame, tile, frame_xy, tile_xy), cv2.COLOR_BGR2RGB))
+        error = record.get("error_m")
+        ax.set_title(f"frame {record['frame']}: tile {tile_id}, {record['fix']['inliers']} inliers, "
+                     f"error {error:.1f} m" if error is not None else f"frame {record['frame']}")
+        ax.set_axis_off()
+    if not picks:
+        axes[0, 0].text(0.5, 0.5, "no accepted fix to show", ha="center")
+        axes[0, 0].set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw_all(out: Path, made: dict) -> list[Path]:
+    from geolink_edge.demo import read_flight_log
+
+    records, _ = read_flight_log(out / "flight.jsonl")
+    pictures = out / "pictures"
+    pictures.mkdir(exist_ok=True)
+    ortho = made["world"] / "areas" / made["area"] / "ortho.tif"
+    return [
+        draw_trajectory(records, ortho, pictures / "trajectory.png"),
+        draw_errors(records, pictures / "error_over_time.png"),
+        draw_match_panels(records, made["flight"], made["index"], pictures / "matches.png"),
+    ]
