@@ -38,8 +38,8 @@ METRICS = (("drone->satellite", "R@1"), ("drone->satellite", "AP"), ("satellite-
            ("satellite->drone", "AP"))
 # world size and training length of each budget
 BUDGETS = {
-    "cpu": {"synth": ["--locations", "40", "--views", "4", "--size", "128"], "seeds": 3,
-            "train": {"epochs": 4, "device": "cpu"}},
+    "cpu": {"synth": ["--locations", "60", "--views", "4", "--size", "128"], "seeds": 3,
+            "train": {"epochs": 10, "device": "cpu"}},
     "quick": {"synth": ["--locations", "24", "--views", "4", "--size", "128"], "seeds": 1,
               "train": {"epochs": 2, "device": "cpu"}},
     "gpu": {"synth": ["--locations", "200", "--views", "8", "--size", "256"], "seeds": 3,

@@ -47,7 +47,7 @@ def index_types(n: int) -> dict[str, tuple[str, str]]:
         "SQ8": ("SQ8", ""),
         "HNSW32": ("HNSW32,Flat", "efSearch=64"),
         "HNSW32,SQ8": ("HNSW32,SQ8", "efSearch=64"),
-        f"IVF{nlist},PQ256+re-rank": (f"IVF{nlist},PQ256x8,RFlat", "nprobe=16,k_factor_rf=8"),
+        f"IVF{nlist},PQ256+re-rank": (f"IVF{nlist},PQ256x8np,RFlat", "nprobe=16,k_factor_rf=8"),
     }
 
 

@@ -147,7 +147,7 @@ def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
     from geolink_edge.train.evaluate import D2S, S2D
 
     evaluation = _read_json(out / "eval.json")
-    fidelity = _read_json(out / "export" / "fidelity.json")
+    int8 = _read_json(out / "export" / "fidelity.json")["models"]["int8"]
     _, flight = read_flight_log(out / "flight.jsonl")
     latency = flight.get("latency_ms", {})
 
@@ -160,8 +160,8 @@ def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
         ("satellite→drone R@1 / AP",
          f"{fmt(evaluation[S2D]['R@1'], '.1f')} / {fmt(evaluation[S2D]['AP'], '.1f')} %"),
         ("INT8 vs FP32 cosine mean / min",
-         f"{fmt(fidelity['cosine']['mean'], '.4f')} / {fmt(fidelity['cosine']['min'], '.4f')}"),
-        ("INT8 R@1 drop", f"{fmt(fidelity['r1_drop'], '.2f')} points"),
+         f"{fmt(int8['cosine_mean'], '.4f')} / {fmt(int8['cosine_min'], '.4f')}"),
+        ("INT8 R@1 drop (drone→satellite)", f"{fmt(int8['R@1_drop'], '.2f')} points"),
         ("position error median / p90",
          f"{fmt(flight['error_m']['median'])} / {fmt(flight['error_m']['p90'])} m"),
         ("position error max (sent fixes)", f"{fmt(flight['error_m']['max'])} m"),

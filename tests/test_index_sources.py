@@ -184,3 +184,27 @@ def test_single_band_and_bad_crs_are_refused(tmp_path):
     assert normalise_crs("epsg:32632") == "EPSG:32632" and normalise_crs("LOCAL") == "local"
     with pytest.raises(GeolinkError, match="--crs 'metres'"):
         normalise_crs("metres")
+
+
+def test_sixteen_bit_raster_is_stretched_to_eight_bits(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    image = texture(128, 128, seed=5)
+    path = tmp_path / "u16.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=128,
+        height=128,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32632",
+        transform=from_origin(465000, 5247000, 1, 1),
+    ) as ds:
+        ds.write(image[..., ::-1].transpose(2, 0, 1).astype(np.uint16) * 16 + 1000)
+    (layer,) = open_sources([path])
+    bgr, valid = layer.read(0, 0, 128, 128, 128, 128)
+    assert bgr.dtype == np.uint8 and valid.all() and bgr.std() > 40
+    assert np.corrcoef(bgr.ravel().astype(float), image.ravel().astype(float))[0, 1] > 0.98

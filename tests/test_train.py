@@ -18,6 +18,7 @@ from _train_fixtures import make_dataset
 
 from geolink_edge.card import ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
+from geolink_edge.models import ImageEncoder, card_for_preset
 from geolink_edge.models.checkpoint import read_checkpoint
 from geolink_edge.train import trainer
 from geolink_edge.train.config import parse_losses, parse_weights, resolve_config
@@ -139,7 +140,11 @@ def test_vclub_estimators_are_fitted_by_their_own_optimiser(finished_run):
     n_main = sum(len(g["params"]) for g in ckpt["optimizer"]["param_groups"])
     n_club = sum(len(g["params"]) for g in ckpt["club_optimizer"]["param_groups"])
     assert n_club == len(ckpt["club"])  # every estimator tensor, and only those
-    assert n_main == len(ckpt["encoder"]) + len(ckpt["branch3d"])  # encoders, MME, logit scale
+    frozen = resolve_config("tiny").freeze_blocks
+    encoder = ImageEncoder(card_for_preset("tiny"), freeze_blocks=frozen)
+    trainable = sum(p.requires_grad for p in encoder.parameters())
+    assert 0 < trainable < len(ckpt["encoder"])  # the preset's frozen blocks stay out of the optimiser
+    assert n_main == trainable + len(ckpt["branch3d"])  # trained encoder part, MME, logit scale
 
 
 def test_baseline_and_no_mme_runs(dataset, tmp_path):

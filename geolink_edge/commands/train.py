@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def train(
     from geolink_edge.train.trainer import main
 
     run = main(conf, data, out, resume=resume, force=force, quiet=quiet)
-    typer.echo(f"run written to {run}")
+    if distributed.DistInfo(rank=int(os.environ.get("RANK", "0"))).is_main:
+        typer.echo(f"run written to {run}")
 
 
 def register(app: typer.Typer) -> None:

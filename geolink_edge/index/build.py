@@ -50,7 +50,10 @@ PRESETS = {
     "sq8": ("SQ8", ""),
     "hnsw": ("HNSW32,Flat", "efSearch=64"),
     "hnsw-sq8": ("HNSW32,SQ8", "efSearch=64"),
-    "ivfpq": ("IVF{nlist},PQ{pq}x8,RFlat", "nprobe=16,k_factor_rf=8"),
+    "ivfpq": (
+        "IVF{nlist},PQ{pq}x8np,RFlat",
+        "nprobe=16,k_factor_rf=8",
+    ),  # np: no polysemous training (slow, unused)
 }
 AUTO_FLAT_MAX = 100_000
 AUTO_HNSW_MAX = 1_000_000
