@@ -84,10 +84,16 @@ def _read_json(path: Path) -> dict:
 
 
 def read_flight_log(path: Path) -> tuple[list[dict], dict]:
-    """Per-frame records and the summary of a JSON-lines flight log."""
+    """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended)."""
     records, summary = [], {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # the line being written when the process died or the power went
+            raise GeolinkError(f"{path}:{number}: not a JSON record") from None
         if "summary" in entry:
             summary = entry["summary"]
         else:

@@ -117,7 +117,8 @@ class OpenCVReader:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver queue would otherwise hold old frames
         if not cap.isOpened():
             cap.release()
-            raise SourceLost(f"cannot open {self.target}")
+            name = f"/dev/video{self.target}" if isinstance(self.target, int) else self.target
+            raise SourceLost(f"cannot open {name}")
         self.cap = cap
         if not self.live:
             native = cap.get(cv2.CAP_PROP_FPS)

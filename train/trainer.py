@@ -225,6 +225,10 @@ def main(conf: TrainConfig, data_root: str | Path, run_dir: str | Path, *, resum
         if dist.is_main:
             write_text(run_dir / "config.yaml", conf.to_yaml())
         trainer.fit()
+    except GeolinkError:
+        if not resume and dist.is_main and not last.is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)  # a new run that failed before any checkpoint
+        raise
     finally:
         ddp.shutdown(dist)
     return run_dir

@@ -284,7 +284,8 @@ def main(conf: SynthConfig, out: Path, force: bool = False, progress=None) -> Pa
         jobs = [(conf, a, tmp) for a in sorted(areas, key=lambda a: -weight[a.index])]
         if conf.workers > 1 and len(areas) > 1:
             methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            # never plain fork: a parent that already ran OpenCV/torch thread pools deadlocks its children
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             with ctx.Pool(min(conf.workers, len(areas))) as pool:
                 for index, rows in pool.imap_unordered(_area_job, jobs):
                     results[index] = rows
