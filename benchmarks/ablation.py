@@ -34,16 +34,29 @@ VARIANTS: dict[str, dict] = {
     "+L_rd": {"losses": ["cc", "rd"]},
     "GeoLink (full)": {"losses": ["cc", "sc", "ga", "rd"]},
 }
-METRICS = (("drone->satellite", "R@1"), ("drone->satellite", "AP"), ("satellite->drone", "R@1"),
-           ("satellite->drone", "AP"))
+METRICS = (
+    ("drone->satellite", "R@1"),
+    ("drone->satellite", "AP"),
+    ("satellite->drone", "R@1"),
+    ("satellite->drone", "AP"),
+)
 # world size and training length of each budget
 BUDGETS = {
-    "cpu": {"synth": ["--locations", "60", "--views", "4", "--size", "128"], "seeds": 3,
-            "train": {"epochs": 10, "device": "cpu"}},
-    "quick": {"synth": ["--locations", "24", "--views", "4", "--size", "128"], "seeds": 1,
-              "train": {"epochs": 2, "device": "cpu"}},
-    "gpu": {"synth": ["--locations", "200", "--views", "8", "--size", "256"], "seeds": 3,
-            "train": {"epochs": 20, "device": "cuda", "batch_size": 16, "workers": 4}},
+    "cpu": {
+        "synth": ["--locations", "60", "--views", "4", "--size", "128"],
+        "seeds": 3,
+        "train": {"epochs": 10, "device": "cpu"},
+    },
+    "quick": {
+        "synth": ["--locations", "24", "--views", "4", "--size", "128"],
+        "seeds": 1,
+        "train": {"epochs": 2, "device": "cpu"},
+    },
+    "gpu": {
+        "synth": ["--locations", "200", "--views", "8", "--size", "256"],
+        "seeds": 3,
+        "train": {"epochs": 20, "device": "cuda", "batch_size": 16, "workers": 4},
+    },
 }
 
 
@@ -109,8 +122,10 @@ def main() -> None:
             print(f"{variant} seed {seed}: {rows[-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     text = table(rows)
     write_text(args.out / "ablation.csv", to_csv(rows))
-    write_text(args.out / "ablation.md", f"{text}\nDataset: {data}; training {train}; "
-                                         f"{time.perf_counter() - started:.0f} s in all.\n")
+    write_text(
+        args.out / "ablation.md",
+        f"{text}\nDataset: {data}; training {train}; {time.perf_counter() - started:.0f} s in all.\n",
+    )
     print(text)
 
 

@@ -25,10 +25,14 @@ from geolink_edge.train.step import TrainStep
 
 def random_batch(conf, card, generator: torch.Generator) -> dict[str, torch.Tensor]:
     h, w = card.image_size
-    images = {k: torch.randn(conf.batch_size, 3, h, w, generator=generator)
-              for k in ("drone", "drone2", "satellite", "satellite2")}
-    points = {k: torch.rand(conf.batch_size, conf.points, 3, generator=generator) * 2 - 1
-              for k in ("points", "points2")}
+    images = {
+        k: torch.randn(conf.batch_size, 3, h, w, generator=generator)
+        for k in ("drone", "drone2", "satellite", "satellite2")
+    }
+    points = {
+        k: torch.rand(conf.batch_size, conf.points, 3, generator=generator) * 2 - 1
+        for k in ("points", "points2")
+    }
     return {**images, **points}
 
 
@@ -72,13 +76,19 @@ def main() -> None:
     if args.no_compile is False and device.type == "cpu":
         variants.append(("fp32 + compile", {"amp": "off", "compile": True}))
     if device.type == "cuda":
-        variants += [("amp", {"amp": "auto"}),
-                     ("amp + channels_last", {"amp": "auto", "channels_last": True})]
+        variants += [
+            ("amp", {"amp": "auto"}),
+            ("amp + channels_last", {"amp": "auto", "channels_last": True}),
+        ]
         if not args.no_compile:
-            variants.append(("amp + channels_last + compile",
-                             {"amp": "auto", "channels_last": True, "compile": True}))
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"cpu ({torch.get_num_threads()} threads)")
+            variants.append(
+                ("amp + channels_last + compile", {"amp": "auto", "channels_last": True, "compile": True})
+            )
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
     print(f"preset {args.preset}, batch {args.batch_size} locations, device {name}")
     print("| variant | images/s |\n|---|---|")
     for label, extra in variants:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geolink_edge.calib.quantize import copy_metadata
-
 from geolink_edge.atomic import atomic_path
+from geolink_edge.calib.quantize import copy_metadata
 from geolink_edge.errors import require
 
 NORMALISATION_OPS = ("ReduceL2",)

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geolink_edge.export.sidecar import gpu_identity, make_sidecar, sha256_file, write_sidecar
-
 from geolink_edge.atomic import write_bytes
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.export.sidecar import gpu_identity, make_sidecar, sha256_file, write_sidecar
 
 TENSORRT_HINT = "build the engine on the target, where JetPack provides TensorRT"
 CARD_KEY = "geolink_model_card"

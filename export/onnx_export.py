@@ -8,11 +8,11 @@ from pathlib import Path
 
 import onnx
 import torch
-from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY
 
 from geolink_edge.atomic import atomic_path
 from geolink_edge.errors import GeolinkError
 from geolink_edge.models.encoder import ImageEncoder
+from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "descriptors"

@@ -13,13 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geolink_edge.atomic import atomic_dir, check_new_dir, write_json
 from geolink_edge.calib.dataset import DEFAULT_IMAGES
 from geolink_edge.calib.quantize import METHODS, QUANTIZERS
 from geolink_edge.calib.report import DEFAULT_MAX_QUERIES
-from geolink_edge.export.engine import EngineConf
-
-from geolink_edge.atomic import atomic_dir, check_new_dir, write_json
 from geolink_edge.errors import GeolinkError
+from geolink_edge.export.engine import EngineConf
 
 EXPORT_FORMAT = "geolink-edge/export/1"
 PRECISION_FILES = {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx", "fp16": "encoder.fp16.onnx"}
@@ -79,7 +78,6 @@ def _source_kind(source: Path) -> str:
 def _export_checkpoint(source: Path, tmp: Path, conf: ExportConf, data, console) -> dict[str, Any]:
     from geolink_edge.export.onnx_export import export_onnx
     from geolink_edge.export.parity import check_parity, parity_images
-
     from geolink_edge.models.checkpoint import load_encoder
 
     encoder, card = load_encoder(source)
@@ -94,12 +92,13 @@ def _export_checkpoint(source: Path, tmp: Path, conf: ExportConf, data, console)
 
 
 def _quantize(fp32: Path, tmp: Path, conf: ExportConf, data, console) -> Path:
+    from rich.progress import track
+
     from geolink_edge.calib.dataset import calibration_set, iter_batches
     from geolink_edge.calib.quantize import quantize_int8
     from geolink_edge.calib.report import calibration_report
     from geolink_edge.export.engine import onnx_metadata
     from geolink_edge.export.sidecar import sha256_file
-    from rich.progress import track
 
     card, precision = onnx_metadata(fp32)
     if precision != "fp32":

@@ -9,11 +9,10 @@ without torch or onnx.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from geolink_edge.atomic import write_json
+from geolink_edge.atomic import read_json, write_json
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
 
@@ -92,14 +91,7 @@ def write_sidecar(engine_path: str | Path, sidecar: dict[str, Any]) -> Path:
 def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     """The sidecar of ``engine_path``, checked for every field the runtime relies on."""
     path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise GeolinkError(
-            f"{path}: engine sidecar not found (build the engine with geolink-edge export --engine)"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GeolinkError(f"{path}: engine sidecar is not JSON ({exc})") from None
+    data = read_json(path, "engine sidecar", "build the engine with geolink-edge export --engine")
     if not isinstance(data, dict):
         raise GeolinkError(f"{path}: engine sidecar is not a JSON object")
     missing = [key for key in REQUIRED if key not in data]

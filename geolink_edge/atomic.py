@@ -43,6 +43,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | os.PathLike, what: str, missing_hint: str = "") -> Any:
+    """The JSON document at ``path``; a missing or undecodable file is a one-line error naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise GeolinkError(f"{path}: {what} not found" + (f" ({missing_hint})" if missing_hint else ""))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GeolinkError(f"{path}: {what} is not JSON ({exc})") from None
+
+
 def check_new_dir(path: str | os.PathLike, force: bool) -> Path:
     """Refuse an existing non-empty output folder unless ``force`` is given."""
     path = Path(path)

@@ -45,7 +45,9 @@ class ModelCard(BaseModel):
     std: tuple[float, float, float] = IMAGENET_STD
     color_order: Literal["RGB"] = "RGB"
     interpolation: Literal["area"] = "area"
-    tile_m: float | None = Field(None, gt=0, description="ground footprint (m) of the training satellite tiles")
+    tile_m: float | None = Field(
+        None, gt=0, description="ground footprint (m) of the training satellite tiles"
+    )
     weights_hash: str | None = None
 
     @property

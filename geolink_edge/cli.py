@@ -15,7 +15,19 @@ import typer
 from geolink_edge.errors import GeolinkError
 
 # Modules of geolink_edge.commands; each exposes register(app).
-COMMAND_MODULES = ["info", "train", "evaluate", "export", "run", "locate", "bench", "reconstruct", "synth", "index", "demo"]
+COMMAND_MODULES = [
+    "info",
+    "train",
+    "evaluate",
+    "export",
+    "run",
+    "locate",
+    "bench",
+    "reconstruct",
+    "synth",
+    "index",
+    "demo",
+]
 
 app = typer.Typer(
     name="geolink-edge",

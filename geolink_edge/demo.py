@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from geolink_edge.atomic import check_new_dir, write_json, write_text
+from geolink_edge.atomic import check_new_dir, read_json, write_json, write_text
 from geolink_edge.errors import GeolinkError, require
 
 
@@ -79,10 +79,6 @@ def _cli(*args: str) -> None:
         raise GeolinkError(f"demo step 'geolink-edge {args[0]}' exited with code {code}")
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def read_flight_log(path: Path) -> tuple[list[dict], dict]:
     """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended)."""
     records, summary = [], {}
@@ -105,17 +101,60 @@ def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
     """Run every stage into ``out``; returns the paths of what they wrote."""
     world, run, export, index = out / "world", out / "run", out / "export", out / "index"
     steps = [
-        ("synthetic world + flight", lambda: _cli(
-            "synth", world, "--locations", conf.locations, "--views", conf.views, "--size", conf.size,
-            "--flight-frames", conf.flight_frames, "--flight-size", conf.flight_size, "--seed", conf.seed)),
+        (
+            "synthetic world + flight",
+            lambda: _cli(
+                "synth",
+                world,
+                "--locations",
+                conf.locations,
+                "--views",
+                conf.views,
+                "--size",
+                conf.size,
+                "--flight-frames",
+                conf.flight_frames,
+                "--flight-size",
+                conf.flight_size,
+                "--seed",
+                conf.seed,
+            ),
+        ),
         ("point clouds (dsm)", lambda: _cli("reconstruct", world, "--backend", "dsm", "--force")),
-        ("train (tiny, all losses)", lambda: _cli(
-            "train", world, "--out", run, "--preset", "tiny", "--epochs", conf.train_epochs,
-            "--losses", "cc,sc,ga,rd", "--seed", conf.seed)),
+        (
+            "train (tiny, all losses)",
+            lambda: _cli(
+                "train",
+                world,
+                "--out",
+                run,
+                "--preset",
+                "tiny",
+                "--epochs",
+                conf.train_epochs,
+                "--losses",
+                "cc,sc,ga,rd",
+                "--seed",
+                conf.seed,
+            ),
+        ),
         ("evaluate cross-area", lambda: _cli("eval", run / "best.pt", world, "--json", out / "eval.json")),
-        ("export ONNX + INT8", lambda: _cli(
-            "export", run / "best.pt", "--out", export, "--int8", "--calib-data", world,
-            "--calib-images", conf.calib_images, "--max-r1-drop", "100")),
+        (
+            "export ONNX + INT8",
+            lambda: _cli(
+                "export",
+                run / "best.pt",
+                "--out",
+                export,
+                "--int8",
+                "--calib-data",
+                world,
+                "--calib-images",
+                conf.calib_images,
+                "--max-r1-drop",
+                "100",
+            ),
+        ),
     ]
     timings: dict[str, float] = {}
     for name, step in steps:
@@ -125,11 +164,19 @@ def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
         timings[name] = time.perf_counter() - t0
 
     flight = world / "flight"
-    area = _read_json(flight / "flight.json")["area"]
+    area = read_json(flight / "flight.json", "flight description")["area"]
     console.rule("[bold]index the flight area's GeoTIFF")
     t0 = time.perf_counter()
-    _cli("index", "build", "--model", export / "encoder.int8.onnx", "--out", index,
-         "--ortho", world / "areas" / area / "ortho.tif")
+    _cli(
+        "index",
+        "build",
+        "--model",
+        export / "encoder.int8.onnx",
+        "--out",
+        index,
+        "--ortho",
+        world / "areas" / area / "ortho.tif",
+    )
     timings["index build"] = time.perf_counter() - t0
 
     console.rule("[bold]fly: runtime on the synthetic flight, MAVLink to a loopback listener")
@@ -137,23 +184,42 @@ def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
     listener = MavlinkListener(port)
     t0 = time.perf_counter()
     try:
-        _cli("run", "--camera", f"sim://{flight}", "--model", export / "encoder.int8.onnx", "--index", index,
-             "--intrinsics", flight / "camera.yaml", "--mavlink", f"udpout:127.0.0.1:{port}",
-             "--log", out / "flight.jsonl")
+        _cli(
+            "run",
+            "--camera",
+            f"sim://{flight}",
+            "--model",
+            export / "encoder.int8.onnx",
+            "--index",
+            index,
+            "--intrinsics",
+            flight / "camera.yaml",
+            "--mavlink",
+            f"udpout:127.0.0.1:{port}",
+            "--log",
+            out / "flight.jsonl",
+        )
         time.sleep(0.5)  # let the last datagrams arrive
     finally:
         listener.close()
     timings["run flight"] = time.perf_counter() - t0
-    return {"world": world, "flight": flight, "area": area, "index": index, "export": export,
-            "timings": timings, "mavlink": {"counts": listener.counts, "last_gps_input": listener.last_gps}}
+    return {
+        "world": world,
+        "flight": flight,
+        "area": area,
+        "index": index,
+        "export": export,
+        "timings": timings,
+        "mavlink": {"counts": listener.counts, "last_gps_input": listener.last_gps},
+    }
 
 
 def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
     """The figures a newcomer should see, read back from the artifacts the steps wrote."""
     from geolink_edge.train.evaluate import D2S, S2D
 
-    evaluation = _read_json(out / "eval.json")
-    int8 = _read_json(out / "export" / "fidelity.json")["models"]["int8"]
+    evaluation = read_json(out / "eval.json", "evaluation")
+    int8 = read_json(out / "export" / "fidelity.json", "fidelity report")["models"]["int8"]
     _, flight = read_flight_log(out / "flight.jsonl")
     latency = flight.get("latency_ms", {})
 
@@ -161,25 +227,39 @@ def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
         return "n/a" if value is None else f"{value:{spec}}{unit}"
 
     rows = [
-        ("drone→satellite R@1 / AP (unseen area styles)",
-         f"{fmt(evaluation[D2S]['R@1'], '.1f')} / {fmt(evaluation[D2S]['AP'], '.1f')} %"),
-        ("satellite→drone R@1 / AP",
-         f"{fmt(evaluation[S2D]['R@1'], '.1f')} / {fmt(evaluation[S2D]['AP'], '.1f')} %"),
-        ("INT8 vs FP32 cosine mean / min",
-         f"{fmt(int8['cosine_mean'], '.4f')} / {fmt(int8['cosine_min'], '.4f')}"),
+        (
+            "drone→satellite R@1 / AP (unseen area styles)",
+            f"{fmt(evaluation[D2S]['R@1'], '.1f')} / {fmt(evaluation[D2S]['AP'], '.1f')} %",
+        ),
+        (
+            "satellite→drone R@1 / AP",
+            f"{fmt(evaluation[S2D]['R@1'], '.1f')} / {fmt(evaluation[S2D]['AP'], '.1f')} %",
+        ),
+        (
+            "INT8 vs FP32 cosine mean / min",
+            f"{fmt(int8['cosine_mean'], '.4f')} / {fmt(int8['cosine_min'], '.4f')}",
+        ),
         ("INT8 R@1 drop (drone→satellite)", f"{fmt(int8['R@1_drop'], '.2f')} points"),
-        ("position error median / p90",
-         f"{fmt(flight['error_m']['median'])} / {fmt(flight['error_m']['p90'])} m"),
+        (
+            "position error median / p90",
+            f"{fmt(flight['error_m']['median'])} / {fmt(flight['error_m']['p90'])} m",
+        ),
         ("position error max (sent fixes)", f"{fmt(flight['error_m']['max'])} m"),
         ("frames with an accepted fix", f"{fmt(100 * flight['fix_rate'], '.1f')} % of {flight['frames']}"),
         ("FPS (paced at the flight's frame rate)", fmt(flight.get("fps"), ".2f")),
-        ("MAVLink received (HEARTBEAT / GPS_INPUT)",
-         f"{mavlink['counts'].get('HEARTBEAT', 0)} / {mavlink['counts'].get('GPS_INPUT', 0)}"),
+        (
+            "MAVLink received (HEARTBEAT / GPS_INPUT)",
+            f"{mavlink['counts'].get('HEARTBEAT', 0)} / {mavlink['counts'].get('GPS_INPUT', 0)}",
+        ),
     ]
     for stage in ("embed", "search", "verify", "pose", "filter", "mavlink", "total"):
         if stage in latency:
-            rows.append((f"latency {stage} median / p95",
-                         f"{fmt(latency[stage]['median'], '.1f')} / {fmt(latency[stage]['p95'], '.1f')} ms"))
+            rows.append(
+                (
+                    f"latency {stage} median / p95",
+                    f"{fmt(latency[stage]['median'], '.1f')} / {fmt(latency[stage]['p95'], '.1f')} ms",
+                )
+            )
     return rows
 
 
@@ -212,8 +292,15 @@ def main(out: Path, conf: DemoConf = DemoConf(), force: bool = False) -> Path:
     lines = ["| measure | value |", "|---|---|", *[f"| {n} | {v} |" for n, v in rows]]
     write_text(out / "summary.md", "\n".join(lines) + "\n")
     summary = out / "summary.json"
-    write_json(summary, {"rows": dict(rows), "timings_s": made["timings"], "mavlink": made["mavlink"],
-                         "pictures": [str(p) for p in pictures]})
+    write_json(
+        summary,
+        {
+            "rows": dict(rows),
+            "timings_s": made["timings"],
+            "mavlink": made["mavlink"],
+            "pictures": [str(p) for p in pictures],
+        },
+    )
     return summary
 
 

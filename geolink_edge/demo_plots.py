@@ -81,7 +81,9 @@ def draw_errors(records: list[dict], path: Path) -> Path:
     return path
 
 
-def _side_by_side(frame: np.ndarray, tile: np.ndarray, frame_xy: np.ndarray, tile_xy: np.ndarray) -> np.ndarray:
+def _side_by_side(
+    frame: np.ndarray, tile: np.ndarray, frame_xy: np.ndarray, tile_xy: np.ndarray
+) -> np.ndarray:
     """Frame left, tile right (same height), inlier matches as lines."""
     height = 360
     fs, ts = height / frame.shape[0], height / tile.shape[0]
@@ -89,7 +91,7 @@ def _side_by_side(frame: np.ndarray, tile: np.ndarray, frame_xy: np.ndarray, til
     right = cv2.resize(tile, (int(tile.shape[1] * ts), height))
     canvas = np.concatenate([left, right], axis=1)
     rng = np.random.default_rng(0)
-    for (fx, fy), (tx, ty) in zip(frame_xy, tile_xy):
+    for (fx, fy), (tx, ty) in zip(frame_xy, tile_xy, strict=True):
         colour = tuple(int(c) for c in rng.integers(64, 256, 3))
         a = (int(fx * fs), int(fy * fs))
         b = (int(tx * ts) + left.shape[1], int(ty * ts))
@@ -110,7 +112,7 @@ def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: 
     chosen = [r for r in records if r.get("status") == "accepted" and r["fix"].get("tile_id") is not None]
     picks = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(count, len(chosen))).astype(int)]
     fig, axes = plt.subplots(max(1, len(picks)), 1, figsize=(9, 3.6 * max(1, len(picks))), squeeze=False)
-    for ax, record in zip(axes[:, 0], picks):
+    for ax, record in zip(axes[:, 0], picks, strict=True):
         frame = cv2.imread(str(flight / "frames" / f"{record['frame']:06d}.jpg"), cv2.IMREAD_COLOR)
         tile_id = record["fix"]["tile_id"]
         tile = index.tile_image(tile_id)
@@ -120,8 +122,12 @@ def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: 
         tile_xy = result.tile_xy if result.ok else np.zeros((0, 2))
         ax.imshow(cv2.cvtColor(_side_by_side(frame, tile, frame_xy, tile_xy), cv2.COLOR_BGR2RGB))
         error = record.get("error_m")
-        ax.set_title(f"frame {record['frame']}: tile {tile_id}, {record['fix']['inliers']} inliers, "
-                     f"error {error:.1f} m" if error is not None else f"frame {record['frame']}")
+        ax.set_title(
+            f"frame {record['frame']}: tile {tile_id}, {record['fix']['inliers']} inliers, "
+            f"error {error:.1f} m"
+            if error is not None
+            else f"frame {record['frame']}"
+        )
         ax.set_axis_off()
     if not picks:
         axes[0, 0].text(0.5, 0.5, "no accepted fix to show", ha="center")

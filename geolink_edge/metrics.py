@@ -28,8 +28,9 @@ RECALL_KS = (1, 5, 10)
 SDM_KS = (1, 3, 5, 10)
 
 
-def ranking(query_desc: np.ndarray, gallery_desc: np.ndarray, depth: int | None = None,
-            chunk: int = 1024) -> np.ndarray:
+def ranking(
+    query_desc: np.ndarray, gallery_desc: np.ndarray, depth: int | None = None, chunk: int = 1024
+) -> np.ndarray:
     """Gallery indices sorted by decreasing inner product for every query: (Q, depth or G) int64.
 
     Ties keep gallery order (stable sort), so hand-made cases have one answer.
@@ -39,8 +40,8 @@ def ranking(query_desc: np.ndarray, gallery_desc: np.ndarray, depth: int | None 
     depth = gallery_desc.shape[0] if depth is None else min(depth, gallery_desc.shape[0])
     out = np.empty((query_desc.shape[0], depth), dtype=np.int64)
     for start in range(0, query_desc.shape[0], chunk):
-        sims = query_desc[start:start + chunk] @ gallery_desc.T
-        out[start:start + chunk] = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
+        sims = query_desc[start : start + chunk] @ gallery_desc.T
+        out[start : start + chunk] = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
     return out
 
 
@@ -156,6 +157,8 @@ def evaluate_embeddings(
             result[f"SDM@{k}"] = 100.0 * float(np.mean(sdm_at(order, q_ll[:, ::-1], g_ll[:, ::-1], k)))
         err = top1_error_m(order, q_ll, g_ll)
         result["top1_error_m"] = {
-            "mean": float(err.mean()), "median": float(np.median(err)), "p90": float(np.percentile(err, 90)),
+            "mean": float(err.mean()),
+            "median": float(np.median(err)),
+            "p90": float(np.percentile(err, 90)),
         }
     return result

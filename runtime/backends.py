@@ -39,7 +39,9 @@ class OnnxEmbedder:
     PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int = 0):
-        ort = require("onnxruntime", "pip install 'geolink-edge[export]' (or onnxruntime-gpu on a GPU machine)")
+        ort = require(
+            "onnxruntime", "pip install 'geolink-edge[export]' (or onnxruntime-gpu on a GPU machine)"
+        )
         path = Path(path)
         available = ort.get_available_providers()
         chosen = [p for p in (providers or self.PREFERRED) if p in available] or ["CPUExecutionProvider"]
@@ -49,10 +51,14 @@ class OnnxEmbedder:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:  # ORT raises its own exception types for unreadable models
-            raise GeolinkError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") from None
+            raise GeolinkError(
+                f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})"
+            ) from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_CARD_KEY not in meta:
-            raise GeolinkError(f"{path}: ONNX model has no geolink model card (export it with geolink-edge export)")
+            raise GeolinkError(
+                f"{path}: ONNX model has no geolink model card (export it with geolink-edge export)"
+            )
         self.card = ModelCard.from_json(meta[ONNX_CARD_KEY], source=str(path))
         self.precision = meta.get(ONNX_PRECISION_KEY, "fp32")
         self.input_name = self.session.get_inputs()[0].name

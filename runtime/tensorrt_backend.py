@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from geolink_edge.export.sidecar import check_compatible, gpu_identity, read_sidecar
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.export.sidecar import check_compatible, gpu_identity, read_sidecar
 from geolink_edge.preprocess import preprocess
 
 TENSORRT_HINT = "the .engine backend needs TensorRT, which JetPack provides (or use the .onnx model)"

@@ -33,8 +33,16 @@ def _write(path: Path, image: np.ndarray) -> None:
     cv2.imwrite(str(path), image)
 
 
-def make_dataset(root: Path, train: int = 12, test: int = 6, distractors: int = 2, views: int = 3,
-                 size: int = 48, points: int = 300, seed: int = 0) -> Path:
+def make_dataset(
+    root: Path,
+    train: int = 12,
+    test: int = 6,
+    distractors: int = 2,
+    views: int = 3,
+    size: int = 48,
+    points: int = 300,
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     ids = [f"L{i:03d}" for i in range(train + test + distractors)]
     gps = []

@@ -37,7 +37,6 @@ def tiny_checkpoint(tiny_encoder, tmp_path_factory):
 def tiny_onnx(tiny_checkpoint, tmp_path_factory):
     """``encoder.onnx`` (fp32) exported from the encoder stored in ``tiny_checkpoint``."""
     from geolink_edge.export.onnx_export import export_onnx
-
     from geolink_edge.models import load_encoder
 
     encoder, _ = load_encoder(tiny_checkpoint)

@@ -68,8 +68,13 @@ def world(tmp_path_factory, tiny_checkpoint, tiny_onnx):
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
     return {
-        "root": root, "data": data, "ortho": ortho, "index": index, "camera": camera,
-        "ckpt": Path(tiny_checkpoint), "onnx": Path(tiny_onnx),
+        "root": root,
+        "data": data,
+        "ortho": ortho,
+        "index": index,
+        "camera": camera,
+        "ckpt": Path(tiny_checkpoint),
+        "onnx": Path(tiny_onnx),
     }
 
 
@@ -98,51 +103,81 @@ CASES = {
     "reconstruct: missing dataset": ("reconstruct {r}/nowhere --backend dsm --out {out}", "nowhere"),
     "reconstruct: empty dataset": ("reconstruct {r}/empty --backend dsm --out {out}", "empty"),
     "export: empty --calib-data": (
-        "export {ckpt} --out {out} --int8 --calib-data {r}/empty --calib-images 4", "empty"),
+        "export {ckpt} --out {out} --int8 --calib-data {r}/empty --calib-images 4",
+        "empty",
+    ),
     "train: unreadable image": (
-        "train {r}/unreadable_image --out {out} --preset tiny --epochs 1 --points 64", ".jpg"),
+        "train {r}/unreadable_image --out {out} --preset tiny --epochs 1 --points 64",
+        ".jpg",
+    ),
     "train: malformed gps.csv row": (
-        "train {r}/bad_gps --out {out} --preset tiny --epochs 1 --points 64", "gps.csv"),
+        "train {r}/bad_gps --out {out} --preset tiny --epochs 1 --points 64",
+        "gps.csv",
+    ),
     "eval: malformed Dense_GPS line": ("eval {ckpt} {r}/denseuav --json {out}/eval.json", "Dense_GPS"),
     # maps
     "index build: raster without CRS": (
-        "index build --model {onnx} --out {out} --ortho {r}/no_crs.tif --tile-m 64", "CRS"),
+        "index build --model {onnx} --out {out} --ortho {r}/no_crs.tif --tile-m 64",
+        "CRS",
+    ),
     "index build: malformed corner CSV row": (
-        "index build --model {onnx} --out {out} --tiles {r}/corners/map.csv --tile-m 64", "map.csv"),
+        "index build --model {onnx} --out {out} --tiles {r}/corners/map.csv --tile-m 64",
+        "map.csv",
+    ),
     # models
     "export: truncated checkpoint": ("export {r}/truncated.pt --out {out}", "truncated.pt"),
     "export: foreign checkpoint (plain dict)": ("export {r}/foreign_dict.pt --out {out}", "foreign_dict.pt"),
     "index build: tensor file as model": (
-        "index build --model {r}/tensor.pt --out {out} --ortho {ortho} --tile-m 64", "tensor.pt"),
+        "index build --model {r}/tensor.pt --out {out} --ortho {ortho} --tile-m 64",
+        "tensor.pt",
+    ),
     "run: unknown model suffix": ("run --camera {camera} --model {r}/model.h5 --index {index}", "model.h5"),
     "run: model/index hash mismatch": (
-        "run --camera {camera} --model {onnx} --index {r}/other_index --log {out}/log.jsonl", "other_index"),
+        "run --camera {camera} --model {onnx} --index {r}/other_index --log {out}/log.jsonl",
+        "other_index",
+    ),
     "locate: model/index hash mismatch": (
-        "locate {camera}/000.png --model {onnx} --index {r}/other_index", "other_index"),
+        "locate {camera}/000.png --model {onnx} --index {r}/other_index",
+        "other_index",
+    ),
     "run: engine without sidecar": (
-        "run --camera {camera} --model {r}/encoder.engine --index {index}", "sidecar"),
+        "run --camera {camera} --model {r}/encoder.engine --index {index}",
+        "sidecar",
+    ),
     # cameras and intrinsics
     "run: missing camera folder": ("run --camera {r}/no_camera --model {onnx} --index {index}", "no_camera"),
     "run: intrinsics YAML that does not parse": (
-        "run --camera {camera} --model {onnx} --index {index} --intrinsics {r}/broken.yaml", "broken.yaml"),
+        "run --camera {camera} --model {onnx} --index {index} --intrinsics {r}/broken.yaml",
+        "broken.yaml",
+    ),
     "locate: intrinsics with a negative focal length": (
-        "locate {camera}/000.png --model {onnx} --index {index} --intrinsics {r}/negative_focal.yaml", "fx"),
+        "locate {camera}/000.png --model {onnx} --index {index} --intrinsics {r}/negative_focal.yaml",
+        "fx",
+    ),
     "locate: unreadable image": ("locate {r}/garbage.png --model {onnx} --index {index}", "garbage.png"),
     # numbers
     "synth: --locations -1": ("synth {out} --locations -1", "--locations"),
     "train: --epochs 0": ("train {data} --out {out} --preset tiny --epochs 0", "epochs"),
     "index build: --tile-m -5": (
-        "index build --model {onnx} --out {out} --ortho {ortho} --tile-m -5", "tile"),
+        "index build --model {onnx} --out {out} --ortho {ortho} --tile-m -5",
+        "tile",
+    ),
     "run: --altitude -3": (
-        "run --camera {camera} --model {onnx} --index {index} --altitude -3", "--altitude"),
+        "run --camera {camera} --model {onnx} --index {index} --altitude -3",
+        "--altitude",
+    ),
     "export: --calib-images 0": (
-        "export {ckpt} --out {out} --int8 --calib-data {data} --calib-images 0", "--calib-images"),
+        "export {ckpt} --out {out} --int8 --calib-data {data} --calib-images 0",
+        "--calib-images",
+    ),
     # outputs that exist
     "synth: existing output": ("synth {r}/existing --locations 2", "existing"),
     "train: existing output": ("train {data} --out {r}/existing --preset tiny --epochs 1", "existing"),
     "export: existing output": ("export {ckpt} --out {r}/existing", "existing"),
     "index build: existing output": (
-        "index build --model {onnx} --out {r}/existing --ortho {ortho} --tile-m 64", "existing"),
+        "index build --model {onnx} --out {r}/existing --ortho {ortho} --tile-m 64",
+        "existing",
+    ),
 }
 
 
@@ -189,10 +224,20 @@ def test_engine_for_another_tensorrt_or_gpu_is_refused(tmp_path, tiny_onnx):
     card = load_embedder(tiny_onnx).card
     engine = tmp_path / "encoder.engine"
     engine.write_bytes(b"\0" * 16)
-    write_sidecar(engine, make_sidecar(
-        tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7", source_onnx_sha256="0" * 64,
-        precision="int8", inputs=[], outputs=[], profile={"min": 1, "opt": 1, "max": 4}, model_card=card,
-    ))
+    write_sidecar(
+        engine,
+        make_sidecar(
+            tensorrt_version="10.3.0",
+            gpu_name="Orin",
+            compute_capability="8.7",
+            source_onnx_sha256="0" * 64,
+            precision="int8",
+            inputs=[],
+            outputs=[],
+            profile={"min": 1, "opt": 1, "max": 4},
+            model_card=card,
+        ),
+    )
     sidecar = read_sidecar(engine)
     check_compatible(sidecar, "10.3.0", "Orin", "8.7")  # the machine that built it
     for trt, gpu, cc, names in [

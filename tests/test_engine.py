@@ -9,6 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+
+from geolink_edge.card import ModelCard
+from geolink_edge.errors import GeolinkError, MissingDependency
 from geolink_edge.export.engine import EngineConf, profile_shapes, read_timing_cache
 from geolink_edge.export.sidecar import (
     check_compatible,
@@ -19,9 +22,6 @@ from geolink_edge.export.sidecar import (
     write_sidecar,
 )
 from geolink_edge.runtime.backends import load_embedder
-
-from geolink_edge.card import ModelCard
-from geolink_edge.errors import GeolinkError, MissingDependency
 
 HAS_TENSORRT = (
     importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None

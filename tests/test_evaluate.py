@@ -43,8 +43,13 @@ def test_scores_equal_the_numpy_metrics_on_the_same_descriptors(tiny_checkpoint,
     card = tiny_encoder.card
     q = stage.embed_paths(tiny_encoder, card, [i.path for i in data.query_drone], quiet=True)
     g = stage.embed_paths(tiny_encoder, card, [i.path for i in data.gallery_satellite], quiet=True)
-    expected = evaluate_embeddings(q, [i.location for i in data.query_drone], g,
-                                   [i.location for i in data.gallery_satellite], mask_distractors=True)
+    expected = evaluate_embeddings(
+        q,
+        [i.location for i in data.query_drone],
+        g,
+        [i.location for i in data.gallery_satellite],
+        mask_distractors=True,
+    )
     got = stage.main(tiny_checkpoint, dataset, mask_distractors=True, quiet=True)["drone->satellite"]
     assert got["protocol"] == PROTOCOL_MASKED and got["gallery"] == 4
     assert got["AP"] == pytest.approx(expected["AP"], abs=1e-4)
@@ -67,8 +72,9 @@ def test_unknown_weather_and_bad_batch_size_are_refused(tiny_checkpoint, dataset
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geolink_edge.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "geolink_edge.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_prints_the_protocol_and_refuses_a_corrupt_checkpoint(tiny_checkpoint, dataset, tmp_path):

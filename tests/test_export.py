@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from _dataset_fixtures import write_university1652
+
 from geolink_edge.calib.quantize import zero_points
 from geolink_edge.runtime.backends import OnnxEmbedder
 

@@ -40,6 +40,7 @@ def test_info_nce_label_smoothing_by_hand():
 
     def smoothed(row: list[float], target: int) -> float:
         return (1 - eps) * _ce(row, target) + eps * sum(_ce(row, j) for j in range(2)) / 2
+
     want = (smoothed(rows[0], 0) + smoothed(rows[1], 1)) / 2
     got = info_nce(Q, R, temperature=0.5, label_smoothing=eps, symmetric=False).item()
     assert math.isclose(got, want, rel_tol=1e-5)

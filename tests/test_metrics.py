@@ -96,8 +96,15 @@ def test_sdm_and_top1_error_from_gps():
     gallery = _gallery_in_order(3)
     # gallery positions (lat, lon): ranks 0, 1, 2 at 1e-4, 2e-4 and 0 degrees east of the query
     g_ll = np.array([[0.0, 1e-4], [0.0, 2e-4], [0.0, 0.0]])
-    out = evaluate_embeddings(QUERY, ["c"], gallery, ["a", "b", "c"], query_latlon=np.array([[0.0, 0.0]]),
-                              gallery_latlon=g_ll, sdm_ks=(1, 3))
+    out = evaluate_embeddings(
+        QUERY,
+        ["c"],
+        gallery,
+        ["a", "b", "c"],
+        query_latlon=np.array([[0.0, 0.0]]),
+        gallery_latlon=g_ll,
+        sdm_ks=(1, 3),
+    )
     assert out["SDM@1"] == pytest.approx(100 * math.exp(-0.5))
     # weights 1, 2/3, 1/3 (sum 2); distances 1e-4, 2e-4, 0 degrees
     expected = (math.exp(-0.5) + 2 / 3 * math.exp(-1.0) + 1 / 3) / 2

@@ -100,8 +100,13 @@ def test_freeze_blocks():
 
 
 def test_convnet_backbone_gives_its_last_map():
-    card = ModelCard(backbone="test_resnet", image_size=(64, 96), feature_dim=96, feature_size=(2, 3),
-                     aggregator=MixVPRConfig(out_channels=8, out_rows=2))
+    card = ModelCard(
+        backbone="test_resnet",
+        image_size=(64, 96),
+        feature_dim=96,
+        feature_size=(2, 3),
+        aggregator=MixVPRConfig(out_channels=8, out_rows=2),
+    )
     encoder = ImageEncoder(card, freeze_blocks=1)
     images = torch.randn(2, 3, 64, 96, generator=_seeded(2))
     assert encoder.feature_map(images).shape == (2, 96, 2, 3) and encoder(images).shape == (2, 16)
@@ -197,8 +202,12 @@ def test_truncated_foreign_and_pickled_files_are_refused(tiny_checkpoint, tmp_pa
     (tmp_path / "cut.pt").write_bytes(blob[: len(blob) // 2])
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     torch.save({"obj": torch.optim.SGD}, tmp_path / "pickled.pt")
-    cases = {"cut.pt": "not a readable checkpoint", "foreign.pt": "not a geolink-edge checkpoint",
-             "pickled.pt": "refused to unpickle", "absent.pt": "checkpoint not found"}
+    cases = {
+        "cut.pt": "not a readable checkpoint",
+        "foreign.pt": "not a geolink-edge checkpoint",
+        "pickled.pt": "refused to unpickle",
+        "absent.pt": "checkpoint not found",
+    }
     for name, message in cases.items():
         with pytest.raises(GeolinkError, match=message) as info:
             read_checkpoint(tmp_path / name)

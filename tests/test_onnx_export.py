@@ -7,12 +7,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from geolink_edge.export.onnx_export import export_onnx
-from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY, load_embedder
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
+from geolink_edge.export.onnx_export import export_onnx
 from geolink_edge.models import read_checkpoint
+from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY, load_embedder
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import numpy as np
 import pycolmap
 import pytest
 from _dataset_fixtures import write_university1652
-from geolink_edge.train import colmap_io, sfm
-from geolink_edge.train.reconstruct import CONFS, REPORT, main
 
 from geolink_edge import cli
 from geolink_edge.data import pointclouds
 from geolink_edge.data.layout import open_dataset
 from geolink_edge.errors import GeolinkError
+from geolink_edge.train import colmap_io, sfm
+from geolink_edge.train.reconstruct import CONFS, REPORT, main
 
 # Median distance from aligned SfM points to the true surface. Measured 1.05-1.25 m on such scenes
 # (256 px views from 95-270 m: about one pixel's ground footprint), so 2 m leaves room for noise.

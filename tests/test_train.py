@@ -49,8 +49,12 @@ def test_baseline_has_only_the_2d_contrastive_term():
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"epochs": -1}, "epochs"), ({"lr": 1e-5, "min_lr": 1e-4}, "min_lr"), ({"surprise": 1}, "surprise"),
-     ({"batch_size": 1}, "batch_size")],
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"lr": 1e-5, "min_lr": 1e-4}, "min_lr"),
+        ({"surprise": 1}, "surprise"),
+        ({"batch_size": 1}, "batch_size"),
+    ],
 )
 def test_bad_config_values_are_one_line_errors(overrides, message):
     with pytest.raises(GeolinkError, match=message):
@@ -148,12 +152,17 @@ def test_vclub_estimators_are_fitted_by_their_own_optimiser(finished_run):
 
 
 def test_baseline_and_no_mme_runs(dataset, tmp_path):
-    base = trainer.main(resolve_config("tiny", overrides={**ONE_STEP, "baseline": True}), dataset,
-                        tmp_path / "base", quiet=True)
+    base = trainer.main(
+        resolve_config("tiny", overrides={**ONE_STEP, "baseline": True}),
+        dataset,
+        tmp_path / "base",
+        quiet=True,
+    )
     ckpt = read_checkpoint(base / "last.pt")
     assert set(ckpt["branch3d"]) == {"logit_scale"} and not ckpt["club"]
-    lin = trainer.main(resolve_config("tiny", overrides={**ONE_STEP, "mme": False}), dataset,
-                       tmp_path / "linear", quiet=True)
+    lin = trainer.main(
+        resolve_config("tiny", overrides={**ONE_STEP, "mme": False}), dataset, tmp_path / "linear", quiet=True
+    )
     assert "branch3d.weight" in read_checkpoint(lin / "last.pt")["branch3d"]
 
 
@@ -164,9 +173,25 @@ def _cli(*args: str) -> list[str]:
 def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, dataset, tmp_path):
     """Same options as ``finished_run``; killed one batch into epoch 2, resumed: same steps, same weights."""
     run = tmp_path / "run"
-    args = ["train", str(dataset), "--out", str(run), "--preset", "tiny", "--epochs", "2",
-            "--steps-per-epoch", "2", "--batch-size", "4", "--points", "128", "--save-every-steps", "1",
-            "--quiet"]
+    args = [
+        "train",
+        str(dataset),
+        "--out",
+        str(run),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--points",
+        "128",
+        "--save-every-steps",
+        "1",
+        "--quiet",
+    ]
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed = False
@@ -197,8 +222,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     empty = tmp_path / "empty"
     (empty / "train" / "drone").mkdir(parents=True)
     (empty / "train" / "satellite").mkdir(parents=True)
-    res = subprocess.run(_cli("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        _cli("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and res.stderr.startswith("error:") and res.stderr.strip().count("\n") == 0
 
     no_pc = make_dataset(tmp_path / "nopc", train=6, test=2, distractors=0, views=2)

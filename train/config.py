@@ -144,8 +144,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve_config(preset: str = "paper", config_file: str | Path | None = None,
-                   overrides: dict[str, Any] | None = None) -> TrainConfig:
+def resolve_config(
+    preset: str = "paper", config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
     """Preset, then the YAML file, then the overrides (``None`` values are ignored)."""
     if preset not in PRESETS:
         raise GeolinkError(f"unknown training preset {preset!r} (choose from {', '.join(PRESETS)})")

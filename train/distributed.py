@@ -79,6 +79,14 @@ def launch_torchrun(gpus: int, argv: list[str]) -> int:
     available = torch.cuda.device_count()
     if gpus > available:
         raise GeolinkError(f"--gpus {gpus}: only {available} CUDA device(s) visible")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-           "-m", "geolink_edge.cli", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={gpus}",
+        "-m",
+        "geolink_edge.cli",
+        *argv,
+    ]
     return subprocess.call(cmd)

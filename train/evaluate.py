@@ -35,9 +35,17 @@ def _progress(quiet: bool):
 
 
 @torch.inference_mode()
-def embed_paths(encoder: torch.nn.Module, card: ModelCard, paths: Sequence[Path], *, batch_size: int = 32,
-                device: torch.device | str = "cpu", hook: ImageHook | None = None, label: str = "embedding",
-                quiet: bool = False) -> np.ndarray:
+def embed_paths(
+    encoder: torch.nn.Module,
+    card: ModelCard,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    hook: ImageHook | None = None,
+    label: str = "embedding",
+    quiet: bool = False,
+) -> np.ndarray:
     """L2-normalised descriptors (N, D) float32 of image files, in batches, with a progress bar.
 
     ``hook(image_bgr, index)`` alters each image after reading (weather); images are read and
@@ -59,7 +67,7 @@ def embed_paths(encoder: torch.nn.Module, card: ModelCard, paths: Sequence[Path]
                 idx = range(start, min(start + batch_size, len(paths)))
                 batch = torch.from_numpy(np.stack(list(pool.map(load, idx)))).to(device)
                 desc = encoder(batch).float()
-                out[start:start + len(idx)] = torch.nn.functional.normalize(desc, dim=1).cpu().numpy()
+                out[start : start + len(idx)] = torch.nn.functional.normalize(desc, dim=1).cpu().numpy()
                 bar.advance(task, len(idx))
     finally:
         encoder.train(was_training)
@@ -92,8 +100,13 @@ def _latlon(items: Sequence[ImageItem], gps: dict[str, tuple[float, float]] | No
 
 def _score(q_items, q_desc, g_items, g_desc, data: CrossViewData, mask: bool) -> dict:
     return evaluate_embeddings(
-        q_desc, _labels(q_items), g_desc, _labels(g_items), mask_distractors=mask,
-        query_latlon=_latlon(q_items, data.gps), gallery_latlon=_latlon(g_items, data.gps),
+        q_desc,
+        _labels(q_items),
+        g_desc,
+        _labels(g_items),
+        mask_distractors=mask,
+        query_latlon=_latlon(q_items, data.gps),
+        gallery_latlon=_latlon(g_items, data.gps),
     )
 
 
@@ -107,17 +120,33 @@ def _mean_of(results: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
-def evaluate_encoder(encoder: torch.nn.Module, card: ModelCard, data: CrossViewData, *,
-                     mask_distractors: bool = False, weather: Sequence[str] = (), batch_size: int = 32,
-                     device: torch.device | str = "cpu", directions: Sequence[str] = (D2S, S2D),
-                     quiet: bool = False) -> dict:
+def evaluate_encoder(
+    encoder: torch.nn.Module,
+    card: ModelCard,
+    data: CrossViewData,
+    *,
+    mask_distractors: bool = False,
+    weather: Sequence[str] = (),
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    directions: Sequence[str] = (D2S, S2D),
+    quiet: bool = False,
+) -> dict:
     """Scores of both directions (and per flight height, and per weather on drone queries)."""
     if not data.query_drone or not data.gallery_satellite:
         raise GeolinkError(f"{data.root}: the test split has no drone queries or no satellite gallery")
 
     def embed(items, label, hook=None):
-        return embed_paths(encoder, card, [it.path for it in items], batch_size=batch_size, device=device,
-                           hook=hook, label=label, quiet=quiet)
+        return embed_paths(
+            encoder,
+            card,
+            [it.path for it in items],
+            batch_size=batch_size,
+            device=device,
+            hook=hook,
+            label=label,
+            quiet=quiet,
+        )
 
     result: dict = {}
     q_drone = embed(data.query_drone, "query drone")
@@ -134,29 +163,49 @@ def evaluate_encoder(encoder: torch.nn.Module, card: ModelCard, data: CrossViewD
     if heights and D2S in directions:
         per_height: dict = {}
         for h in heights:
-            entry = {D2S: _score(*_select(data.query_drone, q_drone, lambda it, h=h: it.height == h),
-                                 data.gallery_satellite, g_sat, data, mask_distractors)}
+            entry = {
+                D2S: _score(
+                    *_select(data.query_drone, q_drone, lambda it, h=h: it.height == h),
+                    data.gallery_satellite,
+                    g_sat,
+                    data,
+                    mask_distractors,
+                )
+            }
             if with_s2d:
                 g_items, g_desc = _select(data.gallery_drone, g_drone, lambda it, h=h: it.height == h)
                 if g_items:
                     entry[S2D] = _score(data.query_satellite, q_sat, g_items, g_desc, data, mask_distractors)
             per_height[str(h)] = entry
-        per_height["mean"] = {d: _mean_of([e[d] for e in per_height.values() if d in e])
-                              for d in (D2S, S2D) if all(d in e for e in per_height.values())}
+        per_height["mean"] = {
+            d: _mean_of([e[d] for e in per_height.values() if d in e])
+            for d in (D2S, S2D)
+            if all(d in e for e in per_height.values())
+        }
         result["per_height"] = per_height
 
     if weather:
         result["weather"] = {}
         for name in weather:
             q_weather = embed(data.query_drone, f"query drone ({name})", weather_hook(name))
-            result["weather"][name] = _score(data.query_drone, q_weather, data.gallery_satellite, g_sat, data,
-                                             mask_distractors)
+            result["weather"][name] = _score(
+                data.query_drone, q_weather, data.gallery_satellite, g_sat, data, mask_distractors
+            )
     return result
 
 
-def main(checkpoint: str | Path, data_root: str | Path, *, mask_distractors: bool = False,
-         weather: Sequence[str] = (), heights: list[int] | None = None, batch_size: int = 32,
-         device: str = "auto", json_out: str | Path | None = None, quiet: bool = False) -> dict:
+def main(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    *,
+    mask_distractors: bool = False,
+    weather: Sequence[str] = (),
+    heights: list[int] | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    json_out: str | Path | None = None,
+    quiet: bool = False,
+) -> dict:
     """Evaluate a checkpoint on a dataset root; writes the report to ``json_out`` when given."""
     from geolink_edge.data.layout import open_dataset
     from geolink_edge.models.checkpoint import load_encoder
@@ -166,8 +215,16 @@ def main(checkpoint: str | Path, data_root: str | Path, *, mask_distractors: boo
     encoder, card = load_encoder(checkpoint)
     data = open_dataset(data_root, heights=heights)
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    scores = evaluate_encoder(encoder.to(dev), card, data, mask_distractors=mask_distractors, weather=weather,
-                              batch_size=batch_size, device=dev, quiet=quiet)
+    scores = evaluate_encoder(
+        encoder.to(dev),
+        card,
+        data,
+        mask_distractors=mask_distractors,
+        weather=weather,
+        batch_size=batch_size,
+        device=dev,
+        quiet=quiet,
+    )
     report = {
         "checkpoint": str(checkpoint),
         "dataset": str(data_root),

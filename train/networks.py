@@ -24,8 +24,9 @@ from geolink_edge.train.distributed import DistInfo
 class FeatureModel(nn.Module):
     def __init__(self, conf: TrainConfig, card: ModelCard):
         super().__init__()
-        self.encoder = ImageEncoder(card, pretrained=conf.pretrained, weights=conf.weights,
-                                    freeze_blocks=conf.freeze_blocks)
+        self.encoder = ImageEncoder(
+            card, pretrained=conf.pretrained, weights=conf.weights, freeze_blocks=conf.freeze_blocks
+        )
         self.second_views = "sc" in conf.active_losses
         self.pointnn: PointNN | None = None
         self.branch3d: nn.Module | None = None
@@ -33,8 +34,11 @@ class FeatureModel(nn.Module):
             self.pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
             dim = self.encoder.descriptor_dim
             # without the MME block a linear head brings the 3D feature to the descriptor's size
-            self.branch3d = (MixtureOfExperts(self.pointnn.out_dim, dim, conf.experts) if conf.mme
-                             else nn.Linear(self.pointnn.out_dim, dim))
+            self.branch3d = (
+                MixtureOfExperts(self.pointnn.out_dim, dim, conf.experts)
+                if conf.mme
+                else nn.Linear(self.pointnn.out_dim, dim)
+            )
 
     def _pairs(self, module, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One forward for both views when the second is needed (one pass, twice the batch)."""
@@ -61,8 +65,9 @@ class GeoLinkNetworks(nn.Module):
         dim = self.features.encoder.descriptor_dim
         active = conf.active_losses
         weights = {t: (conf.loss_weight(t) if t in active else 0.0) for t in ("cc", "sc", "ga", "rd")}
-        self.loss_fn = GeoLinkLoss(dim=dim, label_smoothing=conf.label_smoothing,
-                                   club_hidden=conf.club_hidden, **weights)
+        self.loss_fn = GeoLinkLoss(
+            dim=dim, label_smoothing=conf.label_smoothing, club_hidden=conf.club_hidden, **weights
+        )
         if "ga" not in active:
             self.loss_fn.club = nn.ModuleDict()  # estimators of an inactive term would only cost memory
         self.baseline = conf.baseline
@@ -85,8 +90,12 @@ class GeoLinkNetworks(nn.Module):
 
     def loss(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.baseline:
-            value = info_nce(feats["dro"], feats["sat"], logit_scale=self.loss_fn.logit_scale,
-                             label_smoothing=self.conf.label_smoothing)
+            value = info_nce(
+                feats["dro"],
+                feats["sat"],
+                logit_scale=self.loss_fn.logit_scale,
+                label_smoothing=self.conf.label_smoothing,
+            )
             return value, {"cc": value.detach(), "logit_scale": self.loss_fn.logit_scale.detach().exp()}
         return self.loss_fn(feats)
 
@@ -105,8 +114,9 @@ class GeoLinkNetworks(nn.Module):
             self.loss_fn.logit_scale.copy_(state["logit_scale"])
         if self.features.branch3d is not None:
             prefix = "branch3d."
-            self.features.branch3d.load_state_dict({k[len(prefix):]: v for k, v in state.items()
-                                                    if k.startswith(prefix)})
+            self.features.branch3d.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
 
     def wrap_ddp(self, dist: DistInfo) -> nn.Module:
         if not dist.enabled:

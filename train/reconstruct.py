@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from geolink_edge.train import colmap_io, sfm, vggt_points
 
 from geolink_edge import atomic
 from geolink_edge.data import pointclouds
 from geolink_edge.data.layout import open_dataset, require_dir
 from geolink_edge.errors import GeolinkError, MissingDependency
+from geolink_edge.train import colmap_io, sfm, vggt_points
 
 CONFS: dict[str, dict] = {
     "dsm": {"backend": "dsm"},

@@ -46,8 +46,12 @@ class RunLog:
         # purge_step drops events written after the checkpoint a resumed run restarts from
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step or None)
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[terms]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
             disable=quiet,
         )
         self.task = self.progress.add_task(

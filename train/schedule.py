@@ -20,8 +20,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float) -> f
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                  peak_lr: float, final_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` (so its position saves and restores with ``state_dict``)."""
     floor = final_lr / peak_lr
     return torch.optim.lr_scheduler.LambdaLR(

@@ -19,15 +19,23 @@ IMAGE_KEYS = ("drone", "drone2", "satellite", "satellite2")
 
 
 class TrainStep:
-    def __init__(self, conf: TrainConfig, nets: GeoLinkNetworks, precision: Precision, dist: ddp.DistInfo,
-                 total_steps: int, warmup_steps: int):
+    def __init__(
+        self,
+        conf: TrainConfig,
+        nets: GeoLinkNetworks,
+        precision: Precision,
+        dist: ddp.DistInfo,
+        total_steps: int,
+        warmup_steps: int,
+    ):
         self.conf, self.nets, self.precision, self.dist = conf, nets, precision, dist
         if conf.channels_last:
             nets.encoder.to(memory_format=torch.channels_last)
         self.params = [p for p in nets.trained_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=conf.lr, weight_decay=conf.weight_decay)
-        self.club_optimizer = (torch.optim.Adam(nets.club.parameters(), lr=conf.club_lr)
-                               if nets.club is not None else None)
+        self.club_optimizer = (
+            torch.optim.Adam(nets.club.parameters(), lr=conf.club_lr) if nets.club is not None else None
+        )
         self.scheduler = warmup_cosine(self.optimizer, total_steps, warmup_steps, conf.lr, conf.min_lr)
         self.scaler = precision.scaler()
         self.features = nets.wrap_ddp(dist) if dist.enabled else nets.features

@@ -57,8 +57,16 @@ def _card(conf: TrainConfig, data: CrossViewData) -> ModelCard:
 
 def _training_pairs(conf: TrainConfig, data: CrossViewData, card: ModelCard) -> TrainPairs:
     def pairs(d: CrossViewData, required: bool) -> TrainPairs:
-        return TrainPairs(d, tuple(card.image_size), n_points=conf.points, train=True,
-                          require_pointclouds=required, seed=conf.seed, mean=card.mean, std=card.std)
+        return TrainPairs(
+            d,
+            tuple(card.image_size),
+            n_points=conf.points,
+            train=True,
+            require_pointclouds=required,
+            seed=conf.seed,
+            mean=card.mean,
+            std=card.std,
+        )
 
     if not data.train_drone:
         raise GeolinkError(f"{data.root}: the training split is empty (no train/drone/<id>/ folders)")
@@ -69,8 +77,10 @@ def _training_pairs(conf: TrainConfig, data: CrossViewData, card: ModelCard) -> 
     probe = pairs(data, required=False)
     keep = {loc for loc, path in probe.pointcloud_paths.items() if path is not None}
     if len(keep) < conf.batch_size:
-        raise GeolinkError(f"{data.root}: only {len(keep)} training locations have a point cloud "
-                           f"(a batch needs {conf.batch_size})")
+        raise GeolinkError(
+            f"{data.root}: only {len(keep)} training locations have a point cloud "
+            f"(a batch needs {conf.batch_size})"
+        )
     kept = dataclasses.replace(data, train_drone={k: v for k, v in data.train_drone.items() if k in keep})
     return pairs(kept, required=True)
 
@@ -84,23 +94,27 @@ def _check_resumable(ckpt: dict, conf: TrainConfig, path: Path) -> None:
 
 
 class Trainer:
-    def __init__(self, conf: TrainConfig, data: CrossViewData, run_dir: Path, dist: ddp.DistInfo,
-                 quiet: bool = False):
+    def __init__(
+        self, conf: TrainConfig, data: CrossViewData, run_dir: Path, dist: ddp.DistInfo, quiet: bool = False
+    ):
         self.conf, self.data, self.run_dir, self.dist, self.quiet = conf, data, run_dir, dist, quiet
         self.device = pick_device(conf.device, dist.local_rank)
         self.precision = Precision.choose(conf.amp, self.device)
         seed_everything(conf.seed + dist.rank)
         self.card = _card(conf, data)
         self.pairs = _training_pairs(conf, data, self.card)
-        self.sampler = UniqueLocationBatchSampler(self.pairs.labels, conf.batch_size, seed=conf.seed,
-                                                  rank=dist.rank, world_size=dist.world_size)
+        self.sampler = UniqueLocationBatchSampler(
+            self.pairs.labels, conf.batch_size, seed=conf.seed, rank=dist.rank, world_size=dist.world_size
+        )
         self.steps_per_epoch = min(len(self.sampler), conf.steps_per_epoch or len(self.sampler))
         if self.steps_per_epoch == 0:
             raise GeolinkError(f"{data.root}: not enough training images for one batch of {conf.batch_size}")
         self.total_steps = self.steps_per_epoch * conf.epochs
         if not (conf.pretrained or conf.weights) and dist.is_main:
-            print("warning: no --pretrained or --weights: the backbone starts from random weights",
-                  file=sys.stderr)
+            print(
+                "warning: no --pretrained or --weights: the backbone starts from random weights",
+                file=sys.stderr,
+            )
         self.nets = GeoLinkNetworks(conf, self.card).to(self.device)
         warmup = round(conf.warmup_epochs * self.steps_per_epoch)
         self.step = TrainStep(conf, self.nets, self.precision, dist, self.total_steps, warmup)
@@ -141,25 +155,38 @@ class Trainer:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise GeolinkError(f"{path}: does not fit this model ({first})") from None
         restore_rng(ckpt["rng"])
-        self.progress = Progress(ckpt["epoch"], ckpt["position"], ckpt["step"], ckpt["best_r1"],
-                                 list(ckpt["metrics"]["history"]))
+        self.progress = Progress(
+            ckpt["epoch"], ckpt["position"], ckpt["step"], ckpt["best_r1"], list(ckpt["metrics"]["history"])
+        )
 
     # ---- epochs ------------------------------------------------------------------------------
     def _loader(self, epoch: int, start: int) -> DataLoader:
         self.sampler.set_epoch(epoch)
         self.pairs.set_epoch(epoch)
-        batches = list(self.sampler)[start:self.steps_per_epoch]
+        batches = list(self.sampler)[start : self.steps_per_epoch]
         # its own generator: creating a loader must not draw from the global RNG that a resumed
         # run restores mid-epoch
         generator = torch.Generator().manual_seed(self.conf.seed * 100_003 + epoch)
-        return DataLoader(self.pairs, batch_sampler=batches, num_workers=self.conf.workers,
-                          pin_memory=self.device.type == "cuda", generator=generator)
+        return DataLoader(
+            self.pairs,
+            batch_sampler=batches,
+            num_workers=self.conf.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,
+        )
 
     def validate(self) -> dict[str, float]:
         if not self.data.query_drone or not self.data.gallery_satellite:
             return {}
-        scores = evaluate_encoder(self.nets.encoder, self.card, self.data, device=self.device,
-                                  batch_size=self.conf.val_batch_size, directions=(D2S,), quiet=True)[D2S]
+        scores = evaluate_encoder(
+            self.nets.encoder,
+            self.card,
+            self.data,
+            device=self.device,
+            batch_size=self.conf.val_batch_size,
+            directions=(D2S,),
+            quiet=True,
+        )[D2S]
         return {"val/R@1": scores["R@1"], "val/R@5": scores["R@5"], "val/AP": scores["AP"]}
 
     def fit(self) -> None:
@@ -185,8 +212,13 @@ class Trainer:
     def _end_epoch(self, log, sums: dict[str, float], seconds: float) -> None:
         conf, p = self.conf, self.progress
         done = max(sums.pop("batches", 0.0), 1.0)  # batches of this epoch run by this process
-        record: dict = {"epoch": p.epoch + 1, "step": p.step, "lr": self.step.lr,
-                        "seconds": round(seconds, 2), **{f"loss/{k}": v / done for k, v in sums.items()}}
+        record: dict = {
+            "epoch": p.epoch + 1,
+            "step": p.step,
+            "lr": self.step.lr,
+            "seconds": round(seconds, 2),
+            **{f"loss/{k}": v / done for k, v in sums.items()},
+        }
         last = p.epoch + 1 == conf.epochs
         is_best = False
         if self.dist.is_main and ((p.epoch + 1) % conf.val_every == 0 or last):
@@ -203,8 +235,15 @@ class Trainer:
         log.note(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
 
-def main(conf: TrainConfig, data_root: str | Path, run_dir: str | Path, *, resume: bool = False,
-         force: bool = False, quiet: bool = False) -> Path:
+def main(
+    conf: TrainConfig,
+    data_root: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+) -> Path:
     """Train on a dataset root into ``run_dir``; returns ``run_dir``."""
     run_dir = Path(run_dir)
     last = run_dir / "last.pt"

@@ -37,8 +37,13 @@ def print_report(report: dict) -> None:
         table.add_column(column, justify="right")
     for name, m in rows:
         err = m.get("top1_error_m")
-        table.add_row(name, *(_cell(m.get(c)) for c in columns), _cell(err["median"] if err else None),
-                      _cell(m.get("queries")), _cell(m.get("gallery")))
+        table.add_row(
+            name,
+            *(_cell(m.get(c)) for c in columns),
+            _cell(err["median"] if err else None),
+            _cell(m.get("queries")),
+            _cell(m.get("gallery")),
+        )
     console = Console(width=max(Console().width, 160))  # 14 columns: do not squeeze them when piped
     console.print(table)
     console.print(f"distractor protocol: {report['protocol']}; model {str(report['model_hash'])[:12]}")
@@ -64,9 +69,16 @@ def evaluate(
         height_list = [int(h) for h in heights.split(",") if h.strip()] or None
     except ValueError:
         raise GeolinkError(f"--heights: expected comma-separated integers, got {heights!r}") from None
-    report = stage.main(checkpoint, data, mask_distractors=mask_distractors,
-                        weather=stage.parse_weather(weather), heights=height_list, batch_size=batch_size,
-                        device=device, json_out=json_out)
+    report = stage.main(
+        checkpoint,
+        data,
+        mask_distractors=mask_distractors,
+        weather=stage.parse_weather(weather),
+        heights=height_list,
+        batch_size=batch_size,
+        device=device,
+        json_out=json_out,
+    )
     print_report(report)
 
 

@@ -39,7 +39,9 @@ def _torch_devices() -> list[str]:
     devices = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
-        devices.append(f"cuda:{i} {props.name} sm_{props.major}{props.minor} {props.total_memory / 2**30:.1f} GiB")
+        devices.append(
+            f"cuda:{i} {props.name} sm_{props.major}{props.minor} {props.total_memory / 2**30:.1f} GiB"
+        )
     return devices
 
 

@@ -47,14 +47,26 @@ def train(
     if gpus < 1:
         raise GeolinkError(f"--gpus must be ≥ 1, got {gpus}")
     overrides = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "points": points, "club_hidden": club_hidden,
-        "amp": amp, "device": device, "workers": workers, "seed": seed, "steps_per_epoch": steps_per_epoch,
-        "save_every_steps": save_every_steps, "weights": weights,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "points": points,
+        "club_hidden": club_hidden,
+        "amp": amp,
+        "device": device,
+        "workers": workers,
+        "seed": seed,
+        "steps_per_epoch": steps_per_epoch,
+        "save_every_steps": save_every_steps,
+        "weights": weights,
         "losses": parse_losses(losses) if losses is not None else None,
         "loss_weights": parse_weights(loss_weights) if loss_weights is not None else None,
         # flags only switch on: absent means "as the preset or the file says"
-        "baseline": baseline or None, "pretrained": pretrained or None, "compile": compile_model or None,
-        "channels_last": channels_last or None, "skip_missing_pc": skip_missing_pc or None,
+        "baseline": baseline or None,
+        "pretrained": pretrained or None,
+        "compile": compile_model or None,
+        "channels_last": channels_last or None,
+        "skip_missing_pc": skip_missing_pc or None,
         "mme": False if no_mme else None,
     }
     if overrides["loss_weights"] is not None:

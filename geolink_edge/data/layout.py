@@ -9,7 +9,6 @@ No torch here: the index builder and the evaluation read datasets too.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from geolink_edge.atomic import read_json
 from geolink_edge.errors import GeolinkError
 
 KINDS = ("university1652", "sues200", "denseuav", "synthetic")
@@ -141,10 +141,7 @@ def read_meta(root: Path) -> dict:
     path = root / "dataset.json"
     if not path.is_file():
         return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GeolinkError(f"{path} is not valid JSON ({exc})") from None
+    meta = read_json(path, "dataset description")
     if not isinstance(meta, dict):
         raise GeolinkError(f"{path} must hold a JSON object")
     return meta

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from geolink_edge.atomic import write_json
+from geolink_edge.atomic import read_json, write_json
 from geolink_edge.errors import GeolinkError
 
 BUNDLE_FORMAT = "geolink-edge/tile-index/1"
 INDEX_JSON = "index.json"
 INDEX_FAISS = "index.faiss"
 TILES_JSON = "tiles.json"
+BUNDLE_HINT = "not a geolink-edge tile index bundle?"
 CROPS_DIR = "crops"
 
 
@@ -86,18 +87,9 @@ def write_metadata(root: str | Path, manifest: dict[str, Any], tiles: list[Tile]
     (root / TILES_JSON).write_text(f"[\n{lines}\n]\n", encoding="utf-8")
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise GeolinkError(f"{path}: missing (not a geolink-edge tile index bundle?)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GeolinkError(f"{path}: not valid JSON ({exc})") from None
-
-
 def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root) / INDEX_JSON
-    manifest = _read_json(path)
+    manifest = read_json(path, "index file", BUNDLE_HINT)
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise GeolinkError(f"{path}: not a {BUNDLE_FORMAT} manifest")
     return manifest
@@ -144,7 +136,7 @@ class TileTable(Sequence):
 
 def read_tiles(root: str | Path) -> TileTable:
     path = Path(root) / TILES_JSON
-    data = _read_json(path)
+    data = read_json(path, "index file", BUNDLE_HINT)
     if not isinstance(data, list):
         raise GeolinkError(f"{path}: expected a JSON list of tiles")
     return TileTable(data, path)
