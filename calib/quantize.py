@@ -68,34 +68,37 @@ def copy_metadata(source, target, precision: str) -> None:
         entry.key, entry.value = key, value
 
 
-def _equal_batches(batches: Iterable[np.ndarray], largest: int = 16) -> list[np.ndarray]:
-    """All images re-cut into batches of one size (the largest divisor of the count up to ``largest``):
-    the histogram calibrators stack the outputs of every run into one array, so sizes must agree."""
-    parts = list(batches)
-    if not parts:
-        return []
-    images = np.concatenate(parts, axis=0)
-    size = next(d for d in range(min(largest, len(images)), 0, -1) if len(images) % d == 0)
-    return [images[i : i + size] for i in range(0, len(images), size)]
+# Images per calibrator pass. ORT's calibrators keep every output of the MatMuls they watch,
+# attention maps included (~1.2 GB per image for a ViT-B at 448 px), until the pass ends.
+CALIB_CHUNK = 4
 
 
-def _reader(batches: Iterable[np.ndarray], input_name: str):
+def _reader(images: np.ndarray, input_name: str):
+    """A calibration reader over ``images`` cut into chunks of ``CALIB_CHUNK``, which quantize_static
+    walks one chunk per pass (its strided mode), merging the ranges as it goes."""
     quantization = require("onnxruntime.quantization", _ORT_HINT)
+    chunks = [images[i : i + CALIB_CHUNK] for i in range(0, len(images), CALIB_CHUNK)]
 
-    class _BatchReader(quantization.CalibrationDataReader):
-        """Feeds preprocessed (N, 3, H, W) batches to the calibrator, one per call."""
-
+    class _ChunkReader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches: Iterator[np.ndarray] = iter(batches)
+            self._pending: Iterator[np.ndarray] = iter(())
+
+        def __len__(self) -> int:
+            return len(chunks)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._pending = iter(chunks[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+            chunk = next(self._pending, None)
+            return None if chunk is None else {input_name: np.ascontiguousarray(chunk)}
 
-    return _BatchReader()
+    return _ChunkReader()
 
 
-def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: str, input_name: str) -> None:
+def _quantize_ort(
+    prepared: Path, out: Path, images: np.ndarray, nodes: list[str], method: str, input_name: str
+) -> None:
     q = require("onnxruntime.quantization", _ORT_HINT)
     calibration = {
         "entropy": q.CalibrationMethod.Entropy,
@@ -106,7 +109,7 @@ def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: 
         q.quantize_static(
             str(prepared),
             str(out),
-            _reader(batches if method == "minmax" else _equal_batches(batches), input_name),
+            _reader(images, input_name),
             quant_format=q.QuantFormat.QDQ,
             activation_type=q.QuantType.QInt8,  # QUInt8 would put the symmetric zero point at 128
             weight_type=q.QuantType.QInt8,
@@ -118,6 +121,7 @@ def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: 
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
                 "CalibTensorRangeSymmetric": True,
+                "CalibStridedMinMax": 1,  # one chunk per pass, for every method despite the name
                 "MatMulConstBOnly": True,
                 # Q/DQ on the inputs only: the product and its bias Add stay in floating point.
                 "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS),
@@ -127,17 +131,22 @@ def _quantize_ort(prepared: Path, out: Path, batches, nodes: list[str], method: 
 
 
 def _quantize_modelopt(
-    prepared: Path, out: Path, batches, nodes: list[str], excluded: list[str], method: str, input_name: str
+    prepared: Path,
+    out: Path,
+    images: np.ndarray,
+    nodes: list[str],
+    excluded: list[str],
+    method: str,
+    input_name: str,
 ) -> None:
     """NVIDIA ModelOpt's ONNX PTQ, when installed: same node selection, its own calibrator."""
     mo = require("modelopt.onnx.quantization", "pip install nvidia-modelopt (optional INT8 path)")
     if method == "percentile":
         raise GeolinkError("--quantizer modelopt supports --calib-method entropy or minmax, not percentile")
-    data = np.concatenate(list(batches), axis=0).astype(np.float32)
     mo.quantize(
         onnx_path=str(prepared),
         quantize_mode="int8",
-        calibration_data={input_name: data},
+        calibration_data={input_name: images},
         calibration_method="entropy" if method == "entropy" else "max",
         op_types_to_quantize=list(LINEAR_OPS),
         nodes_to_quantize=nodes,
@@ -205,12 +214,10 @@ def quantize_int8(
     if not nodes:
         raise GeolinkError(f"{fp32_onnx}: no MatMul/Gemm with a weight inside transformer blocks to quantize")
     input_name = source.graph.input[0].name
-    counted: list[int] = []
-
-    def counting(it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for batch in it:
-            counted.append(len(batch))
-            yield batch
+    parts = list(batches)
+    if not parts:
+        raise GeolinkError("no calibration images were given")
+    images = np.concatenate(parts, axis=0).astype(np.float32)
 
     shape_inference = require("onnxruntime.quantization.shape_inference", _ORT_HINT)
     start = time.perf_counter()
@@ -219,12 +226,10 @@ def quantize_int8(
         shapes = _infer_shapes(shape_inference, fp32_onnx, prepared)
         raw = Path(tmp) / "int8.onnx"
         if quantizer == "ort":
-            _quantize_ort(prepared, raw, counting(batches), nodes, method, input_name)
+            _quantize_ort(prepared, raw, images, nodes, method, input_name)
         else:
-            _quantize_modelopt(prepared, raw, counting(batches), nodes, excluded, method, input_name)
+            _quantize_modelopt(prepared, raw, images, nodes, excluded, method, input_name)
         model = onnx.load(str(raw))
-    if not counted:
-        raise GeolinkError("no calibration images were given")
     copy_metadata(source, model, "int8")
     bad = {name: value for name, value in zero_points(model).items() if np.any(value != 0)}
     if bad:
@@ -236,7 +241,7 @@ def quantize_int8(
     return {
         "quantizer": quantizer,
         "method": method,
-        "images": int(sum(counted)),
+        "images": len(images),
         "shape_inference": shapes,
         "calibration_s": round(time.perf_counter() - start, 2),
         "quantized_nodes": quantized_linears(model),

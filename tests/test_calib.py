@@ -153,10 +153,17 @@ def test_fidelity_fails_when_drop_exceeds_limit(tiny_onnx, u1652):
         held_out_set(u1652, 0)
 
 
-def test_histogram_calibration_batches_are_recut_to_one_size():
-    from geolink_edge.calib.quantize import _equal_batches
+def test_calibrator_sees_the_images_a_chunk_at_a_time():
+    """ORT keeps every watched tensor of a pass in memory: a pass must cover CALIB_CHUNK images only."""
+    from geolink_edge.calib.quantize import CALIB_CHUNK, _reader
 
-    parts = [np.full((16, 1), 1.0), np.full((16, 1), 2.0), np.full((4, 1), 3.0)]
-    recut = _equal_batches(iter(parts))
-    assert [len(b) for b in recut] == [12, 12, 12] and np.concatenate(recut).sum() == 16 + 32 + 12
-    assert [len(b) for b in _equal_batches([np.zeros((7, 1))])] == [7] and _equal_batches([]) == []
+    images = np.arange(9 * 3, dtype=np.float32).reshape(9, 3, 1, 1)
+    reader = _reader(images, "image")
+    assert len(reader) == -(-9 // CALIB_CHUNK)
+    seen = []
+    for start in range(len(reader)):
+        reader.set_range(start, start + 1)
+        while (feed := reader.get_next()) is not None:
+            seen.append(feed["image"])
+    assert [len(c) for c in seen] == [CALIB_CHUNK] * (9 // CALIB_CHUNK) + [9 % CALIB_CHUNK]
+    np.testing.assert_array_equal(np.concatenate(seen), images)
