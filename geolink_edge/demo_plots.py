@@ -104,20 +104,24 @@ def _side_by_side(
 def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: Path, count: int = 3) -> Path:
     """Query frame | retrieved tile with its inlier matches, for a few accepted frames."""
     from geolink_edge.index.search import TileIndex
-    from geolink_edge.runtime.verify import Verifier
+    from geolink_edge.runtime.intrinsics import load_intrinsics
+    from geolink_edge.runtime.locate import Locator
+    from geolink_edge.runtime.sources import Telemetry
 
     plt = _pyplot()
-    index = TileIndex.load(index_dir)
-    verifier = Verifier()
+    camera = flight / "camera.yaml"
+    locator = Locator(
+        TileIndex.load(index_dir), intrinsics=load_intrinsics(camera) if camera.is_file() else None
+    )
     chosen = [r for r in records if r.get("status") == "accepted" and r["fix"].get("tile_id") is not None]
     picks = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(count, len(chosen))).astype(int)]
     fig, axes = plt.subplots(max(1, len(picks)), 1, figsize=(9, 3.6 * max(1, len(picks))), squeeze=False)
     for ax, record in zip(axes[:, 0], picks, strict=True):
         frame = cv2.imread(str(flight / "frames" / f"{record['frame']:06d}.jpg"), cv2.IMREAD_COLOR)
         tile_id = record["fix"]["tile_id"]
-        tile = index.tile_image(tile_id)
-        heading = (record.get("telemetry") or {}).get("yaw")
-        result = verifier.verify(tile_id, verifier.features(frame, heading), verifier.features(tile))
+        tile = locator.index.tile_image(tile_id)
+        telemetry = Telemetry(**record["telemetry"]) if record.get("telemetry") else None
+        result = locator.verify_tile(frame, tile_id, telemetry)
         frame_xy = result.frame_xy if result.ok else np.zeros((0, 2))
         tile_xy = result.tile_xy if result.ok else np.zeros((0, 2))
         ax.imshow(cv2.cvtColor(_side_by_side(frame, tile, frame_xy, tile_xy), cv2.COLOR_BGR2RGB))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.sources import Telemetry
-from geolink_edge.runtime.verify import Features, Verification, Verifier, VerifyConf
+from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class LocateConf:
     max_reproj_px: float = 3.0  # PnP RMS reprojection error beyond which PnP is not trusted
     sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
     sigma_homography_m: float = 5.0  # fallback without PnP, attitude known
+    sigma_votes_m: float = 2.5  # the position votes' median (parallax of roofs and trees spreads them)
     sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
     verify: VerifyConf = field(default_factory=VerifyConf)
 
@@ -44,7 +46,7 @@ class LocateConf:
 class Fix:
     ok: bool
     reason: str = ""  # why there is no fix (empty when ok)
-    method: str = ""  # "nadir" (attitude known), "pnp" or "homography"
+    method: str = ""  # "nadir" or "votes" (attitude known), "pnp" or "homography"
     note: str = ""  # why PnP was not used, when it was not
     x: float | None = None  # east (or local x), metres in the index frame
     y: float | None = None
@@ -56,6 +58,7 @@ class Fix:
     inliers: int = 0
     tile_id: int | None = None
     search: str = ""  # "global" or "near"
+    consensus: str = ""  # "votes" (attitude, height and intrinsics known) or "homography"
     topk_ids: list[int] = field(default_factory=list)
     topk_scores: list[float] = field(default_factory=list)
     verified: int = 0
@@ -144,16 +147,38 @@ def planar_pnp(
     return Pose(centre + offset, _heading_from_rotation(rotation), cov), ""
 
 
+def _world_to_camera(telemetry: Telemetry) -> np.ndarray:
+    """World→camera rotation from the yaw and pitch (docs/artifacts.md convention; roll not modelled)."""
+    psi, theta = math.radians(telemetry.yaw), math.radians(telemetry.pitch)
+    right = np.array([math.cos(psi), -math.sin(psi), 0.0])
+    forward = np.array([math.sin(psi) * math.cos(theta), math.cos(psi) * math.cos(theta), -math.sin(theta)])
+    return np.stack([right, np.cross(forward, right), forward])
+
+
+def attitude_known(telemetry: Telemetry | None) -> bool:
+    return telemetry is not None and None not in (telemetry.yaw, telemetry.pitch, telemetry.altitude)
+
+
+def ground_offsets(intrinsics: Intrinsics, telemetry: Telemetry, pixels: np.ndarray) -> np.ndarray:
+    """East/north metres from the point below the camera to where each pixel's ray meets level
+    ground ``telemetry.altitude`` below; NaN for rays at or above the horizon."""
+    if len(pixels) == 0:
+        return np.zeros((0, 2))
+    rays = np.c_[intrinsics.undistort_points(pixels), np.ones(len(pixels))] @ np.linalg.inv(intrinsics.K).T
+    world = rays @ _world_to_camera(telemetry)  # each row: R^T · ray
+    down = -world[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        offsets = world[:, :2] * (telemetry.altitude / down)[:, None]
+    offsets[down <= 1e-3] = np.nan
+    return offsets
+
+
 def nadir_pixel(intrinsics: Intrinsics, telemetry: Telemetry | None) -> np.ndarray | None:
     """Pixel (u, v) that sees the ground straight below the camera, from the yaw and pitch; None if
     the attitude is unknown or that point is outside the frame (roll is not modelled)."""
     if telemetry is None or telemetry.yaw is None or telemetry.pitch is None:
         return None
-    psi, theta = math.radians(telemetry.yaw), math.radians(telemetry.pitch)
-    right = np.array([math.cos(psi), -math.sin(psi), 0.0])
-    forward = np.array([math.sin(psi) * math.cos(theta), math.cos(psi) * math.cos(theta), -math.sin(theta)])
-    rotation = np.stack([right, np.cross(forward, right), forward])  # docs/artifacts.md convention
-    ray = intrinsics.K @ rotation @ np.array([0.0, 0.0, -1.0])
+    ray = intrinsics.K @ _world_to_camera(telemetry) @ np.array([0.0, 0.0, -1.0])
     if ray[2] <= 1e-6:
         return None
     uv = ray[:2] / ray[2]
@@ -204,10 +229,9 @@ class Locator:
         if not ids:
             fix.reason = "no tiles near the prediction" if region else "empty index"
             return fix
-        heading = telemetry.yaw if telemetry is not None else None
-        frame_features = self.verifier.features(image, heading)
+        fix.consensus, check = self._checker(image, telemetry)
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
-        best, rejections = self._verify(ids, frame_features, enough)
+        best, rejections = self._verify(ids, check, enough)
         t2 = time.perf_counter()
         timing["verify_ms"] = (t2 - t1) * 1e3
         fix.verified = len(rejections) + (best is not None)
@@ -219,18 +243,43 @@ class Locator:
         timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
         return fix
 
+    def _checker(
+        self, image: np.ndarray, telemetry: Telemetry | None
+    ) -> tuple[str, Callable[[int], Verification]]:
+        """The consensus this frame allows ("votes" or "homography") and a check of one candidate tile."""
+        heading = telemetry.yaw if telemetry is not None else None
+        frame = self.verifier.features(image, heading)
+        intrinsics = self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None
+        if intrinsics is None or not attitude_known(telemetry):
+            return "homography", lambda tile_id: self.verifier.verify(
+                tile_id, frame, self.verifier.tile_features(tile_id, self.index.tile_image)
+            )
+        offsets = ground_offsets(intrinsics, telemetry, frame.xy)
+        return "votes", lambda tile_id: self.verifier.verify_by_votes(
+            tile_id,
+            frame,
+            self.verifier.tile_features(tile_id, self.index.tile_image),
+            offsets,
+            _affine(self.index.tile(tile_id)),
+        )
+
+    def verify_tile(
+        self, image: np.ndarray, tile_id: int, telemetry: Telemetry | None = None
+    ) -> Verification:
+        """The verification ``locate`` would make of one tile (for pictures and debugging)."""
+        return self._checker(image, telemetry)[1](tile_id)
+
     def _verify(
-        self, ids: list[int], frame: Features, enough: int
+        self, ids: list[int], check: Callable[[int], Verification], enough: int
     ) -> tuple[Verification | None, list[Verification]]:
         best: Verification | None = None
         rejected: list[Verification] = []
         for tile_id in ids:
             try:
-                tile = self.verifier.tile_features(tile_id, self.index.tile_image)
+                result = check(tile_id)
             except GeolinkError as exc:  # one broken crop must not stop the flight
                 rejected.append(Verification(tile_id, 0, str(exc)))
                 continue
-            result = self.verifier.verify(tile_id, frame, tile)
             if not result.ok:
                 rejected.append(result)
                 continue
@@ -248,30 +297,46 @@ class Locator:
         fix.tile_id, fix.inliers = match.tile_id, match.inliers
         height, width = shape[:2]
         intrinsics = self.intrinsics.for_size(width, height) if self.intrinsics else None
-        why_not = "no intrinsics"
+        pose, why_not = None, "no intrinsics"
         if intrinsics is not None:
             ground = np.c_[_to_ground(affine, match.tile_xy), np.zeros(len(match.tile_xy))]
             pose, why_not = planar_pnp(match.frame_xy, ground, intrinsics, self.conf.max_reproj_px)
-            nadir = nadir_pixel(intrinsics, telemetry)
-            if nadir is not None:
-                # With the attitude known, the point of the frame straight below the camera, mapped
-                # through the homography, gives the position without assuming level ground; PnP on
-                # sloping terrain would tilt the camera and shift it sideways.
-                xy = _to_ground(affine, cv2.perspectiveTransform(nadir.reshape(1, 1, 2), match.homography))[0]
-                cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(
-                    2
-                ) * self.conf.sigma_floor_m**2
-                heading = pose.heading if pose is not None else float(telemetry.yaw)
-                self._finish(
-                    fix, "nadir", xy, cov, heading, float(pose.centre[2]) if pose is not None else None
-                )
-                return
-            if pose is not None:
-                cov = pose.cov + np.eye(2) * self.conf.sigma_floor_m**2
-                self._finish(fix, "pnp", pose.centre[:2], cov, pose.heading, float(pose.centre[2]))
-                return
+        below = self._below_camera(match, affine, intrinsics, telemetry)
+        if below is not None:
+            # With the attitude known, the ground point below the camera gives the position without
+            # assuming level ground; PnP on sloping terrain would tilt the camera and shift it sideways.
+            method, xy = below
+            sigma = self.conf.sigma_votes_m if method == "votes" else self.conf.sigma_floor_m
+            cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(2) * sigma**2
+            heading = pose.heading if pose is not None else float(telemetry.yaw)
+            self._finish(fix, method, xy, cov, heading, float(pose.centre[2]) if pose is not None else None)
+            return
+        if pose is not None:
+            cov = pose.cov + np.eye(2) * self.conf.sigma_floor_m**2
+            self._finish(fix, "pnp", pose.centre[:2], cov, pose.heading, float(pose.centre[2]))
+            return
         self._from_homography(fix, match, affine, (width, height), intrinsics, telemetry)
         fix.note = why_not
+
+    def _below_camera(
+        self,
+        match: Verification,
+        affine: np.ndarray,
+        intrinsics: Intrinsics | None,
+        telemetry: Telemetry | None,
+    ) -> tuple[str, np.ndarray] | None:
+        """("nadir", xy): the pixel straight below the camera mapped through the homography; or
+        ("votes", xy): the position votes' median, when there is no such homography or the two
+        disagree (the votes are robust, the homography is the more precise when it holds)."""
+        nadir = nadir_pixel(intrinsics, telemetry) if intrinsics is not None else None
+        xy = None
+        if nadir is not None and match.homography is not None:
+            xy = _to_ground(affine, cv2.perspectiveTransform(nadir.reshape(1, 1, 2), match.homography))[0]
+        if match.position is None:
+            return None if xy is None else ("nadir", xy)
+        if xy is not None and np.hypot(*(xy - match.position)) <= self.conf.verify.vote_m:
+            return "nadir", xy
+        return "votes", np.asarray(match.position, dtype=np.float64)
 
     def _from_homography(
         self,

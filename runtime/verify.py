@@ -1,10 +1,20 @@
-"""Geometric verification: local features (SIFT, ORB or AKAZE by name), ratio test, RANSAC homography.
+"""Geometric verification: local features (SIFT, ORB or AKAZE by name), ratio test, then a consensus.
 
-A candidate tile passes when enough matches agree on one homography and that homography is a
-plausible view of the ground (no reflection, bounded scale and shear, inliers spread over the
-frame). Passing candidates are ranked by inlier count. Keypoints are always reported in the
-original frame's pixels, even when the frame is rotated north-up (known heading) or shrunk
-(speed) before detection, so the locator can use them with the camera intrinsics.
+Two consensus models, chosen by what is known about the camera:
+
+- **homography** (nothing known): enough matches must agree on one RANSAC homography;
+- **position votes** (attitude, height and intrinsics known, as on a drone with an autopilot):
+  each match casts a vote for where the camera is — the tile point it matched, minus the ground
+  offset its pixel ray has from the point below the camera — and the largest cluster of votes wins.
+  One match fixes the only unknowns left (east, north), so a one-point consensus finds the true
+  matches among many outliers, and its tolerance is in metres: roofs and tree tops displaced by
+  parallax still agree, where a pixel-tight homography throws them away.
+
+Either way a candidate passes only when its frame→tile homography is a plausible view of the ground
+(no reflection, bounded scale and shear, inliers spread over the frame); passing candidates are
+ranked by inlier count. Keypoints are always reported in the original frame's pixels, even when the
+frame is rotated north-up (known heading) or shrunk (speed) before detection, so the locator can use
+them with the camera intrinsics.
 """
 
 from __future__ import annotations
@@ -61,6 +71,8 @@ class VerifyConf:
     max_scale: float = 8.0  # tile px per frame px, either way
     max_anisotropy: float = 3.0
     min_spread: float = 0.04  # inlier bounding box / frame area
+    vote_m: float = 4.0  # position votes within this distance agree (parallax of 10 m roofs, height error)
+    min_votes: int = 8  # agreeing votes to accept; tiles of elsewhere gather at most 5 on synthetic flights
 
 
 @dataclass
@@ -78,6 +90,7 @@ class Verification:
     homography: np.ndarray | None = None  # frame pixels → tile pixels
     frame_xy: np.ndarray | None = None  # inlier pixels in the frame (M, 2)
     tile_xy: np.ndarray | None = None  # their partners in the tile crop (M, 2)
+    position: np.ndarray | None = None  # camera (east, north) agreed by the position votes, if voted
 
     @property
     def ok(self) -> bool:
@@ -143,16 +156,26 @@ class Verifier:
             self._tiles.popitem(last=False)
         return features
 
-    def verify(self, tile_id: int, frame: Features, tile: Features) -> Verification:
+    def _ratio_matches(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray] | str:
+        """Frame and tile pixels of the matches that pass the ratio test, or why there are too few."""
         conf = self.conf
         if frame.descriptors is None or tile.descriptors is None or len(frame.xy) < 4 or len(tile.xy) < 4:
-            return Verification(tile_id, 0, "too few keypoints")
+            return "too few keypoints"
         pairs = self.matcher.knnMatch(frame.descriptors, tile.descriptors, k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < conf.ratio * p[1].distance]
-        if len(good) < max(4, conf.min_inliers):
-            return Verification(tile_id, 0, f"too few matches ({len(good)})")
-        src = frame.xy[[m.queryIdx for m in good]]
-        dst = tile.xy[[m.trainIdx for m in good]]
+        if len(good) < max(4, min(conf.min_inliers, conf.min_votes)):
+            return f"too few matches ({len(good)})"
+        return np.array([m.queryIdx for m in good]), np.array([m.trainIdx for m in good])
+
+    def verify(self, tile_id: int, frame: Features, tile: Features) -> Verification:
+        """Consensus on a RANSAC homography (nothing known about the camera)."""
+        conf = self.conf
+        matches = self._ratio_matches(frame, tile)
+        if isinstance(matches, str):
+            return Verification(tile_id, 0, matches)
+        src, dst = frame.xy[matches[0]], tile.xy[matches[1]]
+        if len(src) < conf.min_inliers:
+            return Verification(tile_id, 0, f"too few matches ({len(src)})")
         homography, mask = cv2.findHomography(
             src, dst, cv2.USAC_MAGSAC, conf.ransac_px, confidence=0.999, maxIters=2000
         )
@@ -160,12 +183,50 @@ class Verifier:
             return Verification(tile_id, 0, "no homography")
         keep = mask.ravel().astype(bool)
         inliers = int(keep.sum())
-        if inliers < conf.min_inliers or inliers < conf.min_inlier_ratio * len(good):
-            return Verification(tile_id, inliers, f"too few inliers ({inliers} of {len(good)})")
-        problem = self.degenerate(homography, src[keep], frame.size)
+        if inliers < conf.min_inliers or inliers < conf.min_inlier_ratio * len(src):
+            return Verification(tile_id, inliers, f"too few inliers ({inliers} of {len(src)})")
+        return self._checked(tile_id, homography, src[keep], dst[keep], frame.size)
+
+    def verify_by_votes(
+        self,
+        tile_id: int,
+        frame: Features,
+        tile: Features,
+        ground_offsets: np.ndarray,
+        tile_to_ground: np.ndarray,
+    ) -> Verification:
+        """Consensus on the camera position (attitude and height known).
+
+        ``ground_offsets`` (N, 2): east/north metres from the point below the camera to where each
+        frame keypoint's ray meets level ground (NaN where it does not); ``tile_to_ground``: the tile's
+        2×3 pixel → ground affine. The votes decide; the least-squares homography of the agreeing
+        matches is kept only when it is a plausible view of the ground (bunched inliers extrapolate
+        badly), for the locator to refine the position with.
+        """
+        conf = self.conf
+        matches = self._ratio_matches(frame, tile)
+        if isinstance(matches, str):
+            return Verification(tile_id, 0, matches)
+        q, t = matches
+        tile_ground = tile.xy[t].astype(np.float64) @ tile_to_ground[:, :2].T + tile_to_ground[:, 2]
+        votes = tile_ground - ground_offsets[q]
+        finite = np.flatnonzero(np.all(np.isfinite(votes), axis=1))
+        agree = finite[consensus(votes[finite], conf.vote_m)]
+        if len(agree) < max(4, conf.min_votes):
+            return Verification(tile_id, len(agree), f"too few agreeing votes ({len(agree)} of {len(q)})")
+        src, dst = frame.xy[q[agree]], tile.xy[t[agree]]
+        homography, _ = cv2.findHomography(src, dst, 0)  # least squares: the votes already chose the inliers
+        if homography is not None and self.degenerate(homography, src, frame.size):
+            homography = None
+        return Verification(tile_id, len(agree), "", homography, src, dst, np.median(votes[agree], axis=0))
+
+    def _checked(
+        self, tile_id: int, homography: np.ndarray, src: np.ndarray, dst: np.ndarray, size: tuple[int, int]
+    ) -> Verification:
+        problem = self.degenerate(homography, src, size)
         if problem:
-            return Verification(tile_id, inliers, f"degenerate homography ({problem})")
-        return Verification(tile_id, inliers, "", homography, src[keep], dst[keep])
+            return Verification(tile_id, len(src), f"degenerate homography ({problem})")
+        return Verification(tile_id, len(src), "", homography, src, dst)
 
     def degenerate(self, homography: np.ndarray, frame_inliers: np.ndarray, size: tuple[int, int]) -> str:
         """Why a homography cannot be a view of flat ground, or '' if it can."""
@@ -196,3 +257,16 @@ class Verifier:
         if span[0] * span[1] < conf.min_spread * w * hgt:
             return "inliers bunched in one spot"
         return ""
+
+
+def consensus(votes: np.ndarray, radius: float) -> np.ndarray:
+    """Mask of the largest group of 2-D votes that lie within ``radius`` of their median.
+
+    Seeds on the vote with the most neighbours, then recentres once on the median of that group
+    (the seed itself may sit at the group's edge).
+    """
+    if len(votes) == 0:
+        return np.zeros(0, dtype=bool)
+    distances = np.linalg.norm(votes[:, None, :] - votes[None, :, :], axis=2)
+    group = distances[int(np.argmax((distances < radius).sum(axis=1)))] < radius
+    return np.linalg.norm(votes - np.median(votes[group], axis=0), axis=1) < radius

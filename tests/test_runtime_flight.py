@@ -90,6 +90,8 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path):
     assert len(sent) == summary["accepted"] == summary["mavlink_sent"]
     assert max(r["error_m"] for r in sent) <= MAX_SENT_ERROR_M
     assert all(r["status"] == "accepted" for r in sent)
+    # the sim flight reports attitude and height, and comes with intrinsics: the position votes decide
+    assert {r["fix"]["consensus"] for r in frames} == {"votes"}
     assert all(set(r["latency_ms"]) >= {"embed", "search", "verify", "filter", "total"} for r in frames)
     # what the autopilot decoded is the logged estimate
     assert len(received) >= 0.8 * len(sent)

@@ -91,6 +91,75 @@ def test_an_unrelated_image_is_rejected(ortho):
     assert not result.ok and ("too few" in result.reason or "degenerate" in result.reason)
 
 
+def test_ground_offsets_follow_the_camera_convention():
+    from geolink_edge.runtime.intrinsics import Intrinsics
+    from geolink_edge.runtime.locate import ground_offsets
+    from geolink_edge.runtime.sources import Telemetry
+
+    camera = Intrinsics(100.0, 100.0, 50.0, 50.0)
+    east = Telemetry(yaw=90.0, pitch=90.0, altitude=100.0)  # nadir, image top towards the east
+    pixels = np.array([[50.0, 50.0], [50.0, 0.0], [150.0, 50.0]])
+    # centre: straight below; top edge: 50 m ahead (east); 100 px right of centre: 100 m to the right (south)
+    assert np.allclose(
+        ground_offsets(camera, east, pixels), [[0.0, 0.0], [50.0, 0.0], [0.0, -100.0]], atol=1e-9
+    )
+    oblique = Telemetry(yaw=0.0, pitch=10.0, altitude=100.0)
+    offsets = ground_offsets(camera, oblique, np.array([[50.0, 50.0], [50.0, 0.0]]))
+    assert np.allclose(offsets[0], [0.0, 100.0 / math.tan(math.radians(10.0))])  # cot(pitch) ahead
+    assert np.all(np.isnan(offsets[1]))  # 26.6° up from a 10° pitch: above the horizon
+
+
+def test_consensus_keeps_the_agreeing_votes_only():
+    from geolink_edge.runtime.verify import consensus
+
+    rng = np.random.default_rng(3)
+    truth = np.array([120.0, -40.0])
+    agreeing = truth + rng.normal(0.0, 1.0, (9, 2))
+    scattered = rng.uniform(-200.0, 200.0, (60, 2))
+    votes = np.r_[scattered[:30], agreeing, scattered[30:]]
+    mask = consensus(votes, 4.0)
+    assert np.array_equal(np.flatnonzero(mask), np.arange(30, 39))
+    assert consensus(np.zeros((0, 2)), 4.0).shape == (0,)
+
+
+def test_votes_find_the_camera_where_few_matches_are_right(ortho):
+    """Two of every three matches are wrong: the votes still place the camera within a metre."""
+    from geolink_edge.runtime.intrinsics import Intrinsics
+    from geolink_edge.runtime.locate import ground_offsets
+    from geolink_edge.runtime.sources import Telemetry
+    from geolink_edge.runtime.verify import Features
+
+    centre = np.array([X0 + 90.0, Y0 - 110.0, 80.0])
+    frame = _view(ortho, centre, yaw=35.0)
+    verifier = Verifier()
+    frame_features = verifier.features(frame, 35.0)
+    tile = verifier.features(ortho)
+    offsets = ground_offsets(
+        Intrinsics(520.0, 520.0, 320.0, 240.0),
+        Telemetry(yaw=35.0, pitch=90.0, altitude=80.0),
+        frame_features.xy,
+    )
+    affine = ortho_affine(GSD, X0, Y0)
+    clean = verifier.verify_by_votes(7, frame_features, tile, offsets, affine)
+    assert clean.ok and clean.inliers >= 40
+    assert np.linalg.norm(clean.position - centre[:2]) < 1.0
+    # shuffle the descriptors of two frame keypoints in three: their matches land anywhere
+    rng = np.random.default_rng(0)
+    spoiled = frame_features.descriptors.copy()
+    wrong = rng.permutation(len(spoiled))[: 2 * len(spoiled) // 3]
+    spoiled[wrong] = spoiled[rng.permutation(wrong)]
+    noisy = Features(frame_features.xy, spoiled, frame_features.size)
+    result = verifier.verify_by_votes(7, noisy, tile, offsets, affine)
+    assert result.ok and np.linalg.norm(result.position - centre[:2]) < 1.0
+    # told a height 50 % too high, only the matches near the nadir still agree
+    lifted = ground_offsets(
+        Intrinsics(520.0, 520.0, 320.0, 240.0),
+        Telemetry(yaw=35.0, pitch=90.0, altitude=120.0),
+        frame_features.xy,
+    )
+    assert verifier.verify_by_votes(7, frame_features, tile, lifted, affine).inliers < clean.inliers / 3
+
+
 def test_degenerate_homographies_are_named():
     verifier = Verifier()
     pts = np.random.default_rng(0).uniform(0, 400, (50, 2))
