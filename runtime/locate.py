@@ -247,8 +247,7 @@ class Locator:
         self, image: np.ndarray, telemetry: Telemetry | None
     ) -> tuple[str, Callable[[int], Verification]]:
         """The consensus this frame allows ("votes" or "homography") and a check of one candidate tile."""
-        heading = telemetry.yaw if telemetry is not None else None
-        frame = self.verifier.features(image, heading)
+        frame = self.verifier.features(image)
         intrinsics = self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None
         if intrinsics is None or not attitude_known(telemetry):
             return "homography", lambda tile_id: self.verifier.verify(

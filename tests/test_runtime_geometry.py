@@ -67,16 +67,16 @@ def test_bad_intrinsics_are_one_line_errors(tmp_path, text, message):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
-def _match(ortho, frame, heading=None, name="sift"):
+def _match(ortho, frame, name="sift"):
     verifier = Verifier(VerifyConf(features=name))
     tile = verifier.features(ortho)
-    return verifier.verify(7, verifier.features(frame, heading), tile)
+    return verifier.verify(7, verifier.features(frame), tile)
 
 
 @pytest.mark.parametrize("name", ["sift", "orb"])
 def test_verification_recovers_the_warp(ortho, name):
     frame = _view(ortho, (X0 + 100, Y0 - 100, 90.0), yaw=35.0)
-    result = _match(ortho, frame, heading=35.0, name=name)
+    result = _match(ortho, frame, name=name)
     assert result.ok, result.reason
     assert result.inliers >= 40
     # the homography maps the frame centre to the ground point under a nadir camera
@@ -132,7 +132,7 @@ def test_votes_find_the_camera_where_few_matches_are_right(ortho):
     centre = np.array([X0 + 90.0, Y0 - 110.0, 80.0])
     frame = _view(ortho, centre, yaw=35.0)
     verifier = Verifier()
-    frame_features = verifier.features(frame, 35.0)
+    frame_features = verifier.features(frame)
     tile = verifier.features(ortho)
     offsets = ground_offsets(
         Intrinsics(520.0, 520.0, 320.0, 240.0),
@@ -176,7 +176,7 @@ def test_degenerate_homographies_are_named():
 def test_planar_pnp_finds_the_camera_not_the_footprint(ortho, yaw, pitch):
     centre = np.array([X0 + 95.0, Y0 - 105.0, 80.0])
     frame = _view(ortho, centre, yaw, pitch)
-    match = _match(ortho, frame, heading=yaw)
+    match = _match(ortho, frame)
     assert match.ok, match.reason
     ground = np.c_[
         match.tile_xy @ ortho_affine(GSD, X0, Y0)[:, :2].T + (X0, Y0), np.zeros(len(match.tile_xy))
@@ -204,7 +204,7 @@ def test_known_attitude_beats_pnp_on_sloping_ground(ortho):
 
     centre = np.array([X0 + 100.0, Y0 - 100.0, 0.08 * (X0 + 100.0) + 90.0])  # 90 m above an 8 % slope
     frame = render_view(ortho, ortho_affine(GSD, X0, Y0), K, centre, 40.0, 90.0, slope=(0.08, 0.0))
-    match = _match(ortho, frame, heading=40.0)
+    match = _match(ortho, frame)
     assert match.ok, match.reason
     camera = Intrinsics(520.0, 520.0, 320.0, 240.0, width=640, height=480)
     affine = ortho_affine(GSD, X0, Y0)
