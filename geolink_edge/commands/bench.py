@@ -50,7 +50,7 @@ def bench_runtime(
     share = result["non_inference_share"]
     console.print(
         f"FPS {result['fps'] or 0:.2f} | fix rate {result['fix_rate']:.1%} | "
-        f"median error {result['error_m']['median']} m | non-inference share "
+        f"median error {_metres(result['error_m']['median'])} | non-inference share "
         f"{'-' if share is None else f'{share:.1%}'} | RSS {rss['after_warmup']:.0f} → {rss['end']:.0f} MiB "
         f"(growth {result['rss_growth']:+.1%}, peak {rss['peak']:.0f} MiB) | errors {len(result['errors'])}"
     )
@@ -58,6 +58,10 @@ def bench_runtime(
         write_json(json_out, result)
     if result["errors"]:
         raise GeolinkError(f"bench stopped early: {result['errors'][0]}")
+
+
+def _metres(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} m"
 
 
 def register(app: typer.Typer) -> None:
