@@ -6,6 +6,7 @@ import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -216,6 +217,32 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, da
     straight = read_checkpoint(finished_run / "last.pt")
     for name, value in straight["encoder"].items():
         assert torch.allclose(value, final["encoder"][name], atol=1e-4), name
+
+
+def test_torchrun_with_two_ranks_trains_in_step_and_only_rank_0_writes(dataset, tmp_path):
+    """DDP on the CPU (gloo): both ranks take the same number of steps, or the run would hang."""
+    run = tmp_path / "ddp"
+    args = ["train", str(dataset), "--out", str(run), "--preset", "tiny", "--device", "cpu", "--quiet"]
+    args += ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2", "--points", "128"]
+    with socket.socket() as sock:  # torchrun's own default port may be taken by another run
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    done = subprocess.run(
+        [*cmd, "-m", "geolink_edge.cli", *args], capture_output=True, text=True, timeout=400
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    final = read_checkpoint(run / "last.pt")
+    assert (final["step"], final["epoch"], _adam_steps(final["optimizer"])) == (4, 2, 4)
+    # one writer: one row per epoch in the metrics, no temporary file left by a second process
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 2
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt",
+        "config.yaml",
+        "last.pt",
+        "metrics.csv",
+        "tensorboard",
+    ]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
