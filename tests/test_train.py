@@ -228,10 +228,15 @@ def test_torchrun_with_two_ranks_trains_in_step_and_only_rank_0_writes(dataset, 
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    done = subprocess.run(
-        [*cmd, "-m", "geolink_edge.cli", *args], capture_output=True, text=True, timeout=400
+    proc = subprocess.Popen(
+        [*cmd, "-m", "geolink_edge.cli", *args], stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    assert done.returncode == 0, done.stderr[-800:]
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only the launcher
+        raise
+    assert proc.returncode == 0, stderr[-800:]
     final = read_checkpoint(run / "last.pt")
     assert (final["step"], final["epoch"], _adam_steps(final["optimizer"])) == (4, 2, 4)
     # one writer: one row per epoch in the metrics, no temporary file left by a second process
