@@ -1,13 +1,23 @@
 """The ablation of the paper's Table 5 on a synthetic cross-area set (train styles ≠ test styles).
 
-Variants: baseline (2D InfoNCE drone–satellite), +MME (the 3D branch with its cross-view terms),
-+L_ga, +L_sc, +L_rd (each added to +MME), full GeoLink. Each is trained from the same random init
-for every seed and scored in both directions (distractors kept). Prints a markdown table of
-mean ± std and writes ``ablation.csv`` (one row per run) and ``ablation.md``.
+Every variant is trained from the same random init for each seed and scored on the same test split
+(distractors kept), so a variant is compared with the baseline *paired by seed*: the table gives
+mean ± std over seeds and the mean paired difference to the baseline ± its standard error. The
+test split is large enough that one binomial standard error of R@1 is under a point; the
+location-clustered one (views of one place are not independent) is printed beside it.
 
-    python benchmarks/ablation.py --out ablation_out            # CPU budget (≤ 60 min on 2 cores)
-    python benchmarks/ablation.py --out ablation_out --quick    # a few minutes, 1 seed
-    python benchmarks/ablation.py --out ablation_out --gpu      # a larger world on a CUDA device
+Why the 3D terms help or not: for every 3D variant the trained 3D branch itself is scored,
+point cloud → satellite tile R@1 on the training and on the test locations (is it learning? does it
+generalise?), and once per world the untrained Point-NN tells apart two draws of each test cloud
+(are the clouds informative at all?).
+
+    python benchmarks/ablation.py --out A --quick        # minutes: tiny world, 1 seed
+    python benchmarks/ablation.py --out A                # the CPU budget (see BUDGETS)
+    python benchmarks/ablation.py --out A --gpu          # a longer run on a CUDA device
+    python benchmarks/ablation.py --out A --seeds 3 --variants baseline,+MME
+
+Writes ``ablation.csv`` (one row per run, appended as runs finish: a rerun skips them),
+``ablation.md`` (the tables) and ``ablation.json``.
 """
 
 from __future__ import annotations
@@ -15,47 +25,58 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from geolink_edge.atomic import write_text
-from geolink_edge.train import evaluate, trainer
-from geolink_edge.train.config import resolve_config
+from geolink_edge.atomic import write_json, write_text
+from geolink_edge.card import ModelCard
+from geolink_edge.data import pointclouds
+from geolink_edge.data.layout import CrossViewData, open_dataset
+from geolink_edge.metrics import evaluate_embeddings
+from geolink_edge.models.checkpoint import read_checkpoint
+from geolink_edge.models.pointnn import PointNN
+from geolink_edge.train import trainer
+from geolink_edge.train.config import TrainConfig, resolve_config
+from geolink_edge.train.evaluate import embed_paths
+from geolink_edge.train.networks import GeoLinkNetworks
 
+ALL_TERMS = ["cc", "sc", "ga", "rd"]
 VARIANTS: dict[str, dict] = {
     "baseline": {"baseline": True},
     "+MME": {"losses": ["cc"]},
     "+L_ga": {"losses": ["cc", "ga"]},
-    "+L_sc": {"losses": ["cc", "sc"]},
-    "+L_rd": {"losses": ["cc", "rd"]},
-    "GeoLink (full)": {"losses": ["cc", "sc", "ga", "rd"]},
+    "+L_sc (paper: self)": {"losses": ["cc", "sc"], "sc_positive": "self"},
+    "+L_sc (second view)": {"losses": ["cc", "sc"], "sc_positive": "second_view"},
+    "+L_rd (paper scale)": {"losses": ["cc", "rd"], "rd_scale": "paper"},
+    "+L_rd (mean scale)": {"losses": ["cc", "rd"], "rd_scale": "mean"},
+    "full (paper forms)": {"losses": ALL_TERMS, "sc_positive": "self", "rd_scale": "paper"},
+    # the named options chosen before the run, not picked afterwards from its results
+    "full (best forms)": {"losses": ALL_TERMS, "sc_positive": "second_view", "rd_scale": "mean"},
 }
-METRICS = (
-    ("drone->satellite", "R@1"),
-    ("drone->satellite", "AP"),
-    ("satellite->drone", "R@1"),
-    ("satellite->drone", "AP"),
-)
-# world size and training length of each budget
+SCORES = ("d2s R@1", "d2s AP", "s2d R@1", "s2d AP", "pc2sat R@1 test", "pc2sat R@1 train")
+# world size and training length of each budget. cpu: 100 test places × 25 views = 2500 drone
+# queries (binomial SE ≤ 1 point at any R@1); training is capped in steps, not in images.
 BUDGETS = {
     "cpu": {
-        "synth": ["--locations", "60", "--views", "4", "--size", "128"],
-        "seeds": 3,
-        "train": {"epochs": 10, "device": "cpu"},
+        "synth": ["--locations", "200", "--views", "25", "--size", "128"],
+        "seeds": 5,
+        "train": {"epochs": 4, "steps_per_epoch": 50, "device": "cpu"},
     },
     "quick": {
         "synth": ["--locations", "24", "--views", "4", "--size", "128"],
         "seeds": 1,
-        "train": {"epochs": 2, "device": "cpu"},
+        "train": {"epochs": 2, "steps_per_epoch": 4, "device": "cpu"},
     },
     "gpu": {
-        "synth": ["--locations", "200", "--views", "8", "--size", "256"],
-        "seeds": 3,
-        "train": {"epochs": 20, "device": "cuda", "batch_size": 16, "workers": 4},
+        "synth": ["--locations", "400", "--views", "25", "--size", "128", "--workers", "8"],
+        "seeds": 5,
+        "train": {"epochs": 20, "device": "cuda", "workers": 4},
     },
 }
 
@@ -67,37 +88,204 @@ def make_world(root: Path, args: list[str]) -> Path:
     return root
 
 
-def run_one(data: Path, runs: Path, variant: str, seed: int, train: dict) -> dict:
-    conf = resolve_config("tiny", overrides={**train, **VARIANTS[variant], "seed": seed, "val_every": 1000})
-    run = trainer.main(conf, data, runs / f"{variant.replace(' ', '_')}-seed{seed}", force=True, quiet=True)
-    report = evaluate.main(run / "last.pt", data, device=conf.device, quiet=True)
-    row = {"variant": variant, "seed": seed}
-    for direction, key in METRICS:
-        row[f"{direction} {key}"] = report[direction][key]
+def load_networks(run: Path, device: str) -> tuple[GeoLinkNetworks, TrainConfig, ModelCard]:
+    """The trained encoder and 3D branch of a run's ``last.pt``."""
+    ckpt = read_checkpoint(run / "last.pt")
+    conf = TrainConfig.model_validate(ckpt["config"])
+    card = ModelCard.from_dict(ckpt["model_card"])
+    nets = GeoLinkNetworks(conf.model_copy(update={"pretrained": False, "weights": None}), card)
+    nets.encoder.load_state_dict(ckpt["encoder"])
+    nets.load_branch_state(ckpt["branch3d"])
+    return nets.to(device).eval(), conf, card
+
+
+def cloud_batch(data: CrossViewData, locations: list[str], n_points: int, seed: int = 0) -> torch.Tensor:
+    """A fixed random draw of ``n_points`` of each location's stored cloud (as training draws them)."""
+    draws = []
+    for loc in locations:
+        xyz = pointclouds.load(data.pointcloud_dir / f"{loc}.npz")
+        pick = np.random.default_rng([seed, int(loc)]).choice(len(xyz), n_points, len(xyz) < n_points)
+        draws.append(xyz[pick])
+    return torch.from_numpy(np.stack(draws).astype(np.float32))
+
+
+@torch.inference_mode()
+def cloud_descriptors(nets: GeoLinkNetworks, clouds: torch.Tensor, device: str) -> np.ndarray:
+    feats = nets.features
+    out = [feats.branch3d(feats.pointnn(part.to(device))) for part in clouds.split(32)]
+    return torch.nn.functional.normalize(torch.cat(out), dim=1).cpu().numpy()
+
+
+def top1_hits(query: np.ndarray, q_labels, gallery: np.ndarray, g_labels) -> np.ndarray:
+    """Per query: is the nearest gallery item of the right location (what R@1 averages)."""
+    best = np.argmax(query @ gallery.T, axis=1)
+    return np.asarray(g_labels)[best] == np.asarray(q_labels)
+
+
+def standard_errors(hits: np.ndarray, labels) -> tuple[float, float]:
+    """(binomial SE, location-clustered SE) of the mean of ``hits``, in points."""
+    p = hits.mean()
+    binomial = np.sqrt(p * (1 - p) / len(hits))
+    per_location = np.array([hits[np.asarray(labels) == loc].mean() for loc in np.unique(labels)])
+    clustered = per_location.std(ddof=1) / np.sqrt(len(per_location))
+    return 100 * float(binomial), 100 * float(clustered)
+
+
+def score_run(run: Path, data: CrossViewData, device: str) -> dict:
+    """Both image directions, and the 3D branch's own pc → satellite R@1 (train and test places)."""
+    nets, conf, card = load_networks(run, device)
+
+    def embed(paths):
+        return embed_paths(nets.encoder, card, paths, batch_size=64, device=device, quiet=True)
+
+    drone = embed([q.path for q in data.query_drone])
+    d_labels = [q.location for q in data.query_drone]
+    sat = embed([g.path for g in data.gallery_satellite])
+    s_labels = [g.location for g in data.gallery_satellite]
+    # the query satellite tiles and the gallery drone views are the same files as the ones above
+    d2s = evaluate_embeddings(drone, d_labels, sat, s_labels)
+    s2d = evaluate_embeddings(
+        sat[np.isin(s_labels, d_labels)], np.asarray(s_labels)[np.isin(s_labels, d_labels)], drone, d_labels
+    )
+    se, se_clustered = standard_errors(top1_hits(drone, d_labels, sat, s_labels), d_labels)
+    row = {
+        "d2s R@1": d2s["R@1"],
+        "d2s AP": d2s["AP"],
+        "s2d R@1": s2d["R@1"],
+        "s2d AP": s2d["AP"],
+        "queries": d2s["queries"],
+        "gallery": d2s["gallery"],
+        "SE binomial": se,
+        "SE clustered": se_clustered,
+    }
+    if nets.features.pointnn is not None:
+        test = sorted(set(d_labels))
+        row["pc2sat R@1 test"] = evaluate_embeddings(
+            cloud_descriptors(nets, cloud_batch(data, test, conf.points), device), test, sat, s_labels
+        )["R@1"]
+        train = sorted(data.train_satellite)
+        train_sat = embed([data.train_satellite[loc][0] for loc in train])
+        row["pc2sat R@1 train"] = evaluate_embeddings(
+            cloud_descriptors(nets, cloud_batch(data, train, conf.points), device), train, train_sat, train
+        )["R@1"]
     return row
 
 
+@torch.inference_mode()
+def cloud_separability(data: CrossViewData, conf: TrainConfig) -> dict:
+    """Can the untrained Point-NN tell the test places apart from their clouds alone?
+
+    R@1 between two independent draws of each test cloud, and the mean cosine between the clouds of
+    different places (near 1: the clouds look alike and carry little to learn from).
+    """
+    test = sorted({q.location for q in data.query_drone})
+    pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
+    a, b = (
+        torch.nn.functional.normalize(pointnn(cloud_batch(data, test, conf.points, seed)), dim=1).numpy()
+        for seed in (0, 1)
+    )
+    cosine = a @ b.T
+    others = cosine[~np.eye(len(test), dtype=bool)]
+    return {
+        "places": len(test),
+        "pc2pc R@1": evaluate_embeddings(a, test, b, test)["R@1"],
+        "cosine other places": float(others.mean()),
+        "cosine same place": float(np.diag(cosine).mean()),
+    }
+
+
+def run_one(data: CrossViewData, runs: Path, variant: str, seed: int, train: dict) -> dict:
+    conf = resolve_config("tiny", overrides={**train, **VARIANTS[variant], "seed": seed, "val_every": 1000})
+    slug = variant.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "")
+    started = time.perf_counter()
+    run = trainer.main(conf, data.root, runs / f"{slug}-seed{seed}", force=True, quiet=True)
+    train_s = time.perf_counter() - started
+    row = {"variant": variant, "seed": seed, **score_run(run, data, conf.device)}
+    return {**row, "train s": round(train_s, 1), "total s": round(time.perf_counter() - started, 1)}
+
+
+def paired(rows: list[dict], variant: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of ``variant`` and of the baseline over the seeds both have, in seed order."""
+    by_seed = {r["seed"]: r for r in rows if r["variant"] == variant and r.get(column) != ""}
+    base = {r["seed"]: r for r in rows if r["variant"] == "baseline"}
+    seeds = sorted(set(by_seed) & set(base))
+    return (
+        np.array([float(by_seed[s][column]) for s in seeds]),
+        np.array([float(base[s][column]) for s in seeds]),
+    )
+
+
+def mean_std(values: np.ndarray) -> str:
+    if not len(values):
+        return "—"
+    return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+
+
+def difference(values: np.ndarray, base: np.ndarray) -> str:
+    """Mean paired difference ± its standard error (std of the differences / √seeds)."""
+    if not len(values):
+        return "—"
+    diff = values - base
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return f"{diff.mean():+.1f} ± {se:.1f}"
+
+
 def table(rows: list[dict]) -> str:
-    columns = [f"{d} {k}" for d, k in METRICS]
-    lines = ["| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    header = ["variant", "seeds"]
+    for column in ("d2s R@1", "d2s AP", "s2d R@1"):
+        header += [column, f"Δ {column}"]
+    header += ["pc→sat R@1 test", "pc→sat R@1 train"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for variant in VARIANTS:
         mine = [r for r in rows if r["variant"] == variant]
         if not mine:
             continue
-        cells = []
-        for column in columns:
-            values = np.array([r[column] for r in mine])
-            cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        cells = [variant, str(len(mine))]
+        for column in ("d2s R@1", "d2s AP", "s2d R@1"):
+            values = np.array([float(r[column]) for r in mine])
+            cells += [
+                mean_std(values),
+                "—" if variant == "baseline" else difference(*paired(rows, variant, column)),
+            ]
+        for column in ("pc2sat R@1 test", "pc2sat R@1 train"):
+            cells.append(mean_std(np.array([float(r[column]) for r in mine if r.get(column, "") != ""])))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]) -> str:
+    first = rows[0]
+    se = np.mean([float(r["SE binomial"]) for r in rows])
+    se_clustered = np.mean([float(r["SE clustered"]) for r in rows])
+    minutes = sum(float(r["total s"]) for r in rows) / 60
+    return (
+        f"\nd2s = drone→satellite ({first['queries']} queries, {first['gallery']} tiles with distractors; "
+        f"chance R@1 {100 / int(first['gallery']):.1f}), s2d = satellite→drone, %. mean ± std over seeds; "
+        f"Δ = paired difference to the baseline of the same seed ± its standard error. One run's standard "
+        f"error of d2s R@1: {se:.2f} points binomial, {se_clustered:.2f} clustered by place. "
+        f"pc→sat = the trained 3D branch's cloud → satellite-tile R@1 (test: query places against the "
+        f"test gallery; train: training places against their tiles). Untrained Point-NN on the "
+        f"{separability['places']} test clouds: R@1 {separability['pc2pc R@1']:.1f} between two draws of "
+        f"each cloud, cosine {separability['cosine same place']:.3f} same place vs "
+        f"{separability['cosine other places']:.3f} other places.\n"
+        f"World: synth {' '.join(synth)}; training: tiny preset, {train}; {minutes:.0f} min of runs.\n"
+    )
+
+
 def to_csv(rows: list[dict]) -> str:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+    return [{**r, "seed": int(r["seed"])} for r in rows]
 
 
 def main() -> None:
@@ -105,27 +293,38 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="work folder (world, runs, tables)")
     parser.add_argument("--data", type=Path, help="an existing synthetic dataset (default: make one)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small world, 1 seed, 2 epochs")
+    size.add_argument("--quick", action="store_true", help="tiny world, 1 seed, a few steps")
     size.add_argument("--gpu", action="store_true", help="larger world and longer training on CUDA")
     parser.add_argument("--seeds", type=int, help="override the number of seeds")
     parser.add_argument("--epochs", type=int, help="override the epochs")
+    parser.add_argument("--steps", type=int, help="override the steps per epoch")
+    parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args()
     budget = BUDGETS["quick" if args.quick else "gpu" if args.gpu else "cpu"]
-    train = {**budget["train"], **({"epochs": args.epochs} if args.epochs else {})}
-    data = args.data or make_world(args.out / "world", budget["synth"])
-    rows: list[dict] = []
-    started = time.perf_counter()
-    for seed in range(args.seeds or budget["seeds"]):
-        for variant in VARIANTS:
-            t0 = time.perf_counter()
+    train = dict(budget["train"])
+    train.update({k: v for k, v in (("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v})
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}")
+    if "baseline" not in variants:
+        variants.insert(0, "baseline")  # every comparison is paired with it
+    data = open_dataset(args.data or make_world(args.out / "world", budget["synth"]))
+    csv_path = args.out / "ablation.csv"
+    rows = read_rows(csv_path)
+    for seed in range(args.seeds or budget["seeds"]):  # seed by seed: a stopped run leaves pairs
+        for variant in variants:
+            if any(r["variant"] == variant and r["seed"] == seed for r in rows):
+                continue
             rows.append(run_one(data, args.out / "runs", variant, seed, train))
-            print(f"{variant} seed {seed}: {rows[-1]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    text = table(rows)
-    write_text(args.out / "ablation.csv", to_csv(rows))
-    write_text(
-        args.out / "ablation.md",
-        f"{text}\nDataset: {data}; training {train}; {time.perf_counter() - started:.0f} s in all.\n",
+            write_text(csv_path, to_csv(rows))
+            print(f"{variant} seed {seed}: " + json.dumps(rows[-1]), flush=True)
+    separability = cloud_separability(data, resolve_config("tiny"))
+    text = table(rows) + footnote(
+        rows, separability, train, budget["synth"] if not args.data else [str(args.data)]
     )
+    write_text(args.out / "ablation.md", text)
+    write_json(args.out / "ablation.json", {"runs": rows, "clouds": separability, "train": train})
     print(text)
 
 
