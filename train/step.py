@@ -8,6 +8,7 @@ Independent of any dataset, so the speed benchmark times exactly what training r
 from __future__ import annotations
 
 import torch
+from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
 from geolink_edge.train import distributed as ddp
 from geolink_edge.train.config import TrainConfig
@@ -80,9 +81,10 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         ddp.average_gradients(nets.loss_fn.encoder_parameters(), self.dist)  # outside the DDP module
-        if conf.grad_clip > 0:
+        if conf.clip_mode != "none":
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, conf.grad_clip)
+            clip = clip_grad_norm_ if conf.clip_mode == "norm" else clip_grad_value_
+            clip(self.params, conf.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
