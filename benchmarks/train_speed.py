@@ -38,8 +38,7 @@ def random_batch(conf, card, generator: torch.Generator) -> dict[str, torch.Tens
 
 def images_per_step(conf) -> int:
     """Images through the encoder per step: drone + satellite, twice each with the second-view L_sc."""
-    second_views = "sc" in conf.active_losses and conf.sc_positive == "second_view"
-    return conf.batch_size * (4 if second_views else 2)
+    return conf.batch_size * (4 if conf.needs_second_views else 2)
 
 
 def measure(preset: str, overrides: dict, steps: int, warmup: int) -> float:

@@ -105,6 +105,11 @@ class TrainConfig(BaseModel):
         """Every GeoLink term reads the 3D feature; only the baseline runs without point clouds."""
         return not self.baseline
 
+    @property
+    def needs_second_views(self) -> bool:
+        """Only the second-view form of L_sc reads a second image of each location and view."""
+        return "sc" in self.active_losses and self.sc_positive == "second_view"
+
     def loss_weight(self, term: str) -> float:
         return float(self.loss_weights.get(term, 1.0))
 

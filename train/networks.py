@@ -28,7 +28,7 @@ class FeatureModel(nn.Module):
         self.encoder = ImageEncoder(
             card, pretrained=conf.pretrained, weights=conf.weights, freeze_blocks=conf.freeze_blocks
         )
-        self.second_views = "sc" in conf.active_losses and conf.sc_positive == "second_view"
+        self.second_views = conf.needs_second_views
         self.pointnn: PointNN | None = None
         self.branch3d: nn.Module | None = None
         if conf.needs_3d:

@@ -16,7 +16,7 @@ from geolink_edge.train.networks import GeoLinkNetworks
 from geolink_edge.train.precision import Precision
 from geolink_edge.train.schedule import warmup_cosine
 
-IMAGE_KEYS = ("drone", "drone2", "satellite", "satellite2")
+IMAGE_KEYS = {"drone", "drone2", "satellite", "satellite2"}
 
 
 class TrainStep:
@@ -66,7 +66,7 @@ class TrainStep:
         device = self.precision.device
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
         if self.conf.channels_last:
-            for key in IMAGE_KEYS:
+            for key in IMAGE_KEYS & batch.keys():
                 batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
         return batch
 
