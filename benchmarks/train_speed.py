@@ -37,8 +37,8 @@ def random_batch(conf, card, generator: torch.Generator) -> dict[str, torch.Tens
 
 
 def images_per_step(conf) -> int:
-    """Images through the encoder per step: drone + satellite, twice each with the intra-view term."""
-    return conf.batch_size * (4 if "sc" in conf.active_losses else 2)
+    """Images through the encoder per step: drone + satellite, twice each with the second-view L_sc."""
+    return conf.batch_size * (4 if conf.needs_second_views else 2)
 
 
 def measure(preset: str, overrides: dict, steps: int, warmup: int) -> float:

@@ -1,8 +1,13 @@
 """Fidelity of the reduced-precision ONNX models against FP32, on held-out images, through ONNX Runtime.
 
-Descriptor cosine (FP32 vs candidate, per image) says how far the numbers moved; R@1 and AP of
-drone→satellite retrieval on the test split say whether it matters. A drop of R@1 above
-``max_r1_drop`` points fails the export, after the reports are written and the table printed.
+The raw cosine between the FP32 and the candidate descriptor of one image flatters: descriptors of
+*different* images already share a large common component (``cosine_between_images`` of the FP32
+row: 0.94 on average for a briefly trained tiny model), so an error that reorders neighbours can
+leave it at 0.9999. The report therefore also gives the cosine after centring both descriptors on
+the FP32 gallery mean (what tells places apart), the agreement of the top-5 gallery neighbours of
+each query, and R@1 / AP of drone→satellite retrieval on the whole test split. An INT8 model that
+loses more than ``max_r1_drop`` R@1 points, or whose mean centred cosine is below
+``min_centred_cosine``, fails the export, after the reports are written and the table printed.
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ import numpy as np
 from geolink_edge.calib.dataset import iter_batches
 from geolink_edge.data.layout import CrossViewData
 from geolink_edge.errors import GeolinkError
-from geolink_edge.metrics import evaluate_embeddings
+from geolink_edge.metrics import evaluate_embeddings, ranking
 from geolink_edge.runtime.backends import OnnxEmbedder
 
 REPORT_FORMAT = "geolink-edge/fidelity-report/1"
 CALIBRATION_FORMAT = "geolink-edge/calibration-report/1"
-DEFAULT_MAX_QUERIES = 1000
+DEFAULT_MAX_QUERIES = None  # the whole test split
+# 0.99: the discriminative (centred) part of a descriptor may move by at most about
+# sqrt(2·(1 − 0.99)) ≈ 14 % of its length on average; the demo's INT8 model sits near 0.996
+DEFAULT_MIN_CENTRED_COSINE = 0.99
+AGREEMENT_K = 5
 
 
 @dataclass
@@ -38,16 +47,16 @@ class HeldOut:
         return [*self.query_paths, *self.gallery_paths]
 
 
-def held_out_set(data: CrossViewData, max_queries: int = DEFAULT_MAX_QUERIES) -> HeldOut:
-    """The test split's drone→satellite task; at most ``max_queries`` queries, evenly spread."""
-    if max_queries < 1:
+def held_out_set(data: CrossViewData, max_queries: int | None = DEFAULT_MAX_QUERIES) -> HeldOut:
+    """The test split's drone→satellite task: every query, or ``max_queries`` evenly spread."""
+    if max_queries is not None and max_queries < 1:
         raise GeolinkError(f"--fidelity-queries must be >= 1, got {max_queries}")
     if not data.query_drone or not data.gallery_satellite:
         raise GeolinkError(
             f"{data.root}: the fidelity check needs test/query_drone and test/gallery_satellite"
         )
     queries = data.query_drone
-    if len(queries) > max_queries:
+    if max_queries is not None and len(queries) > max_queries:
         keep = np.linspace(0, len(queries) - 1, max_queries).round().astype(int)
         queries = [queries[i] for i in keep]
     return HeldOut(
@@ -84,42 +93,96 @@ def calibration_report(
     }
 
 
+def centred_cosine(desc: np.ndarray, reference: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Per-row cosine of ``desc`` and ``reference`` after subtracting ``centre`` from both."""
+    a, b = desc - centre, reference - centre
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)
+
+
+def neighbour_agreement(
+    desc: np.ndarray, reference: np.ndarray, n_queries: int, k: int = AGREEMENT_K
+) -> float:
+    """Mean share of each query's top-k gallery items that the candidate and FP32 have in common."""
+    ours = ranking(desc[:n_queries], desc[n_queries:], depth=k)
+    theirs = ranking(reference[:n_queries], reference[n_queries:], depth=k)
+    common = [len(set(a) & set(b)) for a, b in zip(ours, theirs, strict=True)]
+    return float(np.mean(common)) / ours.shape[1]
+
+
+def cosine_between_images(desc: np.ndarray) -> float:
+    """Mean cosine between the descriptors of two different images (rows are unit vectors)."""
+    n = desc.shape[0]
+    total = desc.sum(axis=0, dtype=np.float64)
+    return float((total @ total - n) / max(n * (n - 1), 1))
+
+
+def _gate_failures(row: dict[str, Any], max_r1_drop: float, min_centred_cosine: float) -> list[str]:
+    failures = []
+    if row["R@1_drop"] > max_r1_drop:
+        failures.append(f"R@1 drop {row['R@1_drop']:.2f} points exceeds --max-r1-drop {max_r1_drop:g}")
+    centred = row["centred_cosine_mean"]
+    if centred < min_centred_cosine:
+        failures.append(f"centred cosine {centred:.4f} is below --min-centred-cosine {min_centred_cosine:g}")
+    return failures
+
+
 def fidelity_report(
-    fp32_onnx: Path, candidates: dict[str, Path], held_out: HeldOut, max_r1_drop: float
+    fp32_onnx: Path,
+    candidates: dict[str, Path],
+    held_out: HeldOut,
+    max_r1_drop: float,
+    min_centred_cosine: float = DEFAULT_MIN_CENTRED_COSINE,
 ) -> dict[str, Any]:
-    """Compare each candidate (``{"int8": path, "fp16": path}``) with the FP32 model."""
+    """Compare each candidate (``{"int8": path, "fp16": path}``) with the FP32 model; only INT8 gates."""
     reference = onnx_descriptors(fp32_onnx, held_out)
+    n_queries = len(held_out.query_paths)
+    centre = reference[n_queries:].mean(axis=0)
     base = retrieval(reference, held_out)
-    models: dict[str, Any] = {"fp32": {"file": fp32_onnx.name, "R@1": base["R@1"], "AP": base["AP"]}}
-    passed = True
+    models: dict[str, Any] = {
+        "fp32": {
+            "file": fp32_onnx.name,
+            "R@1": base["R@1"],
+            "AP": base["AP"],
+            "cosine_between_images": cosine_between_images(reference),
+        }
+    }
+    failures: list[str] = []
     for precision, path in candidates.items():
         desc = onnx_descriptors(path, held_out)
         cosine = np.sum(desc * reference, axis=1)
+        centred = centred_cosine(desc, reference, centre)
         scores = retrieval(desc, held_out)
-        r1_drop = base["R@1"] - scores["R@1"]
-        models[precision] = {
+        row = models[precision] = {
             "file": path.name,
             "R@1": scores["R@1"],
             "AP": scores["AP"],
-            "R@1_drop": r1_drop,
+            "R@1_drop": base["R@1"] - scores["R@1"],
             "AP_drop": base["AP"] - scores["AP"],
             "cosine_mean": float(cosine.mean()),
             "cosine_min": float(cosine.min()),
+            "centred_cosine_mean": float(centred.mean()),
+            "centred_cosine_min": float(centred.min()),
+            f"top{AGREEMENT_K}_agreement": neighbour_agreement(desc, reference, n_queries),
         }
-        passed &= precision != "int8" or r1_drop <= max_r1_drop
+        if precision == "int8":
+            failures += [f"INT8 {f}" for f in _gate_failures(row, max_r1_drop, min_centred_cosine)]
     return {
         "format": REPORT_FORMAT,
         "held_out": {
             "split": "test",
             "task": "drone→satellite",
-            "queries": len(held_out.query_paths),
+            "queries": n_queries,
             "gallery": len(held_out.gallery_paths),
             "protocol": base["protocol"],
+            "centre": "mean of the FP32 gallery descriptors",
         },
         "runtime": "onnxruntime CPUExecutionProvider",
         "models": models,
         "max_r1_drop": max_r1_drop,
-        "passed": bool(passed),
+        "min_centred_cosine": min_centred_cosine,
+        "passed": not failures,
+        "failures": failures,
     }
 
 
@@ -128,23 +191,38 @@ def fidelity_table(report: dict[str, Any]):
     from rich.table import Table
 
     held = report["held_out"]
+    fp32 = report["models"]["fp32"]
     table = Table(
-        title=f"fidelity vs FP32 ({held['queries']} drone queries, {held['gallery']} tiles; "
-        f"max R@1 drop {report['max_r1_drop']:g} pt)"
+        title=f"fidelity vs FP32 ({held['queries']} drone queries, {held['gallery']} tiles; gates: "
+        f"R@1 drop ≤ {report['max_r1_drop']:g} pt, centred cosine ≥ {report['min_centred_cosine']:g}; "
+        f"FP32 cosine between different images {fp32['cosine_between_images']:.3f})"
     )
-    for column in ("model", "R@1 %", "AP %", "ΔR@1 pt", "ΔAP pt", "cos mean", "cos min"):
+    columns = (
+        "model",
+        "R@1 %",
+        "AP %",
+        "ΔR@1 pt",
+        "ΔAP pt",
+        "cos mean/min",
+        "centred mean/min",
+        "top-5 agree",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for precision, row in report["models"].items():
-        delta = "R@1_drop" in row
-        failed = precision == "int8" and row.get("R@1_drop", 0.0) > report["max_r1_drop"]
+        if "R@1_drop" not in row:
+            table.add_row(f"{precision} ({row['file']})", f"{row['R@1']:.2f}", f"{row['AP']:.2f}", *["—"] * 5)
+            continue
+        failed = precision == "int8" and not report["passed"]
         table.add_row(
             f"{precision} ({row['file']})",
             f"{row['R@1']:.2f}",
             f"{row['AP']:.2f}",
-            f"{0.0 - row['R@1_drop']:+.2f}" if delta else "—",
-            f"{0.0 - row['AP_drop']:+.2f}" if delta else "—",
-            f"{row['cosine_mean']:.5f}" if delta else "—",
-            f"{row['cosine_min']:.5f}" if delta else "—",
+            f"{0.0 - row['R@1_drop']:+.2f}",
+            f"{0.0 - row['AP_drop']:+.2f}",
+            f"{row['cosine_mean']:.4f} / {row['cosine_min']:.4f}",
+            f"{row['centred_cosine_mean']:.4f} / {row['centred_cosine_min']:.4f}",
+            f"{row[f'top{AGREEMENT_K}_agreement']:.3f}",
             style="red" if failed else None,
         )
     return table

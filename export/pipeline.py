@@ -16,7 +16,7 @@ from typing import Any
 from geolink_edge.atomic import atomic_dir, check_new_dir, write_json
 from geolink_edge.calib.dataset import DEFAULT_IMAGES
 from geolink_edge.calib.quantize import METHODS, QUANTIZERS
-from geolink_edge.calib.report import DEFAULT_MAX_QUERIES
+from geolink_edge.calib.report import DEFAULT_MAX_QUERIES, DEFAULT_MIN_CENTRED_COSINE
 from geolink_edge.errors import GeolinkError
 from geolink_edge.export.engine import EngineConf
 
@@ -34,7 +34,8 @@ class ExportConf:
     calib_method: str = "entropy"
     quantizer: str = "ort"
     max_r1_drop: float = 1.0
-    fidelity_queries: int = DEFAULT_MAX_QUERIES
+    min_centred_cosine: float = DEFAULT_MIN_CENTRED_COSINE
+    fidelity_queries: int | None = DEFAULT_MAX_QUERIES
     engine_conf: EngineConf = field(default_factory=EngineConf)
     opset: int = 17
     force: bool = False
@@ -50,6 +51,10 @@ class ExportConf:
             raise GeolinkError(f"--calib-images must be in [1, 100000], got {self.calib_images}")
         if not 0 <= self.max_r1_drop <= 100:
             raise GeolinkError(f"--max-r1-drop must be in [0, 100] points, got {self.max_r1_drop}")
+        if not -1 <= self.min_centred_cosine <= 1:
+            raise GeolinkError(f"--min-centred-cosine must be in [-1, 1], got {self.min_centred_cosine}")
+        if self.fidelity_queries is not None and self.fidelity_queries < 1:
+            raise GeolinkError(f"--fidelity-queries must be >= 1, got {self.fidelity_queries}")
         if not 17 <= self.opset <= 23:
             raise GeolinkError(f"--opset must be in [17, 23] (LayerNorm needs 17), got {self.opset}")
         if self.int8 and self.calib_data is None:
@@ -129,7 +134,8 @@ def _quantize(fp32: Path, tmp: Path, conf: ExportConf, data, console) -> Path:
 def _fidelity(fp32: Path, candidates: dict[str, Path], tmp: Path, conf: ExportConf, data, console) -> dict:
     from geolink_edge.calib.report import fidelity_report, fidelity_table, held_out_set
 
-    report = fidelity_report(fp32, candidates, held_out_set(data, conf.fidelity_queries), conf.max_r1_drop)
+    held_out = held_out_set(data, conf.fidelity_queries)
+    report = fidelity_report(fp32, candidates, held_out, conf.max_r1_drop, conf.min_centred_cosine)
     write_json(tmp / "fidelity.json", report)
     console.print(fidelity_table(report))
     return report
@@ -200,9 +206,8 @@ def main(conf: ExportConf, source: str | Path, out_dir: str | Path) -> Path:
         }
         write_json(tmp / "export.json", summary)
     if fidelity is not None and not fidelity["passed"]:
-        drop = fidelity["models"]["int8"]["R@1_drop"]
         raise GeolinkError(
-            f"INT8 R@1 drop {drop:.2f} points exceeds --max-r1-drop {conf.max_r1_drop:g} "
+            f"{'; '.join(fidelity['failures'])} "
             f"(reports in {out_dir}; try another --calib-method or more --calib-images)"
         )
     return out_dir

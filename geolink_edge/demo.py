@@ -30,6 +30,10 @@ class DemoConf:
     flight_size: int = 256
     train_epochs: int = 6
     calib_images: int = 96
+    # INT8 gates: the demo's 48 test queries make one query 2.1 R@1 points; INT8 measured a drop of
+    # 0.0 (centred cosine 0.9996, top-5 agreement 0.99), so losing 3 queries fails it
+    max_r1_drop: float = 5.0
+    min_centred_cosine: float = 0.99
     seed: int = 0
 
 
@@ -152,7 +156,9 @@ def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
                 "--calib-images",
                 conf.calib_images,
                 "--max-r1-drop",
-                "100",
+                conf.max_r1_drop,
+                "--min-centred-cosine",
+                conf.min_centred_cosine,
             ),
         ),
     ]
@@ -236,9 +242,10 @@ def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
             f"{fmt(evaluation[S2D]['R@1'], '.1f')} / {fmt(evaluation[S2D]['AP'], '.1f')} %",
         ),
         (
-            "INT8 vs FP32 cosine mean / min",
-            f"{fmt(int8['cosine_mean'], '.4f')} / {fmt(int8['cosine_min'], '.4f')}",
+            "INT8 vs FP32 cosine mean: raw / centred on the gallery mean",
+            f"{fmt(int8['cosine_mean'], '.4f')} / {fmt(int8['centred_cosine_mean'], '.4f')}",
         ),
+        ("INT8 top-5 neighbours shared with FP32", fmt(int8["top5_agreement"], ".3f")),
         ("INT8 R@1 drop (drone→satellite)", f"{fmt(int8['R@1_drop'], '.2f')} points"),
         (
             "position error median / p90",

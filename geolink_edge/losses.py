@@ -1,7 +1,8 @@
 """The GeoLink training objective: total = L_cc + L_rd + L_ga + λ·L_sc (λ = 4 in the paper).
 
 Feature names used throughout: ``dro`` (drone images), ``sat`` (satellite tiles), ``pc`` (3D features
-after the MME block), and ``dro2``/``sat2``/``pc2`` for second views of the same instances.
+after the MME block), and ``dro2``/``sat2``/``pc2`` for second views of the same instances (only
+the ``second_view`` form of L_sc reads them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from geolink_edge.models.club import CLUBEstimator
 
 VIEWS = ("dro", "sat", "pc")
 CROSS_VIEW_PAIRS = (("dro", "sat"), ("dro", "pc"), ("sat", "pc"))
+SC_POSITIVES = ("self", "second_view")
+CLUB_VARIANCES = ("learned", "fixed")
 
 
 def info_nce(
@@ -42,25 +45,34 @@ def info_nce(
     return loss
 
 
-def normalised_distances(features: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances divided by their sum over i≠j; the diagonal is 0. (B, B)."""
+RD_SCALES = ("paper", "mean")
+
+
+def normalised_distances(features: torch.Tensor, scale: str = "paper") -> torch.Tensor:
+    """Pairwise Euclidean distances over i≠j, the diagonal 0. (B, B).
+
+    ``scale="paper"`` divides by their sum (Eq. 11-12): entries are about 1/(B(B-1)), so the squared
+    differences of Eq. 13 are tiny and L_rd barely pulls at the paper's weight. ``"mean"`` divides by
+    their mean instead (entries about 1): the same relation, B(B-1) times larger, so that L_rd
+    weighs like the other terms.
+    """
+    if scale not in RD_SCALES:
+        raise ValueError(f"unknown L_rd scale {scale!r} (choose from {', '.join(RD_SCALES)})")
+    batch = features.shape[0]
     sq = (features * features).sum(-1)
     d2 = sq[:, None] + sq[None, :] - 2 * features @ features.T
-    off_diagonal = ~torch.eye(features.shape[0], dtype=torch.bool, device=features.device)
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=features.device)
     # clamp: a zero distance has no sqrt gradient; the diagonal is masked out anyway
     dist = d2.clamp_min(1e-12).sqrt() * off_diagonal
-    return dist / dist.sum().clamp_min(1e-12)
+    total = dist.sum().clamp_min(1e-12)
+    return dist / total if scale == "paper" else dist * (batch * (batch - 1)) / total
 
 
-def relation_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """L_rd for one view: MSE over i≠j between the students' and the (detached) teacher's
-    normalised distance matrices. Zero when the student is the teacher up to a scale.
-
-    As in the paper each matrix sums to 1, so entries are about 1/(B(B-1)) and the loss is small:
-    its weight, not its raw size, sets its pull.
-    """
+def relation_distillation(student: torch.Tensor, teacher: torch.Tensor, scale: str = "paper") -> torch.Tensor:
+    """L_rd for one view (Eq. 13): MSE over i≠j between the student's and the (detached) teacher's
+    normalised distance matrices. Zero when the student is the teacher up to a scale."""
     batch = student.shape[0]
-    diff = normalised_distances(student) - normalised_distances(teacher.detach())
+    diff = normalised_distances(student, scale) - normalised_distances(teacher.detach(), scale)
     return (diff**2).sum() / (batch * (batch - 1))
 
 
@@ -68,13 +80,17 @@ class GeoLinkLoss(nn.Module):
     """The full objective with every term switchable (weight 0 turns a term off).
 
     * ``cc`` cross-view InfoNCE: (dro, sat) + (dro, pc) + (sat, pc).
-    * ``sc`` intra-view InfoNCE: (dro, dro2) + (sat, sat2) + (pc, pc2). The paper pairs each
-      anchor with itself, which is trivially solved; here the positive is a *second view of the
-      same instance*: another drone image of the location, another augmentation of the satellite
-      tile, another subsampling/jitter of the point cloud.
+    * ``sc`` intra-view InfoNCE. ``sc_positive="self"`` (Eq. 7): (dro, dro) + (sat, sat) + (pc, pc),
+      each anchor its own positive and the batch's other instances its negatives, an
+      instance-separation term (with a learned scale and label smoothing it is not solved by any
+      embedding: it pushes instances apart). ``"second_view"``: (dro, dro2) + (sat, sat2) +
+      (pc, pc2), the positive another drone image of the location, another augmentation of the
+      tile, another draw of the cloud; twice the image forward passes.
     * ``ga`` geometric-aware refinement: vCLUB(dro; pc) + vCLUB(sat; pc), the bound of
       q(F_2D | F_pc) estimators held in ``self.club`` (fitted separately, see :meth:`club_loss`).
-    * ``rd`` relation distillation from the 3D teacher ``pc`` to both 2D students.
+    * ``rd`` relation distillation from the 3D teacher ``pc`` to both 2D students, on distances
+      scaled by ``rd_scale`` (see :func:`normalised_distances`).
+    * ``club_variance``: the estimators' q(y|x) variance, ``"learned"`` or ``"fixed"`` (unit).
 
     The logit scale is learnable (initialised to 1/0.07) unless ``temperature`` is given.
     """
@@ -90,7 +106,9 @@ class GeoLinkLoss(nn.Module):
         temperature: float | None = None,
         label_smoothing: float = 0.1,
         club_hidden: int = 4096,
-        club_fixed_variance: bool = False,
+        club_variance: str = "learned",
+        sc_positive: str = "self",
+        rd_scale: str = "paper",
     ):
         super().__init__()
         self.weights = {"cc": cc, "sc": sc, "ga": ga, "rd": rd}
@@ -98,6 +116,13 @@ class GeoLinkLoss(nn.Module):
             raise ValueError(f"loss weights must be >= 0, got {self.weights}")
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if sc_positive not in SC_POSITIVES:
+            raise ValueError(f"unknown L_sc positive {sc_positive!r} (choose from {', '.join(SC_POSITIVES)})")
+        if rd_scale not in RD_SCALES:
+            raise ValueError(f"unknown L_rd scale {rd_scale!r} (choose from {', '.join(RD_SCALES)})")
+        if club_variance not in CLUB_VARIANCES:
+            raise ValueError(f"unknown vCLUB variance {club_variance!r} (choose from learned, fixed)")
+        self.sc_positive, self.rd_scale = sc_positive, rd_scale
         self.temperature = temperature or 0.07  # unused when the scale is learned
         self.logit_scale = None if temperature else nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.label_smoothing = label_smoothing
@@ -105,7 +130,7 @@ class GeoLinkLoss(nn.Module):
         # estimators only when the term is on: at the paper's sizes they hold ~130M parameters
         views = ("dro", "sat") if ga > 0 else ()
         self.club = nn.ModuleDict(
-            {v: CLUBEstimator(pc_dim, dim, club_hidden, club_fixed_variance) for v in views}
+            {v: CLUBEstimator(pc_dim, dim, club_hidden, club_variance == "fixed") for v in views}
         )
 
     def _info(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -115,13 +140,15 @@ class GeoLinkLoss(nn.Module):
         if name == "cc":
             return sum(self._info(f[a], f[b]) for a, b in CROSS_VIEW_PAIRS)
         if name == "sc":
+            if self.sc_positive == "self":
+                return sum(self._info(f[v], f[v]) for v in VIEWS)
             missing = [f"{v}2" for v in VIEWS if f"{v}2" not in f]
             if missing:
-                raise ValueError(f"the intra-view term needs second views: missing {missing}")
+                raise ValueError(f"the second-view intra-view term needs second views: missing {missing}")
             return sum(self._info(f[v], f[f"{v}2"]) for v in VIEWS)
         if name == "ga":
             return sum(self.club[v].upper_bound(f["pc"], f[v]) for v in ("dro", "sat"))
-        return relation_distillation(f["dro"], f["pc"]) + relation_distillation(f["sat"], f["pc"])
+        return sum(relation_distillation(f[v], f["pc"], self.rd_scale) for v in ("dro", "sat"))
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total and each enabled (unweighted) term, detached for logging.

@@ -6,7 +6,8 @@ Protocols:
   ``i`` (0-based) at 0-based rank ``r_i``, ``(old_prec + prec) / 2 / n_good`` with
   ``prec = (i+1)/(r_i+1)`` and ``old_prec = i/r_i`` (1 when ``r_i = 0``). Gallery items whose
   location never appears among the queries (distractors) stay in the ranking by default; the
-  ``mask_distractors`` variant drops them, as Sample4Geo-derived code does.
+  ``mask_distractors`` variant drops them, as Sample4Geo-derived code does, and like that code keeps
+  the full gallery's size for the top-1% rank.
 - **DenseUAV SDM@K**: ``Σ_{i≤K} w_i exp(−5000 d_i) / Σ w_i`` with ``w_i = 1 − (i−1)/K`` and ``d_i``
   the Euclidean distance in degrees between the query's (lon, lat) and the i-th result's.
 
@@ -129,6 +130,7 @@ def evaluate_embeddings(
             f"descriptor sizes differ: queries {query_desc.shape[1]}, gallery {gallery_desc.shape[1]}"
         )
     with_gps = query_latlon is not None and gallery_latlon is not None
+    top1_percent = top1_percent_rank(gallery_labels.shape[0])
     if mask_distractors:
         keep = np.isin(gallery_labels, query_labels)
         gallery_desc, gallery_labels = gallery_desc[keep], gallery_labels[keep]
@@ -148,7 +150,7 @@ def evaluate_embeddings(
     }
     for k in recall_ks:
         result[f"R@{k}"] = 100.0 * recall_at(first, k)
-    result["R@top1%"] = 100.0 * recall_at(first, top1_percent_rank(size) + 1)
+    result["R@top1%"] = 100.0 * recall_at(first, min(top1_percent, size - 1) + 1)
     result["AP"] = 100.0 * float(np.nanmean(ap)) if answerable.any() else float("nan")
     if with_gps:
         q_ll = np.asarray(query_latlon, dtype=np.float64)

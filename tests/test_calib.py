@@ -13,7 +13,13 @@ from onnx import TensorProto, helper, numpy_helper
 from geolink_edge.calib.dataset import calibration_set, iter_batches
 from geolink_edge.calib.fp16 import convert_fp16
 from geolink_edge.calib.quantize import quantize_int8, quantized_linears, select_block_linears, zero_points
-from geolink_edge.calib.report import fidelity_report, held_out_set
+from geolink_edge.calib.report import (
+    centred_cosine,
+    cosine_between_images,
+    fidelity_report,
+    held_out_set,
+    neighbour_agreement,
+)
 from geolink_edge.data.layout import open_dataset
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.backends import OnnxEmbedder
@@ -136,21 +142,54 @@ def test_fp16_keeps_io_and_normalisation_fp32(tiny_onnx, tmp_path, u1652):
     assert cosine.min() > 0.999
 
 
+def test_centred_cosine_neighbour_agreement_and_shared_component_by_hand():
+    centre = np.array([[1.0, 0.0, 0.0]])
+    ref = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    cand = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0]])
+    # centred: (0,1,0)·(0,1,1) = 1/√2; (0,0,1)·(0,0,−1) = −1, although the raw cosines are ≥ 0
+    assert np.allclose(centred_cosine(cand, ref, centre), [1 / np.sqrt(2), -1.0])
+    gallery = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    ref_desc = np.vstack([[1.0, 0.0], gallery])  # query scores 1, 0.8, 0: top-2 {g0, g1}
+    cand_desc = np.vstack([[0.6, 0.8], gallery])  # query scores 0.6, 0.96, 0.8: top-2 {g1, g2}
+    assert neighbour_agreement(ref_desc, ref_desc, n_queries=1, k=2) == 1.0
+    assert neighbour_agreement(cand_desc, ref_desc, n_queries=1, k=1) == 0.0
+    assert neighbour_agreement(cand_desc, ref_desc, n_queries=1, k=2) == 0.5
+    assert neighbour_agreement(cand_desc, ref_desc, n_queries=1, k=3) == 1.0
+    rows = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # pairwise cosines 0.6, 0, 0.8
+    assert np.isclose(cosine_between_images(rows), (0.6 + 0.0 + 0.8) / 3)
+
+
 def test_fidelity_of_a_model_with_itself_is_exact(tiny_onnx, u1652):
     held = held_out_set(u1652)
     report = fidelity_report(tiny_onnx, {"int8": tiny_onnx}, held, max_r1_drop=0.0)
     row = report["models"]["int8"]
     assert row["R@1_drop"] == 0.0 and row["AP_drop"] == 0.0 and row["cosine_min"] > 0.99999
+    assert row["centred_cosine_min"] > 0.9999 and row["top5_agreement"] == 1.0
     assert report["passed"] and report["held_out"]["queries"] == 9 and report["held_out"]["gallery"] == 4
+    assert 0 < report["models"]["fp32"]["cosine_between_images"] < 1
 
 
 def test_fidelity_fails_when_drop_exceeds_limit(tiny_onnx, u1652):
     held = held_out_set(u1652)
-    assert not fidelity_report(tiny_onnx, {"int8": tiny_onnx}, held, max_r1_drop=-0.5)["passed"]
+    report = fidelity_report(tiny_onnx, {"int8": tiny_onnx}, held, max_r1_drop=-0.5)
+    assert not report["passed"] and report["failures"] == [
+        "INT8 R@1 drop 0.00 points exceeds --max-r1-drop -0.5"
+    ]
     # an FP16 candidate never gates the export, only INT8 does
     assert fidelity_report(tiny_onnx, {"fp16": tiny_onnx}, held, max_r1_drop=-0.5)["passed"]
     with pytest.raises(GeolinkError, match="--fidelity-queries"):
         held_out_set(u1652, 0)
+
+
+def test_centred_cosine_is_stricter_than_raw_and_gates(int8, tiny_onnx, u1652):
+    held = held_out_set(u1652)
+    report = fidelity_report(
+        tiny_onnx, {"int8": int8[0]}, held, max_r1_drop=100.0, min_centred_cosine=0.99999
+    )
+    row = report["models"]["int8"]
+    assert row["centred_cosine_mean"] < row["cosine_mean"] and row["centred_cosine_min"] < row["cosine_min"]
+    assert not report["passed"] and report["failures"][0].startswith("INT8 centred cosine 0.")
+    assert "below --min-centred-cosine 0.99999" in report["failures"][0]
 
 
 def test_calibrator_sees_the_images_a_chunk_at_a_time():

@@ -98,7 +98,10 @@ def test_int8_model_runs_with_zero_points_zero_and_reports(exported):
     fidelity = json.loads((out / "fidelity.json").read_text())
     row = fidelity["models"]["int8"]
     assert row["cosine_min"] > 0.99 and row["R@1_drop"] == fidelity["models"]["fp32"]["R@1"] - row["R@1"]
-    assert fidelity["passed"] == (row["R@1_drop"] <= 1.0) and set(fidelity["models"]) == {
+    assert 0 < row["top5_agreement"] <= 1 and row["centred_cosine_mean"] <= row["cosine_mean"]
+    gates = row["R@1_drop"] <= 1.0 and row["centred_cosine_mean"] >= 0.99
+    assert fidelity["passed"] == gates and fidelity["min_centred_cosine"] == 0.99
+    assert set(fidelity["models"]) == {
         "fp32",
         "int8",
         "fp16",
@@ -130,6 +133,8 @@ def test_engine_without_tensorrt_fails_in_one_line_and_writes_nothing(tiny_onnx,
         (["--int8"], "--int8 needs --calib-data"),
         (["--int8", "--calib-data", "D", "--calib-images", "-5"], "--calib-images must be in"),
         (["--fp16", "--max-r1-drop", "-1"], "--max-r1-drop must be in"),
+        (["--fp16", "--min-centred-cosine", "1.5"], "--min-centred-cosine must be in"),
+        (["--fp16", "--fidelity-queries", "0"], "--fidelity-queries must be >= 1"),
         (["--fp16", "--workspace", "0"], "--workspace must be in"),
         (["--int8", "--calib-data", "D", "--calib-method", "magic"], "--calib-method must be one of"),
         ([], "already an ONNX"),

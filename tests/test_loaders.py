@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -255,6 +256,33 @@ def test_train_pairs_items_and_missing_pointclouds(tmp_path):
     assert torch.equal(again["drone2"], item["drone2"]) and torch.equal(again["points"], item["points"])
     batch = torch.utils.data.default_collate([pairs[0], last])
     assert batch["has_points"].tolist() == [True, False]
+
+
+def test_train_pairs_flip_drone_and_tile_together(tmp_path):
+    data = open_dataset(_synthetic_root(tmp_path))
+    pairs = TrainPairs(data, (16, 16), n_points=8, require_pointclouds=False, second_views=False)
+    assert set(pairs[0]) == {"drone", "satellite", "points", "has_points", "label"}
+    # the drone images and the tiles as they are on disk, resized like the items, to tell a mirror
+    same = eval_transform((16, 16))
+    pairs.drone_tf = pairs.satellite_tf = same
+
+    def looks(path) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
+        return tuple(
+            torch.from_numpy(same(image=im)["image"].transpose(2, 0, 1)) for im in (rgb, rgb[:, ::-1])
+        )
+
+    mirrored = []
+    for index, (label, path) in enumerate(pairs.items):
+        item = pairs[index]
+        location = pairs.locations[label]
+        drone_plain, drone_mirror = looks(path)
+        sat_plain, sat_mirror = looks(data.train_satellite[location][0])
+        flags = {torch.allclose(item["drone"], drone_mirror), torch.allclose(item["satellite"], sat_mirror)}
+        assert len(flags) == 1  # both mirrored or neither
+        assert torch.allclose(item["drone"], drone_mirror if flags == {True} else drone_plain)
+        mirrored.append(flags == {True})
+    assert 0 < sum(mirrored) < len(mirrored)
 
 
 def test_train_pairs_reports_an_unreadable_image(tmp_path):

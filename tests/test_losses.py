@@ -70,6 +70,17 @@ def test_relation_distillation_by_hand():
     assert math.isclose(relation_distillation(student, teacher).item(), 4 / 144 / 6, rel_tol=1e-4)
 
 
+def test_relation_distillation_mean_scale_by_hand():
+    teacher, student = torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([[0.0], [2.0], [3.0]])
+    # both mean distances are 2: A_T = (1, 3, 2)/2, A_S = (2, 3, 1)/2, differences ±1/2 on four entries
+    assert torch.allclose(
+        normalised_distances(teacher, "mean"), torch.tensor([[0, 0.5, 1.5], [0.5, 0, 1], [1.5, 1, 0]])
+    )
+    assert math.isclose(relation_distillation(student, teacher, "mean").item(), 1 / 6, rel_tol=1e-4)
+    with pytest.raises(ValueError, match="unknown L_rd scale"):
+        normalised_distances(teacher, "max")
+
+
 def test_relation_distillation_zero_for_scaled_student_positive_when_shuffled():
     teacher = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
     assert relation_distillation(3.5 * teacher, teacher).item() < 1e-12
@@ -114,11 +125,38 @@ def test_terms_switch_off_and_reweight():
     half_rd = GeoLinkLoss(dim=16, cc=0, sc=0, ga=0, rd=0.5)
     assert math.isclose(half_rd(feats)[0].item(), 0.5 * half_rd(feats)[1]["rd"].item(), rel_tol=1e-6)
     with pytest.raises(ValueError, match="missing \\['sat2'\\]"):
-        GeoLinkLoss(dim=16, club_hidden=8)({k: v for k, v in feats.items() if k != "sat2"})
+        second_view = GeoLinkLoss(dim=16, club_hidden=8, sc_positive="second_view")
+        second_view({k: v for k, v in feats.items() if k != "sat2"})
+
+
+def test_intra_view_term_is_eq7_each_anchor_its_own_positive():
+    # dro, sat: cosine 0.6 between the two instances; pc: orthogonal. At temperature 0.5 each
+    # row's cross-entropy is log(1 + exp(2·cos − 2)), the same for both rows and both directions.
+    pc = torch.eye(2)
+    feats = {"dro": Q, "sat": R, "pc": pc, "dro2": pc, "sat2": pc, "pc2": Q}
+    paper = GeoLinkLoss(dim=2, cc=0, ga=0, rd=0, temperature=0.5, label_smoothing=0.0)
+    total, terms = paper(feats)
+    want = 2 * math.log(1 + math.exp(-0.8)) + math.log(1 + math.exp(-2.0))
+    assert math.isclose(terms["sc"].item(), want, rel_tol=1e-5)
+    assert math.isclose(total.item(), 4 * want, rel_tol=1e-5)  # λ = 4
+    second = GeoLinkLoss(
+        dim=2, cc=0, ga=0, rd=0, temperature=0.5, label_smoothing=0.0, sc_positive="second_view"
+    )
+    want_second = sum(info_nce(feats[v], feats[f"{v}2"], temperature=0.5) for v in ("dro", "sat", "pc"))
+    assert math.isclose(second(feats)[1]["sc"].item(), want_second.item(), rel_tol=1e-6)
+
+
+def test_rd_scale_reaches_the_total():
+    feats = _features(6)
+    paper = GeoLinkLoss(dim=16, cc=0, sc=0, ga=0)(feats)[1]["rd"].item()
+    mean = GeoLinkLoss(dim=16, cc=0, sc=0, ga=0, rd_scale="mean")(feats)[1]["rd"].item()
+    want = sum(relation_distillation(feats[v], feats["pc"], "mean") for v in ("dro", "sat")).item()
+    assert math.isclose(mean, want, rel_tol=1e-6)
+    assert math.isclose(mean / paper, (6 * 5) ** 2, rel_tol=1e-3)  # B(B−1) squared
 
 
 def test_club_loss_trains_only_the_estimators():
-    loss = GeoLinkLoss(dim=16, club_hidden=8, club_fixed_variance=True)
+    loss = GeoLinkLoss(dim=16, club_hidden=8, club_variance="fixed")
     feats = _features(3)
     club_loss = loss.club_loss(feats)
     club_loss.backward()

@@ -81,6 +81,17 @@ def test_recall_top1_percent_uses_the_official_rank():
     assert hit["R@top1%"] == 100.0 and miss["R@top1%"] == 0.0
 
 
+def test_masked_recall_top1_percent_keeps_the_full_gallery_size():
+    # 300 items ranked in order, the last 150 distractors: the top 1% is rank 3 (the top 4) with or
+    # without the mask (Sample4Geo's form), not round(1.5) = 2 of the masked 150
+    gallery, labels = _gallery_in_order(300), np.arange(300)
+    queries = np.vstack([QUERY] * 150)
+    kept = evaluate_embeddings(queries, np.arange(150), gallery, labels)
+    masked = evaluate_embeddings(queries, np.arange(150), gallery, labels, mask_distractors=True)
+    assert masked["gallery"] == 150 and kept["gallery"] == 300
+    assert masked["R@top1%"] == pytest.approx(100 * 4 / 150) == kept["R@top1%"]
+
+
 def test_distractors_kept_by_default_and_masked_on_request():
     gallery = _gallery_in_order(3)
     labels = ["distractor", "a", "b"]

@@ -245,12 +245,59 @@ def test_fps_picks_far_points_from_the_extreme():
 def test_trig_encoding_by_hand():
     xyz = torch.tensor([[0.01, 0.02, -0.03]])
     got = trig_encoding(xyz, dim=12, alpha=1000.0, beta=100.0)[0]
-    # two frequencies: beta*x / 1000^(0/2) and beta*x / 1000^(1/2)
-    a = 100 * 0.02 / math.sqrt(1000)
+    # two frequencies: beta*x / 1000^(0/2) and beta*x / 1000^(1/2); per coordinate sin₀ cos₀ sin₁ cos₁
+    want = []
+    for x in (0.01, 0.02, -0.03):
+        for angle in (100 * x, 100 * x / math.sqrt(1000)):
+            want += [math.sin(angle), math.cos(angle)]
     assert got.shape == (12,)
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
     assert math.isclose(got[4].item(), math.sin(2.0), abs_tol=1e-6)  # y, sin, freq 0
-    assert math.isclose(got[5].item(), math.sin(a), abs_tol=1e-6)
-    assert math.isclose(got[7].item(), math.cos(a), abs_tol=1e-6)
+    assert math.isclose(got[5].item(), math.cos(2.0), abs_tol=1e-6)  # y, cos, freq 0
+
+
+def _gelu(v: float) -> float:
+    return 0.5 * v * (1 + math.erf(v / math.sqrt(2)))
+
+
+def _encode(vec: list[float], dim: int, alpha: float = 1000.0, beta: float = 100.0) -> list[float]:
+    freqs = dim // 6
+    out = []
+    for x in vec:
+        for i in range(freqs):
+            angle = beta * x / alpha ** (i / freqs)
+            out += [math.sin(angle), math.cos(angle)]
+    return out
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def test_one_pointnn_stage_by_hand():
+    """Four points, one stage, 6-d raw embedding, k = 2: the reference's arithmetic written out."""
+    pts = [[0.5, 0.0, 0.0], [0.0, 0.1, 0.0], [-0.1, 0.0, 0.0], [0.0, -0.2, 0.1]]
+    raw = [_encode(p, 6) for p in pts]
+    # FPS from point 0 (the farthest from the centroid) picks 2 (0.6 away); their 2 nearest points
+    groups = {0: [0, 1], 2: [2, 1]}
+    rel_xyz = {c: [[pts[j][a] - pts[c][a] for a in range(3)] for j in g] for c, g in groups.items()}
+    rel_f = {c: [[raw[j][a] - raw[c][a] for a in range(6)] for j in g] for c, g in groups.items()}
+    std_xyz = _std([v for c in groups for row in rel_xyz[c] for v in row]) + 1e-5
+    std_f = _std([v for c in groups for row in rel_f[c] for v in row]) + 1e-5
+    stage = []
+    for c in groups:
+        weighted = []
+        for xyz, f in zip(rel_xyz[c], rel_f[c], strict=True):
+            feat = [v / std_f for v in f] + raw[c]  # 12 channels
+            pe = _encode([v / std_xyz for v in xyz], 12)
+            weighted.append([(a + b) * b for a, b in zip(feat, pe, strict=True)])
+        pooled = [max(col) + sum(col) / len(col) for col in zip(*weighted, strict=True)]
+        stage.append([_gelu(v / math.sqrt(1 + 1e-5)) for v in pooled])
+    want = [max(col) + sum(col) / len(col) for col in zip(*stage, strict=True)]
+    got = PointNN(stages=1, embed_dim=6, k=2)(torch.tensor([pts]))[0]
+    assert got.shape == (12,)
+    assert torch.allclose(got, torch.tensor(want), atol=1e-4, rtol=1e-4)
 
 
 def test_pointnn_is_order_invariant_deterministic_and_batch_independent():

@@ -23,8 +23,12 @@ from geolink_edge.models import ImageEncoder, card_for_preset
 from geolink_edge.models.checkpoint import read_checkpoint
 from geolink_edge.train import trainer
 from geolink_edge.train.config import parse_losses, parse_weights, resolve_config
+from geolink_edge.train.distributed import DistInfo
+from geolink_edge.train.networks import GeoLinkNetworks
+from geolink_edge.train.precision import Precision
 from geolink_edge.train.rng import capture_rng, restore_rng, seed_everything
 from geolink_edge.train.schedule import lr_factor, warmup_cosine
+from geolink_edge.train.step import TrainStep
 
 
 def test_paper_preset_is_the_paper_recipe():
@@ -33,6 +37,33 @@ def test_paper_preset_is_the_paper_recipe():
     assert conf.club_hidden == 4096 and conf.batch_size == 8 and conf.epochs == 40
     assert (conf.lr, conf.min_lr, conf.warmup_epochs) == (6e-4, 1e-4, 0.1)
     assert conf.loss_weight("sc") == 4.0 and conf.active_losses == ("cc", "sc", "ga", "rd")
+    # Eq. 7, Eq. 11-13, CLUB's learned variance, no clipping, full fine-tuning (Table 6)
+    assert (conf.sc_positive, conf.rd_scale, conf.club_variance) == ("self", "paper", "learned")
+    assert (conf.clip_mode, conf.freeze_blocks) == ("none", 0)
+    tiny = resolve_config("tiny")
+    assert (tiny.freeze_blocks, tiny.clip_mode, tiny.grad_clip) == (8, "norm", 1.0)
+
+
+@pytest.mark.parametrize("mode", ["none", "norm", "value"])
+def test_clip_mode_bounds_the_gradients_the_optimiser_sees(mode):
+    conf = resolve_config("tiny", overrides={**FAST, "clip_mode": mode, "grad_clip": 1e-3})
+    torch.manual_seed(0)
+    card = card_for_preset(conf.model)
+    nets = GeoLinkNetworks(conf, card)
+    step = TrainStep(conf, nets, Precision.choose("off", torch.device("cpu")), DistInfo(), 1, 0)
+    gen = torch.Generator().manual_seed(0)
+    batch = {k: torch.randn(4, 3, *card.image_size, generator=gen) for k in ("drone", "satellite")}
+    batch |= {"points": torch.rand(4, conf.points, 3, generator=gen), "label": torch.arange(4)}
+    step(batch)
+    grads = [p.grad for p in step.params if p.grad is not None]
+    largest = max(g.abs().max().item() for g in grads)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    if mode == "none":
+        assert norm > 1e-2 and largest > 1e-3
+    elif mode == "norm":
+        assert norm <= 1e-3 * (1 + 1e-4)
+    else:
+        assert largest <= 1e-3 * (1 + 1e-6) and norm > 1e-3
 
 
 def test_yaml_then_overrides_take_precedence(tmp_path):

@@ -18,7 +18,8 @@ LOSS_TERMS = ("cc", "sc", "ga", "rd")
 
 
 class TrainConfig(BaseModel):
-    """Everything a training run depends on. Defaults are the paper's recipe (§4, implementation)."""
+    """Everything a training run depends on. Defaults are the paper's recipe (§3, §4.1, Table 6);
+    each departure the project offers is a named option beside it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -26,7 +27,9 @@ class TrainConfig(BaseModel):
     model: str = Field("geolink", description="model preset (geolink_edge.models.presets)")
     pretrained: bool = Field(False, description="backbone weights from the timm hub")
     weights: Path | None = Field(None, description="backbone weights from a local file")
-    freeze_blocks: int = Field(8, ge=0, description="backbone blocks kept frozen (DINOv2 lineage: 8 of 12)")
+    freeze_blocks: int = Field(
+        0, ge=0, description="backbone blocks kept frozen (paper, Table 6: 0, full fine-tuning)"
+    )
     # 3D branch
     points: int = Field(1024, ge=16)
     point_k: int = Field(90, ge=2, description="Point-NN neighbours")
@@ -37,6 +40,9 @@ class TrainConfig(BaseModel):
     club_hidden: int = Field(4096, ge=1, description="hidden size of the vCLUB estimator q(y|x)")
     club_lr: float = Field(1e-4, gt=0)
     club_steps: int = Field(1, ge=1, description="estimator updates per training step")
+    club_variance: Literal["learned", "fixed"] = Field(
+        "learned", description="q(y|x) variance: learned (CLUB, as the paper cites it) | fixed (unit)"
+    )
     # losses: total = Σ weight_t · L_t over the active terms; the paper's λ is weights['sc']
     losses: list[Literal["cc", "sc", "ga", "rd"]] = Field(default_factory=lambda: list(LOSS_TERMS))
     loss_weights: dict[str, float] = Field(
@@ -44,6 +50,13 @@ class TrainConfig(BaseModel):
     )
     baseline: bool = Field(False, description="2D InfoNCE between drone and satellite only")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    sc_positive: Literal["self", "second_view"] = Field(
+        "self",
+        description="L_sc positive: the anchor itself (Eq. 7) | a second view of the instance",
+    )
+    rd_scale: Literal["paper", "mean"] = Field(
+        "paper", description="L_rd affinities: distances over their sum (Eq. 11-12) | over their mean"
+    )
     # optimisation
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=2, description="locations per batch (InfoNCE needs ≥ 2)")
@@ -51,7 +64,10 @@ class TrainConfig(BaseModel):
     min_lr: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(0.1, ge=0)
     weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
+    clip_mode: Literal["none", "norm", "value"] = Field(
+        "none", description="gradient clipping: none (the paper) | norm | value (Sample4Geo, at 100)"
+    )
+    grad_clip: float = Field(100.0, gt=0, description="threshold of clip_mode (max norm or max |value|)")
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on optimiser steps per epoch")
     # machine
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -89,6 +105,11 @@ class TrainConfig(BaseModel):
         """Every GeoLink term reads the 3D feature; only the baseline runs without point clouds."""
         return not self.baseline
 
+    @property
+    def needs_second_views(self) -> bool:
+        """Only the second-view form of L_sc reads a second image of each location and view."""
+        return "sc" in self.active_losses and self.sc_positive == "second_view"
+
     def loss_weight(self, term: str) -> float:
         return float(self.loss_weights.get(term, 1.0))
 
@@ -99,10 +120,13 @@ class TrainConfig(BaseModel):
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # CPU: a small ViT at 112 px with its first 8 of 12 blocks frozen (the backward pass is most of
-    # a step's cost), 256 points, a narrow estimator, a few epochs: minutes on 2 cores.
+    # a step's cost), 256 points, a narrow estimator, a few epochs: minutes on 2 cores. Its high
+    # learning rate on a randomly initialised backbone is kept stable by norm clipping at 1.
     "tiny": {
         "model": "tiny",
         "freeze_blocks": 8,
+        "clip_mode": "norm",
+        "grad_clip": 1.0,
         "points": 256,
         "point_k": 16,
         "point_stages": 2,

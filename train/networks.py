@@ -1,7 +1,8 @@
 """The networks a training run optimises, assembled from a :class:`TrainConfig`.
 
 ``features`` (encoder + Point-NN + MME, the part DDP wraps) maps a batch to the feature dict the
-loss reads (``dro``, ``sat``, ``pc`` and, for the intra-view term, ``dro2``, ``sat2``, ``pc2``).
+loss reads (``dro``, ``sat``, ``pc`` and, for the second-view intra-view term, ``dro2``, ``sat2``,
+``pc2``).
 ``loss_fn`` is :class:`GeoLinkLoss` (its learnable logit scale trains with the encoders; its vCLUB
 estimators have their own optimiser).
 """
@@ -27,7 +28,7 @@ class FeatureModel(nn.Module):
         self.encoder = ImageEncoder(
             card, pretrained=conf.pretrained, weights=conf.weights, freeze_blocks=conf.freeze_blocks
         )
-        self.second_views = "sc" in conf.active_losses
+        self.second_views = conf.needs_second_views
         self.pointnn: PointNN | None = None
         self.branch3d: nn.Module | None = None
         if conf.needs_3d:
@@ -40,19 +41,19 @@ class FeatureModel(nn.Module):
                 else nn.Linear(self.pointnn.out_dim, dim)
             )
 
-    def _pairs(self, module, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One forward for both views when the second is needed (one pass, twice the batch)."""
+    def _views(self, module, batch: dict[str, torch.Tensor], key: str) -> tuple[torch.Tensor, ...]:
+        """``module`` on ``batch[key]``, and on ``batch[key + "2"]`` when the second view is needed
+        (one pass over twice the batch)."""
         if not self.second_views:
-            return (module(first),)
-        return module(torch.cat([first, second])).chunk(2)
+            return (module(batch[key]),)
+        return module(torch.cat([batch[key], batch[f"{key}2"]])).chunk(2)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats: dict[str, torch.Tensor] = {}
         for name, key in (("dro", "drone"), ("sat", "satellite")):
-            views = self._pairs(self.encoder, batch[key], batch[f"{key}2"])
-            feats.update(zip((name, f"{name}2"), views, strict=False))
+            feats.update(zip((name, f"{name}2"), self._views(self.encoder, batch, key), strict=False))
         if self.pointnn is not None:
-            views = self._pairs(lambda x: self.branch3d(self.pointnn(x)), batch["points"], batch["points2"])
+            views = self._views(lambda x: self.branch3d(self.pointnn(x)), batch, "points")
             feats.update(zip(("pc", "pc2"), views, strict=False))
         return feats
 
@@ -66,7 +67,13 @@ class GeoLinkNetworks(nn.Module):
         active = conf.active_losses
         weights = {t: (conf.loss_weight(t) if t in active else 0.0) for t in ("cc", "sc", "ga", "rd")}
         self.loss_fn = GeoLinkLoss(
-            dim=dim, label_smoothing=conf.label_smoothing, club_hidden=conf.club_hidden, **weights
+            dim=dim,
+            label_smoothing=conf.label_smoothing,
+            club_hidden=conf.club_hidden,
+            club_variance=conf.club_variance,
+            sc_positive=conf.sc_positive,
+            rd_scale=conf.rd_scale,
+            **weights,
         )
         if "ga" not in active:
             self.loss_fn.club = nn.ModuleDict()  # estimators of an inactive term would only cost memory

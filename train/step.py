@@ -8,6 +8,7 @@ Independent of any dataset, so the speed benchmark times exactly what training r
 from __future__ import annotations
 
 import torch
+from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
 from geolink_edge.train import distributed as ddp
 from geolink_edge.train.config import TrainConfig
@@ -15,7 +16,7 @@ from geolink_edge.train.networks import GeoLinkNetworks
 from geolink_edge.train.precision import Precision
 from geolink_edge.train.schedule import warmup_cosine
 
-IMAGE_KEYS = ("drone", "drone2", "satellite", "satellite2")
+IMAGE_KEYS = {"drone", "drone2", "satellite", "satellite2"}
 
 
 class TrainStep:
@@ -65,7 +66,7 @@ class TrainStep:
         device = self.precision.device
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
         if self.conf.channels_last:
-            for key in IMAGE_KEYS:
+            for key in IMAGE_KEYS & batch.keys():
                 batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
         return batch
 
@@ -80,9 +81,10 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         ddp.average_gradients(nets.loss_fn.encoder_parameters(), self.dist)  # outside the DDP module
-        if conf.grad_clip > 0:
+        if conf.clip_mode != "none":
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, conf.grad_clip)
+            clip = clip_grad_norm_ if conf.clip_mode == "norm" else clip_grad_value_
+            clip(self.params, conf.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

@@ -66,6 +66,7 @@ def _training_pairs(conf: TrainConfig, data: CrossViewData, card: ModelCard) -> 
             seed=conf.seed,
             mean=card.mean,
             std=card.std,
+            second_views=conf.needs_second_views,
         )
 
     if not data.train_drone:

@@ -18,6 +18,12 @@ def export(
         "ort", "--quantizer", help="ort (ONNX Runtime) | modelopt (NVIDIA ModelOpt)"
     ),
     max_r1_drop: float = typer.Option(1.0, "--max-r1-drop", help="fail when INT8 loses more R@1 points"),
+    min_centred_cosine: float = typer.Option(
+        0.99, "--min-centred-cosine", help="fail when INT8's mean cosine to FP32, centred, is lower"
+    ),
+    fidelity_queries: int = typer.Option(
+        None, "--fidelity-queries", help="score only N evenly spread test queries (default: all)"
+    ),
     fp16: bool = typer.Option(False, "--fp16", help="also write encoder.fp16.onnx"),
     engine: bool = typer.Option(False, "--engine", help="build a TensorRT engine here (on the target)"),
     workspace: float = typer.Option(2.0, "--workspace", help="TensorRT workspace limit, GB"),
@@ -40,6 +46,8 @@ def export(
         calib_method=calib_method,
         quantizer=quantizer,
         max_r1_drop=max_r1_drop,
+        min_centred_cosine=min_centred_cosine,
+        fidelity_queries=fidelity_queries,
         force=force,
         engine_conf=EngineConf(workspace_gb=workspace, max_batch=max_batch, timing_cache=timing_cache),
     )

@@ -1,10 +1,12 @@
 """Torch datasets over a :class:`~geolink_edge.data.layout.CrossViewData`.
 
-``TrainPairs`` yields, per drone image of a training location, two views of every modality
-(the intra-view loss compares two views of one instance): the image and another drone image of
-the same location, two augmentations of the location's satellite tile, two random draws of its
-point cloud. Randomness comes from (seed, epoch, index), so a run is reproducible whatever the
-number of loader workers; call ``set_epoch`` with the sampler's.
+``TrainPairs`` yields, per drone image of a training location, the image, the location's satellite
+tile and a random draw of its point cloud; with ``second_views`` (the second-view form of the
+intra-view loss) also another drone image of the location, a second augmentation of the tile and a
+second draw of the cloud. In training, half of the items are mirrored: every image of the item
+flipped together, so that a pair never becomes a drone view and the mirror image of its tile.
+Randomness comes from (seed, epoch, index), so a run is reproducible whatever the number of loader
+workers; call ``set_epoch`` with the sampler's.
 """
 
 from __future__ import annotations
@@ -56,12 +58,14 @@ class TrainPairs(Dataset):
         seed: int = 0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        second_views: bool = True,
     ) -> None:
         if n_points < 1:
             raise GeolinkError(f"the number of points must be positive, got {n_points}")
         if not data.train_drone:
             raise GeolinkError(f"{data.root} has no training locations")
         self.data, self.n_points, self.train, self.seed = data, n_points, train, seed
+        self.second_views = second_views
         self.locations = sorted(data.train_drone)
         self.items = [(i, p) for i, loc in enumerate(self.locations) for p in data.train_drone[loc]]
         self.labels = [i for i, _ in self.items]
@@ -80,9 +84,11 @@ class TrainPairs(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _image(self, path: Path, transform, rng: np.random.Generator) -> torch.Tensor:
+    def _image(self, path: Path, transform, rng: np.random.Generator, mirror: bool) -> torch.Tensor:
         transform.set_random_seed(int(rng.integers(2**31)))
         rgb = cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
+        if mirror:
+            rgb = cv2.flip(rgb, 1)
         return _to_tensor(transform(image=rgb)["image"])
 
     def _points(self, location: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -108,16 +114,19 @@ class TrainPairs(Dataset):
         satellites = self.data.train_satellite[location]
         satellite = satellites[int(rng.integers(len(satellites)))]
         points, points2, has_points = self._points(location, rng)
-        return {
-            "drone": self._image(path, self.drone_tf, rng),
-            "drone2": self._image(others[int(rng.integers(len(others)))], self.drone_tf, rng),
-            "satellite": self._image(satellite, self.satellite_tf, rng),
-            "satellite2": self._image(satellite, self.satellite_tf, rng),
+        mirror = self.train and bool(rng.random() < 0.5)
+        item = {
+            "drone": self._image(path, self.drone_tf, rng, mirror),
+            "satellite": self._image(satellite, self.satellite_tf, rng, mirror),
             "points": points,
-            "points2": points2,
             "has_points": has_points,
             "label": label,
         }
+        if self.second_views:
+            item["drone2"] = self._image(others[int(rng.integers(len(others)))], self.drone_tf, rng, mirror)
+            item["satellite2"] = self._image(satellite, self.satellite_tf, rng, mirror)
+            item["points2"] = points2
+        return item
 
 
 class ImageList(Dataset):

@@ -29,12 +29,14 @@ def train_transform(
 ) -> A.Compose:
     """Photometric changes (another day, another sensor) and occlusions after the resize.
 
-    The satellite view also gets flips and quarter turns (before the resize, so a non-square
-    output keeps its shape): a nadir tile has no canonical heading for a drone that flies any yaw.
+    The satellite view also gets quarter turns (before the resize, so a non-square output keeps its
+    shape): a nadir tile has no canonical heading for a drone that flies any yaw. Flips are not here:
+    a mirrored tile is another place, so the dataset flips a drone image and its tile together
+    (as Sample4Geo and CV-Cities do).
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-    geometric = [A.HorizontalFlip(p=0.5), A.RandomRotate90(p=1.0)] if view == "satellite" else []
+    geometric = [A.RandomRotate90(p=1.0)] if view == "satellite" else []
     return A.Compose(
         [
             *geometric,

@@ -1,16 +1,26 @@
 """Point-NN: a non-parametric point-cloud encoder (FPS, k-NN, trigonometric encodings, pooling).
 
+The function of the reference implementation (ZrrSkywalker/Point-NN, run in eval mode): sin/cos
+channels interleaved per frequency, and after each stage's pooling its untrained BatchNorm (in eval
+mode, x / sqrt(1 + 1e-5)) and a GELU. Two departures, both so that a cloud's feature is its own:
+FPS starts from the point farthest from the centroid (the reference starts from the first stored
+point, so its output depends on the storage order), and the neighbourhood spread that normalises
+each stage is one scalar per cloud (the reference takes one over the whole batch). For a single
+cloud whose first point is the farthest from the centroid the two functions are the same.
 Pure torch (the farthest point sampling of the original is a CUDA extension). Nothing is learned,
-so train and eval mode give the same output, and the output for one cloud does not depend on the
-other clouds of the batch.
+so train and eval mode give the same output.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from geolink_edge.errors import GeolinkError
+
+# an untrained BatchNorm1d in eval mode (running mean 0, variance 1, eps 1e-5) only scales
+EVAL_BATCHNORM_SCALE = (1 + 1e-5) ** -0.5
 
 
 def farthest_point_sample(xyz: torch.Tensor, count: int) -> torch.Tensor:
@@ -47,13 +57,16 @@ def gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def trig_encoding(xyz: torch.Tensor, dim: int, alpha: float, beta: float) -> torch.Tensor:
-    """Sin/cos of ``beta·x / alpha^(i/f)`` for each coordinate, f = dim/6 frequencies → (..., dim)."""
+    """Sin/cos of ``beta·x / alpha^(i/f)`` for each coordinate, f = dim/6 frequencies → (..., dim).
+
+    Channels per coordinate, then per frequency, then sin before cos: x sin₀, x cos₀, x sin₁, …
+    """
     if dim % 6:
         raise GeolinkError(f"Point-NN feature dims must be multiples of 6, got {dim}")
     freqs = dim // 6
     scale = alpha ** (torch.arange(freqs, device=xyz.device, dtype=xyz.dtype) / freqs)
     angles = beta * xyz.unsqueeze(-1) / scale  # (..., 3, f)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-3)
 
 
 def _per_cloud_std(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +108,8 @@ class PointNN(nn.Module):
         return feats.max(dim=1).values + feats.mean(dim=1)
 
     def _stage(self, xyz: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Halve the points: group k neighbours around FPS centres, encode their geometry, pool."""
+        """Halve the points: group k neighbours around FPS centres, encode their geometry, pool,
+        then the reference's BatchNorm (eval) + GELU."""
         centre_idx = farthest_point_sample(xyz, xyz.shape[1] // 2)
         centres, centre_feats = gather(xyz, centre_idx), gather(feats, centre_idx)
         group = knn_indices(xyz, centres, self.k)
@@ -106,4 +120,5 @@ class PointNN(nn.Module):
         grouped = torch.cat([rel_feats, centre_feats.unsqueeze(2).expand_as(rel_feats)], dim=-1)
         geometry = trig_encoding(rel_xyz, grouped.shape[-1], self.alpha, self.beta)
         weighted = (grouped + geometry) * geometry
-        return centres, weighted.max(dim=2).values + weighted.mean(dim=2)
+        pooled = weighted.max(dim=2).values + weighted.mean(dim=2)
+        return centres, F.gelu(pooled * EVAL_BATCHNORM_SCALE)
