@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -116,6 +117,10 @@ def cloud_descriptors(nets: GeoLinkNetworks, clouds: torch.Tensor, device: str) 
     return torch.nn.functional.normalize(torch.cat(out), dim=1).cpu().numpy()
 
 
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
 def top1_hits(query: np.ndarray, q_labels, gallery: np.ndarray, g_labels) -> np.ndarray:
     """Per query: is the nearest gallery item of the right location (what R@1 averages)."""
     best = np.argmax(query @ gallery.T, axis=1)
@@ -175,8 +180,9 @@ def score_run(run: Path, data: CrossViewData, device: str) -> dict:
 def cloud_separability(data: CrossViewData, conf: TrainConfig) -> dict:
     """Can the untrained Point-NN tell the test places apart from their clouds alone?
 
-    R@1 between two independent draws of each test cloud, and the mean cosine between the clouds of
-    different places (near 1: the clouds look alike and carry little to learn from).
+    R@1 between two independent draws of each test cloud, raw and centred on the mean feature, and
+    the mean cosine between the clouds of one place and of different places (both near 1: a common
+    component dominates what the clouds carry).
     """
     test = sorted({q.location for q in data.query_drone})
     pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
@@ -186,22 +192,42 @@ def cloud_separability(data: CrossViewData, conf: TrainConfig) -> dict:
     )
     cosine = a @ b.T
     others = cosine[~np.eye(len(test), dtype=bool)]
+    centre = np.concatenate([a, b]).mean(axis=0)
     return {
         "places": len(test),
         "pc2pc R@1": evaluate_embeddings(a, test, b, test)["R@1"],
+        "pc2pc R@1 centred": evaluate_embeddings(unit(a - centre), test, unit(b - centre), test)["R@1"],
         "cosine other places": float(others.mean()),
         "cosine same place": float(np.diag(cosine).mean()),
     }
 
 
-def run_one(data: CrossViewData, runs: Path, variant: str, seed: int, train: dict) -> dict:
-    conf = resolve_config("tiny", overrides={**train, **VARIANTS[variant], "seed": seed, "val_every": 1000})
+def training_view(world: Path, view: Path) -> Path:
+    """The world without its test split, for the trainer: its end-of-run validation would embed
+    every query a second time (each run is scored here, once)."""
+    view.mkdir(parents=True, exist_ok=True)
+    for name in ("dataset.json", "gps.csv", "train", "pointclouds"):
+        if not (view / name).exists():
+            (view / name).symlink_to((world / name).resolve())
+    return view
+
+
+def run_one(data: CrossViewData, train_root: Path, runs: Path, variant: str, seed: int, train: dict) -> dict:
+    conf = resolve_config("tiny", overrides={**train, **VARIANTS[variant], "seed": seed})
     slug = variant.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "")
     started = time.perf_counter()
-    run = trainer.main(conf, data.root, runs / f"{slug}-seed{seed}", force=True, quiet=True)
+    run = trainer.main(conf, train_root, runs / f"{slug}-seed{seed}", force=True, quiet=True)
     train_s = time.perf_counter() - started
     row = {"variant": variant, "seed": seed, **score_run(run, data, conf.device)}
     return {**row, "train s": round(train_s, 1), "total s": round(time.perf_counter() - started, 1)}
+
+
+def subsample_queries(data: CrossViewData, count: int | None) -> CrossViewData:
+    """Keep ``count`` drone queries spread evenly over the test places (all when None)."""
+    if count is None or count >= len(data.query_drone):
+        return data
+    keep = np.linspace(0, len(data.query_drone) - 1, count).round().astype(int)
+    return dataclasses.replace(data, query_drone=[data.query_drone[i] for i in keep])
 
 
 def paired(rows: list[dict], variant: str, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +284,7 @@ def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]
     se = np.mean([float(r["SE binomial"]) for r in rows])
     se_clustered = np.mean([float(r["SE clustered"]) for r in rows])
     minutes = sum(float(r["total s"]) for r in rows) / 60
+    clouds = separability
     return (
         f"\nd2s = drone→satellite ({first['queries']} queries, {first['gallery']} tiles with distractors; "
         f"chance R@1 {100 / int(first['gallery']):.1f}), s2d = satellite→drone, %. mean ± std over seeds; "
@@ -265,9 +292,9 @@ def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]
         f"error of d2s R@1: {se:.2f} points binomial, {se_clustered:.2f} clustered by place. "
         f"pc→sat = the trained 3D branch's cloud → satellite-tile R@1 (test: query places against the "
         f"test gallery; train: training places against their tiles). Untrained Point-NN on the "
-        f"{separability['places']} test clouds: R@1 {separability['pc2pc R@1']:.1f} between two draws of "
-        f"each cloud, cosine {separability['cosine same place']:.3f} same place vs "
-        f"{separability['cosine other places']:.3f} other places.\n"
+        f"{clouds['places']} test clouds: R@1 {clouds['pc2pc R@1']:.1f} between two draws of each cloud "
+        f"({clouds['pc2pc R@1 centred']:.1f} centred on the mean feature), cosine "
+        f"{clouds['cosine same place']:.3f} same place vs {clouds['cosine other places']:.3f} other places.\n"
         f"World: synth {' '.join(synth)}; training: tiny preset, {train}; {minutes:.0f} min of runs.\n"
     )
 
@@ -298,6 +325,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="override the number of seeds")
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--steps", type=int, help="override the steps per epoch")
+    parser.add_argument("--queries", type=int, help="score on this many drone queries (default: all)")
     parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args()
     budget = BUDGETS["quick" if args.quick else "gpu" if args.gpu else "cpu"]
@@ -309,14 +337,16 @@ def main() -> None:
         parser.error(f"unknown variant {unknown[0]!r}")
     if "baseline" not in variants:
         variants.insert(0, "baseline")  # every comparison is paired with it
-    data = open_dataset(args.data or make_world(args.out / "world", budget["synth"]))
+    world = open_dataset(args.data or make_world(args.out / "world", budget["synth"]))
+    data = subsample_queries(world, args.queries)
+    train_root = training_view(world.root, args.out / "train-only")
     csv_path = args.out / "ablation.csv"
     rows = read_rows(csv_path)
     for seed in range(args.seeds or budget["seeds"]):  # seed by seed: a stopped run leaves pairs
         for variant in variants:
             if any(r["variant"] == variant and r["seed"] == seed for r in rows):
                 continue
-            rows.append(run_one(data, args.out / "runs", variant, seed, train))
+            rows.append(run_one(data, train_root, args.out / "runs", variant, seed, train))
             write_text(csv_path, to_csv(rows))
             print(f"{variant} seed {seed}: " + json.dumps(rows[-1]), flush=True)
     separability = cloud_separability(data, resolve_config("tiny"))
