@@ -1,10 +1,13 @@
 """Explicit INT8 quantization (Q/DQ) of the encoder ONNX, made on the desktop and built on the target.
 
-Only the Linear layers inside the transformer blocks are quantized (their MatMul/Gemm with a
-constant weight). Attention matmuls, LayerNorm, Softmax, GELU, residual Adds, the patch
-embedding, MixVPR and the normalisation stay in floating point: quantizing those collapses a
-ViT's accuracy. Scales are symmetric (every zero point 0) because TensorRT accepts nothing else,
-and weights are quantized per output channel.
+By default only the Linear layers inside the transformer blocks are quantized (their MatMul/Gemm
+with a constant weight). The attention products (QKᵀ and softmax·V), LayerNorm, Softmax, GELU,
+residual Adds, the patch embedding, MixVPR and the normalisation stay in floating point:
+quantizing all of those collapses a ViT's accuracy. ``attention=True`` also quantizes the two
+attention products (both inputs, per tensor), an option for CPUs and GPUs where they are a large
+share of the time; the fidelity report decides whether a model made so may ship. Scales are
+symmetric (every zero point 0) because TensorRT accepts nothing else, and weights are quantized
+per output channel.
 """
 
 from __future__ import annotations
@@ -56,6 +59,18 @@ def select_block_linears(model) -> tuple[list[str], list[str]]:
     return chosen, excluded
 
 
+def select_attention_products(model) -> list[str]:
+    """The MatMuls inside transformer blocks whose two inputs are both activations: QKᵀ and AV."""
+    constants = constant_names(model)
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and BLOCK_SCOPE.search(node.name)
+        and not any(name in constants for name in node.input[:2])
+    ]
+
+
 def copy_metadata(source, target, precision: str) -> None:
     """Give ``target`` the model card of ``source`` and record its own precision."""
     meta = {p.key: p.value for p in source.metadata_props}
@@ -97,7 +112,13 @@ def _reader(images: np.ndarray, input_name: str):
 
 
 def _quantize_ort(
-    prepared: Path, out: Path, images: np.ndarray, nodes: list[str], method: str, input_name: str
+    prepared: Path,
+    out: Path,
+    images: np.ndarray,
+    nodes: list[str],
+    method: str,
+    input_name: str,
+    attention: bool,
 ) -> None:
     q = require("onnxruntime.quantization", _ORT_HINT)
     calibration = {
@@ -122,7 +143,9 @@ def _quantize_ort(
                 "WeightSymmetric": True,
                 "CalibTensorRangeSymmetric": True,
                 "CalibStridedMinMax": 1,  # one chunk per pass, for every method despite the name
-                "MatMulConstBOnly": True,
+                # the attention products multiply two activations; without them every quantized
+                # MatMul has a constant weight
+                "MatMulConstBOnly": not attention,
                 # Q/DQ on the inputs only: the product and its bias Add stay in floating point.
                 "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS),
                 "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # (K, N) weight: one scale per output
@@ -198,10 +221,12 @@ def quantize_int8(
     batches: Iterable[np.ndarray],
     method: str = "entropy",
     quantizer: str = "ort",
+    attention: bool = False,
 ) -> dict[str, Any]:
     """Write the Q/DQ INT8 model of ``fp32_onnx`` to ``out``; return the calibration report's core.
 
-    ``batches`` yields preprocessed float32 (N, 3, H, W) calibration batches.
+    ``batches`` yields preprocessed float32 (N, 3, H, W) calibration batches. ``attention`` also
+    quantizes the attention products QKᵀ and AV (default: they stay FP32).
     """
     onnx = require("onnx", _ORT_HINT)
     if method not in METHODS:
@@ -213,6 +238,14 @@ def quantize_int8(
     nodes, excluded = select_block_linears(source)
     if not nodes:
         raise GeolinkError(f"{fp32_onnx}: no MatMul/Gemm with a weight inside transformer blocks to quantize")
+    if attention:
+        products = select_attention_products(source)
+        if not products:
+            raise GeolinkError(f"{fp32_onnx}: no attention MatMul inside transformer blocks to quantize")
+        if quantizer != "ort":
+            raise GeolinkError("INT8 attention is made with --quantizer ort only")
+        nodes += products
+        excluded = [name for name in excluded if name not in products]
     input_name = source.graph.input[0].name
     parts = list(batches)
     if not parts:
@@ -226,7 +259,7 @@ def quantize_int8(
         shapes = _infer_shapes(shape_inference, fp32_onnx, prepared)
         raw = Path(tmp) / "int8.onnx"
         if quantizer == "ort":
-            _quantize_ort(prepared, raw, images, nodes, method, input_name)
+            _quantize_ort(prepared, raw, images, nodes, method, input_name, attention)
         else:
             _quantize_modelopt(prepared, raw, images, nodes, excluded, method, input_name)
         model = onnx.load(str(raw))
@@ -250,5 +283,6 @@ def quantize_int8(
         "weights_quantized": sum(1 for n in model.graph.node if n.op_type == "DequantizeLinear")
         - sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
         "activation": "int8 symmetric per-tensor",
+        "attention": "int8 (QKᵀ and AV)" if attention else "fp32",
         "weights": "int8 symmetric per-channel",
     }

@@ -33,6 +33,7 @@ class ExportConf:
     calib_images: int = DEFAULT_IMAGES
     calib_method: str = "entropy"
     quantizer: str = "ort"
+    int8_attention: bool = False  # also QKᵀ and AV in INT8 (default FP32); the fidelity gates decide
     max_r1_drop: float = 1.0
     min_centred_cosine: float = DEFAULT_MIN_CENTRED_COSINE
     fidelity_queries: int | None = DEFAULT_MAX_QUERIES
@@ -120,7 +121,9 @@ def _quantize(fp32: Path, tmp: Path, conf: ExportConf, data, console) -> Path:
         transient=True,
     )
     out = tmp / PRECISION_FILES["int8"]
-    quantized = quantize_int8(fp32, out, batches, conf.calib_method, conf.quantizer)
+    quantized = quantize_int8(
+        fp32, out, batches, conf.calib_method, conf.quantizer, attention=conf.int8_attention
+    )
     write_json(
         tmp / "calibration.json", calibration_report(quantized, chosen.summary(), fp32, sha256_file(fp32))
     )

@@ -17,6 +17,9 @@ def export(
     quantizer: str = typer.Option(
         "ort", "--quantizer", help="ort (ONNX Runtime) | modelopt (NVIDIA ModelOpt)"
     ),
+    int8_attention: bool = typer.Option(
+        False, "--int8-attention", help="also quantize the attention products QKᵀ and AV (default FP32)"
+    ),
     max_r1_drop: float = typer.Option(1.0, "--max-r1-drop", help="fail when INT8 loses more R@1 points"),
     min_centred_cosine: float = typer.Option(
         0.99, "--min-centred-cosine", help="fail when INT8's mean cosine to FP32, centred, is lower"
@@ -45,6 +48,7 @@ def export(
         calib_images=calib_images,
         calib_method=calib_method,
         quantizer=quantizer,
+        int8_attention=int8_attention,
         max_r1_drop=max_r1_drop,
         min_centred_cosine=min_centred_cosine,
         fidelity_queries=fidelity_queries,
