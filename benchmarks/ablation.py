@@ -89,15 +89,15 @@ def make_world(root: Path, args: list[str]) -> Path:
     return root
 
 
-def load_networks(run: Path, device: str) -> tuple[GeoLinkNetworks, TrainConfig, ModelCard]:
-    """The trained encoder and 3D branch of a run's ``last.pt``."""
+def load_networks(run: Path, device: str) -> tuple[GeoLinkNetworks, TrainConfig, ModelCard, int]:
+    """The trained encoder and 3D branch of a run's ``last.pt``, and the steps it was trained for."""
     ckpt = read_checkpoint(run / "last.pt")
     conf = TrainConfig.model_validate(ckpt["config"])
     card = ModelCard.from_dict(ckpt["model_card"])
     nets = GeoLinkNetworks(conf.model_copy(update={"pretrained": False, "weights": None}), card)
     nets.encoder.load_state_dict(ckpt["encoder"])
     nets.load_branch_state(ckpt["branch3d"])
-    return nets.to(device).eval(), conf, card
+    return nets.to(device).eval(), conf, card, int(ckpt["step"])
 
 
 def cloud_batch(data: CrossViewData, locations: list[str], n_points: int, seed: int = 0) -> torch.Tensor:
@@ -138,7 +138,7 @@ def standard_errors(hits: np.ndarray, labels) -> tuple[float, float]:
 
 def score_run(run: Path, data: CrossViewData, device: str) -> dict:
     """Both image directions, and the 3D branch's own pc → satellite R@1 (train and test places)."""
-    nets, conf, card = load_networks(run, device)
+    nets, conf, card, steps = load_networks(run, device)
 
     def embed(paths):
         return embed_paths(nets.encoder, card, paths, batch_size=64, device=device, quiet=True)
@@ -158,6 +158,7 @@ def score_run(run: Path, data: CrossViewData, device: str) -> dict:
         "d2s AP": d2s["AP"],
         "s2d R@1": s2d["R@1"],
         "s2d AP": s2d["AP"],
+        "steps": steps,
         "queries": d2s["queries"],
         "gallery": d2s["gallery"],
         "SE binomial": se,
@@ -284,6 +285,7 @@ def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]
     se = np.mean([float(r["SE binomial"]) for r in rows])
     se_clustered = np.mean([float(r["SE clustered"]) for r in rows])
     minutes = sum(float(r["total s"]) for r in rows) / 60
+    steps = "/".join(sorted({str(r.get("steps") or "?") for r in rows}))
     clouds = separability
     return (
         f"\nd2s = drone→satellite ({first['queries']} queries, {first['gallery']} tiles with distractors; "
@@ -295,7 +297,8 @@ def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]
         f"{clouds['places']} test clouds: R@1 {clouds['pc2pc R@1']:.1f} between two draws of each cloud "
         f"({clouds['pc2pc R@1 centred']:.1f} centred on the mean feature), cosine "
         f"{clouds['cosine same place']:.3f} same place vs {clouds['cosine other places']:.3f} other places.\n"
-        f"World: synth {' '.join(synth)}; training: tiny preset, {train}; {minutes:.0f} min of runs.\n"
+        f"World: synth {' '.join(synth)}; training: tiny preset, {train}, {steps} steps of 8 places; "
+        f"{minutes:.0f} min of runs.\n"
     )
 
 
@@ -326,6 +329,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--steps", type=int, help="override the steps per epoch")
     parser.add_argument("--queries", type=int, help="score on this many drone queries (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="tables from ablation.csv, no training")
     parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args()
     budget = BUDGETS["quick" if args.quick else "gpu" if args.gpu else "cpu"]
@@ -342,13 +346,16 @@ def main() -> None:
     train_root = training_view(world.root, args.out / "train-only")
     csv_path = args.out / "ablation.csv"
     rows = read_rows(csv_path)
-    for seed in range(args.seeds or budget["seeds"]):  # seed by seed: a stopped run leaves pairs
+    # seed-major: a run stopped early leaves whole seeds, each pairable with its baseline
+    for seed in range(0 if args.report_only else args.seeds or budget["seeds"]):
         for variant in variants:
             if any(r["variant"] == variant and r["seed"] == seed for r in rows):
                 continue
             rows.append(run_one(data, train_root, args.out / "runs", variant, seed, train))
             write_text(csv_path, to_csv(rows))
             print(f"{variant} seed {seed}: " + json.dumps(rows[-1]), flush=True)
+    if not rows:
+        parser.error(f"no runs in {csv_path}")
     separability = cloud_separability(data, resolve_config("tiny"))
     text = table(rows) + footnote(
         rows, separability, train, budget["synth"] if not args.data else [str(args.data)]
