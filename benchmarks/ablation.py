@@ -188,7 +188,11 @@ def cloud_separability(data: CrossViewData, conf: TrainConfig) -> dict:
     test = sorted({q.location for q in data.query_drone})
     pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
     a, b = (
-        torch.nn.functional.normalize(pointnn(cloud_batch(data, test, conf.points, seed)), dim=1).numpy()
+        unit(
+            torch.cat(
+                [pointnn(part) for part in cloud_batch(data, test, conf.points, seed).split(16)]
+            ).numpy()
+        )
         for seed in (0, 1)
     )
     cosine = a @ b.T
