@@ -147,7 +147,7 @@ def bench_model(name: str, encoder: ImageEncoder, calib_data, scored_data, args,
     return rows
 
 
-def markdown(rows: list[dict], runs: int) -> str:
+def markdown(rows: list[dict], runs: int, threads: int) -> str:
     lines = [
         "| model | configuration | ms | × torch | R@1 FP32 → INT8 | cos mean / min | centred cos mean / min "
         "| top-5 agree | calibration | goal |",
@@ -161,7 +161,8 @@ def markdown(rows: list[dict], runs: int) -> str:
             f"{r.get('calib', '—')} | {r.get('goal', '—')} |"
         )
     lines.append(
-        f"\nmedian of {runs} interleaved runs, batch 1, {torch.get_num_threads()} torch threads, CPU. "
+        f"\nmedian of {runs} interleaved runs, batch 1, {torch.get_num_threads()} torch and "
+        f"{threads or 'default'} ORT threads, CPU. "
         f"goal: ≥ {GOAL['speedup']}× torch eager, R@1 drop ≤ {GOAL['max_r1_drop']} point, centred "
         f"cosine ≥ {GOAL['min_centred_cosine']} (needs --checkpoint and --data)."
     )
@@ -179,6 +180,9 @@ def main() -> None:
         "--methods", default="minmax", help=f"activation calibration, of: {', '.join(METHODS)}"
     )
     parser.add_argument("--calib-images", type=int, default=128)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch and ORT threads (0: their defaults); 1 on a busy CPU"
+    )
     args = parser.parse_args()
     if args.runs < 5:
         parser.error("--runs must be at least 5")
@@ -186,6 +190,8 @@ def main() -> None:
         parser.error(f"--configs: choose from {', '.join(CONFIGS)}")
     if any(m not in METHODS for m in args.methods.split(",")):
         parser.error(f"--methods: choose from {', '.join(METHODS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = open_dataset(args.data) if args.data else None
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="geolink-bench-") as tmp:
@@ -198,7 +204,7 @@ def main() -> None:
             # the paper-size model has random weights: its fidelity on the dataset would mean nothing
             scored = data if (name == "tiny" and args.checkpoint) else None
             rows += bench_model(name, encoder.eval(), data, scored, args, Path(tmp))
-            print(markdown(rows, args.runs), flush=True)
+            print(markdown(rows, args.runs, args.threads), flush=True)
 
 
 if __name__ == "__main__":
