@@ -15,6 +15,8 @@ generalise?), and once per world the untrained Point-NN tells apart two draws of
     python benchmarks/ablation.py --out A                # the CPU budget (see BUDGETS)
     python benchmarks/ablation.py --out A --gpu          # a longer run on a CUDA device
     python benchmarks/ablation.py --out A --seeds 3 --variants baseline,+MME
+    python benchmarks/ablation.py --out A --data A/world --steps 8 --queries 500   # a busy CPU
+    python benchmarks/ablation.py --out A --report-only  # the tables of the runs done so far
 
 Writes ``ablation.csv`` (one row per run, appended as runs finish: a rerun skips them),
 ``ablation.md`` (the tables) and ``ablation.json``.
@@ -60,7 +62,6 @@ VARIANTS: dict[str, dict] = {
     # the named options chosen before the run, not picked afterwards from its results
     "full (best forms)": {"losses": ALL_TERMS, "sc_positive": "second_view", "rd_scale": "mean"},
 }
-SCORES = ("d2s R@1", "d2s AP", "s2d R@1", "s2d AP", "pc2sat R@1 test", "pc2sat R@1 train")
 # world size and training length of each budget. cpu: 100 test places × 25 views = 2500 drone
 # queries (binomial SE ≤ 1 point at any R@1); training is capped in steps, not in images.
 BUDGETS = {
@@ -77,7 +78,7 @@ BUDGETS = {
     "gpu": {
         "synth": ["--locations", "400", "--views", "25", "--size", "128", "--workers", "8"],
         "seeds": 5,
-        "train": {"epochs": 20, "device": "cuda", "workers": 4},
+        "train": {"epochs": 10, "steps_per_epoch": 200, "device": "cuda", "workers": 4},
     },
 }
 
