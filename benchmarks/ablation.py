@@ -258,8 +258,9 @@ def difference(values: np.ndarray, base: np.ndarray) -> str:
     if not len(values):
         return "—"
     diff = values - base
-    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return f"{diff.mean():+.1f} ± {se:.1f}"
+    if len(diff) == 1:
+        return f"{diff[0]:+.1f} (1 seed)"
+    return f"{diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.1f}"
 
 
 def table(rows: list[dict]) -> str:
