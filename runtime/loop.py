@@ -17,10 +17,10 @@ import numpy as np
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import haversine_m
+from geolink_edge.runtime.autopilot import Estimate, TrackPredictor
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.locate import LocateConf, Locator, open_index
-from geolink_edge.runtime.mavlink import Estimate
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, SimReader, Telemetry, open_reader
 
@@ -61,9 +61,16 @@ class Pipeline:
         self.locator = Locator(index, conf.locate, intrinsics)
         self.filter = TrackFilter(conf.filter)
         self.mavlink = mavlink
+        self.predictor = TrackPredictor(self.filter, self._to_geodetic)
         # the tile under the drone has its centre within one tile size of it
         tile_m = (getattr(index, "manifest", {}).get("tiling") or {}).get("tile_m") or 100.0
         self.search_floor_m = conf.search_floor_m or float(tile_m)
+
+    def _to_geodetic(self, east: float, north: float) -> tuple[float, float]:
+        if self.index.frame is None:
+            return float("nan"), float("nan")
+        lat, lon, _ = self.index.frame.to_geodetic(east, north)
+        return float(lat), float(lon)
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
         source = self.mavlink.telemetry() if self.mavlink is not None else None
@@ -91,6 +98,10 @@ class Pipeline:
         else:
             update = self.filter.miss(frame.t_sensor)
         latency["filter"] = (time.perf_counter() - t2) * 1e3
+        accepted = update.status == "accepted"
+        self.predictor.observe(
+            frame.t_sensor, frame.t_capture, fix.heading, fix.alt, fix.inliers if accepted else 0
+        )
         record = {
             "frame": frame.index,
             "t_capture": frame.t_capture,
@@ -113,9 +124,6 @@ class Pipeline:
                 "v_north": estimate.v_north,
                 "cov": estimate.cov_en,
             }
-            t3 = time.perf_counter()
-            record["sent"] = self.mavlink.send(estimate) if self.mavlink is not None else False
-            latency["mavlink"] = (time.perf_counter() - t3) * 1e3
         self._errors(record, frame, fix, estimate)
         latency["total"] = (time.perf_counter() - t0) * 1e3
         record["latency_ms"] = latency
@@ -128,10 +136,7 @@ class Pipeline:
             return None
         east, north = self.filter.position
         v_east, v_north = self.filter.velocity
-        lat = lon = float("nan")
-        if self.index.frame is not None:
-            lat_a, lon_a, _ = self.index.frame.to_geodetic(east, north)
-            lat, lon = float(lat_a), float(lon_a)
+        lat, lon = self._to_geodetic(east, north)
         heading = fix.heading if fix.heading is not None else (telemetry.yaw if telemetry else None)
         cov = self.filter.covariance
         return Estimate(
@@ -197,7 +202,7 @@ def main(
     index_dir: str | Path,
     intrinsics: str | Path | None = None,
     mavlink: str | None = None,
-    mavlink_msg: str = "gps_input",
+    mavlink_options: dict | None = None,
     log: str | Path | None = None,
     console: bool = True,
 ) -> dict:
@@ -213,10 +218,12 @@ def main(
     if mavlink:
         from geolink_edge.runtime.mavlink import MavlinkSink
 
-        link = MavlinkSink(mavlink, mavlink_msg)
+        link = MavlinkSink(mavlink, **(mavlink_options or {}))
     jsonl = JsonlSink(log) if log else None
     view = ConsoleSink(enabled=console)
     pipeline = Pipeline(embedder, index, conf, camera_model, link)
+    if link is not None:
+        link.start_stream(pipeline.predictor)
     # paced replays drop stale frames like a camera; unpaced ones hand over every frame
     capture = Capture(reader, realtime=conf.realtime, drop=True if conf.realtime else None)
 
@@ -236,7 +243,12 @@ def main(
             "intrinsics": camera_model is not None,
         }
         if link is not None:
-            extra.update(mavlink_sent=link.sent, mavlink_refused=link.refused)
+            extra.update(
+                mavlink_sent=link.sent,
+                mavlink_refused=link.refused,
+                mavlink_no_fix=link.no_fix_sent,
+                autopilot_delay=link.delay_parameters(),
+            )
         summary_dict = summary.result(**extra)
     finally:
         view.close()

@@ -33,8 +33,26 @@ def run(
     mavlink: str | None = typer.Option(
         None, "--mavlink", help="udpout:HOST:PORT | udpin:HOST:PORT | /dev/ttyTHS1:921600"
     ),
-    mavlink_msg: str = typer.Option(
-        "gps_input", "--mavlink-msg", help="gps_input (ArduPilot GPS1_TYPE=14) or odometry"
+    mavlink_target: str = typer.Option(
+        "ardupilot-gps",
+        "--mavlink-target",
+        help="ardupilot-gps (GPS_INPUT), ardupilot-odometry (VISO_TYPE=1) or px4-odometry",
+    ),
+    sysid: int = typer.Option(1, "--sysid", help="our MAVLink system id (the autopilot's, usually)"),
+    compid: int = typer.Option(191, "--compid", help="our MAVLink component id (191: onboard computer)"),
+    gps_id: int = typer.Option(0, "--gps-id", help="GPS_INPUT gps_id: 0 (GPS1_TYPE=14) or 1 (GPS2_TYPE=14)"),
+    mavlink_rate: float = typer.Option(5.0, "--mavlink-rate", help="position messages per second"),
+    max_track_age: float = typer.Option(
+        3.0, "--max-track-age", help="seconds without a fix after which no position is sent"
+    ),
+    mavlink_delay: float = typer.Option(
+        0.0, "--mavlink-delay", help="send positions this old (s) and set the autopilot's delay to match"
+    ),
+    home_alt: float | None = typer.Option(
+        None, "--home-alt", help="home altitude above sea level (m) until the autopilot reports one"
+    ),
+    mount: str = typer.Option(
+        "body:90", "--mount", help="camera mount KIND[:PITCH[:YAW[:ROLL]]]: body (fixed) or gimbal"
     ),
     log: Path | None = typer.Option(None, "--log", help="flight log, JSON lines flushed per frame"),
     altitude: float | None = typer.Option(
@@ -58,6 +76,7 @@ def run(
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
     from geolink_edge.runtime.locate import LocateConf
+    from geolink_edge.runtime.mount import CameraMount
     from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
@@ -73,7 +92,20 @@ def run(
         height=height,
         fps=fps,
     )
-    summary = loop.main(conf, camera, model, index, intrinsics, mavlink, mavlink_msg, log, console=not quiet)
+    mavlink_options = dict(
+        target=mavlink_target,
+        sysid=sysid,
+        compid=compid,
+        gps_id=gps_id,
+        rate_hz=mavlink_rate,
+        max_track_age_s=max_track_age,
+        delay_s=mavlink_delay,
+        home_alt_msl=home_alt,
+        mount=CameraMount.parse(mount),
+    )
+    summary = loop.main(
+        conf, camera, model, index, intrinsics, mavlink, mavlink_options, log, console=not quiet
+    )
     typer.echo(json.dumps({"summary": summary}))
 
 
