@@ -36,13 +36,15 @@ class Events:
         self.sink_errors = 0
         self._told: dict[str, float] = {}
 
-    def __call__(self, kind: str, text: str, severity: str = "warning", **fields) -> None:
+    def __call__(self, kind: str, text: str, severity: str = "warning", tell: bool = True, **fields) -> None:
+        """Log and show an event; ``tell`` it to the ground station too (rate-limited per kind)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         record = {"event": kind, "t": time.time(), "severity": severity, "text": text, **fields}
         self.guard(self.write, record)
         self.guard(self.show, text)
         now = time.monotonic()
-        if self.statustext is not None and now - self._told.get(kind, -float("inf")) >= self.repeat_s:
+        told = self._told.get(kind, -float("inf"))
+        if tell and self.statustext is not None and now - told >= self.repeat_s:
             self._told[kind] = now
             self.guard(self.statustext, text, SEVERITY[severity])
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -21,16 +20,15 @@ import numpy as np
 
 from geolink_edge.errors import GeolinkError, describe
 from geolink_edge.geo import haversine_m
+from geolink_edge.runtime.autopilot import Estimate, TrackPredictor
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.health import CameraWatch, Events, Stop, stop_on_signals
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.locate import LocateConf, Locator, open_index
-from geolink_edge.runtime.mavlink import Estimate
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, GnssFix, SimReader, Telemetry, open_reader
 
 POLL_S = 0.25  # how often the loop looks at the stop flag and the camera while no frame comes
-GNSS_MAX_AGE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,9 @@ def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:
 class Pipeline:
     """Embed, locate and filter one frame at a time; turns each frame into a log record.
 
-    ``gnss`` returns the autopilot's own satellite fix when it is independent of what we send
-    (shadow mode): a warm start for the track and a reference for every estimate's error.
-    :meth:`predict` is what the MAVLink output sends between frames; it is called from another thread.
+    ``gnss`` returns the autopilot's own satellite fix while it has one that is not ours: a warm
+    start for the track and a reference for every estimate's error (shadow mode).
+    ``predictor`` is what the MAVLink output sends between frames, from its own thread.
     """
 
     def __init__(
@@ -89,10 +87,7 @@ class Pipeline:
         # the tile under the drone has its centre within one tile size of it
         tile_m = (getattr(index, "manifest", {}).get("tiling") or {}).get("tile_m") or 100.0
         self.search_floor_m = conf.search_floor_m or float(tile_m)
-        self._lock = threading.Lock()
-        self._sensor_minus_unix: float | None = None  # the frames' clock against this machine's
-        self._own_fix = False  # the track holds a fix of ours (a warm start alone is never sent)
-        self._last_fix = None
+        self.predictor = TrackPredictor(self.filter, self._to_geodetic)
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
         source = self.mavlink.telemetry() if self.mavlink is not None else None
@@ -103,12 +98,6 @@ class Pipeline:
             source = Telemetry(base.yaw, base.pitch, base.roll, self.conf.altitude)
         return source
 
-    def autopilot_gnss(self) -> GnssFix | None:
-        fix = self.gnss() if self.gnss is not None else None
-        if fix is None or fix.fix_type < 3 or time.time() - fix.t_unix > GNSS_MAX_AGE_S:
-            return None
-        return fix
-
     def run(self, frame: Frame) -> dict:
         """The frame's record; a frame that raises becomes an ``error`` record and a miss."""
         t0 = time.perf_counter()
@@ -116,8 +105,9 @@ class Pipeline:
             return self.process(frame)
         except Exception as exc:  # cv2.error, a backend's error, a bug on one odd frame: fly on
             error = describe(exc)
-            with self._lock:
-                self.events.guard(self.filter.miss, frame.t_sensor)
+            was_tracking = self.has_track()
+            self.events.guard(self.filter.miss, frame.t_sensor)
+            self._report_track(was_tracking)
             self.events("frame_error", f"frame failed: {error}"[:50], "error", frame=frame.index, error=error)
             return {
                 "frame": frame.index,
@@ -136,23 +126,22 @@ class Pipeline:
         t1 = time.perf_counter()
         latency["embed"] = (t1 - t0) * 1e3
         telemetry = self.telemetry(frame)
-        gnss = self.autopilot_gnss()
+        gnss = self.gnss() if self.gnss is not None else None
         self._warm_start(frame, gnss)
         region = self.filter.search_region(frame.t_sensor, self.conf.search_sigmas, self.search_floor_m)
         fix = self.locator.locate(frame.image, descriptor, region, telemetry)
         t2 = time.perf_counter()
         for stage in ("search", "verify", "pose"):
             latency[stage] = fix.timing_ms.get(f"{stage}_ms", 0.0)
-        with self._lock:
-            was_tracking = self.filter.tracking and self._own_fix
-            if fix.ok:
-                update = self.filter.update(frame.t_sensor, np.array([fix.x, fix.y]), np.asarray(fix.cov))
-            else:
-                update = self.filter.miss(frame.t_sensor)
-            self._own_fix = self.filter.tracking and (self._own_fix or update.status == "accepted")
-            self._sensor_minus_unix = frame.t_sensor - frame.t_capture
-            if update.status == "accepted":
-                self._last_fix = fix
+        was_tracking = self.has_track()
+        if fix.ok:
+            update = self.filter.update(frame.t_sensor, np.array([fix.x, fix.y]), np.asarray(fix.cov))
+        else:
+            update = self.filter.miss(frame.t_sensor)
+        accepted = update.status == "accepted"
+        self.predictor.observe(
+            frame.t_sensor, frame.t_capture, fix.heading, fix.alt, fix.inliers if accepted else 0
+        )
         self._report_track(was_tracking)
         latency["filter"] = (time.perf_counter() - t2) * 1e3
         record = {
@@ -164,7 +153,7 @@ class Pipeline:
             "fix": {k: v for k, v in fix.to_dict().items() if k != "timing_ms"},
             "telemetry": telemetry.__dict__ if telemetry is not None else None,
         }
-        estimate = self.predict(frame.t_capture) if update.status == "accepted" else None
+        estimate = self.predictor(frame.t_capture) if accepted else None
         if estimate is not None:
             record["estimate"] = {
                 "x": estimate.east,
@@ -190,54 +179,25 @@ class Pipeline:
             return
         east, north, _ = self.index.frame.to_enu(gnss.lat, gnss.lon)
         sigma = gnss.h_acc if gnss.h_acc else 5.0
-        with self._lock:
-            self.filter.start_at(frame.t_sensor, np.array([east, north]), np.eye(2) * sigma**2)
-            self._own_fix = False
+        self.filter.start_at(frame.t_sensor, np.array([east, north]), np.eye(2) * sigma**2)
         self.events("warm_start", "track started from the autopilot GNSS", "info")
 
+    def has_track(self) -> bool:
+        """A track that holds a fix of ours (a warm start alone is never told to the autopilot)."""
+        return self.filter.tracking and self.filter.t_fix is not None
+
     def _report_track(self, was_tracking: bool) -> None:
-        tracking = self.filter.tracking and self._own_fix
+        tracking = self.has_track()
         if tracking and not was_tracking:
-            self.events("fix_acquired", "fix acquired", "notice")
+            self.events("fix_acquired", "fix acquired", "notice", tell=False)
         elif was_tracking and not tracking:
-            self.events("fix_lost", "fix lost: no position sent", "warning")
+            self.events("fix_lost", "fix lost", "warning", tell=False)
 
-    def predict(self, t_unix: float) -> Estimate | None:
-        """The track predicted to ``t_unix`` (this machine's clock), or None while there is none of ours."""
-        with self._lock:
-            if not self._own_fix or self._sensor_minus_unix is None:
-                return None
-            state = self.filter.state(t_unix + self._sensor_minus_unix)
-            fix = self._last_fix
-        if state is None:
-            return None
-        return self._estimate(t_unix, state, fix)
-
-    def _estimate(self, t_unix: float, state, fix) -> Estimate:
-        east, north = (float(v) for v in state.position)
-        lat = lon = float("nan")
-        if self.index.frame is not None:
-            lat_a, lon_a, _ = self.index.frame.to_geodetic(east, north)
-            lat, lon = float(lat_a), float(lon_a)
-        telemetry = self.mavlink.telemetry() if self.mavlink is not None else None
-        heading = fix.heading if fix is not None and fix.heading is not None else (
-            telemetry.yaw if telemetry is not None else None
-        )
-        return Estimate(
-            t_unix=t_unix,
-            lat=lat,
-            lon=lon,
-            east=east,
-            north=north,
-            v_east=float(state.velocity[0]),
-            v_north=float(state.velocity[1]),
-            cov_en=state.covariance[:2, :2],
-            cov_v_en=state.covariance[2:, 2:],
-            heading=heading,
-            alt=fix.alt if fix is not None else None,
-            quality=min(100, fix.inliers) if fix is not None else 0,
-            reset_counter=state.resets,
-        )
+    def _to_geodetic(self, east: float, north: float) -> tuple[float, float]:
+        if self.index.frame is None:
+            return float("nan"), float("nan")
+        lat, lon, _ = self.index.frame.to_geodetic(east, north)
+        return float(lat), float(lon)
 
     def _errors(self, record: dict, frame: Frame, fix, estimate: Estimate | None) -> None:
         """Ground-truth distances (sim sources) of the sent estimate and of the raw fix."""
@@ -255,14 +215,21 @@ class Pipeline:
         """Shadow mode: our estimate and raw fix against the autopilot's GNSS, a field test's truth."""
         if gnss is None:
             return
-        record["gnss"] = {"lat": gnss.lat, "lon": gnss.lon, "h_acc": gnss.h_acc, "satellites": gnss.satellites}
+        record["gnss"] = {
+            "lat": gnss.lat,
+            "lon": gnss.lon,
+            "h_acc": gnss.h_acc,
+            "satellites": gnss.satellites,
+        }
         if estimate is not None:
             record["gnss_error_m"] = float(haversine_m(gnss.lat, gnss.lon, estimate.lat, estimate.lon))
         if fix.ok and fix.lat is not None:
             record["fix_gnss_error_m"] = float(haversine_m(gnss.lat, gnss.lon, fix.lat, fix.lon))
 
 
-def run_frames(pipeline: Pipeline, capture: Capture, conf: RunConf, on_record, stop: Stop | None = None) -> Summary:
+def run_frames(
+    pipeline: Pipeline, capture: Capture, conf: RunConf, on_record, stop: Stop | None = None
+) -> Summary:
     """Drive the pipeline until the source ends, ``max_frames`` or ``stop``; ``on_record`` gets every record.
 
     A camera that delivers nothing is reported lost after ``conf.camera_lost_s`` and waited for.
@@ -340,10 +307,10 @@ def main(
             show=view.event,
             statustext=link.statustext if link is not None else None,
         )
-        gnss = link.autopilot_gnss if link is not None and link.gnss_independent else None
+        gnss = link.autopilot_gnss if link is not None else None  # None while it is our own fix
         pipeline = Pipeline(embedder, index, conf, camera_model, link, events, gnss)
         if link is not None:
-            link.start_stream(pipeline.predict)
+            link.start_stream(pipeline.predictor)
         # paced replays drop stale frames like a camera; unpaced ones hand over every frame
         capture = Capture(reader, realtime=conf.realtime, drop=True if conf.realtime else None)
 
@@ -367,7 +334,12 @@ def main(
                 "log": str(jsonl.path) if jsonl is not None else None,
             }
             if link is not None:
-                extra["mavlink"] = link.counters()
+                extra.update(
+                    mavlink_sent=link.sent,
+                    mavlink_refused=link.refused,
+                    mavlink_no_fix=link.no_fix_sent,
+                    autopilot_delay=link.delay_parameters(),
+                )
             summary_dict = summary.result(**extra)
         finally:
             if jsonl is not None:
@@ -429,7 +401,9 @@ def bench(
                 progress(summary.frames)
 
         with Capture(reader, realtime=False) as capture:
-            summary = run_frames(pipeline, capture, replace(conf, realtime=False, max_frames=frames), on_record)
+            summary = run_frames(
+                pipeline, capture, replace(conf, realtime=False, max_frames=frames), on_record
+            )
     rss["end"] = rss_bytes()
     base = rss.get("after_warmup", rss["end"])
     result = summary.result(**source_counters(capture), model=embedder.name, camera=camera)

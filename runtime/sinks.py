@@ -47,7 +47,9 @@ class Summary:
         self.statuses: dict[str, int] = {}
         self.errors: list[float] = []  # error of every estimate sent (accepted frames)
         self.fix_errors: list[float] = []  # error of every raw verified fix, accepted or not
-        self.gnss_errors: list[float] = []  # distance of every estimate from the autopilot's GNSS (shadow mode)
+        self.gnss_errors: list[
+            float
+        ] = []  # distance of every estimate from the autopilot's GNSS (shadow mode)
         self.failures: dict[str, int] = {}  # frames that raised, by error
         self.camera: dict = {}  # outages: how many, how long in all
         self.latency: dict[str, list[float]] = {}

@@ -45,12 +45,26 @@ class CorruptFrame(Exception):
 
 @dataclass(frozen=True)
 class Telemetry:
-    """What the autopilot knows about the vehicle (degrees, metres above ground); None = unknown."""
+    """The camera's attitude (degrees, the camera convention of :mod:`mount`: yaw of the optical axis,
+    pitch below the horizon, roll about the axis) and its height above the ground (m); None = unknown."""
 
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None
     altitude: float | None = None
+
+
+@dataclass(frozen=True)
+class GnssFix:
+    """The autopilot's own satellite fix (GPS_RAW_INT), for a warm start and for shadow-mode errors."""
+
+    t_unix: float  # when it was received
+    lat: float
+    lon: float
+    alt_msl: float | None  # metres, None when the receiver gives none
+    h_acc: float | None  # 1-sigma horizontal accuracy (m), None when not reported
+    fix_type: int  # 3 = 3D and better
+    satellites: int
 
 
 @dataclass(frozen=True)
@@ -457,4 +471,3 @@ class Capture:
     def ended(self) -> bool:
         with self._cond:
             return self._ended and self._frame is None
-
