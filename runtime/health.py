@@ -46,7 +46,7 @@ class Events:
         told = self._told.get(kind, -float("inf"))
         if tell and self.statustext is not None and now - told >= self.repeat_s:
             self._told[kind] = now
-            self.guard(self.statustext, text, SEVERITY[severity])
+            self.guard(self.statustext, f"geolink: {text}", SEVERITY[severity])
 
     def guard(self, sink: Callable | None, *args) -> bool:
         """Call a sink; a failure (full disk, lost link) is counted, never raised into the loop."""

@@ -36,6 +36,9 @@ TELEMETRY_MAX_AGE_S = 1.0
 GNSS_MAX_AGE_S = 2.0
 DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
 SEVERITY = {"warning": 4, "notice": 5, "info": 6}
+# message id → Hz: ATTITUDE, GLOBAL_POSITION_INT, GPS_RAW_INT, HOME_POSITION
+STREAMS = {30: 10.0, 33: 5.0, 24: 5.0, 242: 0.5}
+STREAM_REQUEST_EVERY = 10  # heartbeats
 LISTENED = [
     "ATTITUDE",
     "GLOBAL_POSITION_INT",
@@ -151,13 +154,28 @@ class MavlinkSink:
     # -- threads -------------------------------------------------------------------------
     def _heartbeat_loop(self, period: float) -> None:
         m = self.mav_enums
+        beats = 0
         while not self._stop.is_set():
             self._transmit(
                 lambda: self.link.mav.heartbeat_send(
                     m.MAV_TYPE_ONBOARD_CONTROLLER, m.MAV_AUTOPILOT_INVALID, 0, 0, m.MAV_STATE_ACTIVE
                 )
             )
+            if beats % STREAM_REQUEST_EVERY == 0:
+                self._request_streams()
+            beats += 1
             self._stop.wait(period)
+
+    def _request_streams(self) -> None:
+        """Ask for what we listen to on this link (a companion port streams nothing unless its SRn_
+        rates are set); repeated, since the autopilot may boot or reboot after us."""
+        target = self.link.target_system or 1
+        for message_id, hz in STREAMS.items():
+            self._transmit(
+                lambda mid=message_id, hz=hz: self.link.mav.command_long_send(
+                    target, 1, self.mav_enums.MAV_CMD_SET_MESSAGE_INTERVAL, 0, mid, 1e6 / hz, 0, 0, 0, 0, 0
+                )
+            )
 
     def _transmit(self, send: Callable[[], None]) -> bool:
         with self._lock:

@@ -24,26 +24,9 @@ MIN_FIX_RATE = 0.85
 MAX_SENT_ERROR_M = 50.0
 
 
-def build_index(ortho, model, out):
-    from geolink_edge.index.build import BuildConfig, main
-
-    # the tiny model's card has no training tile size: tiles as wide as a frame's footprint
-    return main(BuildConfig(tile_m=80.0, workers=1), model, out, ortho=[ortho])
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_onnx):
-    from geolink_edge.data.synthetic import writer
-
-    root = tmp_path_factory.mktemp("flight_world")
-    conf = writer.SynthConfig(
-        locations=2, views=1, size=64, flight_frames=FLIGHT_FRAMES, area_px=1024, workers=1
-    )
-    writer.main(conf, root / "synth")
-    flight = root / "synth" / "flight"
-    area = json.loads((flight / "flight.json").read_text())["area"]
-    index = build_index(root / "synth" / "areas" / area / "ortho.tif", tiny_onnx, root / "index")
-    return flight, index, tiny_onnx
+def world(flight_world):
+    return flight_world
 
 
 def _free_port() -> int:

@@ -1,0 +1,160 @@
+"""``geolink-edge run`` into a real ArduPilot (SITL): what the autopilot itself makes of our position.
+
+The vehicle sits still at home, which is where the hover flight's frames were taken, and the
+frames say so: the EKF has no reason to call our fix a glitch. The camera hangs in a gimbal
+pointing straight down (``--mount gimbal:90``). Each test starts its own SITL
+(instances 1 and 2, stopped by process id), flies the hover through the command line, and
+asserts what ArduPilot reports: GPS_RAW_INT fix type, EKF_STATUS_REPORT flags, STATUSTEXT,
+GLOBAL_POSITION_INT against the ground truth. Run them with ``-k sitl`` (and ``-s`` for the figures).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from _sitl_fixtures import EKF_POS_HORIZ_ABS, Sitl, hover_flight, sitl_available
+
+from geolink_edge.geo import haversine_m
+
+pytestmark = pytest.mark.skipif(not sitl_available(), reason="ArduPilot SITL is not beside the project")
+
+HOVER_FRAME = 8  # the middle of the 16-frame flight
+FIRST_FIX_S = 2.0  # ArduPilot reports a 3D fix this soon after our first position
+EKF_USES_S = 20.0  # and its EKF uses it this soon (the 38 s start-up floor is fast-forwarded)
+MAX_MEDIAN_ERROR_M = 5.0  # GLOBAL_POSITION_INT against the truth, tiny random encoder
+MAX_P90_ERROR_M = 8.0
+
+
+@pytest.fixture(autouse=True)
+def mavlink2(monkeypatch):
+    monkeypatch.setenv("MAVLINK20", "1")
+
+
+def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, origin=False) -> dict:
+    """Hover over frame ``HOVER_FRAME`` for ``seconds`` into a fresh SITL; what both sides reported."""
+    from pymavlink import mavutil
+
+    from geolink_edge.index.search import TileIndex
+
+    flight, index, model = world
+    hover, truth = hover_flight(flight, tmp_path / "hover", HOVER_FRAME, seconds, hole)
+    ground = json.loads((flight / "flight.json").read_text())["ground_height_m"]
+    sitl = Sitl(instance, (truth["lat"], truth["lon"], ground, truth["yaw"]), params, tmp_path / "sitl")
+    log = tmp_path / "flight.jsonl"
+    try:
+        sitl.start(mavutil)
+        sitl.boot()
+        if origin:  # external navigation has no GPS: the ground station sets the index origin
+            o = TileIndex.load(index).manifest["origin"]
+            sitl.set_origin(o["lat"], o["lon"], ground)
+        t_start = time.time()
+        run = subprocess.run(
+            [
+                sys.executable, "-m", "geolink_edge.cli", "run",
+                "--camera", f"sim://{hover}", "--model", model, "--index", index,
+                "--mavlink", sitl.url, "--mavlink-target", target,
+                "--home-alt", str(ground), "--altitude", str(truth["alt"]), "--mount", "gimbal:90",
+                "--log", log, "--quiet",
+            ],
+            capture_output=True, text=True, timeout=seconds + 90,
+        )  # fmt: skip
+        time.sleep(0.5)
+    finally:
+        sitl.stop()
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    first_sent = min(r["t_done"] for r in records if "estimate" in r)
+    return {"seen": sitl.seen, "records": records, "truth": truth, "t_start": t_start, "first_sent": first_sent}
+
+
+def figures(flight: dict, source_text: str) -> dict:
+    """Time to a 3D fix and to the EKF's use of it, the share of time it used it, its position error."""
+    seen, t0, truth = flight["seen"], flight["first_sent"], flight["truth"]
+    fixes = [t for t, m in seen.of("GPS_RAW_INT", t0) if m.fix_type >= 3]
+    used = [t for t, text in seen.texts(flight["t_start"]) if source_text in text]
+    ekf = seen.of("EKF_STATUS_REPORT", t0)
+    absolute = [t for t, m in ekf if m.flags & EKF_POS_HORIZ_ABS]
+    t_used = used[0] if used else None
+    after = [(t, m) for t, m in seen.of("GLOBAL_POSITION_INT", t_used or float("inf"))]
+    errors = [float(haversine_m(truth["lat"], truth["lon"], m.lat / 1e7, m.lon / 1e7)) for _, m in after]
+    out = {
+        "first_3d_fix_s": fixes[0] - t0 if fixes else None,
+        "ekf_uses_s": t_used - t0 if t_used else None,
+        "ekf_abs_share_after_use": (
+            sum(t >= t_used for t in absolute) / max(1, sum(t >= t_used for t, _ in ekf)) if t_used else 0.0
+        ),
+        "ekf_abs_share_of_flight": len(absolute) / max(1, len(ekf)),
+        "error_m": {"median": float(np.median(errors)), "p90": float(np.percentile(errors, 90))}
+        if errors
+        else None,
+    }
+    print(f"\n{source_text}: {json.dumps(out)}\n{[text for _, text in seen.texts(flight['t_start'])]}")
+    return out
+
+
+def assert_autopilot_used_us(out: dict, flight: dict, bad_texts: tuple[str, ...]) -> None:
+    assert out["first_3d_fix_s"] is not None and out["first_3d_fix_s"] <= FIRST_FIX_S, out
+    assert out["ekf_uses_s"] is not None and out["ekf_uses_s"] <= EKF_USES_S, out
+    assert out["ekf_abs_share_after_use"] >= 0.95, out
+    assert out["error_m"]["median"] <= MAX_MEDIAN_ERROR_M and out["error_m"]["p90"] <= MAX_P90_ERROR_M, out
+    texts = [text for _, text in flight["seen"].texts(flight["t_start"])]
+    assert not [t for t in texts if any(bad in t for bad in bad_texts)], texts
+
+
+def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses(flight_world, tmp_path):
+    flight = fly(
+        flight_world, tmp_path, instance=1, params="gps_input.parm", target="ardupilot-gps", seconds=26
+    )
+    out = figures(flight, "is using GPS")
+    assert_autopilot_used_us(out, flight, ("Bad fix", "Glitch", "glitching", "position lost"))
+    # the fix never dropped once it was there
+    fixes = [m.fix_type for _, m in flight["seen"].of("GPS_RAW_INT", flight["first_sent"] + FIRST_FIX_S)]
+    assert fixes and min(fixes) >= 3
+
+
+def test_sitl_gps_input_through_a_5s_camera_outage(flight_world, tmp_path):
+    hole = (12.0, 17.0)
+    flight = fly(
+        flight_world,
+        tmp_path,
+        instance=1,
+        params="gps_input.parm",
+        target="ardupilot-gps",
+        seconds=32,
+        hole=hole,
+    )
+    out = figures(flight, "is using GPS")
+    assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
+    seen, records = flight["seen"], flight["records"]
+    events = {r["event"]: r for r in records if "event" in r}
+    lost, back = events["camera_lost"]["t"], events["camera_regained"]["t"]
+    assert 4.0 <= back - lost + 2.0 <= 7.0  # reported after 2 s without frames, for the 5 s hole
+    texts = [text for _, text in seen.texts(flight["t_start"])]
+    assert any(t.startswith("geolink: camera lost") for t in texts), texts
+    assert any(t.startswith("geolink: camera back") for t in texts), texts
+    # the stream went on through the outage: ArduPilot never lost the MAVLink GPS, only its fix
+    assert sum("GPS 1: detected MAV" in t for t in texts) == 1, texts
+    # after the track aged past --max-track-age the fix was withdrawn, and it came back with the camera
+    during = [m.fix_type for t, m in seen.of("GPS_RAW_INT", lost) if t <= back]
+    after = [m.fix_type for t, m in seen.of("GPS_RAW_INT", back + 3.0)]
+    assert min(during) < 3 and after and min(after) >= 3, (during, after)
+
+
+def test_sitl_odometry_is_used_as_external_navigation(flight_world, tmp_path):
+    flight = fly(
+        flight_world,
+        tmp_path,
+        instance=2,
+        params="odometry.parm",
+        target="ardupilot-odometry",
+        seconds=26,
+        origin=True,
+    )
+    out = figures(flight, "is using external nav data")
+    out["first_3d_fix_s"] = 0.0  # no GPS here: the EKF's use of ODOMETRY is the measure
+    assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
