@@ -116,7 +116,9 @@ def sitl_available() -> bool:
     return (SITL_DIR / "start").is_file() and (SITL_DIR / "arducopter").is_file()
 
 
-def hover_flight(flight: Path, out: Path, frame: int, seconds: float, hole: tuple[float, float] | None = None):
+def hover_flight(
+    flight: Path, out: Path, frame: int, seconds: float, hole: tuple[float, float] | None = None
+):
     """A sim flight that hovers where ``flight``'s frame ``frame`` was taken, for ``seconds``; the
     frames of ``hole`` (start, end seconds) are missing, which a paced replay plays as a camera outage.
     Returns ``out`` and that frame's ground-truth row."""

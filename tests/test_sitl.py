@@ -28,6 +28,10 @@ FIRST_FIX_S = 2.0  # ArduPilot reports a 3D fix this soon after our first positi
 EKF_USES_S = 20.0  # and its EKF uses it this soon (the 38 s start-up floor is fast-forwarded)
 MAX_MEDIAN_ERROR_M = 5.0  # GLOBAL_POSITION_INT against the truth, tiny random encoder
 MAX_P90_ERROR_M = 8.0
+# EKF3 takes a GPS only while its reported accuracy is under 5 m × EK3_CHECK_SCALE/100; the tiny
+# random encoder's fixes claim a 4–8 m sigma on this hover (they are within 1 m), so the checks are
+# scaled as docs/runtime.md advises for a vision fix that honestly reports more than 5 m
+GPS_PARAMS = {"EK3_CHECK_SCALE": 200.0}
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +39,9 @@ def mavlink2(monkeypatch):
     monkeypatch.setenv("MAVLINK20", "1")
 
 
-def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, origin=False) -> dict:
+def fly(
+    world, tmp_path, *, instance, params, target, seconds, hole=None, origin=False, set_params=None
+) -> dict:
     """Hover over frame ``HOVER_FRAME`` for ``seconds`` into a fresh SITL; what both sides reported."""
     from pymavlink import mavutil
 
@@ -49,6 +55,8 @@ def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, origin
     try:
         sitl.start(mavutil)
         sitl.boot()
+        for name, value in (set_params or {}).items():
+            sitl.set_param(name, value)
         if origin:  # external navigation has no GPS: the ground station sets the index origin
             o = TileIndex.load(index).manifest["origin"]
             sitl.set_origin(o["lat"], o["lon"], ground)
@@ -69,7 +77,13 @@ def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, origin
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in log.read_text().splitlines()]
     first_sent = min(r["t_done"] for r in records if "estimate" in r)
-    return {"seen": sitl.seen, "records": records, "truth": truth, "t_start": t_start, "first_sent": first_sent}
+    return {
+        "seen": sitl.seen,
+        "records": records,
+        "truth": truth,
+        "t_start": t_start,
+        "first_sent": first_sent,
+    }
 
 
 def figures(flight: dict, source_text: str) -> dict:
@@ -89,6 +103,11 @@ def figures(flight: dict, source_text: str) -> dict:
             sum(t >= t_used for t in absolute) / max(1, sum(t >= t_used for t, _ in ekf)) if t_used else 0.0
         ),
         "ekf_abs_share_of_flight": len(absolute) / max(1, len(ekf)),
+        "reported_h_acc_m": [
+            float(np.percentile([m.h_acc / 1e3 for _, m in seen.of("GPS_RAW_INT", t0)], q)) for q in (10, 50, 90)
+        ]
+        if seen.of("GPS_RAW_INT", t0)
+        else None,
         "error_m": {"median": float(np.median(errors)), "p90": float(np.percentile(errors, 90))}
         if errors
         else None,
@@ -108,7 +127,13 @@ def assert_autopilot_used_us(out: dict, flight: dict, bad_texts: tuple[str, ...]
 
 def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses(flight_world, tmp_path):
     flight = fly(
-        flight_world, tmp_path, instance=1, params="gps_input.parm", target="ardupilot-gps", seconds=26
+        flight_world,
+        tmp_path,
+        instance=1,
+        params="gps_input.parm",
+        target="ardupilot-gps",
+        seconds=26,
+        set_params=GPS_PARAMS,
     )
     out = figures(flight, "is using GPS")
     assert_autopilot_used_us(out, flight, ("Bad fix", "Glitch", "glitching", "position lost"))
@@ -127,6 +152,7 @@ def test_sitl_gps_input_through_a_5s_camera_outage(flight_world, tmp_path):
         target="ardupilot-gps",
         seconds=32,
         hole=hole,
+        set_params=GPS_PARAMS,
     )
     out = figures(flight, "is using GPS")
     assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
