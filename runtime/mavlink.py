@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -133,6 +134,8 @@ class MavlinkSink:
         self.refused = 0
         self.no_fix_sent = 0
         self.timesync_replies = 0
+        self.stream_errors = 0
+        self.last_error = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
@@ -265,14 +268,19 @@ class MavlinkSink:
         if not estimate.finite():
             self.refused += 1
             return False
-        state = FlightState(self.body_attitude(), self.altitude_msl(), self.height(self.body_attitude()))
-        if self.target == "ardupilot-gps":
-            fields = gps_input(estimate, state, self.gps_id)
-            ok = self._transmit(lambda: self.link.mav.gps_input_send(**fields))
-        else:
-            fields = odometry(estimate, state, self.target)
-            ok = self._transmit(lambda: self.link.mav.odometry_send(**fields))
+        body = self.body_attitude()
+        state = FlightState(body, self.altitude_msl(), self.height(body))
+        try:
+            if self.target == "ardupilot-gps":
+                fields = gps_input(estimate, state, self.gps_id)
+                ok = self._transmit(lambda: self.link.mav.gps_input_send(**fields))
+            else:
+                fields = odometry(estimate, state, self.target)
+                ok = self._transmit(lambda: self.link.mav.odometry_send(**fields))
+        except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
+            ok = False
         self.sent += ok
+        self.refused += not ok
         return ok
 
     def start_stream(self, predict: Callable[[float], Estimate | None]) -> None:
@@ -290,7 +298,11 @@ class MavlinkSink:
         period = 1.0 / self.rate_hz
         next_due = time.monotonic()
         while not self._stop.is_set():
-            self.stream_once(predict, time.time() - self.delay_s)
+            try:
+                self.stream_once(predict, time.time() - self.delay_s)
+            except Exception as exc:  # noqa: BLE001 — the stream must outlive any one bad message
+                self.stream_errors += 1
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
             next_due = max(next_due + period, time.monotonic())  # a late tick never bursts to catch up
             self._stop.wait(max(0.0, next_due - time.monotonic()))
 
