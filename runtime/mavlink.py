@@ -37,7 +37,16 @@ TELEMETRY_MAX_AGE_S = 1.0
 GNSS_MAX_AGE_S = 2.0
 DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
 SEVERITY = {"warning": 4, "notice": 5, "info": 6}
+# what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
+STREAMS = {
+    "ATTITUDE": (30, 10.0),
+    "GLOBAL_POSITION_INT": (33, 5.0),
+    "GPS_RAW_INT": (24, 2.0),
+    "HOME_POSITION": (242, 0.5),
+}
+SET_MESSAGE_INTERVAL = 511  # MAV_CMD_SET_MESSAGE_INTERVAL
 LISTENED = [
+    "HEARTBEAT",
     "ATTITUDE",
     "GLOBAL_POSITION_INT",
     "HOME_POSITION",
@@ -142,6 +151,7 @@ class MavlinkSink:
         self._latest: dict[str, tuple[float, object]] = {}  # message type → (monotonic time, message)
         self._home: float | None = None  # home altitude above sea level, m
         self._lost = True  # what the last STATUSTEXT said: start as "no position"
+        self._streams_asked = -math.inf
         self._threads = [
             threading.Thread(
                 target=self._heartbeat_loop, args=(1.0 / heartbeat_hz,), name="mav-heartbeat", daemon=True
@@ -162,10 +172,10 @@ class MavlinkSink:
             )
             self._stop.wait(period)
 
-    def _transmit(self, send: Callable[[], None]) -> bool:
+    def _transmit(self, send: Callable[..., None], *args, **kwargs) -> bool:
         with self._lock:
             try:
-                send()
+                send(*args, **kwargs)
                 return True
             except OSError:
                 return False  # a missing peer (udpin before first contact, unplugged serial): retried later
@@ -182,6 +192,9 @@ class MavlinkSink:
                 self._stop.wait(poll_s)
                 continue
             kind = msg.get_type()
+            if kind == "HEARTBEAT":
+                self._ask_for_streams(msg)
+                continue
             if kind == "TIMESYNC":
                 self._answer_timesync(msg)
                 continue
@@ -189,11 +202,25 @@ class MavlinkSink:
                 self._home = msg.altitude / 1000.0
             self._latest[kind] = (time.monotonic(), msg)
 
+    def _ask_for_streams(self, heartbeat) -> None:
+        """On the autopilot's heartbeat, ask for each stream we are not receiving (at most every 5 s)."""
+        if heartbeat.autopilot == self.mav_enums.MAV_AUTOPILOT_INVALID:
+            return  # a ground station or another companion, not the autopilot
+        now = time.monotonic()
+        if now - self._streams_asked < 5.0:
+            return
+        self._streams_asked = now
+        system, component = heartbeat.get_srcSystem(), heartbeat.get_srcComponent()
+        for kind, (msg_id, hz) in STREAMS.items():
+            if self._fresh(kind, 5.0 / hz) is None:
+                interval = (SET_MESSAGE_INTERVAL, 0, msg_id, 1e6 / hz, 0, 0, 0, 0, 0)
+                self._transmit(self.link.mav.command_long_send, system, component, *interval)
+
     def _answer_timesync(self, msg) -> None:
         """A request (tc1 = 0) is answered with our clock, the one ODOMETRY's time_usec is stamped in."""
         if msg.tc1 != 0:
             return
-        if self._transmit(lambda: self.link.mav.timesync_send(time.time_ns(), msg.ts1)):
+        if self._transmit(self.link.mav.timesync_send, time.time_ns(), msg.ts1):
             self.timesync_replies += 1
 
     def _fresh(self, kind: str, max_age_s: float = TELEMETRY_MAX_AGE_S):
@@ -261,7 +288,7 @@ class MavlinkSink:
     def statustext(self, text: str, severity: int = SEVERITY["info"]) -> None:
         """One line to the ground station (MAVLink cuts it at 50 characters)."""
         data = text.encode("ascii", "replace")[:50]
-        self._transmit(lambda: self.link.mav.statustext_send(severity, data))
+        self._transmit(self.link.mav.statustext_send, severity, data)
 
     def send(self, estimate: Estimate) -> bool:
         """Send one estimate now in the target's message; refuse (return False) anything non-finite."""
@@ -273,10 +300,10 @@ class MavlinkSink:
         try:
             if self.target == "ardupilot-gps":
                 fields = gps_input(estimate, state, self.gps_id)
-                ok = self._transmit(lambda: self.link.mav.gps_input_send(**fields))
+                ok = self._transmit(self.link.mav.gps_input_send, **fields)
             else:
                 fields = odometry(estimate, state, self.target)
-                ok = self._transmit(lambda: self.link.mav.odometry_send(**fields))
+                ok = self._transmit(self.link.mav.odometry_send, **fields)
         except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
             ok = False
         self.sent += ok
@@ -321,7 +348,7 @@ class MavlinkSink:
                 self._lost = True
             if self.sending and self.target == "ardupilot-gps":
                 fields = no_fix_gps_input(t_unix, self.gps_id)
-                self.no_fix_sent += self._transmit(lambda: self.link.mav.gps_input_send(**fields))
+                self.no_fix_sent += self._transmit(self.link.mav.gps_input_send, **fields)
             return "stale"
         if self._lost:
             self.statustext("geolink: position fix", SEVERITY["notice"])

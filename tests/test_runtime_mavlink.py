@@ -321,6 +321,19 @@ def test_timesync_requests_are_answered_with_our_clock(sink_factory):
 # -- what the autopilot tells us -----------------------------------------------------------------
 
 
+def test_the_autopilot_is_asked_for_the_streams_we_read(sink_factory):
+    listener, make = sink_factory
+    make(connect=True)
+    beat = (m.MAV_TYPE_QUADROTOR, m.MAV_AUTOPILOT_ARDUPILOTMEGA, 0, 0, m.MAV_STATE_STANDBY)
+    asked = set()
+    deadline = time.time() + 3.0
+    while time.time() < deadline and not {30, 33, 24, 242} <= asked:
+        msg = _receive(listener, "COMMAND_LONG", action=lambda: listener.mav.heartbeat_send(*beat))
+        assert msg.command == m.MAV_CMD_SET_MESSAGE_INTERVAL and msg.target_system == 1
+        asked.add(int(msg.param1))
+    assert {30, 33, 24, 242} <= asked  # ATTITUDE, GLOBAL_POSITION_INT, GPS_RAW_INT, HOME_POSITION
+
+
 def test_body_mounted_camera_tilts_backward_when_the_nose_goes_down(sink_factory):
     listener, make = sink_factory
     sink = make(connect=True, mount=CameraMount("body", 90.0))
