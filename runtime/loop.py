@@ -218,7 +218,12 @@ def main(
     if mavlink:
         from geolink_edge.runtime.mavlink import MavlinkSink
 
-        link = MavlinkSink(mavlink, **(mavlink_options or {}))
+        options = dict(mavlink_options or {})
+        if index.frame is not None:  # offered to an autopilot with no origin (ODOMETRY without GPS)
+            options.setdefault(
+                "origin", (index.frame.lat0, index.frame.lon0, options.get("home_alt_msl") or 0.0)
+            )
+        link = MavlinkSink(mavlink, **options)
     jsonl = JsonlSink(log) if log else None
     view = ConsoleSink(enabled=console)
     pipeline = Pipeline(embedder, index, conf, camera_model, link)

@@ -18,8 +18,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.geo import LocalFrame
 from geolink_edge.runtime.autopilot import (
     MAX_GPS_DELAY_S,
     TARGETS,
@@ -39,6 +41,7 @@ DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
 SEVERITY = {"warning": 4, "notice": 5, "info": 6}
 # what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
 STREAMS = {
+    "GPS_GLOBAL_ORIGIN": (49, 0.2),
     "ATTITUDE": (30, 10.0),
     "GLOBAL_POSITION_INT": (33, 5.0),
     "GPS_RAW_INT": (24, 2.0),
@@ -55,6 +58,7 @@ LISTENED = [
     "GIMBAL_DEVICE_ATTITUDE_STATUS",
     "MOUNT_STATUS",
     "TIMESYNC",
+    "GPS_GLOBAL_ORIGIN",
 ]
 
 
@@ -114,6 +118,7 @@ class MavlinkSink:
         send: bool = True,
         home_alt_msl: float | None = None,
         delay_s: float = 0.0,
+        origin: tuple[float, float, float] | None = None,
         heartbeat_hz: float = 1.0,
     ):
         if target not in TARGETS:
@@ -138,7 +143,7 @@ class MavlinkSink:
             raise GeolinkError(f"--mavlink {url}: cannot open ({str(exc).splitlines()[0][:120]})") from None
         self.target, self.gps_id, self.rate_hz = target, gps_id, rate_hz
         self.max_track_age_s, self.mount, self.sending = max_track_age_s, mount, send
-        self.home_alt_msl, self.delay_s = home_alt_msl, delay_s
+        self.home_alt_msl, self.delay_s, self.origin = home_alt_msl, delay_s, origin
         self.sent = 0
         self.refused = 0
         self.no_fix_sent = 0
@@ -152,6 +157,7 @@ class MavlinkSink:
         self._home: float | None = None  # home altitude above sea level, m
         self._lost = True  # what the last STATUSTEXT said: start as "no position"
         self._streams_asked = -math.inf
+        self._ekf_origin: LocalFrame | None = None  # the autopilot's local frame, once it reports it
         self._threads = [
             threading.Thread(
                 target=self._heartbeat_loop, args=(1.0 / heartbeat_hz,), name="mav-heartbeat", daemon=True
@@ -200,6 +206,8 @@ class MavlinkSink:
                 continue
             if kind == "HOME_POSITION":
                 self._home = msg.altitude / 1000.0
+            if kind == "GPS_GLOBAL_ORIGIN":
+                self._ekf_origin = LocalFrame(msg.latitude / 1e7, msg.longitude / 1e7)
             self._latest[kind] = (time.monotonic(), msg)
 
     def _ask_for_streams(self, heartbeat) -> None:
@@ -211,6 +219,11 @@ class MavlinkSink:
             return
         self._streams_asked = now
         system, component = heartbeat.get_srcSystem(), heartbeat.get_srcComponent()
+        if self.origin is not None and self._ekf_origin is None and self.target != "ardupilot-gps":
+            # without a GPS the autopilot has no origin for our local positions: offer the map's
+            lat, lon, alt = self.origin
+            fields = (system, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(alt * 1000)))
+            self._transmit(self.link.mav.set_gps_global_origin_send, *fields)
         for kind, (msg_id, hz) in STREAMS.items():
             if self._fresh(kind, 5.0 / hz) is None:
                 interval = (SET_MESSAGE_INTERVAL, 0, msg_id, 1e6 / hz, 0, 0, 0, 0, 0)
@@ -302,13 +315,21 @@ class MavlinkSink:
                 fields = gps_input(estimate, state, self.gps_id)
                 ok = self._transmit(self.link.mav.gps_input_send, **fields)
             else:
-                fields = odometry(estimate, state, self.target)
+                fields = odometry(self._in_ekf_frame(estimate), state, self.target)
                 ok = self._transmit(self.link.mav.odometry_send, **fields)
         except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
             ok = False
         self.sent += ok
         self.refused += not ok
         return ok
+
+    def _in_ekf_frame(self, estimate: Estimate) -> Estimate:
+        """The estimate's east/north re-expressed from the autopilot's origin, once that is known:
+        ODOMETRY positions are relative to it, and it need not be the map's."""
+        if self._ekf_origin is None:
+            return estimate
+        east, north, _ = self._ekf_origin.to_enu(estimate.lat, estimate.lon)
+        return replace(estimate, east=float(east), north=float(north))
 
     def start_stream(self, predict: Callable[[float], Estimate | None]) -> None:
         """Send ``predict(unix time)`` at ``rate_hz`` on a thread until :meth:`close`.
