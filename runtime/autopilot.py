@@ -237,6 +237,18 @@ def delay_parameters(target: str, gps_id: int, delay_s: float, link_ms: float = 
     return {name: int(round(link_ms))}
 
 
+def delay_advice(target: str, gps_id: int, delay_s: float, latency_ms: dict) -> dict:
+    """For the flight log: the delay parameter matching this run, the measured age of a fix when it
+    reached the filter (capture wait + processing, medians), and the settings that age suggests."""
+    age_ms = sum((latency_ms.get(stage) or {}).get("median") or 0.0 for stage in ("age", "total"))
+    suggested_s = round(min(age_ms / 1e3, MAX_GPS_DELAY_S), 3)
+    return {
+        "parameters": delay_parameters(target, gps_id, delay_s),
+        "fix_age_ms": age_ms,
+        "suggested": {"--mavlink-delay": suggested_s, **delay_parameters(target, gps_id, suggested_s)},
+    }
+
+
 class TrackPredictor:
     """``predict(t_unix) -> Estimate | None`` over a :class:`TrackFilter` fed on the frames' clock.
 

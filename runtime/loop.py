@@ -252,9 +252,10 @@ def main(
                 mavlink_sent=link.sent,
                 mavlink_refused=link.refused,
                 mavlink_no_fix=link.no_fix_sent,
-                autopilot_delay=link.delay_parameters(),
             )
         summary_dict = summary.result(**extra)
+        if link is not None:
+            summary_dict["autopilot_delay"] = link.delay_parameters(summary_dict["latency_ms"])
     finally:
         view.close()
         if link is not None:

@@ -27,6 +27,7 @@ from geolink_edge.runtime.autopilot import (
     TARGETS,
     Estimate,
     FlightState,
+    delay_advice,
     delay_parameters,
     gps_input,
     no_fix_gps_input,
@@ -378,9 +379,12 @@ class MavlinkSink:
             return "shadow"
         return "sent" if self.send(estimate) else "refused"
 
-    def delay_parameters(self) -> dict[str, int]:
-        """The autopilot's delay parameter for this output (:func:`autopilot.delay_parameters`)."""
-        return delay_parameters(self.target, self.gps_id, self.delay_s)
+    def delay_parameters(self, latency_ms: dict | None = None) -> dict:
+        """The autopilot's delay parameter for this output, and with the run's per-stage latency
+        (the summary's ``latency_ms``) the settings it suggests (:func:`autopilot.delay_advice`)."""
+        if latency_ms is None:
+            return delay_parameters(self.target, self.gps_id, self.delay_s)
+        return delay_advice(self.target, self.gps_id, self.delay_s, latency_ms)
 
     def close(self) -> None:
         """Stop every thread and close the link; safe to call twice."""

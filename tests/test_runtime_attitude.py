@@ -141,3 +141,10 @@ def test_bad_mounts_are_one_line_errors(text):
 
     with pytest.raises(GeolinkError, match="--mount"):
         CameraMount.parse(text)
+
+
+def test_roll_turns_the_image_about_the_optical_axis():
+    """docs/artifacts.md: rows cos φ·right + sin φ·down, cos φ·down − sin φ·right, forward."""
+    level, rolled = world_to_camera(30.0, 70.0), world_to_camera(30.0, 70.0, 20.0)
+    c, s = math.cos(math.radians(20.0)), math.sin(math.radians(20.0))
+    assert np.allclose(rolled, [c * level[0] + s * level[1], c * level[1] - s * level[0], level[2]])

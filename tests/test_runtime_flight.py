@@ -88,6 +88,7 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path):
     assert summary["error_m"]["median"] <= MAX_MEDIAN_ERROR_M, summary
     accepted = [r for r in frames if r["status"] == "accepted"]
     assert len(accepted) == summary["accepted"] and summary["mavlink_refused"] == 0
+    assert set(summary["autopilot_delay"]["suggested"]) == {"--mavlink-delay", "GPS1_DELAY_MS"}
     assert max(r["error_m"] for r in accepted) <= MAX_SENT_ERROR_M
     # the sim flight reports attitude and height, and comes with intrinsics: the position votes decide
     assert {r["fix"]["consensus"] for r in frames} == {"votes"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.autopilot import Estimate, TrackPredictor, delay_parameters, gps_time
+from geolink_edge.runtime.autopilot import Estimate, TrackPredictor, delay_advice, delay_parameters, gps_time
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.mavlink import MavlinkSink, parse_url
 from geolink_edge.runtime.mount import CameraMount
@@ -261,6 +261,10 @@ def test_delay_parameters_per_target():
     assert delay_parameters("ardupilot-gps", 0, 0.5) == {"GPS1_DELAY_MS": 250}  # ArduPilot's maximum
     assert delay_parameters("ardupilot-odometry", 0, 0.12) == {"VISO_DELAY_MS": 5}
     assert delay_parameters("px4-odometry", 0, 0.12) == {"EKF2_EV_DELAY": 5}
+    latency = {"age": {"median": 20.0}, "total": {"median": 160.0}, "embed": {"median": 90.0}}
+    advice = delay_advice("ardupilot-gps", 0, 0.0, latency)
+    assert advice["fix_age_ms"] == 180.0 and advice["parameters"] == {"GPS1_DELAY_MS": 5}
+    assert advice["suggested"] == {"--mavlink-delay": 0.18, "GPS1_DELAY_MS": 185}
 
 
 # -- ODOMETRY ------------------------------------------------------------------------------------
