@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geolink_edge.runtime.filter import TrackFilter
-from geolink_edge.runtime.mount import BodyAttitude, euler_to_matrix
+from geolink_edge.runtime.mount import BodyAttitude, euler_to_matrix, matrix_to_quaternion
 
 TARGETS = ("ardupilot-gps", "ardupilot-odometry", "px4-odometry")
 GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
@@ -93,16 +93,6 @@ def sigma(cov: np.ndarray) -> float:
 def upper_triangle(matrix: np.ndarray) -> list[float]:
     rows, cols = np.triu_indices(matrix.shape[0])
     return [float(v) for v in matrix[rows, cols]]
-
-
-def quaternion(rotation: np.ndarray) -> list[float]:
-    """(w, x, y, z) of a rotation matrix (w ≥ 0)."""
-    r = np.asarray(rotation, float)
-    w = math.sqrt(max(0.0, 1.0 + np.trace(r))) / 2.0
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + r[0, 0] - r[1, 1] - r[2, 2])) / 2.0, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] + r[1, 1] - r[2, 2])) / 2.0, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] - r[1, 1] + r[2, 2])) / 2.0, r[1, 0] - r[0, 1])
-    return [w, x, y, z]
 
 
 def gps_input(e: Estimate, state: FlightState, gps_id: int) -> dict:
@@ -184,7 +174,7 @@ def odometry(e: Estimate, state: FlightState, target: str) -> dict:
     else:
         body_to_ned = np.eye(3)
     known_attitude = state.body is not None or e.heading is not None
-    q = quaternion(body_to_ned) if known_attitude or not px4 else [NAN, NAN, NAN, NAN]
+    q = matrix_to_quaternion(body_to_ned) if known_attitude or not px4 else [NAN, NAN, NAN, NAN]
     angle_var = NAN if px4 else math.pi**2
     pose = np.diag([0.0, 0.0, var_z, angle_var, angle_var, angle_var])
     pose[:2, :2] = cov_ne

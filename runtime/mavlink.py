@@ -33,7 +33,13 @@ from geolink_edge.runtime.autopilot import (
     no_fix_gps_input,
     odometry,
 )
-from geolink_edge.runtime.mount import BodyAttitude, CameraMount, GimbalAttitude, matrix_to_euler
+from geolink_edge.runtime.mount import (
+    BodyAttitude,
+    CameraMount,
+    GimbalAttitude,
+    matrix_to_euler,
+    quaternion_to_matrix,
+)
 from geolink_edge.runtime.sources import GnssFix, Telemetry
 
 TELEMETRY_MAX_AGE_S = 1.0
@@ -87,13 +93,7 @@ def load_mavutil():
 
 def _gimbal_from_quaternion(msg, flags_earth_yaw: int) -> GimbalAttitude:
     """GIMBAL_DEVICE_ATTITUDE_STATUS → camera-convention angles (its pitch is positive up)."""
-    w, x, y, z = msg.q
-    rotation = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    yaw, pitch, roll = (math.degrees(a) for a in matrix_to_euler(rotation))
+    yaw, pitch, roll = (math.degrees(a) for a in matrix_to_euler(quaternion_to_matrix(msg.q)))
     return GimbalAttitude(-pitch, roll, yaw, bool(msg.flags & flags_earth_yaw))
 
 
@@ -288,8 +288,9 @@ class MavlinkSink:
         if msg is None or msg.fix_type < 3:
             return None
         h_acc = getattr(msg, "h_acc", 0)
+        received = time.time() - (time.monotonic() - self._latest["GPS_RAW_INT"][0])
         return GnssFix(
-            t_unix=time.time(),
+            t_unix=received,
             lat=msg.lat / 1e7,
             lon=msg.lon / 1e7,
             alt_msl=msg.alt / 1000.0,

@@ -408,6 +408,26 @@ def test_a_gimbal_ignores_the_body_tilt_and_reports_its_own_angles(sink_factory)
     )
 
 
+def test_a_gimbal_device_report_gives_pitch_roll_and_its_yaw_from_the_vehicle(sink_factory):
+    from geolink_edge.runtime.mount import euler_to_matrix, matrix_to_quaternion
+
+    listener, make = sink_factory
+    sink = make(connect=True, mount=CameraMount("gimbal", 90.0))
+    # gimbal: 20° right of the nose, 60° below the horizon, 3° of roll; vehicle heading 100°
+    q = matrix_to_quaternion(euler_to_matrix(math.radians(20.0), math.radians(-60.0), math.radians(3.0)))
+
+    def send():
+        listener.mav.attitude_send(0, 0.1, -0.2, math.radians(100.0), 0, 0, 0)
+        listener.mav.gimbal_device_attitude_status_send(0, 0, 0, 0, q, 0, 0, 0, 0)
+
+    telemetry = _feed(listener, sink, lambda: (t := sink.telemetry()) and t.pitch != 90.0 and t, send)
+    assert (telemetry.yaw, telemetry.pitch, telemetry.roll) == (
+        pytest.approx(120.0),
+        pytest.approx(60.0),
+        pytest.approx(3.0),
+    )
+
+
 def test_the_autopilots_gnss_is_ours_only_when_we_are_not_its_gps(sink_factory):
     listener, make = sink_factory
     ours = make(connect=True)
