@@ -130,7 +130,8 @@ def gps_input(e: Estimate, state: FlightState, gps_id: int) -> dict:
 def no_fix_gps_input(t_unix: float, gps_id: int) -> dict:
     """GPS_INPUT saying "no fix": keeps the message rate (ArduPilot's GPS health) with nothing to use."""
     week, week_ms = gps_time(t_unix)
-    return dict(
+    unused = ("alt", "hdop", "vdop", "vn", "ve", "vd", "speed_accuracy", "horiz_accuracy", "vert_accuracy")
+    return dict.fromkeys(unused, 0.0) | dict(
         time_usec=int(t_unix * 1e6),
         gps_id=gps_id,
         ignore_flags=255,
@@ -139,15 +140,6 @@ def no_fix_gps_input(t_unix: float, gps_id: int) -> dict:
         fix_type=FIX_NONE,
         lat=0,
         lon=0,
-        alt=0.0,
-        hdop=0.0,
-        vdop=0.0,
-        vn=0.0,
-        ve=0.0,
-        vd=0.0,
-        speed_accuracy=0.0,
-        horiz_accuracy=0.0,
-        vert_accuracy=0.0,
         satellites_visible=0,
         yaw=0,
     )

@@ -378,11 +378,7 @@ def test_body_mounted_camera_tilts_backward_when_the_nose_goes_down(sink_factory
         listener, sink, lambda: (t := sink.telemetry()) and t.yaw is not None and t.altitude and t, send
     )
     # looking 10° behind the vertical: the axis points back (yaw 90 = behind a west-facing nose)
-    assert (telemetry.yaw, telemetry.pitch, abs(telemetry.roll)) == (
-        pytest.approx(90.0),
-        pytest.approx(80.0),
-        pytest.approx(180.0),
-    )
+    assert (telemetry.yaw, telemetry.pitch, abs(telemetry.roll)) == pytest.approx((90.0, 80.0, 180.0))
     assert telemetry.altitude == pytest.approx(120.0)
 
 
@@ -401,11 +397,7 @@ def test_a_gimbal_ignores_the_body_tilt_and_reports_its_own_angles(sink_factory)
         listener.mav.mount_status_send(0, 0, -7000, 200, 500)  # pitch −70°, roll 2°, yaw 5° (cdeg)
 
     telemetry = _feed(listener, sink, lambda: (t := sink.telemetry()) and t.pitch != 90.0 and t, mount_status)
-    assert (telemetry.yaw, telemetry.pitch, telemetry.roll) == (
-        pytest.approx(45.0),
-        pytest.approx(70.0),
-        pytest.approx(2.0),
-    )
+    assert (telemetry.yaw, telemetry.pitch, telemetry.roll) == pytest.approx((45.0, 70.0, 2.0))
 
 
 def test_a_gimbal_device_report_gives_pitch_roll_and_its_yaw_from_the_vehicle(sink_factory):
@@ -421,11 +413,7 @@ def test_a_gimbal_device_report_gives_pitch_roll_and_its_yaw_from_the_vehicle(si
         listener.mav.gimbal_device_attitude_status_send(0, 0, 0, 0, q, 0, 0, 0, 0)
 
     telemetry = _feed(listener, sink, lambda: (t := sink.telemetry()) and t.pitch != 90.0 and t, send)
-    assert (telemetry.yaw, telemetry.pitch, telemetry.roll) == (
-        pytest.approx(120.0),
-        pytest.approx(60.0),
-        pytest.approx(3.0),
-    )
+    assert (telemetry.yaw, telemetry.pitch, telemetry.roll) == pytest.approx((120.0, 60.0, 3.0))
 
 
 def test_the_autopilots_gnss_is_ours_only_when_we_are_not_its_gps(sink_factory):
