@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geolink_edge.runtime.filter import TrackFilter
-from geolink_edge.runtime.mount import BodyAttitude, euler_to_matrix
+from geolink_edge.runtime.mount import BodyAttitude, euler_to_matrix, matrix_to_quaternion
 
 TARGETS = ("ardupilot-gps", "ardupilot-odometry", "px4-odometry")
 GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
@@ -95,16 +95,6 @@ def upper_triangle(matrix: np.ndarray) -> list[float]:
     return [float(v) for v in matrix[rows, cols]]
 
 
-def quaternion(rotation: np.ndarray) -> list[float]:
-    """(w, x, y, z) of a rotation matrix (w ≥ 0)."""
-    r = np.asarray(rotation, float)
-    w = math.sqrt(max(0.0, 1.0 + np.trace(r))) / 2.0
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + r[0, 0] - r[1, 1] - r[2, 2])) / 2.0, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] + r[1, 1] - r[2, 2])) / 2.0, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] - r[1, 1] + r[2, 2])) / 2.0, r[1, 0] - r[0, 1])
-    return [w, x, y, z]
-
-
 def gps_input(e: Estimate, state: FlightState, gps_id: int) -> dict:
     """GPS_INPUT fields of an estimate (pymavlink ``gps_input_send`` keywords)."""
     ignore = IGNORE_VEL_VERT | IGNORE_V_ACC  # we measure neither vertical speed nor a height accuracy
@@ -140,7 +130,8 @@ def gps_input(e: Estimate, state: FlightState, gps_id: int) -> dict:
 def no_fix_gps_input(t_unix: float, gps_id: int) -> dict:
     """GPS_INPUT saying "no fix": keeps the message rate (ArduPilot's GPS health) with nothing to use."""
     week, week_ms = gps_time(t_unix)
-    return dict(
+    unused = ("alt", "hdop", "vdop", "vn", "ve", "vd", "speed_accuracy", "horiz_accuracy", "vert_accuracy")
+    return dict.fromkeys(unused, 0.0) | dict(
         time_usec=int(t_unix * 1e6),
         gps_id=gps_id,
         ignore_flags=255,
@@ -149,15 +140,6 @@ def no_fix_gps_input(t_unix: float, gps_id: int) -> dict:
         fix_type=FIX_NONE,
         lat=0,
         lon=0,
-        alt=0.0,
-        hdop=0.0,
-        vdop=0.0,
-        vn=0.0,
-        ve=0.0,
-        vd=0.0,
-        speed_accuracy=0.0,
-        horiz_accuracy=0.0,
-        vert_accuracy=0.0,
         satellites_visible=0,
         yaw=0,
     )
@@ -184,7 +166,7 @@ def odometry(e: Estimate, state: FlightState, target: str) -> dict:
     else:
         body_to_ned = np.eye(3)
     known_attitude = state.body is not None or e.heading is not None
-    q = quaternion(body_to_ned) if known_attitude or not px4 else [NAN, NAN, NAN, NAN]
+    q = matrix_to_quaternion(body_to_ned) if known_attitude or not px4 else [NAN, NAN, NAN, NAN]
     angle_var = NAN if px4 else math.pi**2
     pose = np.diag([0.0, 0.0, var_z, angle_var, angle_var, angle_var])
     pose[:2, :2] = cov_ne
@@ -235,6 +217,18 @@ def delay_parameters(target: str, gps_id: int, delay_s: float, link_ms: float = 
         return {f"GPS{gps_id + 1}_DELAY_MS": int(round(min(delay_s * 1e3 + link_ms, 250.0)))}
     name = "VISO_DELAY_MS" if target == "ardupilot-odometry" else "EKF2_EV_DELAY"
     return {name: int(round(link_ms))}
+
+
+def delay_advice(target: str, gps_id: int, delay_s: float, latency_ms: dict) -> dict:
+    """For the flight log: the delay parameter matching this run, the measured age of a fix when it
+    reached the filter (capture wait + processing, medians), and the settings that age suggests."""
+    age_ms = sum((latency_ms.get(stage) or {}).get("median") or 0.0 for stage in ("age", "total"))
+    suggested_s = round(min(age_ms / 1e3, MAX_GPS_DELAY_S), 3)
+    return {
+        "parameters": delay_parameters(target, gps_id, delay_s),
+        "fix_age_ms": age_ms,
+        "suggested": {"--mavlink-delay": suggested_s, **delay_parameters(target, gps_id, suggested_s)},
+    }
 
 
 class TrackPredictor:

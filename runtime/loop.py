@@ -295,7 +295,12 @@ def main(
         if mavlink:
             from geolink_edge.runtime.mavlink import MavlinkSink
 
-            link = MavlinkSink(**mavlink)
+            options = dict(mavlink)
+            if index.frame is not None:  # offered to an autopilot with no origin (ODOMETRY without GPS)
+                options.setdefault(
+                    "origin", (index.frame.lat0, index.frame.lon0, options.get("home_alt_msl") or 0.0)
+                )
+            link = MavlinkSink(**options)
             resources.callback(link.close)
         jsonl = JsonlSink(log) if log else None
         view = ConsoleSink(enabled=console)
@@ -338,9 +343,10 @@ def main(
                     mavlink_sent=link.sent,
                     mavlink_refused=link.refused,
                     mavlink_no_fix=link.no_fix_sent,
-                    autopilot_delay=link.delay_parameters(),
                 )
             summary_dict = summary.result(**extra)
+            if link is not None:
+                summary_dict["autopilot_delay"] = link.delay_parameters(summary_dict["latency_ms"])
         finally:
             if jsonl is not None:
                 jsonl.close(summary_dict or None)

@@ -14,32 +14,49 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.geo import LocalFrame
 from geolink_edge.runtime.autopilot import (
     MAX_GPS_DELAY_S,
     TARGETS,
     Estimate,
     FlightState,
+    delay_advice,
     delay_parameters,
     gps_input,
     no_fix_gps_input,
     odometry,
 )
-from geolink_edge.runtime.mount import BodyAttitude, CameraMount, GimbalAttitude, matrix_to_euler
+from geolink_edge.runtime.mount import (
+    BodyAttitude,
+    CameraMount,
+    GimbalAttitude,
+    matrix_to_euler,
+    quaternion_to_matrix,
+)
 from geolink_edge.runtime.sources import GnssFix, Telemetry
 
 TELEMETRY_MAX_AGE_S = 1.0
 GNSS_MAX_AGE_S = 2.0
 DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
 SEVERITY = {"warning": 4, "notice": 5, "info": 6}
-# message id → Hz: ATTITUDE, GLOBAL_POSITION_INT, GPS_RAW_INT, HOME_POSITION
-STREAMS = {30: 10.0, 33: 5.0, 24: 5.0, 242: 0.5}
-STREAM_REQUEST_EVERY = 10  # heartbeats
+# what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
+STREAMS = {
+    "GPS_GLOBAL_ORIGIN": (49, 0.2),
+    "ATTITUDE": (30, 10.0),
+    "GLOBAL_POSITION_INT": (33, 5.0),
+    "GPS_RAW_INT": (24, 2.0),
+    "HOME_POSITION": (242, 0.5),
+}
+SET_MESSAGE_INTERVAL = 511  # MAV_CMD_SET_MESSAGE_INTERVAL
 LISTENED = [
+    "HEARTBEAT",
     "ATTITUDE",
     "GLOBAL_POSITION_INT",
     "HOME_POSITION",
@@ -48,6 +65,7 @@ LISTENED = [
     "GIMBAL_DEVICE_ATTITUDE_STATUS",
     "MOUNT_STATUS",
     "TIMESYNC",
+    "GPS_GLOBAL_ORIGIN",
 ]
 
 
@@ -75,13 +93,7 @@ def load_mavutil():
 
 def _gimbal_from_quaternion(msg, flags_earth_yaw: int) -> GimbalAttitude:
     """GIMBAL_DEVICE_ATTITUDE_STATUS → camera-convention angles (its pitch is positive up)."""
-    w, x, y, z = msg.q
-    rotation = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    yaw, pitch, roll = (math.degrees(a) for a in matrix_to_euler(rotation))
+    yaw, pitch, roll = (math.degrees(a) for a in matrix_to_euler(quaternion_to_matrix(msg.q)))
     return GimbalAttitude(-pitch, roll, yaw, bool(msg.flags & flags_earth_yaw))
 
 
@@ -107,6 +119,7 @@ class MavlinkSink:
         send: bool = True,
         home_alt_msl: float | None = None,
         delay_s: float = 0.0,
+        origin: tuple[float, float, float] | None = None,
         heartbeat_hz: float = 1.0,
     ):
         if target not in TARGETS:
@@ -131,17 +144,21 @@ class MavlinkSink:
             raise GeolinkError(f"--mavlink {url}: cannot open ({str(exc).splitlines()[0][:120]})") from None
         self.target, self.gps_id, self.rate_hz = target, gps_id, rate_hz
         self.max_track_age_s, self.mount, self.sending = max_track_age_s, mount, send
-        self.home_alt_msl, self.delay_s = home_alt_msl, delay_s
+        self.home_alt_msl, self.delay_s, self.origin = home_alt_msl, delay_s, origin
         self.sent = 0
         self.refused = 0
         self.no_fix_sent = 0
         self.timesync_replies = 0
+        self.stream_errors = 0
+        self.last_error = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
         self._latest: dict[str, tuple[float, object]] = {}  # message type → (monotonic time, message)
         self._home: float | None = None  # home altitude above sea level, m
         self._lost = True  # what the last STATUSTEXT said: start as "no position"
+        self._streams_asked = -math.inf
+        self._ekf_origin: LocalFrame | None = None  # the autopilot's local frame, once it reports it
         self._threads = [
             threading.Thread(
                 target=self._heartbeat_loop, args=(1.0 / heartbeat_hz,), name="mav-heartbeat", daemon=True
@@ -154,33 +171,18 @@ class MavlinkSink:
     # -- threads -------------------------------------------------------------------------
     def _heartbeat_loop(self, period: float) -> None:
         m = self.mav_enums
-        beats = 0
         while not self._stop.is_set():
             self._transmit(
                 lambda: self.link.mav.heartbeat_send(
                     m.MAV_TYPE_ONBOARD_CONTROLLER, m.MAV_AUTOPILOT_INVALID, 0, 0, m.MAV_STATE_ACTIVE
                 )
             )
-            if beats % STREAM_REQUEST_EVERY == 0:
-                self._request_streams()
-            beats += 1
             self._stop.wait(period)
 
-    def _request_streams(self) -> None:
-        """Ask for what we listen to on this link (a companion port streams nothing unless its SRn_
-        rates are set); repeated, since the autopilot may boot or reboot after us."""
-        target = self.link.target_system or 1
-        for message_id, hz in STREAMS.items():
-            self._transmit(
-                lambda mid=message_id, hz=hz: self.link.mav.command_long_send(
-                    target, 1, self.mav_enums.MAV_CMD_SET_MESSAGE_INTERVAL, 0, mid, 1e6 / hz, 0, 0, 0, 0, 0
-                )
-            )
-
-    def _transmit(self, send: Callable[[], None]) -> bool:
+    def _transmit(self, send: Callable[..., None], *args, **kwargs) -> bool:
         with self._lock:
             try:
-                send()
+                send(*args, **kwargs)
                 return True
             except OSError:
                 return False  # a missing peer (udpin before first contact, unplugged serial): retried later
@@ -197,18 +199,42 @@ class MavlinkSink:
                 self._stop.wait(poll_s)
                 continue
             kind = msg.get_type()
+            if kind == "HEARTBEAT":
+                self._ask_for_streams(msg)
+                continue
             if kind == "TIMESYNC":
                 self._answer_timesync(msg)
                 continue
             if kind == "HOME_POSITION":
                 self._home = msg.altitude / 1000.0
+            if kind == "GPS_GLOBAL_ORIGIN":
+                self._ekf_origin = LocalFrame(msg.latitude / 1e7, msg.longitude / 1e7)
             self._latest[kind] = (time.monotonic(), msg)
+
+    def _ask_for_streams(self, heartbeat) -> None:
+        """On the autopilot's heartbeat, ask for each stream we are not receiving (at most every 5 s)."""
+        if heartbeat.autopilot == self.mav_enums.MAV_AUTOPILOT_INVALID:
+            return  # a ground station or another companion, not the autopilot
+        now = time.monotonic()
+        if now - self._streams_asked < 5.0:
+            return
+        self._streams_asked = now
+        system, component = heartbeat.get_srcSystem(), heartbeat.get_srcComponent()
+        if self.origin is not None and self._ekf_origin is None and self.target != "ardupilot-gps":
+            # without a GPS the autopilot has no origin for our local positions: offer the map's
+            lat, lon, alt = self.origin
+            fields = (system, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(alt * 1000)))
+            self._transmit(self.link.mav.set_gps_global_origin_send, *fields)
+        for kind, (msg_id, hz) in STREAMS.items():
+            if self._fresh(kind, 5.0 / hz) is None:
+                interval = (SET_MESSAGE_INTERVAL, 0, msg_id, 1e6 / hz, 0, 0, 0, 0, 0)
+                self._transmit(self.link.mav.command_long_send, system, component, *interval)
 
     def _answer_timesync(self, msg) -> None:
         """A request (tc1 = 0) is answered with our clock, the one ODOMETRY's time_usec is stamped in."""
         if msg.tc1 != 0:
             return
-        if self._transmit(lambda: self.link.mav.timesync_send(time.time_ns(), msg.ts1)):
+        if self._transmit(self.link.mav.timesync_send, time.time_ns(), msg.ts1):
             self.timesync_replies += 1
 
     def _fresh(self, kind: str, max_age_s: float = TELEMETRY_MAX_AGE_S):
@@ -262,8 +288,9 @@ class MavlinkSink:
         if msg is None or msg.fix_type < 3:
             return None
         h_acc = getattr(msg, "h_acc", 0)
+        received = time.time() - (time.monotonic() - self._latest["GPS_RAW_INT"][0])
         return GnssFix(
-            t_unix=time.time(),
+            t_unix=received,
             lat=msg.lat / 1e7,
             lon=msg.lon / 1e7,
             alt_msl=msg.alt / 1000.0,
@@ -276,22 +303,35 @@ class MavlinkSink:
     def statustext(self, text: str, severity: int = SEVERITY["info"]) -> None:
         """One line to the ground station (MAVLink cuts it at 50 characters)."""
         data = text.encode("ascii", "replace")[:50]
-        self._transmit(lambda: self.link.mav.statustext_send(severity, data))
+        self._transmit(self.link.mav.statustext_send, severity, data)
 
     def send(self, estimate: Estimate) -> bool:
         """Send one estimate now in the target's message; refuse (return False) anything non-finite."""
         if not estimate.finite():
             self.refused += 1
             return False
-        state = FlightState(self.body_attitude(), self.altitude_msl(), self.height(self.body_attitude()))
-        if self.target == "ardupilot-gps":
-            fields = gps_input(estimate, state, self.gps_id)
-            ok = self._transmit(lambda: self.link.mav.gps_input_send(**fields))
-        else:
-            fields = odometry(estimate, state, self.target)
-            ok = self._transmit(lambda: self.link.mav.odometry_send(**fields))
+        body = self.body_attitude()
+        state = FlightState(body, self.altitude_msl(), self.height(body))
+        try:
+            if self.target == "ardupilot-gps":
+                fields = gps_input(estimate, state, self.gps_id)
+                ok = self._transmit(self.link.mav.gps_input_send, **fields)
+            else:
+                fields = odometry(self._in_ekf_frame(estimate), state, self.target)
+                ok = self._transmit(self.link.mav.odometry_send, **fields)
+        except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
+            ok = False
         self.sent += ok
+        self.refused += not ok
         return ok
+
+    def _in_ekf_frame(self, estimate: Estimate) -> Estimate:
+        """The estimate's east/north re-expressed from the autopilot's origin, once that is known:
+        ODOMETRY positions are relative to it, and it need not be the map's."""
+        if self._ekf_origin is None:
+            return estimate
+        east, north, _ = self._ekf_origin.to_enu(estimate.lat, estimate.lon)
+        return replace(estimate, east=float(east), north=float(north))
 
     def start_stream(self, predict: Callable[[float], Estimate | None]) -> None:
         """Send ``predict(unix time)`` at ``rate_hz`` on a thread until :meth:`close`.
@@ -308,7 +348,11 @@ class MavlinkSink:
         period = 1.0 / self.rate_hz
         next_due = time.monotonic()
         while not self._stop.is_set():
-            self.stream_once(predict, time.time() - self.delay_s)
+            try:
+                self.stream_once(predict, time.time() - self.delay_s)
+            except Exception as exc:  # noqa: BLE001 — the stream must outlive any one bad message
+                self.stream_errors += 1
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
             next_due = max(next_due + period, time.monotonic())  # a late tick never bursts to catch up
             self._stop.wait(max(0.0, next_due - time.monotonic()))
 
@@ -327,7 +371,7 @@ class MavlinkSink:
                 self._lost = True
             if self.sending and self.target == "ardupilot-gps":
                 fields = no_fix_gps_input(t_unix, self.gps_id)
-                self.no_fix_sent += self._transmit(lambda: self.link.mav.gps_input_send(**fields))
+                self.no_fix_sent += self._transmit(self.link.mav.gps_input_send, **fields)
             return "stale"
         if self._lost:
             self.statustext("geolink: position fix", SEVERITY["notice"])
@@ -336,9 +380,12 @@ class MavlinkSink:
             return "shadow"
         return "sent" if self.send(estimate) else "refused"
 
-    def delay_parameters(self) -> dict[str, int]:
-        """The autopilot's delay parameter for this output (:func:`autopilot.delay_parameters`)."""
-        return delay_parameters(self.target, self.gps_id, self.delay_s)
+    def delay_parameters(self, latency_ms: dict | None = None) -> dict:
+        """The autopilot's delay parameter for this output, and with the run's per-stage latency
+        (the summary's ``latency_ms``) the settings it suggests (:func:`autopilot.delay_advice`)."""
+        if latency_ms is None:
+            return delay_parameters(self.target, self.gps_id, self.delay_s)
+        return delay_advice(self.target, self.gps_id, self.delay_s, latency_ms)
 
     def close(self) -> None:
         """Stop every thread and close the link; safe to call twice."""

@@ -56,6 +56,28 @@ def matrix_to_euler(rotation: np.ndarray) -> tuple[float, float, float]:
     return math.atan2(r[1, 0], r[0, 0]), pitch, math.atan2(r[2, 1], r[2, 2])
 
 
+def matrix_to_quaternion(rotation: np.ndarray) -> list[float]:
+    """(w, x, y, z) of a rotation matrix, w ≥ 0 (MAVLink's quaternion order)."""
+    r = np.asarray(rotation, float)
+    w = math.sqrt(max(0.0, 1.0 + np.trace(r))) / 2.0
+    x = math.copysign(math.sqrt(max(0.0, 1.0 + r[0, 0] - r[1, 1] - r[2, 2])) / 2.0, r[2, 1] - r[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] + r[1, 1] - r[2, 2])) / 2.0, r[0, 2] - r[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] - r[1, 1] + r[2, 2])) / 2.0, r[1, 0] - r[0, 1])
+    return [w, x, y, z]
+
+
+def quaternion_to_matrix(q) -> np.ndarray:
+    """Rotation matrix of a unit quaternion (w, x, y, z)."""
+    w, x, y, z = (float(v) for v in q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
 def camera_to_ned(yaw: float, pitch: float, roll: float = 0.0) -> np.ndarray:
     """Camera (forward, right, down) → NED of camera-convention angles in degrees."""
     return euler_to_matrix(math.radians(yaw), -math.radians(pitch), math.radians(roll))

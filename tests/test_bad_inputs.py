@@ -166,6 +166,16 @@ CASES = {
         "run --camera {camera} --model {onnx} --index {index} --altitude -3",
         "--altitude",
     ),
+    "locate: --pitch 0 (the horizon)": (
+        "locate {camera}/000.png --model {onnx} --index {index} --heading 10 --pitch 0",
+        "--pitch",
+    ),
+    "run: --mount wing": ("run --camera {camera} --model {onnx} --index {index} --mount wing", "--mount"),
+    "run: --mavlink-target px5": (
+        "run --camera {camera} --model {onnx} --index {index} --mavlink udpout:127.0.0.1:9 "
+        "--mavlink-target px5 --log {out}/log.jsonl",
+        "--mavlink-target",
+    ),
     "export: --calib-images 0": (
         "export {ckpt} --out {out} --int8 --calib-data {data} --calib-images 0",
         "--calib-images",
