@@ -94,10 +94,6 @@ class Sitl:
     def set_param(self, name: str, value: float) -> None:
         self.link.mav.param_set_send(1, 1, name.encode(), value, 9)  # MAV_PARAM_TYPE_REAL32
 
-    def set_origin(self, lat: float, lon: float, alt_m: float) -> None:
-        """The EKF origin, as a ground station sets it when there is no GPS (after the EKF initialised)."""
-        self.link.mav.set_gps_global_origin_send(1, int(lat * 1e7), int(lon * 1e7), int(alt_m * 1000))
-
     def stop(self) -> None:
         self._stop.set()
         if self._reader is not None:

@@ -24,7 +24,10 @@ from geolink_edge.geo import haversine_m
 pytestmark = pytest.mark.skipif(not sitl_available(), reason="ArduPilot SITL is not beside the project")
 
 HOVER_FRAME = 8  # the middle of the 16-frame flight
-FIRST_FIX_S = 2.0  # ArduPilot reports a 3D fix this soon after our first position
+# ArduPilot reports a 3D fix this soon after our first position: 0.1–0.3 s once the autopilot's own
+# altitude (GLOBAL_POSITION_INT, streamed after its first heartbeat) has reached us, up to ~2.5 s
+# on a loaded machine when the first fix comes before it (a 2D fix until then)
+FIRST_FIX_S = 5.0
 EKF_USES_S = 20.0  # and its EKF uses it this soon (the 38 s start-up floor is fast-forwarded)
 MAX_MEDIAN_ERROR_M = 5.0  # GLOBAL_POSITION_INT against the truth, tiny random encoder
 MAX_P90_ERROR_M = 8.0
@@ -39,13 +42,9 @@ def mavlink2(monkeypatch):
     monkeypatch.setenv("MAVLINK20", "1")
 
 
-def fly(
-    world, tmp_path, *, instance, params, target, seconds, hole=None, origin=False, set_params=None
-) -> dict:
+def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_params=None) -> dict:
     """Hover over frame ``HOVER_FRAME`` for ``seconds`` into a fresh SITL; what both sides reported."""
     from pymavlink import mavutil
-
-    from geolink_edge.index.search import TileIndex
 
     flight, index, model = world
     hover, truth = hover_flight(flight, tmp_path / "hover", HOVER_FRAME, seconds, hole)
@@ -57,9 +56,6 @@ def fly(
         sitl.boot()
         for name, value in (set_params or {}).items():
             sitl.set_param(name, value)
-        if origin:  # external navigation has no GPS: the ground station sets the index origin
-            o = TileIndex.load(index).manifest["origin"]
-            sitl.set_origin(o["lat"], o["lon"], ground)
         t_start = time.time()
         run = subprocess.run(
             [
@@ -186,7 +182,6 @@ def test_sitl_odometry_is_used_as_external_navigation(flight_world, tmp_path):
         params="odometry.parm",
         target="ardupilot-odometry",
         seconds=26,
-        origin=True,
     )
     out = figures(flight, "is using external nav data")
     out["first_3d_fix_s"] = 0.0  # no GPS here: the EKF's use of ODOMETRY is the measure
