@@ -244,3 +244,47 @@ def test_bench_keeps_its_figures_when_a_frame_raises(world, monkeypatch):
     assert result["frames"] == 20 and result["frame_errors"]["count"] == 4
     assert result["errors"] == ["error: OpenCV(5.0) error: (-215:Assertion failed) !_src.empty() (4×)"]
     assert result["latency_ms"]["embed"]["median"] > 0 and result["accepted"] >= 10
+
+
+def test_warm_start_and_shadow_errors_from_the_autopilot_gnss(world):
+    """With the autopilot's GNSS at the true position, the track starts there (the first frame is
+    already accepted, no two-fix acquisition) and every record measures us against that GNSS."""
+    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.runtime.health import Events
+    from geolink_edge.runtime.locate import open_index
+    from geolink_edge.runtime.sources import Frame, GnssFix
+
+    flight, index_dir, model = world
+    embedder = load_embedder(model)
+    reader = SimReader(flight)
+    events: list[dict] = []
+    current: dict = {}
+
+    def gnss():  # GPS_RAW_INT of a receiver that is right where the drone is
+        truth = current["truth"]
+        return GnssFix(time.time(), truth.lat, truth.lon, 500.0, 1.5, 3, 12)
+
+    pipeline = loop.Pipeline(
+        embedder,
+        open_index(index_dir, embedder.card, model),
+        loop.RunConf(),
+        loop.resolve_intrinsics(None, reader),
+        events=Events(write=events.append),
+        gnss=gnss,
+    )
+    records = []
+    for i in range(4):
+        raw = reader.read()
+        current["truth"] = raw.truth
+        now = time.time()
+        frame = Frame(raw.image, i, now, raw.timestamp, time.monotonic(), raw.truth, raw.telemetry)
+        records.append(pipeline.run(frame))
+    assert [e["event"] for e in events][:2] == ["warm_start", "fix_acquired"]
+    assert records[0]["status"] == "accepted" and "estimate" in records[0]
+    for record in records:
+        assert record["gnss"]["satellites"] == 12
+        if "estimate" in record:  # the GNSS is the truth here, so both errors agree
+            assert record["gnss_error_m"] == pytest.approx(record["error_m"], abs=1e-6)
+            assert record["gnss_error_m"] <= MAX_SENT_ERROR_M
+        if record["fix"]["ok"]:
+            assert record["fix_gnss_error_m"] == pytest.approx(record["fix_error_m"], abs=1e-6)

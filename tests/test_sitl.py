@@ -35,6 +35,7 @@ MAX_P90_ERROR_M = 8.0
 # random encoder's fixes claim a 4–8 m sigma on this hover (they are within 1 m), so the checks are
 # scaled as docs/runtime.md advises for a vision fix that honestly reports more than 5 m
 GPS_PARAMS = {"EK3_CHECK_SCALE": 200.0}
+GPS = {"instance": 1, "params": "gps_input.parm", "target": "ardupilot-gps", "set_params": GPS_PARAMS}
 
 
 @pytest.fixture(autouse=True)
@@ -123,15 +124,7 @@ def assert_autopilot_used_us(out: dict, flight: dict, bad_texts: tuple[str, ...]
 
 
 def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses(flight_world, tmp_path):
-    flight = fly(
-        flight_world,
-        tmp_path,
-        instance=1,
-        params="gps_input.parm",
-        target="ardupilot-gps",
-        seconds=26,
-        set_params=GPS_PARAMS,
-    )
+    flight = fly(flight_world, tmp_path, seconds=26, **GPS)
     out = figures(flight, "is using GPS")
     assert_autopilot_used_us(out, flight, ("Bad fix", "Glitch", "glitching", "position lost"))
     # the fix never dropped once it was there
@@ -141,16 +134,7 @@ def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses(flight_world, tmp
 
 def test_sitl_gps_input_through_a_5s_camera_outage(flight_world, tmp_path):
     """The camera goes away for 5 s after ArduPilot's EKF has taken our position."""
-    flight = fly(
-        flight_world,
-        tmp_path,
-        instance=1,
-        params="gps_input.parm",
-        target="ardupilot-gps",
-        seconds=38,
-        hole=(24.0, 29.0),
-        set_params=GPS_PARAMS,
-    )
+    flight = fly(flight_world, tmp_path, seconds=38, hole=(24.0, 29.0), **GPS)
     out = figures(flight, "is using GPS")
     assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
     seen, records, truth = flight["seen"], flight["records"], flight["truth"]
