@@ -256,6 +256,20 @@ def test_reset_counter_changes_only_on_a_discontinuity():
     assert track.starts == 3 and track.resets == 1
 
 
+def test_a_warm_start_seeds_the_track_from_a_trusted_position():
+    track = TrackFilter()
+    assert track.seed(0.0, np.array([5.0, 6.0]), np.eye(2) * 4.0).status == "accepted"
+    state = track.state(0.0)
+    assert np.allclose(state.position, [5.0, 6.0]) and state.speed_sigma == pytest.approx(15.0)
+    assert track.starts == 1 and track.resets == 0
+    # seeded with a known velocity, the next fix updates it like any other
+    known = TrackFilter()
+    known.seed(0.0, np.zeros(2), np.eye(2), v=np.array([10.0, 0.0]), r_v=np.eye(2) * 0.25)
+    assert known.state(0.0).converged
+    assert known.update(0.2, np.array([2.0, 0.0]), np.eye(2)).status == "accepted"
+    assert known.seed(0.4, np.array([4.0, 0.0]), np.eye(2)).status == "accepted"  # tracking: an update
+
+
 def test_delay_parameters_per_target():
     assert delay_parameters("ardupilot-gps", 1, 0.12) == {"GPS2_DELAY_MS": 125}
     assert delay_parameters("ardupilot-gps", 0, 0.5) == {"GPS1_DELAY_MS": 250}  # ArduPilot's maximum
