@@ -467,8 +467,10 @@ def test_bad_mavlink_urls_are_one_line_errors(url):
     "kw, message",
     [
         ({"target": "px5"}, "--mavlink-target"),
-        ({"gps_id": 2}, "gps_id"),
+        ({"gps_id": 2}, "--gps-id"),
         ({"rate_hz": 0.0}, "--mavlink-rate"),
+        ({"max_track_age_s": 0.0}, "--max-track-age"),
+        ({"delay_s": 0.5}, "--mavlink-delay"),
     ],
 )
 def test_bad_sink_options_are_one_line_errors(kw, message):
