@@ -5,9 +5,10 @@
   1 m/s; without an altitude above sea level the fix is 2D (``fix_type`` 2), never a 3D fix with
   a made-up height. The horizontal accuracy is the prediction's, so it grows between fixes.
 - ``ardupilot-odometry``: ODOMETRY for ``VISO_TYPE = 1`` (LOCAL_FRD/BODY_FRD; our LOCAL_FRD is
-  north-aligned). ArduPilot folds the three position variances into one error and turns any NaN
-  into a NaN error, so nothing unknown is NaN here: an unknown height gets the worst horizontal
-  variance (neither inflating nor shrinking that error), angles we do not measure get π².
+  north-aligned). ArduPilot folds the three position (and velocity) variances into one error and
+  turns any NaN into a NaN error, so nothing unknown is NaN here: an unknown height or vertical
+  speed gets the worst horizontal variance (neither inflating nor shrinking that error), angles we
+  do not measure get π².
 - ``px4-odometry``: ODOMETRY in LOCAL_NED for EKF2, position and velocity; NaN wherever we know
   nothing (PX4 then skips that part or uses its own noise parameter).
 
@@ -173,7 +174,7 @@ def odometry(e: Estimate, state: FlightState, target: str) -> dict:
     velocity_ned = np.array([e.v_north, e.v_east, 0.0])
     cov_v = np.zeros((3, 3))
     cov_v[:2, :2] = swap @ np.asarray(e.cov_v_en, float) @ swap.T
-    cov_v[2, 2] = UNMEASURED_VZ_VAR
+    cov_v[2, 2] = UNMEASURED_VZ_VAR if px4 else float(np.max(np.linalg.eigvalsh(cov_v[:2, :2])))
     if px4:
         frame, child = FRAME_LOCAL_NED, FRAME_LOCAL_NED
         velocity = velocity_ned if e.velocity_converged else np.full(3, NAN)

@@ -159,6 +159,38 @@ class TrackFilter:
             self.misses = 0
             return Update("accepted", d2)
 
+    def seed(
+        self,
+        t: float,
+        z: np.ndarray,
+        r: np.ndarray,
+        v: np.ndarray | None = None,
+        r_v: np.ndarray | None = None,
+    ) -> Update:
+        """Start a track from a trusted position (a warm start from the autopilot's GNSS): no
+        confirming fixes needed; velocity ``v`` with covariance ``r_v``, or unknown."""
+        z, r = np.asarray(z, float)[:2], np.asarray(r, float)[:2, :2]
+        with self._lock:
+            if self.tracking:
+                return self.update(t, z, r)
+            self.P = np.zeros((4, 4))
+            self.P[:2, :2] = r
+            known = v is not None
+            self.P[2:, 2:] = np.asarray(r_v, float) if known else np.eye(2) * self.conf.init_speed_sigma**2
+            self._start(t, z, r, np.asarray(v, float)[:2] if known else np.zeros(2))
+            return Update("accepted", 0.0)
+
+    def _start(self, t: float, z: np.ndarray, r: np.ndarray, velocity: np.ndarray) -> None:
+        """Begin tracking at ``z`` (covariance already in ``self.P``)."""
+        if not self._continues_previous(t, z, r):
+            self.resets += 1
+        self.x = np.concatenate([z, velocity])
+        self.t = self.t_fix = t
+        self.tracking = True
+        self.misses = 0
+        self.starts += 1
+        self._pending.clear()
+
     def _acquire(self, t: float, z: np.ndarray, r: np.ndarray) -> Update:
         conf = self.conf
         if self._pending:
@@ -181,14 +213,7 @@ class TrackFilter:
         else:
             velocity = np.zeros(2)
             self.P[2:, 2:] = np.eye(2) * conf.init_speed_sigma**2
-        if not self._continues_previous(t1, z1, r1):
-            self.resets += 1
-        self.x = np.concatenate([z1, velocity])
-        self.t = self.t_fix = t1
-        self.tracking = True
-        self.misses = 0
-        self.starts += 1
-        self._pending.clear()
+        self._start(t1, z1, r1, velocity)
         return Update("accepted", 0.0)
 
     def start_at(self, t: float, z: np.ndarray, r: np.ndarray) -> None:

@@ -125,9 +125,13 @@ class MavlinkSink:
         if target not in TARGETS:
             raise GeolinkError(f"--mavlink-target {target!r}: choose {', '.join(TARGETS)}")
         if not (1 <= sysid <= 255 and 1 <= compid <= 255 and 0 <= gps_id <= 1):
-            raise GeolinkError(f"MAVLink ids out of range: sysid {sysid}, compid {compid}, gps_id {gps_id}")
-        if not (0.5 <= rate_hz <= 50.0) or not max_track_age_s > 0:
-            raise GeolinkError(f"--mavlink-rate {rate_hz} must be 0.5–50 Hz and the track age limit positive")
+            raise GeolinkError(
+                f"--sysid {sysid}, --compid {compid}, --gps-id {gps_id}: need 1–255, 1–255 and 0 or 1"
+            )
+        if not 0.5 <= rate_hz <= 50.0:
+            raise GeolinkError(f"--mavlink-rate {rate_hz}: must be 0.5–50 Hz")
+        if not max_track_age_s > 0:
+            raise GeolinkError(f"--max-track-age {max_track_age_s}: must be a positive number of seconds")
         if not 0.0 <= delay_s <= MAX_GPS_DELAY_S:
             raise GeolinkError(
                 f"--mavlink-delay {delay_s} s: must be 0–{MAX_GPS_DELAY_S} s (ArduPilot's limit)"
@@ -172,11 +176,8 @@ class MavlinkSink:
     def _heartbeat_loop(self, period: float) -> None:
         m = self.mav_enums
         while not self._stop.is_set():
-            self._transmit(
-                lambda: self.link.mav.heartbeat_send(
-                    m.MAV_TYPE_ONBOARD_CONTROLLER, m.MAV_AUTOPILOT_INVALID, 0, 0, m.MAV_STATE_ACTIVE
-                )
-            )
+            beat = (m.MAV_TYPE_ONBOARD_CONTROLLER, m.MAV_AUTOPILOT_INVALID, 0, 0, m.MAV_STATE_ACTIVE)
+            self._transmit(self.link.mav.heartbeat_send, *beat)
             self._stop.wait(period)
 
     def _transmit(self, send: Callable[..., None], *args, **kwargs) -> bool:

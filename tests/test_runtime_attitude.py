@@ -1,15 +1,19 @@
 """The autopilot's ATTITUDE drives the camera geometry through the mount model.
 
-A body-fixed downward camera is flown through level, nose-down, nose-up, rolled and combined
-attitudes over a textured ground; each frame is rendered from the camera attitude the mount model
-composes, and the position votes, given the telemetry that ``MavlinkSink.telemetry`` would derive
-from that ATTITUDE, must place the drone within the level-flight bound. The former model (camera
-pitch = 90° + body pitch, roll ignored) is run on the same frames for comparison.
+A body-fixed downward camera (image top to the nose) is flown through level, nose-down, nose-up,
+rolled and combined attitudes over a textured ground. Each frame is rendered from the body's
+rotation matrix built here by hand; the attitude reaches the locator the way it does in flight —
+an ATTITUDE message from a MAVLink peer, turned into camera angles by ``MavlinkSink.telemetry`` —
+and the position votes must place the drone within the level-flight bound. The former model
+(camera pitch = 90° + body pitch, roll ignored) is run on the same frames for comparison.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
 
 import cv2
 import numpy as np
@@ -56,21 +60,71 @@ def locate(verifier, tile, frame, telemetry: Telemetry) -> tuple[float | None, f
     return result.position, result.homography
 
 
+def body_to_camera_by_hand(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """World (east, north, up) → OpenCV camera of a downward camera, image top to the nose, on a
+    body at these ZYX angles (degrees) — built from elementary rotations, not from the mount model."""
+    r, p, y = (math.radians(a) for a in (roll, pitch, yaw))
+    rz = np.array([[math.cos(y), -math.sin(y), 0], [math.sin(y), math.cos(y), 0], [0, 0, 1]])
+    ry = np.array([[math.cos(p), 0, math.sin(p)], [0, 1, 0], [-math.sin(p), 0, math.cos(p)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(r), -math.sin(r)], [0, math.sin(r), math.cos(r)]])
+    enu_to_ned = np.array([[0, 1, 0], [1, 0, 0], [0, 0, -1]])
+    body_to_camera = np.array(
+        [[0, 1, 0], [-1, 0, 0], [0, 0, 1]]
+    )  # rows: right = wing, down = tail, forward = belly
+    return body_to_camera @ (rz @ ry @ rx).T @ enu_to_ned
+
+
 @pytest.fixture(scope="module")
-def flight():
+def autopilot():
+    """A MAVLink peer playing the autopilot, and the sink that listens to it."""
+    os.environ["MAVLINK20"] = "1"
+    mavutil = pytest.importorskip("pymavlink.mavutil")
+    from geolink_edge.runtime.mavlink import MavlinkSink
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    peer = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}", source_system=1, source_component=1)
+    sink = MavlinkSink(f"udpout:127.0.0.1:{port}", mount=CameraMount("body", 90.0))
+    peer.recv_match(type="HEARTBEAT", blocking=True, timeout=5.0)  # the peer learns the sink's address
+    yield peer, sink
+    sink.close()
+    peer.close()
+
+
+def telemetry_from_attitude(peer, sink, roll: float, pitch: float, yaw: float) -> Telemetry:
+    """Send ATTITUDE and height as the autopilot would, until the sink reports that attitude."""
+    sent = [math.radians(a) for a in (roll, pitch, yaw)]
+    deadline = time.time() + 5.0
+    while time.time() < deadline:
+        peer.mav.attitude_send(0, *sent, 0.0, 0.0, 0.0)
+        peer.mav.global_position_int_send(0, 0, 0, 0, int(HEIGHT * 1000), 0, 0, 0, 0)
+        time.sleep(0.05)
+        body, telemetry = sink.body_attitude(), sink.telemetry()
+        if body is not None and np.allclose((body.roll, body.pitch, body.yaw), sent, atol=1e-6):
+            if telemetry is not None and telemetry.altitude is not None:
+                return telemetry
+    raise AssertionError("the sink never reported the attitude sent")
+
+
+@pytest.fixture(scope="module")
+def flight(autopilot):
     ortho = textured_ground(800)
     verifier = Verifier()
     tile = verifier.features(ortho)
-    mount = CameraMount("body", 90.0)
     rows = []
     for i, (name, roll, pitch) in enumerate(SEGMENTS):
         centre = np.array([X0 + 90.0 + 4.0 * i, Y0 - 110.0 + 2.0 * i, HEIGHT])
-        body = BodyAttitude(math.radians(roll), math.radians(pitch), math.radians(35.0))
-        yaw_c, pitch_c, roll_c = mount.camera(body)
-        frame = render(ortho, centre, world_to_camera(yaw_c, pitch_c, roll_c))
+        frame = render(ortho, centre, body_to_camera_by_hand(roll, pitch, 35.0))
+        telemetry = telemetry_from_attitude(*autopilot, roll, pitch, 35.0)
+        assert np.allclose(
+            world_to_camera(telemetry.yaw, telemetry.pitch, telemetry.roll),
+            body_to_camera_by_hand(roll, pitch, 35.0),
+            atol=1e-6,
+        )
         errors = {}
         models = {
-            "mount": Telemetry(yaw_c, pitch_c, roll_c, HEIGHT),
+            "mount": telemetry,
             "former": Telemetry(35.0, 90.0 + pitch, None, HEIGHT),  # pitch sign flipped, roll ignored
         }
         for model, telemetry in models.items():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from geolink_edge.errors import GeolinkError
+from geolink_edge.geo import haversine_m
 from geolink_edge.runtime import loop
 from geolink_edge.runtime.sources import Capture, CorruptFrame, RawFrame, SimReader, SourceLost
 
@@ -164,6 +165,26 @@ def test_locate_a_crop_of_a_tile_returns_that_tile(world, tmp_path):
     assert fix["ok"], fix
     assert math.hypot(fix["x"] - tile.center_xy[0], fix["y"] - tile.center_xy[1]) < 2.0
     assert abs(fix["lat"] - tile.center_lat) < 3e-5 and fix["inliers"] >= 15
+
+
+def test_locate_with_the_cameras_attitude_votes_for_the_position(world):
+    """One flight frame, told its camera heading, pitch, roll and height: the votes place it."""
+    import csv
+
+    flight, index_dir, model = world
+    row = list(csv.DictReader((flight / "gt.csv").open()))[FLIGHT_FRAMES // 2]
+    photo = flight / "frames" / f"{int(row['frame']):06d}.jpg"
+    attitude = [
+        f"--{name}={row[key]}" for name, key in (("heading", "yaw"), ("pitch", "pitch"), ("roll", "roll"))
+    ]
+    result = _cli(
+        "locate", photo, "--model", model, "--index", index_dir, "--intrinsics", flight / "camera.yaml",
+        *attitude, "--altitude", row["alt"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    fix = json.loads(result.stdout)
+    assert fix["ok"] and fix["consensus"] == "votes", fix
+    assert haversine_m(fix["lat"], fix["lon"], float(row["lat"]), float(row["lon"])) < MAX_MEDIAN_ERROR_M
 
 
 def test_run_refuses_an_index_of_another_model(world, tmp_path):

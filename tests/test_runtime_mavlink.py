@@ -256,6 +256,20 @@ def test_reset_counter_changes_only_on_a_discontinuity():
     assert track.starts == 3 and track.resets == 1
 
 
+def test_a_warm_start_seeds_the_track_from_a_trusted_position():
+    track = TrackFilter()
+    assert track.seed(0.0, np.array([5.0, 6.0]), np.eye(2) * 4.0).status == "accepted"
+    state = track.state(0.0)
+    assert np.allclose(state.position, [5.0, 6.0]) and state.speed_sigma == pytest.approx(15.0)
+    assert track.starts == 1 and track.resets == 0
+    # seeded with a known velocity, the next fix updates it like any other
+    known = TrackFilter()
+    known.seed(0.0, np.zeros(2), np.eye(2), v=np.array([10.0, 0.0]), r_v=np.eye(2) * 0.25)
+    assert known.state(0.0).converged
+    assert known.update(0.2, np.array([2.0, 0.0]), np.eye(2)).status == "accepted"
+    assert known.seed(0.4, np.array([4.0, 0.0]), np.eye(2)).status == "accepted"  # tracking: an update
+
+
 def test_delay_parameters_per_target():
     assert delay_parameters("ardupilot-gps", 1, 0.12) == {"GPS2_DELAY_MS": 125}
     assert delay_parameters("ardupilot-gps", 0, 0.5) == {"GPS1_DELAY_MS": 250}  # ArduPilot's maximum
@@ -285,9 +299,9 @@ def test_ardupilot_odometry_frames_covariance_and_body_velocity(sink_factory):
     assert np.linalg.norm(odo.q) == pytest.approx(1.0, abs=1e-6)
     # no attitude from the autopilot: the heading (east) orients the body; 3 m/s east is forward
     assert (odo.vx, odo.vy) == (pytest.approx(3.0, abs=1e-5), pytest.approx(-4.0, abs=1e-5))
-    assert odo.velocity_covariance[0] == pytest.approx(0.25) and odo.velocity_covariance[6] == pytest.approx(
-        0.36
-    )
+    # body x = east 0.25, y = west 0.36; the unmeasured vertical gets the worst horizontal variance
+    vel_var = [odo.velocity_covariance[i] for i in (0, 6, 11)]
+    assert vel_var == pytest.approx([0.25, 0.36, 0.36])
     assert odo.reset_counter == 2 and odo.quality == 70
 
 
@@ -453,8 +467,10 @@ def test_bad_mavlink_urls_are_one_line_errors(url):
     "kw, message",
     [
         ({"target": "px5"}, "--mavlink-target"),
-        ({"gps_id": 2}, "gps_id"),
+        ({"gps_id": 2}, "--gps-id"),
         ({"rate_hz": 0.0}, "--mavlink-rate"),
+        ({"max_track_age_s": 0.0}, "--max-track-age"),
+        ({"delay_s": 0.5}, "--mavlink-delay"),
     ],
 )
 def test_bad_sink_options_are_one_line_errors(kw, message):
