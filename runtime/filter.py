@@ -217,18 +217,12 @@ class TrackFilter:
         return Update("accepted", 0.0)
 
     def start_at(self, t: float, z: np.ndarray, r: np.ndarray) -> None:
-        """A warm start at a position known otherwise (the autopilot's GNSS), standing still with the
-        usual speed uncertainty. It holds no fix of ours (``t_fix`` None), so :meth:`state` offers
-        nothing to the autopilot until one of our fixes is accepted; until then it only narrows the search."""
+        """A warm start that only narrows the search: :meth:`seed` at a position known otherwise (the
+        autopilot's GNSS), but holding no fix of ours (``t_fix`` None), so :meth:`state` offers the
+        autopilot nothing — never its own GNSS echoed back — until one of our fixes is accepted."""
         with self._lock:
-            self.x = np.concatenate([np.asarray(z, float)[:2], np.zeros(2)])
-            self.P = np.zeros((4, 4))
-            self.P[:2, :2] = np.asarray(r, float)[:2, :2]
-            self.P[2:, 2:] = np.eye(2) * self.conf.init_speed_sigma**2
-            self.t, self.t_fix = t, None
-            self.tracking = True
-            self.misses = 0
-            self._pending.clear()
+            self.seed(t, z, r)
+            self.t_fix = None
 
     def _continues_previous(self, t: float, z: np.ndarray, r: np.ndarray) -> bool:
         """Whether a new track's first position is where the lost track, predicted to ``t``, could be
