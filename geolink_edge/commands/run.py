@@ -106,6 +106,7 @@ def run(
         camera_lost_s=camera_lost,
         warm_start=not no_warm_start,
     )
+    camera_mount = CameraMount.parse(mount)  # checked even when no autopilot is connected
     link = None
     if mavlink:
         link = dict(
@@ -118,7 +119,7 @@ def run(
             max_track_age_s=max_track_age,
             delay_s=mavlink_delay,
             home_alt_msl=home_alt,
-            mount=CameraMount.parse(mount),
+            mount=camera_mount,
             send=not no_send,
         )
     summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
