@@ -7,6 +7,9 @@ import math
 import cv2
 import numpy as np
 
+# no estimate of the small synthetic flights (tiny random encoder) may be further from the truth
+MAX_SENT_ERROR_M = 50.0
+
 
 def textured_ground(size: int = 800, seed: int = 0) -> np.ndarray:
     """A BGR image with varied, non-repeating texture (blobs, boxes, lines) that local features lock on."""

@@ -10,8 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from _runtime_fixtures import synthetic_flight_world
-from test_runtime_flight import MAX_SENT_ERROR_M
+from _runtime_fixtures import MAX_SENT_ERROR_M, synthetic_flight_world
 
 from geolink_edge.runtime import loop
 from geolink_edge.runtime.sinks import JsonlSink

@@ -12,6 +12,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from _runtime_fixtures import MAX_SENT_ERROR_M
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import haversine_m
@@ -22,7 +23,6 @@ FLIGHT_FRAMES = 16
 # Bounds for this 16-frame, 2 fps nadir flight at 60 m over a 192 m area, tiny random encoder.
 MAX_MEDIAN_ERROR_M = 3.0
 MIN_FIX_RATE = 0.85
-MAX_SENT_ERROR_M = 50.0
 
 
 @pytest.fixture(scope="module")
