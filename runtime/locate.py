@@ -305,7 +305,9 @@ class Locator:
             method, xy = below
             sigma = self.conf.sigma_votes_m if method == "votes" else self.conf.sigma_floor_m
             cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(2) * sigma**2
-            heading = pose.heading if pose is not None else float(telemetry.yaw)
+            heading = (
+                pose.heading if pose is not None else _heading_from_rotation(_world_to_camera(telemetry))
+            )
             self._finish(fix, method, xy, cov, heading, float(pose.centre[2]) if pose is not None else None)
             return
         if pose is not None:

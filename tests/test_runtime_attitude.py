@@ -197,6 +197,17 @@ def test_bad_mounts_are_one_line_errors(text):
         CameraMount.parse(text)
 
 
+def test_the_frames_top_points_to_the_nose_whatever_the_tilt():
+    """A nose-down body camera looks backward (camera yaw + 180°, roll 180°): its image top still
+    points to the nose, which is the heading a fix reports."""
+    from geolink_edge.runtime.locate import _heading_from_rotation
+
+    for roll, pitch in ((0.0, 0.0), (0.0, -10.0), (0.0, 10.0), (10.0, 0.0), (8.0, -8.0)):
+        camera = CameraMount("body", 90.0).camera(BodyAttitude(math.radians(roll), math.radians(pitch), 1.0))
+        heading = _heading_from_rotation(world_to_camera(*camera))
+        assert abs((heading - math.degrees(1.0) + 180.0) % 360.0 - 180.0) < 2.0
+
+
 def test_roll_turns_the_image_about_the_optical_axis():
     """docs/artifacts.md: rows cos φ·right + sin φ·down, cos φ·down − sin φ·right, forward."""
     level, rolled = world_to_camera(30.0, 70.0), world_to_camera(30.0, 70.0, 20.0)
