@@ -40,7 +40,10 @@ class Seen:
 class Sitl:
     """One SITL instance: started by :meth:`start`, stopped by its process id in :meth:`stop`."""
 
-    def __init__(self, instance: int, home: tuple[float, float, float, float], params: str, run_dir: Path):
+    def __init__(
+        self, instance: int, home: tuple[float, float, float, float], params: str | None, run_dir: Path
+    ):
+        """``params``: a .parm file beside the binary applied after copter.parm (None: the simulated GPS)."""
         self.instance, self.home, self.params, self.run_dir = instance, home, params, run_dir
         self.url = f"tcp:127.0.0.1:{5762 + 10 * instance}"  # for the runtime
         self.seen = Seen()
@@ -54,8 +57,10 @@ class Sitl:
             SITL_INSTANCE=str(self.instance),
             SITL_HOME=",".join(f"{v:.8f}" for v in self.home),
             SITL_SPEEDUP=str(BOOT_FAST_SPEEDUP),
-            SITL_PARAMS=str(SITL_DIR / self.params),
         )
+        env.pop("SITL_PARAMS", None)
+        if self.params:
+            env["SITL_PARAMS"] = str(SITL_DIR / self.params)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with (self.run_dir / "sitl.out").open("wb") as out:
             self.process = subprocess.Popen(

@@ -43,7 +43,7 @@ def mavlink2(monkeypatch):
     monkeypatch.setenv("MAVLINK20", "1")
 
 
-def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_params=None) -> dict:
+def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_params=None, extra=()) -> dict:
     """Hover over frame ``HOVER_FRAME`` for ``seconds`` into a fresh SITL; what both sides reported."""
     from pymavlink import mavutil
 
@@ -64,7 +64,7 @@ def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_pa
                 "--camera", f"sim://{hover}", "--model", model, "--index", index,
                 "--mavlink", sitl.url, "--mavlink-target", target,
                 "--home-alt", str(ground), "--altitude", str(truth["alt"]), "--mount", "gimbal:90",
-                "--log", log, "--quiet",
+                "--log", log, "--quiet", *extra,
             ],
             capture_output=True, text=True, timeout=seconds + 90,
         )  # fmt: skip
@@ -77,6 +77,7 @@ def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_pa
     return {
         "seen": sitl.seen,
         "records": records,
+        "summary": records[-1]["summary"],
         "truth": truth,
         "t_start": t_start,
         "first_sent": first_sent,
@@ -170,3 +171,29 @@ def test_sitl_odometry_is_used_as_external_navigation(flight_world, tmp_path):
     out = figures(flight, "is using external nav data")
     out["first_3d_fix_s"] = 0.0  # no GPS here: the EKF's use of ODOMETRY is the measure
     assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
+
+
+def test_sitl_shadow_mode_measures_us_against_the_autopilots_own_gps(flight_world, tmp_path):
+    """A validation flight: ArduPilot flies on its own (simulated) GPS, ``--no-send`` tells it
+    nothing, and the run logs our error against that GPS. (Here our first two fixes come before the
+    autopilot's GPS_RAW_INT stream reaches the runtime, so the track starts from them, not from a
+    warm start: test_runtime_flight.py covers that.)"""
+    flight = fly(
+        flight_world,
+        tmp_path,
+        instance=2,
+        params=None,
+        target="ardupilot-gps",
+        seconds=14,
+        extra=("--no-send",),
+    )
+    records, summary = flight["records"], flight["summary"]
+    frames = [r for r in records if "status" in r]
+    with_gnss = [r for r in frames if "estimate" in r]
+    assert with_gnss and all("gnss_error_m" in r for r in with_gnss)
+    print(f"\nshadow mode: gnss_error_m {json.dumps(summary['gnss_error_m'])}")
+    assert summary["gnss_error_m"]["median"] <= 3.0 and summary["gnss_error_m"]["p90"] <= MAX_P90_ERROR_M
+    # and the autopilot heard no position from us
+    assert summary["mavlink_sent"] == summary["mavlink_no_fix"] == 0
+    texts = [text for _, text in flight["seen"].texts(flight["t_start"])]
+    assert not any("detected MAV" in t for t in texts), texts
