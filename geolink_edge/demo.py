@@ -84,7 +84,8 @@ def _cli(*args: str) -> None:
 
 
 def read_flight_log(path: Path) -> tuple[list[dict], dict]:
-    """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended)."""
+    """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended);
+    event lines are left out."""
     records, summary = [], {}
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for number, line in enumerate(lines, 1):
@@ -96,7 +97,7 @@ def read_flight_log(path: Path) -> tuple[list[dict], dict]:
             raise GeolinkError(f"{path}:{number}: not a JSON record") from None
         if "summary" in entry:
             summary = entry["summary"]
-        else:
+        elif "event" not in entry:  # camera lost, frame failed, …: not a frame
             records.append(entry)
     return records, summary
 
@@ -278,6 +279,7 @@ def main(out: Path, conf: DemoConf = DemoConf(), force: bool = False) -> Path:
     if force:
         for name in ("world", "run", "export", "index"):
             _remove_tree(out / name)
+        (out / "flight.jsonl").unlink(missing_ok=True)  # `run` never overwrites a log
     t0 = time.perf_counter()
     made = run_steps(conf, out, console)
     from geolink_edge.demo_plots import draw_all

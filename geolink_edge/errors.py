@@ -20,3 +20,10 @@ def require(module: str, hint: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependency(f"{module} is not available ({exc.__class__.__name__}): {hint}") from None
+
+
+def describe(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters), for a log line or a counter."""
+    lines = str(exc).strip().splitlines()
+    text = f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
+    return text[:limit]

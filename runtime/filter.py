@@ -4,10 +4,15 @@ States: ``acquiring`` (no track: fixes are held until ``confirm`` of them agree,
 global match never starts a track), ``tracking`` (predict, gate each fix by its Mahalanobis
 distance, coast with a growing covariance when a frame has no fix) and back to ``acquiring``
 after ``max_misses`` frames without an accepted fix — which sends the locator back to a global search.
+
+The autopilot output reads the track from another thread (:meth:`TrackFilter.state`), so every
+method holds one lock. ``resets`` counts discontinuities only — a new track that starts where the
+old one, predicted forward, could not have been — which is what an ODOMETRY reset counter means.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,13 +28,39 @@ class FilterConf:
     confirm: int = 2
     max_speed: float = 40.0  # m/s, bounds how far apart two confirming fixes may be
     confirm_slack_m: float = 15.0
-    init_speed_sigma: float = 15.0
+    init_speed_sigma: float = 15.0  # when the two confirming fixes are too close in time to tell a speed
+    converged_speed_sigma: float = 1.0  # m/s: a velocity this certain may be told to the autopilot
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """The track predicted to one time: what the autopilot output needs."""
+
+    t: float
+    position: np.ndarray  # (east, north) m
+    velocity: np.ndarray  # (v_east, v_north) m/s
+    covariance: np.ndarray  # 4×4 over (east, north, v_east, v_north)
+    age_s: float  # time since the last accepted fix
+    speed_sigma: float  # 1-sigma of the worst velocity axis, m/s
+    converged: bool  # speed_sigma within FilterConf.converged_speed_sigma
+    resets: int  # discontinuities so far
 
 
 @dataclass(frozen=True)
 class Update:
     status: str  # "accepted" | "gated" | "acquiring" | "coasting" | "lost"
     mahalanobis2: float | None = None
+
+
+def propagate(x: np.ndarray, p: np.ndarray, dt: float, accel_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Constant-velocity prediction of state ``x`` and covariance ``p`` over ``dt`` seconds."""
+    f = np.eye(4)
+    f[0, 2] = f[1, 3] = dt
+    q1 = np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]]) * accel_sigma**2
+    q = np.zeros((4, 4))
+    q[np.ix_([0, 2], [0, 2])] = q1
+    q[np.ix_([1, 3], [1, 3])] = q1
+    return f @ x, f @ p @ f.T + q
 
 
 class TrackFilter:
@@ -40,26 +71,43 @@ class TrackFilter:
         self.t: float | None = None
         self.tracking = False
         self.misses = 0
-        self.resets = 0  # number of track (re)starts: the ODOMETRY reset counter
+        self.starts = 0  # tracks started
+        self.resets = 0  # tracks that started off the previous one's prediction: discontinuities
+        self.t_fix: float | None = None  # time of the last accepted fix
+        self._previous: tuple[float, np.ndarray, np.ndarray] | None = None  # (t, x, P) of the lost track
         self._pending: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._lock = threading.RLock()
 
     # -- prediction -----------------------------------------------------------------------
     def _propagate(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         dt = max(0.0, t - self.t) if self.t is not None else 0.0
-        f = np.eye(4)
-        f[0, 2] = f[1, 3] = dt
-        q1 = np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]]) * self.conf.accel_sigma**2
-        q = np.zeros((4, 4))
-        q[np.ix_([0, 2], [0, 2])] = q1
-        q[np.ix_([1, 3], [1, 3])] = q1
-        return f @ self.x, f @ self.P @ f.T + q
+        return propagate(self.x, self.P, dt, self.conf.accel_sigma)
 
     def predict(self, t: float) -> tuple[np.ndarray, np.ndarray] | None:
         """Predicted (position, 2×2 covariance) at ``t``, or None without a track."""
-        if not self.tracking:
-            return None
-        x, p = self._propagate(t)
-        return x[:2], p[:2, :2]
+        with self._lock:
+            if not self.tracking:
+                return None
+            x, p = self._propagate(t)
+            return x[:2], p[:2, :2]
+
+    def state(self, t: float) -> TrackState | None:
+        """The whole track predicted to ``t`` (never before the last update), or None without a track."""
+        with self._lock:
+            if not self.tracking or self.t_fix is None:
+                return None
+            x, p = self._propagate(t)
+            speed_sigma = float(np.sqrt(max(float(np.max(np.linalg.eigvalsh(p[2:, 2:]))), 0.0)))
+            return TrackState(
+                t=t,
+                position=x[:2],
+                velocity=x[2:],
+                covariance=p,
+                age_s=max(0.0, t - self.t_fix),
+                speed_sigma=speed_sigma,
+                converged=speed_sigma <= self.conf.converged_speed_sigma,
+                resets=self.resets,
+            )
 
     def search_region(
         self, t: float, sigmas: float = 3.0, floor_m: float = 10.0
@@ -75,38 +123,73 @@ class TrackFilter:
     # -- updates -------------------------------------------------------------------------
     def miss(self, t: float) -> Update:
         """A frame without a usable fix: coast on the prediction, or give the track up."""
-        if not self.tracking:
-            return Update("acquiring")
-        self.misses += 1
-        if self.misses >= self.conf.max_misses:
-            self.tracking = False
-            self._pending.clear()
-            return Update("lost")
-        self.x, self.P = self._propagate(t)
-        self.t = t
-        return Update("coasting")
+        with self._lock:
+            if not self.tracking:
+                return Update("acquiring")
+            self.misses += 1
+            if self.misses >= self.conf.max_misses:
+                self.tracking = False
+                self._previous = (self.t, self.x.copy(), self.P.copy())
+                self._pending.clear()
+                return Update("lost")
+            self.x, self.P = self._propagate(t)
+            self.t = t
+            return Update("coasting")
 
     def update(self, t: float, z: np.ndarray, r: np.ndarray) -> Update:
         """Offer a fix (east, north) with covariance ``r`` (2×2)."""
         z, r = np.asarray(z, float)[:2], np.asarray(r, float)[:2, :2]
-        if not self.tracking:
-            return self._acquire(t, z, r)
-        x, p = self._propagate(t)
-        h = np.zeros((2, 4))
-        h[0, 0] = h[1, 1] = 1.0
-        innovation = z - h @ x
-        s = h @ p @ h.T + r
-        d2 = float(innovation @ np.linalg.solve(s, innovation))
-        if d2 > self.conf.gate_chi2:
-            update = self.miss(t)
-            return Update("lost" if update.status == "lost" else "gated", d2)
-        gain = p @ h.T @ np.linalg.inv(s)
-        self.x = x + gain @ innovation
-        joseph = np.eye(4) - gain @ h  # Joseph form keeps P symmetric positive definite
-        self.P = joseph @ p @ joseph.T + gain @ r @ gain.T
-        self.t = t
+        with self._lock:
+            if not self.tracking:
+                return self._acquire(t, z, r)
+            x, p = self._propagate(t)
+            h = np.zeros((2, 4))
+            h[0, 0] = h[1, 1] = 1.0
+            innovation = z - h @ x
+            s = h @ p @ h.T + r
+            d2 = float(innovation @ np.linalg.solve(s, innovation))
+            if d2 > self.conf.gate_chi2:
+                update = self.miss(t)
+                return Update("lost" if update.status == "lost" else "gated", d2)
+            gain = p @ h.T @ np.linalg.inv(s)
+            self.x = x + gain @ innovation
+            joseph = np.eye(4) - gain @ h  # Joseph form keeps P symmetric positive definite
+            self.P = joseph @ p @ joseph.T + gain @ r @ gain.T
+            self.t = self.t_fix = t
+            self.misses = 0
+            return Update("accepted", d2)
+
+    def seed(
+        self,
+        t: float,
+        z: np.ndarray,
+        r: np.ndarray,
+        v: np.ndarray | None = None,
+        r_v: np.ndarray | None = None,
+    ) -> Update:
+        """Start a track from a trusted position (a warm start from the autopilot's GNSS): no
+        confirming fixes needed; velocity ``v`` with covariance ``r_v``, or unknown."""
+        z, r = np.asarray(z, float)[:2], np.asarray(r, float)[:2, :2]
+        with self._lock:
+            if self.tracking:
+                return self.update(t, z, r)
+            self.P = np.zeros((4, 4))
+            self.P[:2, :2] = r
+            known = v is not None
+            self.P[2:, 2:] = np.asarray(r_v, float) if known else np.eye(2) * self.conf.init_speed_sigma**2
+            self._start(t, z, r, np.asarray(v, float)[:2] if known else np.zeros(2))
+            return Update("accepted", 0.0)
+
+    def _start(self, t: float, z: np.ndarray, r: np.ndarray, velocity: np.ndarray) -> None:
+        """Begin tracking at ``z`` (covariance already in ``self.P``)."""
+        if not self._continues_previous(t, z, r):
+            self.resets += 1
+        self.x = np.concatenate([z, velocity])
+        self.t = self.t_fix = t
+        self.tracking = True
         self.misses = 0
-        return Update("accepted", d2)
+        self.starts += 1
+        self._pending.clear()
 
     def _acquire(self, t: float, z: np.ndarray, r: np.ndarray) -> Update:
         conf = self.conf
@@ -118,19 +201,39 @@ class TrackFilter:
         self._pending.append((t, z, r))
         if len(self._pending) < conf.confirm:
             return Update("acquiring")
-        (t0, z0, _), (t1, z1, r1) = self._pending[0], self._pending[-1]
+        (t0, z0, r0), (t1, z1, r1) = self._pending[0], self._pending[-1]
         dt = t1 - t0
-        velocity = (z1 - z0) / dt if dt > 1e-3 else np.zeros(2)
-        self.x = np.concatenate([z1, velocity])
         self.P = np.zeros((4, 4))
         self.P[:2, :2] = r1
-        self.P[2:, 2:] = np.eye(2) * conf.init_speed_sigma**2
-        self.t = t1
-        self.tracking = True
-        self.misses = 0
-        self.resets += 1
-        self._pending.clear()
+        if dt > 1e-3:
+            # the velocity of two fixes and its exact covariance: their errors divided by the interval
+            velocity = (z1 - z0) / dt
+            self.P[:2, 2:] = self.P[2:, :2] = r1 / dt
+            self.P[2:, 2:] = (r0 + r1) / dt**2
+        else:
+            velocity = np.zeros(2)
+            self.P[2:, 2:] = np.eye(2) * conf.init_speed_sigma**2
+        self._start(t1, z1, r1, velocity)
         return Update("accepted", 0.0)
+
+    def start_at(self, t: float, z: np.ndarray, r: np.ndarray) -> None:
+        """A warm start that only narrows the search: :meth:`seed` at a position known otherwise (the
+        autopilot's GNSS), but holding no fix of ours (``t_fix`` None), so :meth:`state` offers the
+        autopilot nothing — never its own GNSS echoed back — until one of our fixes is accepted."""
+        with self._lock:
+            self.seed(t, z, r)
+            self.t_fix = None
+
+    def _continues_previous(self, t: float, z: np.ndarray, r: np.ndarray) -> bool:
+        """Whether a new track's first position is where the lost track, predicted to ``t``, could be
+        (true for the very first track: nothing was told before it)."""
+        if self._previous is None:
+            return True
+        t0, x0, p0 = self._previous
+        x, p = propagate(x0, p0, max(0.0, t - t0), self.conf.accel_sigma)
+        innovation = z - x[:2]
+        d2 = float(innovation @ np.linalg.solve(p[:2, :2] + r, innovation))
+        return d2 <= self.conf.gate_chi2
 
     @property
     def position(self) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
+from geolink_edge.runtime.mount import world_to_camera
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
 
@@ -148,11 +149,8 @@ def planar_pnp(
 
 
 def _world_to_camera(telemetry: Telemetry) -> np.ndarray:
-    """World→camera rotation from the yaw and pitch (docs/artifacts.md convention; roll not modelled)."""
-    psi, theta = math.radians(telemetry.yaw), math.radians(telemetry.pitch)
-    right = np.array([math.cos(psi), -math.sin(psi), 0.0])
-    forward = np.array([math.sin(psi) * math.cos(theta), math.cos(psi) * math.cos(theta), -math.sin(theta)])
-    return np.stack([right, np.cross(forward, right), forward])
+    """World→camera rotation of the camera's yaw, pitch and roll (docs/artifacts.md; roll 0 if unknown)."""
+    return world_to_camera(telemetry.yaw, telemetry.pitch, telemetry.roll or 0.0)
 
 
 def attitude_known(telemetry: Telemetry | None) -> bool:
@@ -174,8 +172,8 @@ def ground_offsets(intrinsics: Intrinsics, telemetry: Telemetry, pixels: np.ndar
 
 
 def nadir_pixel(intrinsics: Intrinsics, telemetry: Telemetry | None) -> np.ndarray | None:
-    """Pixel (u, v) that sees the ground straight below the camera, from the yaw and pitch; None if
-    the attitude is unknown or that point is outside the frame (roll is not modelled)."""
+    """Pixel (u, v) that sees the ground straight below the camera, from the attitude; None if the
+    attitude is unknown or that point is outside the frame."""
     if telemetry is None or telemetry.yaw is None or telemetry.pitch is None:
         return None
     ray = intrinsics.K @ _world_to_camera(telemetry) @ np.array([0.0, 0.0, -1.0])
@@ -307,7 +305,9 @@ class Locator:
             method, xy = below
             sigma = self.conf.sigma_votes_m if method == "votes" else self.conf.sigma_floor_m
             cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(2) * sigma**2
-            heading = pose.heading if pose is not None else float(telemetry.yaw)
+            heading = (
+                pose.heading if pose is not None else _heading_from_rotation(_world_to_camera(telemetry))
+            )
             self._finish(fix, method, xy, cov, heading, float(pose.centre[2]) if pose is not None else None)
             return
         if pose is not None:
@@ -357,10 +357,10 @@ class Locator:
         sigma = self.conf.sigma_nadir_m
         known = telemetry is not None and telemetry.pitch is not None and telemetry.altitude is not None
         if known:
-            # the optical axis meets the ground altitude·cot(pitch) ahead of the drone
-            yaw = math.radians(telemetry.yaw if telemetry.yaw is not None else heading)
-            ahead = telemetry.altitude / math.tan(math.radians(max(telemetry.pitch, 1.0)))
-            position = position - ahead * np.array([math.sin(yaw), math.cos(yaw)])
+            # the optical axis meets the ground this far from the point below the camera
+            yaw = telemetry.yaw if telemetry.yaw is not None else heading
+            axis = world_to_camera(yaw, max(telemetry.pitch, 1.0), telemetry.roll or 0.0)[2]
+            position = position - axis[:2] * telemetry.altitude / -axis[2]
             sigma = self.conf.sigma_homography_m
         self._finish(fix, "homography", position, np.eye(2) * sigma**2, heading, None)
 
@@ -404,8 +404,13 @@ def locate_image(
     heading: float | None = None,
     altitude: float | None = None,
     conf: LocateConf = LocateConf(),
+    pitch: float | None = None,
+    roll: float | None = None,
 ) -> dict:
-    """One photo → one fix (a global search: a single image has no track to narrow it)."""
+    """One photo → one fix (a global search: a single image has no track to narrow it).
+
+    ``heading``, ``pitch`` and ``roll`` are the camera's (the convention of :mod:`mount`); with
+    them, the height and the intrinsics the matches vote for the position."""
     from geolink_edge.runtime.backends import load_embedder
 
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
@@ -414,9 +419,8 @@ def locate_image(
     embedder = load_embedder(model)
     index = open_index(index_dir, embedder.card, model)
     camera = load_intrinsics(intrinsics) if intrinsics is not None else None
-    telemetry = (
-        Telemetry(yaw=heading, altitude=altitude) if heading is not None or altitude is not None else None
-    )
+    known = [v for v in (heading, pitch, roll, altitude) if v is not None]
+    telemetry = Telemetry(heading, pitch, roll, altitude) if known else None
     t0 = time.perf_counter()
     descriptor = embedder.embed([image])[0]
     embed_ms = (time.perf_counter() - t0) * 1e3

@@ -1,8 +1,10 @@
 """The run stage: source → embed → locate → filter → sinks, one record per frame.
 
-Capture runs on its own thread and keeps only the newest frame, MAVLink heartbeats and listens
-on its own threads, so a slow stage makes the loop skip stale frames instead of falling behind.
-Every record carries the latency of each stage.
+Capture runs on its own thread and keeps only the newest frame; the MAVLink link heartbeats,
+listens and sends the filter's prediction at a fixed rate on its own threads. A slow stage makes
+the loop skip stale frames instead of falling behind, and nothing in the air ends it: a camera
+outage is reported and waited out, a frame that raises becomes an ``error`` record, a failing sink
+is counted — the autopilot keeps hearing from us. SIGTERM/SIGINT end a run cleanly.
 """
 
 from __future__ import annotations
@@ -10,19 +12,23 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, describe
 from geolink_edge.geo import haversine_m
+from geolink_edge.runtime.autopilot import Estimate, TrackPredictor
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
+from geolink_edge.runtime.health import CameraWatch, Events, Stop, stop_on_signals
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.locate import LocateConf, Locator, open_index
-from geolink_edge.runtime.mavlink import Estimate
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
-from geolink_edge.runtime.sources import Capture, Frame, SimReader, Telemetry, open_reader
+from geolink_edge.runtime.sources import Capture, Frame, GnssFix, SimReader, Telemetry, open_reader
+
+POLL_S = 0.25  # how often the loop looks at the stop flag and the camera while no frame comes
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class RunConf:
     filter: FilterConf = field(default_factory=FilterConf)
     search_sigmas: float = 3.0  # radius of the near search around the prediction, in sigmas
     search_floor_m: float | None = None  # least radius of the near search (default: one tile)
-    realtime: bool = True  # pace recordings at their frame rate and drop stale frames, like a camera
+    realtime: bool = True  # pace recordings at their own clock and drop stale frames, like a camera
     max_frames: int | None = None
     altitude: float | None = None  # fixed height above ground, when no autopilot reports it
     sim_telemetry: bool = True  # a sim flight supplies the attitude an autopilot would report
@@ -39,7 +45,8 @@ class RunConf:
     height: int = 720
     fps: float = 30.0
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
-    frame_timeout_s: float = 10.0  # give up when a source delivers nothing for this long
+    camera_lost_s: float = 2.0  # no frame for this long: report the camera lost (the loop goes on)
+    warm_start: bool = True  # start a track from the autopilot's GNSS while it has a 3D fix
 
 
 def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:
@@ -52,18 +59,35 @@ def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:
 
 
 class Pipeline:
-    """Embed, locate and filter one frame at a time; turns each frame into a log record."""
+    """Embed, locate and filter one frame at a time; turns each frame into a log record.
 
-    def __init__(self, embedder, index, conf: RunConf, intrinsics: Intrinsics | None = None, mavlink=None):
+    ``gnss`` returns the autopilot's own satellite fix while it has one that is not ours: a warm
+    start for the track and a reference for every estimate's error (shadow mode).
+    ``predictor`` is what the MAVLink output sends between frames, from its own thread.
+    """
+
+    def __init__(
+        self,
+        embedder,
+        index,
+        conf: RunConf,
+        intrinsics: Intrinsics | None = None,
+        mavlink=None,
+        events: Events | None = None,
+        gnss=None,
+    ):
         self.embedder = embedder
         self.index = index
         self.conf = conf
         self.locator = Locator(index, conf.locate, intrinsics)
         self.filter = TrackFilter(conf.filter)
         self.mavlink = mavlink
+        self.events = events or Events()
+        self.gnss = gnss
         # the tile under the drone has its centre within one tile size of it
         tile_m = (getattr(index, "manifest", {}).get("tiling") or {}).get("tile_m") or 100.0
         self.search_floor_m = conf.search_floor_m or float(tile_m)
+        self.predictor = TrackPredictor(self.filter, self._to_geodetic)
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
         source = self.mavlink.telemetry() if self.mavlink is not None else None
@@ -74,6 +98,27 @@ class Pipeline:
             source = Telemetry(base.yaw, base.pitch, base.roll, self.conf.altitude)
         return source
 
+    def run(self, frame: Frame) -> dict:
+        """The frame's record; a frame that raises becomes an ``error`` record and a miss."""
+        t0 = time.perf_counter()
+        try:
+            return self.process(frame)
+        except Exception as exc:  # cv2.error, a backend's error, a bug on one odd frame: fly on
+            error = describe(exc)
+            was_tracking = self.has_track()
+            self.events.guard(self.filter.miss, frame.t_sensor)
+            self._report_track(was_tracking)
+            self.events("frame_error", f"frame failed: {error}"[:50], "error", frame=frame.index, error=error)
+            return {
+                "frame": frame.index,
+                "t_capture": frame.t_capture,
+                "t_sensor": frame.t_sensor,
+                "status": "error",
+                "error": error,
+                "latency_ms": {"total": (time.perf_counter() - t0) * 1e3},
+                "t_done": time.time(),
+            }
+
     def process(self, frame: Frame) -> dict:
         latency: dict[str, float] = {"age": (time.monotonic() - frame.t_mono) * 1e3}
         t0 = time.perf_counter()
@@ -81,15 +126,23 @@ class Pipeline:
         t1 = time.perf_counter()
         latency["embed"] = (t1 - t0) * 1e3
         telemetry = self.telemetry(frame)
+        gnss = self.gnss() if self.gnss is not None else None
+        self._warm_start(frame, gnss)
         region = self.filter.search_region(frame.t_sensor, self.conf.search_sigmas, self.search_floor_m)
         fix = self.locator.locate(frame.image, descriptor, region, telemetry)
         t2 = time.perf_counter()
         for stage in ("search", "verify", "pose"):
             latency[stage] = fix.timing_ms.get(f"{stage}_ms", 0.0)
+        was_tracking = self.has_track()
         if fix.ok:
             update = self.filter.update(frame.t_sensor, np.array([fix.x, fix.y]), np.asarray(fix.cov))
         else:
             update = self.filter.miss(frame.t_sensor)
+        accepted = update.status == "accepted"
+        self.predictor.observe(
+            frame.t_sensor, frame.t_capture, fix.heading, fix.alt, fix.inliers if accepted else 0
+        )
+        self._report_track(was_tracking)
         latency["filter"] = (time.perf_counter() - t2) * 1e3
         record = {
             "frame": frame.index,
@@ -100,7 +153,7 @@ class Pipeline:
             "fix": {k: v for k, v in fix.to_dict().items() if k != "timing_ms"},
             "telemetry": telemetry.__dict__ if telemetry is not None else None,
         }
-        estimate = self._estimate(frame, fix, update.status, telemetry)
+        estimate = self.predictor(frame.t_capture) if accepted else None
         if estimate is not None:
             record["estimate"] = {
                 "x": estimate.east,
@@ -113,42 +166,38 @@ class Pipeline:
                 "v_north": estimate.v_north,
                 "cov": estimate.cov_en,
             }
-            t3 = time.perf_counter()
-            record["sent"] = self.mavlink.send(estimate) if self.mavlink is not None else False
-            latency["mavlink"] = (time.perf_counter() - t3) * 1e3
         self._errors(record, frame, fix, estimate)
+        self._shadow(record, fix, estimate, gnss)
         latency["total"] = (time.perf_counter() - t0) * 1e3
         record["latency_ms"] = latency
         record["t_done"] = time.time()
         return record
 
-    def _estimate(self, frame: Frame, fix, status: str, telemetry: Telemetry | None) -> Estimate | None:
-        """The filtered state after an accepted fix — the only thing the autopilot is told."""
-        if status != "accepted":
-            return None
-        east, north = self.filter.position
-        v_east, v_north = self.filter.velocity
-        lat = lon = float("nan")
-        if self.index.frame is not None:
-            lat_a, lon_a, _ = self.index.frame.to_geodetic(east, north)
-            lat, lon = float(lat_a), float(lon_a)
-        heading = fix.heading if fix.heading is not None else (telemetry.yaw if telemetry else None)
-        cov = self.filter.covariance
-        return Estimate(
-            t_unix=frame.t_capture,
-            lat=lat,
-            lon=lon,
-            east=float(east),
-            north=float(north),
-            v_east=float(v_east),
-            v_north=float(v_north),
-            cov_en=cov[:2, :2],
-            cov_v_en=cov[2:, 2:],
-            heading=heading,
-            alt=fix.alt,
-            quality=min(100, fix.inliers),
-            reset_counter=self.filter.resets,
-        )
+    def _warm_start(self, frame: Frame, gnss: GnssFix | None) -> None:
+        """No track, but the autopilot has a GNSS fix: start the track there (a near search at once)."""
+        if gnss is None or not self.conf.warm_start or self.filter.tracking or self.index.frame is None:
+            return
+        east, north, _ = self.index.frame.to_enu(gnss.lat, gnss.lon)
+        sigma = gnss.h_acc if gnss.h_acc else 5.0
+        self.filter.start_at(frame.t_sensor, np.array([east, north]), np.eye(2) * sigma**2)
+        self.events("warm_start", "track started from the autopilot GNSS", "info")
+
+    def has_track(self) -> bool:
+        """A track that holds a fix of ours (a warm start alone is never told to the autopilot)."""
+        return self.filter.tracking and self.filter.t_fix is not None
+
+    def _report_track(self, was_tracking: bool) -> None:
+        tracking = self.has_track()
+        if tracking and not was_tracking:
+            self.events("fix_acquired", "fix acquired", "notice", tell=False)
+        elif was_tracking and not tracking:
+            self.events("fix_lost", "fix lost", "warning", tell=False)
+
+    def _to_geodetic(self, east: float, north: float) -> tuple[float, float]:
+        if self.index.frame is None:
+            return float("nan"), float("nan")
+        lat, lon, _ = self.index.frame.to_geodetic(east, north)
+        return float(lat), float(lon)
 
     def _errors(self, record: dict, frame: Frame, fix, estimate: Estimate | None) -> None:
         """Ground-truth distances (sim sources) of the sent estimate and of the raw fix."""
@@ -161,24 +210,49 @@ class Pipeline:
             record["fix_error_m"] = float(haversine_m(truth.lat, truth.lon, fix.lat, fix.lon))
         record["truth"] = {"lat": truth.lat, "lon": truth.lon, "alt": truth.alt}
 
+    @staticmethod
+    def _shadow(record: dict, fix, estimate: Estimate | None, gnss: GnssFix | None) -> None:
+        """Shadow mode: our estimate and raw fix against the autopilot's GNSS, a field test's truth."""
+        if gnss is None:
+            return
+        record["gnss"] = {
+            "lat": gnss.lat,
+            "lon": gnss.lon,
+            "h_acc": gnss.h_acc,
+            "satellites": gnss.satellites,
+        }
+        if estimate is not None:
+            record["gnss_error_m"] = float(haversine_m(gnss.lat, gnss.lon, estimate.lat, estimate.lon))
+        if fix.ok and fix.lat is not None:
+            record["fix_gnss_error_m"] = float(haversine_m(gnss.lat, gnss.lon, fix.lat, fix.lon))
 
-def run_frames(pipeline: Pipeline, capture: Capture, conf: RunConf, on_record) -> Summary:
-    """Drive the pipeline until the source ends or ``max_frames``; ``on_record`` gets every record."""
+
+def run_frames(
+    pipeline: Pipeline, capture: Capture, conf: RunConf, on_record, stop: Stop | None = None
+) -> Summary:
+    """Drive the pipeline until the source ends, ``max_frames`` or ``stop``; ``on_record`` gets every record.
+
+    A camera that delivers nothing is reported lost after ``conf.camera_lost_s`` and waited for.
+    """
     summary = Summary()
-    while conf.max_frames is None or summary.frames < conf.max_frames:
-        t_wait = time.perf_counter()
-        frame = capture.get(timeout=conf.frame_timeout_s)
+    watch = CameraWatch(pipeline.events, conf.camera_lost_s)
+    stop = stop or Stop()
+    t_wait = time.perf_counter()
+    while not stop.is_set() and (conf.max_frames is None or summary.frames < conf.max_frames):
+        frame = capture.get(timeout=min(POLL_S, conf.camera_lost_s))
         if frame is None:
             if capture.ended:
                 break
-            raise GeolinkError(
-                f"no frame for {conf.frame_timeout_s:.0f} s (last error: {capture.last_error or 'none'})"
-            )
+            watch.idle(capture.last_error)
+            continue
+        watch.frame()
         wait_ms = (time.perf_counter() - t_wait) * 1e3
-        record = pipeline.process(frame)
+        record = pipeline.run(frame)
         record["latency_ms"]["wait"] = wait_ms
         summary.add(record)
-        on_record(record, summary)
+        pipeline.events.guard(on_record, record, summary)
+        t_wait = time.perf_counter()
+    summary.camera = watch.totals()
     return summary
 
 
@@ -196,54 +270,86 @@ def main(
     model: str | Path,
     index_dir: str | Path,
     intrinsics: str | Path | None = None,
-    mavlink: str | None = None,
-    mavlink_msg: str = "gps_input",
+    mavlink: dict | None = None,
     log: str | Path | None = None,
     console: bool = True,
+    stop: Stop | None = None,
 ) -> dict:
-    """Run the onboard localization; returns the summary (also the last line of ``log``)."""
+    """Run the onboard localization until the source ends, ``max_frames``, SIGTERM or SIGINT.
+
+    ``mavlink`` holds the keyword arguments of :class:`MavlinkSink` (``url`` first). Returns the
+    summary (also the last line of the log, whose actual name — never an existing file — it names).
+    """
     from geolink_edge.runtime.backends import load_embedder
 
-    reader = open_reader(camera, conf.width, conf.height, conf.fps)
-    options = {"threads": conf.threads} if conf.threads and str(model).endswith(".onnx") else {}
-    embedder = load_embedder(model, **options)
-    index = open_index(index_dir, embedder.card, model)
-    camera_model = resolve_intrinsics(intrinsics, reader)
-    link = None
-    if mavlink:
-        from geolink_edge.runtime.mavlink import MavlinkSink
+    stop = stop or Stop()
+    with ExitStack() as resources:
+        reader = open_reader(camera, conf.width, conf.height, conf.fps)
+        options = {"threads": conf.threads} if conf.threads and str(model).endswith(".onnx") else {}
+        embedder = load_embedder(model, **options)
+        if hasattr(embedder, "close"):  # TensorRT: GPU memory and the CUDA context
+            resources.callback(embedder.close)
+        index = open_index(index_dir, embedder.card, model)
+        camera_model = resolve_intrinsics(intrinsics, reader)
+        link = None
+        if mavlink:
+            from geolink_edge.runtime.mavlink import MavlinkSink
 
-        link = MavlinkSink(mavlink, mavlink_msg)
-    jsonl = JsonlSink(log) if log else None
-    view = ConsoleSink(enabled=console)
-    pipeline = Pipeline(embedder, index, conf, camera_model, link)
-    # paced replays drop stale frames like a camera; unpaced ones hand over every frame
-    capture = Capture(reader, realtime=conf.realtime, drop=True if conf.realtime else None)
-
-    def on_record(record: dict, summary: Summary) -> None:
-        if jsonl is not None:
-            jsonl.write(record)
-        view.update(record, summary.fps)
-
-    summary_dict: dict = {}
-    try:
-        with capture:
-            summary = run_frames(pipeline, capture, conf, on_record)
-        extra = {
-            **source_counters(capture),
-            "model": embedder.name,
-            "camera": camera,
-            "intrinsics": camera_model is not None,
-        }
+            options = dict(mavlink)
+            if index.frame is not None:  # offered to an autopilot with no origin (ODOMETRY without GPS)
+                options.setdefault(
+                    "origin", (index.frame.lat0, index.frame.lon0, options.get("home_alt_msl") or 0.0)
+                )
+            link = MavlinkSink(**options)
+            resources.callback(link.close)
+        jsonl = JsonlSink(log) if log else None
+        view = ConsoleSink(enabled=console)
+        resources.callback(view.close)
+        if jsonl is not None and jsonl.path != jsonl.requested:
+            view.event(f"log: {jsonl.path} ({jsonl.requested.name} exists)")
+        events = Events(
+            write=jsonl.write if jsonl is not None else None,
+            show=view.event,
+            statustext=link.statustext if link is not None else None,
+        )
+        gnss = link.autopilot_gnss if link is not None else None  # None while it is our own fix
+        pipeline = Pipeline(embedder, index, conf, camera_model, link, events, gnss)
         if link is not None:
-            extra.update(mavlink_sent=link.sent, mavlink_refused=link.refused)
-        summary_dict = summary.result(**extra)
-    finally:
-        view.close()
-        if link is not None:
-            link.close()
-        if jsonl is not None:
-            jsonl.close(summary_dict or None)
+            link.start_stream(pipeline.predictor)
+        # paced replays drop stale frames like a camera; unpaced ones hand over every frame
+        capture = Capture(reader, realtime=conf.realtime, drop=True if conf.realtime else None)
+
+        def on_record(record: dict, summary: Summary) -> None:
+            view.update(record, summary.fps)
+            if jsonl is not None:
+                jsonl.write(record)
+
+        summary_dict: dict = {}
+        try:
+            with stop_on_signals(stop), capture:
+                summary = run_frames(pipeline, capture, conf, on_record, stop)
+            extra = {
+                **source_counters(capture),
+                "events": events.counts,
+                "sink_errors": events.sink_errors,
+                "stopped_by": stop.reason,
+                "model": embedder.name,
+                "camera": camera,
+                "intrinsics": camera_model is not None,
+                "log": str(jsonl.path) if jsonl is not None else None,
+            }
+            if link is not None:
+                extra.update(
+                    mavlink_sent=link.sent,
+                    mavlink_refused=link.refused,
+                    mavlink_no_fix=link.no_fix_sent,
+                )
+            summary_dict = summary.result(**extra)
+            if link is not None:
+                summary_dict["autopilot_delay"] = link.delay_parameters(summary_dict["latency_ms"])
+        finally:
+            if jsonl is not None:
+                jsonl.close(summary_dict or None)
     return summary_dict
 
 
@@ -275,7 +381,8 @@ def bench(
     """Process ``frames`` frames as fast as possible (a replay loops) and measure latency and memory.
 
     Memory growth is measured from the end of the warm-up (one lap of a sim flight or a tenth of
-    the run, whichever is shorter, so caches of tile features are full) to the end.
+    the run, whichever is shorter, so caches of tile features are full) to the end. A frame that
+    raises is counted (``frame_errors``, ``errors``) and the run goes on: the figures are kept.
     """
     from geolink_edge.runtime.backends import load_embedder
 
@@ -283,28 +390,26 @@ def bench(
         raise GeolinkError(f"--frames must be at least 1, got {frames}")
     reader = open_reader(camera, conf.width, conf.height, conf.fps, loop=True)
     options = {"threads": conf.threads} if conf.threads and str(model).endswith(".onnx") else {}
-    embedder = load_embedder(model, **options)
-    index = open_index(index_dir, embedder.card, model)
-    pipeline = Pipeline(embedder, index, conf, resolve_intrinsics(intrinsics, reader))
-    lap = len(getattr(reader, "files", ())) or frames
-    warmup = max(1, min(lap, frames // 10))
-    rss: dict[str, int] = {}
-    errors: list[str] = []
+    with ExitStack() as resources:
+        embedder = load_embedder(model, **options)
+        if hasattr(embedder, "close"):
+            resources.callback(embedder.close)
+        index = open_index(index_dir, embedder.card, model)
+        pipeline = Pipeline(embedder, index, conf, resolve_intrinsics(intrinsics, reader))
+        lap = len(getattr(reader, "files", ())) or frames
+        warmup = max(1, min(lap, frames // 10))
+        rss: dict[str, int] = {}
 
-    def on_record(record: dict, summary: Summary) -> None:
-        if summary.frames == warmup:
-            rss["after_warmup"] = rss_bytes()
-        if progress is not None:
-            progress(summary.frames)
+        def on_record(record: dict, summary: Summary) -> None:
+            if summary.frames == warmup:
+                rss["after_warmup"] = rss_bytes()
+            if progress is not None:
+                progress(summary.frames)
 
-    bench_conf = replace(conf, realtime=False, max_frames=frames)
-    capture = Capture(reader, realtime=False)
-    with capture:
-        try:
-            summary = run_frames(pipeline, capture, bench_conf, on_record)
-        except Exception as exc:  # a soak reports the failure instead of losing the figures
-            errors.append(f"{exc.__class__.__name__}: {exc}")
-            summary = Summary()
+        with Capture(reader, realtime=False) as capture:
+            summary = run_frames(
+                pipeline, capture, replace(conf, realtime=False, max_frames=frames), on_record
+            )
     rss["end"] = rss_bytes()
     base = rss.get("after_warmup", rss["end"])
     result = summary.result(**source_counters(capture), model=embedder.name, camera=camera)
@@ -314,6 +419,6 @@ def bench(
         rss_mb={"after_warmup": base / 2**20, "end": rss["end"] / 2**20, "peak": peak_rss_bytes() / 2**20},
         rss_growth=(rss["end"] - base) / base if base else None,
         non_inference_share=(total - embed) / total if total and embed is not None else None,
-        errors=errors,
+        errors=[f"{error} ({count}×)" for error, count in summary.failures.items()],
     )
     return clean(result)

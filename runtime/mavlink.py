@@ -1,98 +1,72 @@
-"""MAVLink output to an autopilot: heartbeat, GPS_INPUT or ODOMETRY, and attitude/altitude priors.
+"""MAVLink link to an autopilot: heartbeat, the position stream, and what the autopilot tells us.
 
 ``--mavlink udpout:HOST:PORT | udpin:HOST:PORT | tcp:HOST:PORT | /dev/ttyTHS1:921600``.
 pymavlink is imported lazily (it is an extra) and MAVLink 2 is forced before the import: a
 send-only link would otherwise stay on MAVLink 1, which has no ODOMETRY.
 
-Only accepted, finite estimates are sent: :meth:`MavlinkSink.send` refuses anything else.
+Three threads: the heartbeat (1 Hz), the receiver (attitude, height, home, the autopilot's own
+GNSS, the gimbal's attitude; TIMESYNC answered) and, after :meth:`MavlinkSink.start_stream`, the
+position stream: at a fixed rate it asks the track for its prediction and sends what the target
+needs (:mod:`autopilot`), so the autopilot hears from us between frames and between fixes.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import struct
 import threading
 import time
-from dataclasses import dataclass
-
-import numpy as np
+from collections.abc import Callable
+from dataclasses import replace
 
 from geolink_edge.errors import GeolinkError, require
-from geolink_edge.runtime.sources import Telemetry
+from geolink_edge.geo import LocalFrame
+from geolink_edge.runtime.autopilot import (
+    MAX_GPS_DELAY_S,
+    TARGETS,
+    Estimate,
+    FlightState,
+    delay_advice,
+    delay_parameters,
+    gps_input,
+    no_fix_gps_input,
+    odometry,
+)
+from geolink_edge.runtime.mount import (
+    BodyAttitude,
+    CameraMount,
+    GimbalAttitude,
+    matrix_to_euler,
+    quaternion_to_matrix,
+)
+from geolink_edge.runtime.sources import GnssFix, Telemetry
 
-GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
-GPS_LEAP_SECONDS = 18  # GPS − UTC since 2017
-NOMINAL_DOP = 1.0  # vision fixes have no satellite geometry; their accuracy goes in the accuracy fields
-NOMINAL_SATELLITES = 10  # ArduPilot's GPS checks want a satellite count; the fix is as good as its accuracy
-MESSAGES = ("gps_input", "odometry")
 TELEMETRY_MAX_AGE_S = 1.0
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A filtered position that passed the gate: what may be told to the autopilot."""
-
-    t_unix: float
-    lat: float
-    lon: float
-    east: float  # metres in the index's ENU frame
-    north: float
-    v_east: float
-    v_north: float
-    cov_en: np.ndarray  # 2×2 position covariance (east, north), m²
-    cov_v_en: np.ndarray  # 2×2 velocity covariance, (m/s)²
-    heading: float | None = None  # degrees clockwise from north
-    alt: float | None = None  # metres above the ground (PnP), None when not estimated
-    alt_msl: float | None = None  # metres above mean sea level, when the ground's elevation is known
-    alt_sigma: float = 5.0
-    quality: int = 100  # 0..100
-    reset_counter: int = 0
-
-    def finite(self) -> bool:
-        values = [
-            self.t_unix,
-            self.lat,
-            self.lon,
-            self.east,
-            self.north,
-            self.v_east,
-            self.v_north,
-            *np.ravel(self.cov_en),
-            *np.ravel(self.cov_v_en),
-            self.alt_sigma,
-        ]
-        values += [v for v in (self.heading, self.alt, self.alt_msl) if v is not None]
-        return bool(np.all(np.isfinite(values)))
-
-
-def gps_time(t_unix: float) -> tuple[int, int]:
-    """(GPS week, milliseconds of the week) of a unix time."""
-    seconds = t_unix - GPS_EPOCH_UNIX + GPS_LEAP_SECONDS
-    week = int(seconds // 604800)
-    return week, int(round((seconds - week * 604800) * 1000.0))
-
-
-def _sigma(cov: np.ndarray) -> float:
-    """1-sigma of the worst direction of a 2×2 covariance."""
-    return float(math.sqrt(max(float(np.max(np.linalg.eigvalsh(np.asarray(cov, float)))), 0.0)))
-
-
-def _upper_triangle(matrix: np.ndarray) -> list[float]:
-    rows, cols = np.triu_indices(matrix.shape[0])
-    return [float(v) for v in matrix[rows, cols]]
-
-
-def _quaternion(roll: float, pitch: float, yaw: float) -> list[float]:
-    """(w, x, y, z) of a ZYX Euler rotation, radians."""
-    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
-    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
-    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
-    return [
-        cr * cp * cy + sr * sp * sy,
-        sr * cp * cy - cr * sp * sy,
-        cr * sp * cy + sr * cp * sy,
-        cr * cp * sy - sr * sp * cy,
-    ]
+GNSS_MAX_AGE_S = 2.0
+DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
+SEVERITY = {"warning": 4, "notice": 5, "info": 6}
+# what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
+STREAMS = {
+    "GPS_GLOBAL_ORIGIN": (49, 0.2),
+    "ATTITUDE": (30, 10.0),
+    "GLOBAL_POSITION_INT": (33, 5.0),
+    "GPS_RAW_INT": (24, 2.0),
+    "HOME_POSITION": (242, 0.5),
+}
+SET_MESSAGE_INTERVAL = 511  # MAV_CMD_SET_MESSAGE_INTERVAL
+LISTENED = [
+    "HEARTBEAT",
+    "ATTITUDE",
+    "GLOBAL_POSITION_INT",
+    "HOME_POSITION",
+    "GPS_RAW_INT",
+    "DISTANCE_SENSOR",
+    "GIMBAL_DEVICE_ATTITUDE_STATUS",
+    "MOUNT_STATUS",
+    "TIMESYNC",
+    "GPS_GLOBAL_ORIGIN",
+]
 
 
 def parse_url(url: str) -> tuple[str, int | None]:
@@ -117,37 +91,78 @@ def load_mavutil():
     return require("pymavlink.mavutil", "pip install 'geolink-edge[mavlink]'")
 
 
+def _gimbal_from_quaternion(msg, flags_earth_yaw: int) -> GimbalAttitude:
+    """GIMBAL_DEVICE_ATTITUDE_STATUS → camera-convention angles (its pitch is positive up)."""
+    yaw, pitch, roll = (math.degrees(a) for a in matrix_to_euler(quaternion_to_matrix(msg.q)))
+    return GimbalAttitude(-pitch, roll, yaw, bool(msg.flags & flags_earth_yaw))
+
+
 class MavlinkSink:
-    """Heartbeats at ``heartbeat_hz``, sends estimates, and listens for attitude and altitude."""
+    """One MAVLink link to the autopilot (see the module docstring).
+
+    ``target``: ``ardupilot-gps`` (GPS_INPUT, ``GPS{gps_id+1}_TYPE = 14``), ``ardupilot-odometry``
+    (ODOMETRY for ``VISO_TYPE = 1``) or ``px4-odometry`` (ODOMETRY in LOCAL_NED for EKF2).
+    ``send=False`` keeps everything but the position messages (shadow mode).
+    """
 
     def __init__(
         self,
         url: str,
-        message: str = "gps_input",
-        system_id: int = 1,
-        component_id: int | None = None,
+        target: str = "ardupilot-gps",
+        *,
+        sysid: int = 1,
+        compid: int = 191,  # MAV_COMP_ID_ONBOARD_COMPUTER
+        gps_id: int = 0,
+        rate_hz: float = 5.0,
+        max_track_age_s: float = 3.0,
+        mount: CameraMount = CameraMount(),
+        send: bool = True,
+        home_alt_msl: float | None = None,
+        delay_s: float = 0.0,
+        origin: tuple[float, float, float] | None = None,
         heartbeat_hz: float = 1.0,
     ):
-        if message not in MESSAGES:
-            raise GeolinkError(f"--mavlink-msg {message!r}: choose {' or '.join(MESSAGES)}")
+        if target not in TARGETS:
+            raise GeolinkError(f"--mavlink-target {target!r}: choose {', '.join(TARGETS)}")
+        if not (1 <= sysid <= 255 and 1 <= compid <= 255 and 0 <= gps_id <= 1):
+            raise GeolinkError(
+                f"--sysid {sysid}, --compid {compid}, --gps-id {gps_id}: need 1–255, 1–255 and 0 or 1"
+            )
+        if not 0.5 <= rate_hz <= 50.0:
+            raise GeolinkError(f"--mavlink-rate {rate_hz}: must be 0.5–50 Hz")
+        if not max_track_age_s > 0:
+            raise GeolinkError(f"--max-track-age {max_track_age_s}: must be a positive number of seconds")
+        if not 0.0 <= delay_s <= MAX_GPS_DELAY_S:
+            raise GeolinkError(
+                f"--mavlink-delay {delay_s} s: must be 0–{MAX_GPS_DELAY_S} s (ArduPilot's limit)"
+            )
         device, baud = parse_url(url)
         self.mavutil = load_mavutil()
         self.mav_enums = self.mavutil.mavlink
-        component = component_id if component_id is not None else self.mav_enums.MAV_COMP_ID_ONBOARD_COMPUTER
-        kwargs = {"source_system": system_id, "source_component": component, "autoreconnect": True}
+        kwargs = {"source_system": sysid, "source_component": compid, "autoreconnect": True}
         if baud:
             kwargs["baud"] = baud
         try:
             self.link = self.mavutil.mavlink_connection(device, **kwargs)
         except Exception as exc:  # pymavlink raises OSError, SerialException, ... for a bad device
             raise GeolinkError(f"--mavlink {url}: cannot open ({str(exc).splitlines()[0][:120]})") from None
-        self.message = message
+        self.target, self.gps_id, self.rate_hz = target, gps_id, rate_hz
+        self.max_track_age_s, self.mount, self.sending = max_track_age_s, mount, send
+        self.home_alt_msl, self.delay_s, self.origin = home_alt_msl, delay_s, origin
         self.sent = 0
         self.refused = 0
+        self.no_fix_sent = 0
+        self.timesync_replies = 0
+        self.stream_errors = 0
+        self.last_error = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._attitude: tuple[float, float, float, float] | None = None  # (t, roll, pitch, yaw) radians
-        self._altitude: tuple[float, float] | None = None  # (t, metres above home)
+        self._closed = False
+        self._latest: dict[str, tuple[float, object]] = {}  # message type → (monotonic time, message)
+        self._home: float | None = None  # home altitude above sea level, m
+        self._lost = True  # what the last STATUSTEXT said: start as "no position"
+        self._streams_asked = -math.inf
+        self._ekf_origin: LocalFrame | None = None  # the autopilot's local frame, once it reports it
         self._threads = [
             threading.Thread(
                 target=self._heartbeat_loop, args=(1.0 / heartbeat_hz,), name="mav-heartbeat", daemon=True
@@ -161,135 +176,223 @@ class MavlinkSink:
     def _heartbeat_loop(self, period: float) -> None:
         m = self.mav_enums
         while not self._stop.is_set():
-            with self._lock:
-                try:
-                    self.link.mav.heartbeat_send(
-                        m.MAV_TYPE_ONBOARD_CONTROLLER, m.MAV_AUTOPILOT_INVALID, 0, 0, m.MAV_STATE_ACTIVE
-                    )
-                except OSError:
-                    pass  # a missing peer (udpin before first contact, unplugged serial) is retried next beat
+            beat = (m.MAV_TYPE_ONBOARD_CONTROLLER, m.MAV_AUTOPILOT_INVALID, 0, 0, m.MAV_STATE_ACTIVE)
+            self._transmit(self.link.mav.heartbeat_send, *beat)
             self._stop.wait(period)
+
+    def _transmit(self, send: Callable[..., None], *args, **kwargs) -> bool:
+        with self._lock:
+            try:
+                send(*args, **kwargs)
+                return True
+            except OSError:
+                return False  # a missing peer (udpin before first contact, unplugged serial): retried later
 
     def _receive_loop(self, poll_s: float = 0.02) -> None:
         # Polled rather than blocking: a blocking read on a UDP link whose peer is absent spins on
         # "connection refused" and starves the main loop of CPU.
         while not self._stop.is_set():
             try:
-                msg = self.link.recv_match(type=["ATTITUDE", "GLOBAL_POSITION_INT"], blocking=False)
+                msg = self.link.recv_match(type=LISTENED, blocking=False)
             except (OSError, ValueError):
                 msg = None
             if msg is None:
                 self._stop.wait(poll_s)
                 continue
-            now = time.monotonic()
-            if msg.get_type() == "ATTITUDE":
-                self._attitude = (now, msg.roll, msg.pitch, msg.yaw)
-            else:
-                self._altitude = (now, msg.relative_alt / 1000.0)
+            kind = msg.get_type()
+            if kind == "HEARTBEAT":
+                self._ask_for_streams(msg)
+                continue
+            if kind == "TIMESYNC":
+                self._answer_timesync(msg)
+                continue
+            if kind == "HOME_POSITION":
+                self._home = msg.altitude / 1000.0
+            if kind == "GPS_GLOBAL_ORIGIN":
+                self._ekf_origin = LocalFrame(msg.latitude / 1e7, msg.longitude / 1e7)
+            self._latest[kind] = (time.monotonic(), msg)
+
+    def _ask_for_streams(self, heartbeat) -> None:
+        """On the autopilot's heartbeat, ask for each stream we are not receiving (at most every 5 s)."""
+        if heartbeat.autopilot == self.mav_enums.MAV_AUTOPILOT_INVALID:
+            return  # a ground station or another companion, not the autopilot
+        now = time.monotonic()
+        if now - self._streams_asked < 5.0:
+            return
+        self._streams_asked = now
+        system, component = heartbeat.get_srcSystem(), heartbeat.get_srcComponent()
+        if self.origin is not None and self._ekf_origin is None and self.target != "ardupilot-gps":
+            # without a GPS the autopilot has no origin for our local positions: offer the map's
+            lat, lon, alt = self.origin
+            fields = (system, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(alt * 1000)))
+            self._transmit(self.link.mav.set_gps_global_origin_send, *fields)
+        for kind, (msg_id, hz) in STREAMS.items():
+            if self._fresh(kind, 5.0 / hz) is None:
+                interval = (SET_MESSAGE_INTERVAL, 0, msg_id, 1e6 / hz, 0, 0, 0, 0, 0)
+                self._transmit(self.link.mav.command_long_send, system, component, *interval)
+
+    def _answer_timesync(self, msg) -> None:
+        """A request (tc1 = 0) is answered with our clock, the one ODOMETRY's time_usec is stamped in."""
+        if msg.tc1 != 0:
+            return
+        if self._transmit(self.link.mav.timesync_send, time.time_ns(), msg.ts1):
+            self.timesync_replies += 1
+
+    def _fresh(self, kind: str, max_age_s: float = TELEMETRY_MAX_AGE_S):
+        entry = self._latest.get(kind)
+        return entry[1] if entry is not None and time.monotonic() - entry[0] < max_age_s else None
+
+    # -- what the autopilot knows ----------------------------------------------------------
+    def body_attitude(self) -> BodyAttitude | None:
+        msg = self._fresh("ATTITUDE")
+        return None if msg is None else BodyAttitude(msg.roll, msg.pitch, msg.yaw)
+
+    def gimbal_attitude(self) -> GimbalAttitude | None:
+        msg = self._fresh("GIMBAL_DEVICE_ATTITUDE_STATUS")
+        if msg is not None:
+            return _gimbal_from_quaternion(msg, self.mav_enums.GIMBAL_DEVICE_FLAGS_YAW_IN_EARTH_FRAME)
+        msg = self._fresh("MOUNT_STATUS")  # ArduPilot's older report: pitch, roll, yaw (body) in cdeg
+        if msg is not None:
+            return GimbalAttitude(-msg.pointing_a / 100.0, msg.pointing_b / 100.0, msg.pointing_c / 100.0)
+        return None
+
+    def height(self, body: BodyAttitude | None) -> float | None:
+        """Height above the ground: a downward rangefinder (levelled by the attitude), else above home."""
+        ranger = self._fresh("DISTANCE_SENSOR")
+        if ranger is not None and ranger.orientation == DOWNWARD and body is not None:
+            if ranger.min_distance <= ranger.current_distance <= ranger.max_distance:
+                return ranger.current_distance / 100.0 * math.cos(body.roll) * math.cos(body.pitch)
+        position = self._fresh("GLOBAL_POSITION_INT")
+        return None if position is None else position.relative_alt / 1000.0
+
+    def altitude_msl(self) -> float | None:
+        """Home altitude (HOME_POSITION, else the configured one) + height above home; None if unknown."""
+        home = self._home if self._home is not None else self.home_alt_msl
+        position = self._fresh("GLOBAL_POSITION_INT")
+        return None if home is None or position is None else home + position.relative_alt / 1000.0
 
     def telemetry(self) -> Telemetry | None:
-        """Fresh attitude/altitude from the autopilot as camera priors (nadir camera, top toward the nose)."""
-        now = time.monotonic()
-        attitude, altitude = self._attitude, self._altitude
-        fresh_att = attitude is not None and now - attitude[0] < TELEMETRY_MAX_AGE_S
-        fresh_alt = altitude is not None and now - altitude[0] < TELEMETRY_MAX_AGE_S
-        if not (fresh_att or fresh_alt):
+        """The CAMERA's attitude (through the mount model) and height, from fresh reports; None if none."""
+        body = self.body_attitude()
+        camera = self.mount.camera(body, self.gimbal_attitude())
+        height = self.height(body)
+        if camera is None and height is None:
             return None
-        yaw = pitch = roll = None
-        if fresh_att:
-            roll = math.degrees(attitude[1])
-            pitch = 90.0 + math.degrees(attitude[2])  # nose down tilts the optical axis forward
-            yaw = math.degrees(attitude[3]) % 360.0
-        return Telemetry(yaw, pitch, roll, altitude[1] if fresh_alt else None)
+        yaw, pitch, roll = camera if camera is not None else (None, None, None)
+        return Telemetry(yaw, pitch, roll, height)
+
+    def autopilot_gnss(self) -> GnssFix | None:
+        """The autopilot's own 3D GNSS fix while it is fresh — never our own fix echoed back."""
+        if self.sending and self.target == "ardupilot-gps" and self.gps_id == 0:
+            return None  # GPS_RAW_INT reports GPS 1, which is us
+        msg = self._fresh("GPS_RAW_INT", GNSS_MAX_AGE_S)
+        if msg is None or msg.fix_type < 3:
+            return None
+        h_acc = getattr(msg, "h_acc", 0)
+        received = time.time() - (time.monotonic() - self._latest["GPS_RAW_INT"][0])
+        return GnssFix(
+            t_unix=received,
+            lat=msg.lat / 1e7,
+            lon=msg.lon / 1e7,
+            alt_msl=msg.alt / 1000.0,
+            h_acc=h_acc / 1000.0 if h_acc else None,
+            fix_type=int(msg.fix_type),
+            satellites=int(msg.satellites_visible),
+        )
 
     # -- output --------------------------------------------------------------------------
+    def statustext(self, text: str, severity: int = SEVERITY["info"]) -> None:
+        """One line to the ground station (MAVLink cuts it at 50 characters)."""
+        data = text.encode("ascii", "replace")[:50]
+        self._transmit(self.link.mav.statustext_send, severity, data)
+
     def send(self, estimate: Estimate) -> bool:
-        """Send one estimate; refuse (return False) anything non-finite."""
+        """Send one estimate now in the target's message; refuse (return False) anything non-finite."""
         if not estimate.finite():
             self.refused += 1
             return False
-        with self._lock:
-            if self.message == "gps_input":
-                self._gps_input(estimate)
+        body = self.body_attitude()
+        state = FlightState(body, self.altitude_msl(), self.height(body))
+        try:
+            if self.target == "ardupilot-gps":
+                fields = gps_input(estimate, state, self.gps_id)
+                ok = self._transmit(self.link.mav.gps_input_send, **fields)
             else:
-                self._odometry(estimate)
-        self.sent += 1
-        return True
+                fields = odometry(self._in_ekf_frame(estimate), state, self.target)
+                ok = self._transmit(self.link.mav.odometry_send, **fields)
+        except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
+            ok = False
+        self.sent += ok
+        self.refused += not ok
+        return ok
 
-    def _gps_input(self, e: Estimate) -> None:
-        m = self.mav_enums
-        ignore = m.GPS_INPUT_IGNORE_FLAG_VEL_VERT
-        if e.alt_msl is None:  # GPS_INPUT altitude is above sea level, not above the ground
-            ignore |= m.GPS_INPUT_IGNORE_FLAG_ALT | m.GPS_INPUT_IGNORE_FLAG_VERTICAL_ACCURACY
-        week, week_ms = gps_time(e.t_unix)
-        yaw_cdeg = 0 if e.heading is None else int(round(e.heading * 100.0)) % 36000 or 36000  # 0 = unknown
-        self.link.mav.gps_input_send(
-            int(e.t_unix * 1e6),
-            0,
-            ignore,
-            week_ms,
-            week,
-            3,
-            int(round(e.lat * 1e7)),
-            int(round(e.lon * 1e7)),
-            float(e.alt_msl or 0.0),
-            NOMINAL_DOP,
-            NOMINAL_DOP,
-            float(e.v_north),
-            float(e.v_east),
-            0.0,
-            _sigma(e.cov_v_en),
-            _sigma(e.cov_en),
-            float(e.alt_sigma),
-            NOMINAL_SATELLITES,
-            yaw_cdeg,
-        )
+    def _in_ekf_frame(self, estimate: Estimate) -> Estimate:
+        """The estimate's east/north re-expressed from the autopilot's origin, once that is known:
+        ODOMETRY positions are relative to it, and it need not be the map's."""
+        if self._ekf_origin is None:
+            return estimate
+        east, north, _ = self._ekf_origin.to_enu(estimate.lat, estimate.lon)
+        return replace(estimate, east=float(east), north=float(north))
 
-    def _odometry(self, e: Estimate) -> None:
-        """ODOMETRY in a north-aligned local FRD frame at the index origin (x north, y east, z down)."""
-        m = self.mav_enums
-        yaw = math.radians(e.heading) if e.heading is not None else 0.0
-        perm = np.array([[0, 1], [1, 0]])  # (east, north) → (north, east)
-        pose = np.diag(
-            [
-                0.0,
-                0.0,
-                e.alt_sigma**2 if e.alt is not None else 1e4,
-                0.05,
-                0.05,
-                math.radians(5.0) ** 2 if e.heading is not None else math.pi**2,
-            ]
-        )
-        pose[:2, :2] = perm @ np.asarray(e.cov_en) @ perm.T
-        vel_ned = np.array([e.v_north, e.v_east])
-        rot = np.array(
-            [[math.cos(yaw), math.sin(yaw)], [-math.sin(yaw), math.cos(yaw)]]
-        )  # NE → forward/right
-        v_body = rot @ vel_ned
-        vel = np.diag([0.0, 0.0, 1.0, 0.1, 0.1, 0.1])
-        vel[:2, :2] = rot @ perm @ np.asarray(e.cov_v_en) @ perm.T @ rot.T
-        self.link.mav.odometry_send(
-            int(e.t_unix * 1e6),
-            m.MAV_FRAME_LOCAL_FRD,
-            m.MAV_FRAME_BODY_FRD,
-            float(e.north),
-            float(e.east),
-            float(-(e.alt or 0.0)),
-            _quaternion(0.0, 0.0, yaw),
-            float(v_body[0]),
-            float(v_body[1]),
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            _upper_triangle(pose),
-            _upper_triangle(vel),
-            e.reset_counter % 256,
-            m.MAV_ESTIMATOR_TYPE_VISION,
-            int(np.clip(e.quality, 0, 100)),
-        )
+    def start_stream(self, predict: Callable[[float], Estimate | None]) -> None:
+        """Send ``predict(unix time)`` at ``rate_hz`` on a thread until :meth:`close`.
+
+        A track older than ``max_track_age_s`` (or none) is not sent; GPS_INPUT then says "no fix"
+        at the same rate, which keeps ArduPilot's GPS timing healthy for when the fix returns. A
+        STATUSTEXT tells the ground station when the position is lost and when it is back.
+        """
+        thread = threading.Thread(target=self._stream_loop, args=(predict,), name="mav-stream", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _stream_loop(self, predict: Callable[[float], Estimate | None]) -> None:
+        period = 1.0 / self.rate_hz
+        next_due = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.stream_once(predict, time.time() - self.delay_s)
+            except Exception as exc:  # noqa: BLE001 — the stream must outlive any one bad message
+                self.stream_errors += 1
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+            next_due = max(next_due + period, time.monotonic())  # a late tick never bursts to catch up
+            self._stop.wait(max(0.0, next_due - time.monotonic()))
+
+    def stream_once(self, predict: Callable[[float], Estimate | None], t_unix: float) -> str:
+        """One tick at the position time ``t_unix``: "sent", "stale" (no recent fix), "shadow" (not
+        sending) or "refused" (not finite, or the link failed)."""
+        try:
+            estimate = predict(t_unix)
+        except Exception as exc:  # the stream must outlive a failing prediction; say so and go on
+            estimate = None
+            self.statustext(f"geolink: predict failed: {exc.__class__.__name__}", SEVERITY["warning"])
+        if estimate is None or estimate.age_s > self.max_track_age_s:
+            if not self._lost:
+                age = "no track" if estimate is None else f"no fix for {estimate.age_s:.0f} s"
+                self.statustext(f"geolink: position lost ({age})", SEVERITY["warning"])
+                self._lost = True
+            if self.sending and self.target == "ardupilot-gps":
+                fields = no_fix_gps_input(t_unix, self.gps_id)
+                self.no_fix_sent += self._transmit(self.link.mav.gps_input_send, **fields)
+            return "stale"
+        if self._lost:
+            self.statustext("geolink: position fix", SEVERITY["notice"])
+            self._lost = False
+        if not self.sending:
+            return "shadow"
+        return "sent" if self.send(estimate) else "refused"
+
+    def delay_parameters(self, latency_ms: dict | None = None) -> dict:
+        """The autopilot's delay parameter for this output, and with the run's per-stage latency
+        (the summary's ``latency_ms``) the settings it suggests (:func:`autopilot.delay_advice`)."""
+        if latency_ms is None:
+            return delay_parameters(self.target, self.gps_id, self.delay_s)
+        return delay_advice(self.target, self.gps_id, self.delay_s, latency_ms)
 
     def close(self) -> None:
+        """Stop every thread and close the link; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=2.0)

@@ -1,13 +1,16 @@
 """Where per-frame results go: a JSON-lines flight log, a live console line, and the run summary.
 
-The flight log is streamed (one line written and flushed per frame) rather than written
-atomically at the end: after a crash or a power cut every frame already processed is on disk.
+The flight log is streamed (one line written and flushed per frame, synced to the disk every
+second) rather than written atomically at the end: after a crash or a power cut every frame
+already processed is on disk.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,11 @@ class Summary:
         self.statuses: dict[str, int] = {}
         self.errors: list[float] = []  # error of every estimate sent (accepted frames)
         self.fix_errors: list[float] = []  # error of every raw verified fix, accepted or not
+        self.gnss_errors: list[
+            float
+        ] = []  # distance of every estimate from the autopilot's GNSS (shadow mode)
+        self.failures: dict[str, int] = {}  # frames that raised, by error
+        self.camera: dict = {}  # outages: how many, how long in all
         self.latency: dict[str, list[float]] = {}
         self.t_first: float | None = None
         self.t_last: float | None = None
@@ -58,6 +66,10 @@ class Summary:
                 self.errors.append(record["error_m"])
         if record.get("fix_error_m") is not None:
             self.fix_errors.append(record["fix_error_m"])
+        if record.get("gnss_error_m") is not None:
+            self.gnss_errors.append(record["gnss_error_m"])
+        if record.get("error") is not None:
+            self.failures[record["error"]] = self.failures.get(record["error"], 0) + 1
         for stage, ms in (record.get("latency_ms") or {}).items():
             if ms is not None:
                 self.latency.setdefault(stage, []).append(ms)
@@ -90,6 +102,13 @@ class Summary:
                 "median": percentile(self.fix_errors, 50),
                 "p90": percentile(self.fix_errors, 90),
             },
+            "gnss_error_m": {
+                "median": percentile(self.gnss_errors, 50),
+                "p90": percentile(self.gnss_errors, 90),
+                "count": len(self.gnss_errors),
+            },
+            "frame_errors": {"count": sum(self.failures.values()), "by_error": self.failures},
+            "camera_outages": self.camera,
             "latency_ms": {
                 stage: {"median": percentile(v, 50), "p95": percentile(v, 95)}
                 for stage, v in self.latency.items()
@@ -99,27 +118,57 @@ class Summary:
         return clean(out)
 
 
-class JsonlSink:
-    """``--log FLIGHT.jsonl``: one record per frame, flushed at once; ``{"summary": …}`` last."""
+def free_log_path(path: Path) -> Path:
+    """``path`` when it is free, else the first free ``NAME.1.jsonl``, ``NAME.2.jsonl``, …: a restart
+    in the air never overwrites the log of the flight before it."""
+    n = 0
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+    return candidate
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise GeolinkError(f"--log {self.path}: is a folder, expected a file name")
+
+class JsonlSink:
+    """``--log FLIGHT.jsonl``: one record per frame, flushed at once and synced to the disk every
+    ``fsync_s`` seconds; ``{"summary": …}`` last. An existing log is never overwritten: the run writes
+    the next free numbered name (``path``) instead of the one asked for (``requested``)."""
+
+    def __init__(self, path: str | Path, fsync_s: float = 1.0):
+        self.requested = Path(path)
+        if self.requested.is_dir():
+            raise GeolinkError(f"--log {self.requested}: is a folder, expected a file name")
+        self.fsync_s = fsync_s
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8")
+            self.requested.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                self.path = free_log_path(self.requested)
+                try:
+                    self._file = self.path.open("x", encoding="utf-8")
+                    break
+                except FileExistsError:
+                    continue  # another run took that name in between
         except OSError as exc:
-            raise GeolinkError(f"--log {self.path}: cannot write ({exc.strerror})") from None
+            raise GeolinkError(f"--log {self.requested}: cannot write ({exc.strerror})") from None
+        self._synced = time.monotonic()
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(clean(record), allow_nan=False, separators=(",", ":")) + "\n")
         self._file.flush()
+        if time.monotonic() - self._synced >= self.fsync_s:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self._file.fileno())
+        self._synced = time.monotonic()
 
     def close(self, summary: dict | None = None) -> None:
-        if summary is not None:
-            self.write({"summary": summary})
-        self._file.close()
+        try:
+            if summary is not None:
+                self.write({"summary": summary})
+            self.sync()
+        finally:
+            self._file.close()
 
 
 class ConsoleSink:
@@ -160,6 +209,11 @@ class ConsoleSink:
             f"inliers {record.get('fix', {}).get('inliers', 0)}",
         ]
         self._live.update(" | ".join(p for p in parts if p))
+
+    def event(self, text: str) -> None:
+        """A line above the live status (camera lost, fix regained, …)."""
+        if self._live is not None:
+            self._live.console.print(text)
 
     def close(self) -> None:
         if self._live is not None:

@@ -6,8 +6,11 @@ folder of images, and ``sim://FLIGHT_DIR`` (a synthetic flight: frames played at
 frame rate with ground truth and the attitude an autopilot would report).
 
 A reader only reads; :class:`Capture` owns the thread: it timestamps each frame when it is read,
-skips and counts corrupt frames, reopens a lost camera with exponential backoff and, for live
-cameras, overwrites the frame nobody took yet so a slow pipeline never works on stale images.
+skips and counts corrupt frames, reopens a lost camera with exponential backoff (forever: a drone
+in the air never gives its camera up) and, for live cameras, overwrites the frame nobody took yet
+so a slow pipeline never works on stale images. Network streams open and read with timeouts, and
+the consumer only ever waits on the capture thread with a timeout, so a stalled camera never
+blocks the loop.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, describe
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16
+# FFmpeg would otherwise wait about 30 s on an RTSP stream that went quiet before reporting it
+STREAM_OPEN_TIMEOUT_MS = 5000
+STREAM_READ_TIMEOUT_MS = 2000
 
 
 class SourceLost(Exception):
@@ -39,12 +45,26 @@ class CorruptFrame(Exception):
 
 @dataclass(frozen=True)
 class Telemetry:
-    """What the autopilot knows about the vehicle (degrees, metres above ground); None = unknown."""
+    """The camera's attitude (degrees, the camera convention of :mod:`mount`: yaw of the optical axis,
+    pitch below the horizon, roll about the axis) and its height above the ground (m); None = unknown."""
 
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None
     altitude: float | None = None
+
+
+@dataclass(frozen=True)
+class GnssFix:
+    """The autopilot's own satellite fix (GPS_RAW_INT), for a warm start and for shadow-mode errors."""
+
+    t_unix: float  # when it was received
+    lat: float
+    lon: float
+    alt_msl: float | None  # metres, None when the receiver gives none
+    h_acc: float | None  # 1-sigma horizontal accuracy (m), None when not reported
+    fix_type: int  # 3 = 3D and better
+    satellites: int
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,15 @@ class OpenCVReader:
         self.cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
-        cap = cv2.VideoCapture(self.target, self.api)
+        params = []
+        if self.api == cv2.CAP_FFMPEG:
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                STREAM_OPEN_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                STREAM_READ_TIMEOUT_MS,
+            ]
+        cap = cv2.VideoCapture(self.target, self.api, params)
         if self.live and self.api == cv2.CAP_V4L2:
             if self.size:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
@@ -289,7 +317,8 @@ class Capture:
 
     ``drop`` (default: the reader is live) overwrites an untaken frame; without it the thread waits
     for the consumer, which replays a recording frame by frame. Recorded sources are paced at their
-    ``fps`` unless ``realtime`` is False.
+    own clock (frame timestamps, else ``fps``) unless ``realtime`` is False, so a recording with a
+    hole in it plays like a camera that went away for that long.
     """
 
     def __init__(
@@ -312,6 +341,8 @@ class Capture:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._ended = False
+        self._clock: tuple[float, float] | None = None  # (monotonic, recording time) of the first frame
+        self._next_due = 0.0
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def __enter__(self) -> Capture:
@@ -324,12 +355,20 @@ class Capture:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop reading; True when the thread has ended and released the camera.
+
+        The thread releases the reader itself, so a read blocked inside a driver finishes before the
+        camera is closed under it; a daemon thread still blocked after ``timeout_s`` does so when it returns.
+        """
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=5.0)
-        self.reader.close()
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self.reader.close()  # never started
+            return True
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
 
     def _open_with_backoff(self) -> bool:
         delay = self.backoff_s[0]
@@ -337,41 +376,59 @@ class Capture:
             try:
                 self.reader.open()
                 return True
-            except SourceLost as exc:
-                self.last_error = str(exc)
+            except Exception as exc:  # SourceLost, or whatever a driver raises: try again later
+                self.last_error = describe(exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2.0, self.backoff_s[1])
         return False
+
+    def _pace(self, timestamp: float | None) -> None:
+        """Wait until a recorded frame is due: at its own timestamp, else one ``1/fps`` after the last."""
+        now = time.monotonic()
+        if timestamp is not None:
+            if self._clock is None:
+                self._clock = (now, timestamp)
+            due = self._clock[0] + timestamp - self._clock[1]
+        elif self.reader.fps:
+            pace = 1.0 / self.reader.fps
+            due = self._next_due = max(self._next_due + pace, now - pace)
+        else:
+            return
+        self._stop.wait(max(0.0, due - now))
+
+    def _read(self) -> RawFrame | None:
+        """One frame from the reader; a lost or failing camera is reopened until it delivers again."""
+        while not self._stop.is_set():
+            try:
+                return self.reader.read()
+            except CorruptFrame as exc:
+                self.corrupt += 1
+                self.last_error = str(exc)
+            except Exception as exc:  # SourceLost, cv2.error, a driver's own error
+                self.last_error = describe(exc)
+                if not self.reader.live and not isinstance(exc, SourceLost):
+                    raise
+                self.reconnects += 1
+                self._clock = None  # a reopened camera delivers from now on
+                self.reader.close()
+                if not self._open_with_backoff():
+                    return None
+        return None
 
     def _run(self) -> None:
         try:
             if not self._open_with_backoff():
                 return
-            pace = 1.0 / self.reader.fps if self.realtime and self.reader.fps else 0.0
-            next_due = time.monotonic()
             while not self._stop.is_set():
-                if pace:
-                    self._stop.wait(max(0.0, next_due - time.monotonic()))
-                    next_due = max(next_due + pace, time.monotonic() - pace)
-                try:
-                    raw = self.reader.read()
-                except CorruptFrame as exc:
-                    self.corrupt += 1
-                    self.last_error = str(exc)
-                    continue
-                except SourceLost as exc:
-                    self.last_error = str(exc)
-                    self.reconnects += 1
-                    self.reader.close()
-                    if not self._open_with_backoff():
-                        return
-                    continue
+                raw = self._read()
                 if raw is None:
                     return
                 if not valid_image(raw.image):
                     self.corrupt += 1
                     self.last_error = "frame with an invalid buffer"
                     continue
+                if self.realtime:
+                    self._pace(raw.timestamp)
                 now = time.time()
                 t_sensor = now if raw.timestamp is None else raw.timestamp
                 frame = Frame(
@@ -379,7 +436,10 @@ class Capture:
                 )
                 self.read_count += 1
                 self._hand_over(frame)
+        except Exception as exc:  # a recording that cannot be read on: it ends, and says why
+            self.last_error = describe(exc)
         finally:
+            self.reader.close()
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()

@@ -7,6 +7,9 @@ import math
 import cv2
 import numpy as np
 
+# no estimate of the small synthetic flights (tiny random encoder) may be further from the truth
+MAX_SENT_ERROR_M = 50.0
+
 
 def textured_ground(size: int = 800, seed: int = 0) -> np.ndarray:
     """A BGR image with varied, non-repeating texture (blobs, boxes, lines) that local features lock on."""
@@ -60,3 +63,27 @@ def render_view(
     ground_to_image = k @ rotation @ plane_to_offset
     pixel_to_ground = np.vstack([affine, [0.0, 0.0, 1.0]])
     return cv2.warpPerspective(ortho, ground_to_image @ pixel_to_ground, size, flags=cv2.INTER_LINEAR)
+
+
+def build_index(ortho, model, out):
+    """A tile index of ``ortho`` for ``model``, tiles as wide as a synthetic frame's footprint (the tiny
+    model's card has no training tile size)."""
+    from geolink_edge.index.build import BuildConfig, main
+
+    return main(BuildConfig(tile_m=80.0, workers=1), model, out, ortho=[ortho])
+
+
+def synthetic_flight_world(root, model, flight_frames: int):
+    """``(flight folder, index folder, model)``: a small synthetic world with a flight and its index."""
+    import json
+
+    from geolink_edge.data.synthetic import writer
+
+    conf = writer.SynthConfig(
+        locations=2, views=1, size=64, flight_frames=flight_frames, area_px=1024, workers=1
+    )
+    writer.main(conf, root / "synth")
+    flight = root / "synth" / "flight"
+    area = json.loads((flight / "flight.json").read_text())["area"]
+    index = build_index(root / "synth" / "areas" / area / "ortho.tif", model, root / "index")
+    return flight, index, model

@@ -41,3 +41,14 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory):
 
     encoder, _ = load_encoder(tiny_checkpoint)
     return export_onnx(encoder, tmp_path_factory.mktemp("tiny_onnx") / "encoder.onnx")
+
+
+FLIGHT_FRAMES = 16
+
+
+@pytest.fixture(scope="session")
+def flight_world(tmp_path_factory, tiny_onnx):
+    """``(flight, index, model)``: a 16-frame, 2 fps synthetic flight, its index, the tiny ONNX."""
+    from _runtime_fixtures import synthetic_flight_world
+
+    return synthetic_flight_world(tmp_path_factory.mktemp("flight_world"), tiny_onnx, FLIGHT_FRAMES)

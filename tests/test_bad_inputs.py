@@ -166,6 +166,16 @@ CASES = {
         "run --camera {camera} --model {onnx} --index {index} --altitude -3",
         "--altitude",
     ),
+    "locate: --pitch 0 (the horizon)": (
+        "locate {camera}/000.png --model {onnx} --index {index} --heading 10 --pitch 0",
+        "--pitch",
+    ),
+    "run: --mount wing": ("run --camera {camera} --model {onnx} --index {index} --mount wing", "--mount"),
+    "run: --mavlink-target px5": (
+        "run --camera {camera} --model {onnx} --index {index} --mavlink udpout:127.0.0.1:9 "
+        "--mavlink-target px5 --log {out}/log.jsonl",
+        "--mavlink-target",
+    ),
     "export: --calib-images 0": (
         "export {ckpt} --out {out} --int8 --calib-data {data} --calib-images 0",
         "--calib-images",
@@ -203,17 +213,58 @@ def _snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
-def test_missing_video_device_is_named_after_the_frame_timeout(world, tmp_path):
-    """A V4L2 camera may be plugged in late, so ``run`` retries it until the frame timeout (10 s
-    on the command line, 1 s here), then gives up in one line naming the device."""
-    from geolink_edge.runtime import loop
+def test_missing_camera_is_waited_for_and_sigterm_ends_the_run_cleanly(world, tmp_path, monkeypatch):
+    """A camera may be plugged in late or fail in the air: ``run`` never gives up on it. It reports
+    the camera lost (log, STATUSTEXT), keeps its MAVLink heartbeat, and ends on SIGTERM with exit 0,
+    the summary written and every thread stopped."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
 
-    log = tmp_path / "out" / "log.jsonl"
-    conf = loop.RunConf(frame_timeout_s=1.0)
-    with pytest.raises(GeolinkError) as info:
-        loop.main(conf, "/dev/video99", world["onnx"], world["index"], log=log, console=False)
-    assert "\n" not in str(info.value) and "/dev/video99" in str(info.value)
-    assert not log.exists() or log.read_text() == ""
+    monkeypatch.setenv("MAVLINK20", "1")
+    from pymavlink import mavutil
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    listener = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}")
+    log = tmp_path / "log.jsonl"
+    command = [sys.executable, "-m", "geolink_edge.cli", "run", "--camera", "/dev/video99"]
+    command += ["--model", world["onnx"], "--index", world["index"], "--log", log, "--quiet"]
+    command += ["--camera-lost", "0.5", "--mavlink", f"udpout:127.0.0.1:{port}"]
+    run = subprocess.Popen(
+        [str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    seen: dict[str, list] = {}
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not ("camera_lost" in log.read_text() if log.exists() else False):
+            msg = listener.recv_match(blocking=True, timeout=0.2)
+            if msg is not None:
+                seen.setdefault(msg.get_type(), []).append(msg)
+        for _ in range(15):  # a little more of what the autopilot hears
+            msg = listener.recv_match(blocking=True, timeout=0.2)
+            if msg is not None:
+                seen.setdefault(msg.get_type(), []).append(msg)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        listener.close()
+    assert run.returncode == 0, err
+    assert "Traceback" not in err
+    assert json.loads(out)["summary"]["stopped_by"] == "SIGTERM"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    lost = [r for r in records if r.get("event") == "camera_lost"]
+    assert len(lost) == 1 and "/dev/video99" in lost[0]["text"]
+    summary = records[-1]["summary"]
+    assert summary["frames"] == 0 and summary["camera_outages"]["outages"] == 1
+    assert len(seen.get("HEARTBEAT", [])) >= 1
+    texts = [m.text for m in seen.get("STATUSTEXT", [])]
+    assert any(t.startswith("geolink: camera lost") for t in texts), texts
 
 
 def test_engine_for_another_tensorrt_or_gpu_is_refused(tmp_path, tiny_onnx):

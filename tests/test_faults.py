@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from test_runtime_flight import MAX_SENT_ERROR_M, build_index
+from _runtime_fixtures import MAX_SENT_ERROR_M, synthetic_flight_world
 
 from geolink_edge.runtime import loop
 from geolink_edge.runtime.sinks import JsonlSink
@@ -24,17 +24,7 @@ UNPLUG_AT_READ = 12
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_onnx):
     """A synthetic flight long enough to lose 5 s of it, and the index of its area."""
-    from geolink_edge.data.synthetic import writer
-
-    root = tmp_path_factory.mktemp("fault_world")
-    conf = writer.SynthConfig(
-        locations=2, views=1, size=64, flight_frames=FLIGHT_FRAMES, area_px=1024, workers=1
-    )
-    writer.main(conf, root / "synth")
-    flight = root / "synth" / "flight"
-    area = json.loads((flight / "flight.json").read_text())["area"]
-    index = build_index(root / "synth" / "areas" / area / "ortho.tif", tiny_onnx, root / "index")
-    return flight, index, tiny_onnx
+    return synthetic_flight_world(tmp_path_factory.mktemp("fault_world"), tiny_onnx, FLIGHT_FRAMES)
 
 
 class FlakyCamera(SimReader):

@@ -57,7 +57,8 @@ def bench_runtime(
     if json_out is not None:
         write_json(json_out, result)
     if result["errors"]:
-        raise GeolinkError(f"bench stopped early: {result['errors'][0]}")
+        failed = result["frame_errors"]["count"]
+        raise GeolinkError(f"{failed} of {result['frames']} frames raised, e.g. {result['errors'][0]}")
 
 
 def _metres(value: float | None) -> str:

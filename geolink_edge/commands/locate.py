@@ -15,7 +15,13 @@ def locate(
         None, "--intrinsics", help="camera YAML (OpenCV or ROS camera_info)"
     ),
     heading: float | None = typer.Option(
-        None, "--heading", help="heading of the photo's top, degrees from north"
+        None, "--heading", help="camera heading (the photo's top when nadir), degrees from north"
+    ),
+    pitch: float | None = typer.Option(
+        None, "--pitch", help="camera pitch below the horizon, degrees (90: straight down)"
+    ),
+    roll: float | None = typer.Option(
+        None, "--roll", help="camera roll about its axis, degrees (positive: the photo's right side down)"
     ),
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
     features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
@@ -31,11 +37,15 @@ def locate(
     from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
-    if heading is not None and not math.isfinite(heading):
-        raise GeolinkError(f"--heading must be a finite number of degrees, got {heading}")
-    result = locate_image(
-        image, model, index, intrinsics, heading, altitude, LocateConf(verify=VerifyConf(features=features))
-    )
+    for name, value in (("--heading", heading), ("--pitch", pitch), ("--roll", roll)):
+        if value is not None and not math.isfinite(value):
+            raise GeolinkError(f"{name} must be a finite number of degrees, got {value}")
+    if pitch is not None and not 0.0 < pitch <= 180.0:
+        raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
+    if (pitch is not None or roll is not None) and heading is None:
+        raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
+    conf = LocateConf(verify=VerifyConf(features=features))
+    result = locate_image(image, model, index, intrinsics, heading, altitude, conf, pitch=pitch, roll=roll)
     typer.echo(json.dumps(clean(result)))
 
 

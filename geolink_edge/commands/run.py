@@ -33,10 +33,39 @@ def run(
     mavlink: str | None = typer.Option(
         None, "--mavlink", help="udpout:HOST:PORT | udpin:HOST:PORT | /dev/ttyTHS1:921600"
     ),
-    mavlink_msg: str = typer.Option(
-        "gps_input", "--mavlink-msg", help="gps_input (ArduPilot GPS1_TYPE=14) or odometry"
+    mavlink_target: str = typer.Option(
+        "ardupilot-gps",
+        "--mavlink-target",
+        help="ardupilot-gps (GPS_INPUT), ardupilot-odometry (VISO_TYPE=1) or px4-odometry",
     ),
-    log: Path | None = typer.Option(None, "--log", help="flight log, JSON lines flushed per frame"),
+    sysid: int = typer.Option(1, "--sysid", help="our MAVLink system id (the autopilot's, usually)"),
+    compid: int = typer.Option(191, "--compid", help="our MAVLink component id (191: onboard computer)"),
+    gps_id: int = typer.Option(0, "--gps-id", help="GPS_INPUT gps_id: 0 (GPS1_TYPE=14) or 1 (GPS2_TYPE=14)"),
+    mavlink_rate: float = typer.Option(5.0, "--mavlink-rate", help="position messages per second"),
+    max_track_age: float = typer.Option(
+        3.0, "--max-track-age", help="seconds without a fix after which no position is sent"
+    ),
+    mavlink_delay: float = typer.Option(
+        0.0, "--mavlink-delay", help="send positions this old (s) and set the autopilot's delay to match"
+    ),
+    home_alt: float | None = typer.Option(
+        None, "--home-alt", help="home altitude above sea level (m) until the autopilot reports one"
+    ),
+    mount: str = typer.Option(
+        "body:90", "--mount", help="camera mount KIND[:PITCH[:YAW[:ROLL]]]: body (fixed) or gimbal"
+    ),
+    no_send: bool = typer.Option(
+        False, "--no-send", help="shadow mode: listen to the autopilot and log, send no position"
+    ),
+    log: Path | None = typer.Option(
+        None, "--log", help="flight log, JSON lines; an existing one is kept and NAME.1.jsonl, … written"
+    ),
+    camera_lost: float = typer.Option(
+        2.0, "--camera-lost", help="seconds without a frame before the camera is reported lost"
+    ),
+    no_warm_start: bool = typer.Option(
+        False, "--no-warm-start", help="never start the track from the autopilot's GNSS"
+    ),
     altitude: float | None = typer.Option(
         None, "--altitude", help="height above ground (m) when no autopilot reports it"
     ),
@@ -58,10 +87,12 @@ def run(
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
     from geolink_edge.runtime.locate import LocateConf
+    from geolink_edge.runtime.mount import CameraMount
     from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
     positive("--fps", fps)
+    positive("--camera-lost", camera_lost)
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     conf = loop.RunConf(
@@ -72,8 +103,26 @@ def run(
         width=width,
         height=height,
         fps=fps,
+        camera_lost_s=camera_lost,
+        warm_start=not no_warm_start,
     )
-    summary = loop.main(conf, camera, model, index, intrinsics, mavlink, mavlink_msg, log, console=not quiet)
+    camera_mount = CameraMount.parse(mount)  # checked even when no autopilot is connected
+    link = None
+    if mavlink:
+        link = dict(
+            url=mavlink,
+            target=mavlink_target,
+            sysid=sysid,
+            compid=compid,
+            gps_id=gps_id,
+            rate_hz=mavlink_rate,
+            max_track_age_s=max_track_age,
+            delay_s=mavlink_delay,
+            home_alt_msl=home_alt,
+            mount=camera_mount,
+            send=not no_send,
+        )
+    summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
 
 
