@@ -19,7 +19,7 @@ from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import haversine_m
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
-from geolink_edge.runtime.locate import LocateConf, Locator, open_index
+from geolink_edge.runtime.locate import LocateConf, Locator, near_region, open_index
 from geolink_edge.runtime.mavlink import Estimate
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, SimReader, Telemetry, open_reader
@@ -40,6 +40,7 @@ class RunConf:
     fps: float = 30.0
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     frame_timeout_s: float = 10.0  # give up when a source delivers nothing for this long
+    near: tuple[float, float, float] | None = None  # (lat, lon, radius_m) known start area
 
 
 def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:
@@ -61,9 +62,12 @@ class Pipeline:
         self.locator = Locator(index, conf.locate, intrinsics)
         self.filter = TrackFilter(conf.filter)
         self.mavlink = mavlink
-        # the tile under the drone has its centre within one tile size of it
+        # the tile under the drone has its centre within one tile size of it; a map window around the
+        # prediction already has the frame's footprint as margin
         tile_m = (getattr(index, "manifest", {}).get("tiling") or {}).get("tile_m") or 100.0
-        self.search_floor_m = conf.search_floor_m or float(tile_m)
+        floor = conf.locate.window_floor_m if self.locator.windows is not None else float(tile_m)
+        self.search_floor_m = conf.search_floor_m or floor
+        self.start_region = near_region(index, conf.near) if conf.near is not None else None
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
         source = self.mavlink.telemetry() if self.mavlink is not None else None
@@ -82,7 +86,11 @@ class Pipeline:
         latency["embed"] = (t1 - t0) * 1e3
         telemetry = self.telemetry(frame)
         region = self.filter.search_region(frame.t_sensor, self.conf.search_sigmas, self.search_floor_m)
-        fix = self.locator.locate(frame.image, descriptor, region, telemetry)
+        # until the first track, a known start area is searched candidate by candidate
+        exhaustive = region is None and self.start_region is not None and self.filter.resets == 0
+        fix = self.locator.locate(
+            frame.image, descriptor, self.start_region if exhaustive else region, telemetry, exhaustive
+        )
         t2 = time.perf_counter()
         for stage in ("search", "verify", "pose"):
             latency[stage] = fix.timing_ms.get(f"{stage}_ms", 0.0)

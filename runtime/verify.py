@@ -101,6 +101,7 @@ class Verification:
     frame_xy: np.ndarray | None = None  # inlier pixels in the frame (M, 2)
     tile_xy: np.ndarray | None = None  # their partners in the tile crop (M, 2)
     position: np.ndarray | None = None  # camera (east, north) agreed by the position votes, if voted
+    pixel_to_xy: np.ndarray | None = None  # reference pixel → ground affine, when not the tile crop's
 
     @property
     def ok(self) -> bool:
@@ -125,20 +126,23 @@ class Verifier:
         self._tiles: OrderedDict[int, Features] = OrderedDict()
         self._tile_cache = tile_cache
 
-    def features(self, image: np.ndarray) -> Features:
+    def features(self, image: np.ndarray, mask: np.ndarray | None = None) -> Features:
         """Keypoints (in the image's own pixels) and descriptors.
 
         A frame is not warped north-up first, although the heading is known: the three detectors are
         rotation-invariant, and on a 200-frame synthetic flight warping cost 30 ms a frame (the
         rotated canvas has twice the pixels) and lost a quarter of the agreeing matches to
         interpolation blur and the black corners' edges. The heading enters the geometry instead.
+        ``mask`` (uint8, non-zero where keypoints may lie) keeps them off nodata and canvas borders.
         """
         gray = _gray(image)
         h, w = gray.shape[:2]
         scale = min(1.0, self.conf.max_side / max(h, w))
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        keypoints, descriptors = self.detector.detectAndCompute(gray, None)
+            if mask is not None:
+                mask = cv2.resize(mask, gray.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        keypoints, descriptors = self.detector.detectAndCompute(gray, mask)
         pts = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2) / scale
         return Features(pts, descriptors, (w, h))
 
@@ -148,12 +152,16 @@ class Verifier:
         if cached is not None:
             self._tiles.move_to_end(tile_id)
             return cached
-        features = self.features(load(tile_id))
-        if self.norm == cv2.NORM_L2 and features.descriptors is not None and len(features.xy) >= 2:
-            features.index = _kd_forest(features.descriptors, self.conf.kd_checks)
+        features = self.index_features(self.features(load(tile_id)))
         self._tiles[tile_id] = features
         if len(self._tiles) > self._tile_cache:
             self._tiles.popitem(last=False)
+        return features
+
+    def index_features(self, features: Features) -> Features:
+        """Give reference features that will be matched many times a search structure."""
+        if self.norm == cv2.NORM_L2 and features.descriptors is not None and len(features.xy) >= 2:
+            features.index = _kd_forest(features.descriptors, self.conf.kd_checks)
         return features
 
     def _ratio_matches(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray] | str:
