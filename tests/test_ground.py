@@ -69,7 +69,9 @@ def test_nadir_view_coarsens_to_fit_and_refuses_a_sky_view(scene):
 
 
 def test_frame_pixels_put_the_distortion_back():
-    camera = Intrinsics(fx=400.0, fy=400.0, cx=320.0, cy=240.0, dist=(-0.2, 0.05, 0.0, 0.0), width=640, height=480)
+    camera = Intrinsics(
+        fx=400.0, fy=400.0, cx=320.0, cy=240.0, dist=(-0.2, 0.05, 0.0, 0.0), width=640, height=480
+    )
     frame = np.full((480, 640, 3), 128, np.uint8)
     view = nadir_view(frame, camera, world_to_camera(0.0, 90.0), 50.0, 0.2)
     canvas_xy = view.origin_px[None] + np.array([[0.0, 0.0], [100.0, -40.0], [-150.0, 90.0]])
@@ -99,9 +101,7 @@ def test_window_lattice_holds_the_footprint_of_any_position_in_the_search_circle
         angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0, r)
         drone = np.array([x + distance * math.cos(angle), y + distance * math.sin(angle)])
         # some candidate window holds the whole footprint around the drone
-        held = [
-            np.all(np.abs(drone - k.centre(1.5)) + footprint <= k.half_size(1.5) + 1e-9) for k in keys
-        ]
+        held = [np.all(np.abs(drone - k.centre(1.5)) + footprint <= k.half_size(1.5) + 1e-9) for k in keys]
         assert any(held)
     assert windows.keys_for_points([(0.0, 0.0), (1.0, 1.0)], footprint, 0.25) == windows.keys_near(
         0.0, 0.0, 0.0, footprint, 0.25
