@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.run import NEAR_HELP
+
 
 def locate(
     image: Path = typer.Argument(..., help="a nadir photo (any size)"),
@@ -19,12 +21,13 @@ def locate(
     ),
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
     features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
+    near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
     import math
 
-    from geolink_edge.commands.run import positive
+    from geolink_edge.commands.run import parse_near, positive
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.locate import LocateConf, locate_image
     from geolink_edge.runtime.sinks import clean
@@ -33,9 +36,8 @@ def locate(
     positive("--altitude", altitude)
     if heading is not None and not math.isfinite(heading):
         raise GeolinkError(f"--heading must be a finite number of degrees, got {heading}")
-    result = locate_image(
-        image, model, index, intrinsics, heading, altitude, LocateConf(verify=VerifyConf(features=features))
-    )
+    conf = LocateConf(verify=VerifyConf(features=features))
+    result = locate_image(image, model, index, intrinsics, heading, altitude, conf, parse_near(near))
     typer.echo(json.dumps(clean(result)))
 
 

@@ -19,6 +19,26 @@ def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
         raise GeolinkError(f"{name} must be a positive number, got {value}")
 
 
+def parse_near(value: str | None) -> tuple[float, float, float] | None:
+    """``LAT,LON,RADIUS_M`` → a tuple, or a one-line error."""
+    import math
+
+    from geolink_edge.errors import GeolinkError
+
+    if value is None:
+        return None
+    try:
+        lat, lon, radius = (float(v) for v in value.split(","))
+    except ValueError:
+        raise GeolinkError(f"--near must be LAT,LON,RADIUS_M (three numbers), got {value!r}") from None
+    if not (abs(lat) <= 90 and abs(lon) <= 180 and math.isfinite(radius) and radius > 0):
+        raise GeolinkError(f"--near {value}: latitude, longitude or radius out of range")
+    return lat, lon, radius
+
+
+NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
+
+
 def run(
     camera: str = typer.Option(
         ..., "--camera", help="/dev/videoN, v4l2://, csi://N, rtsp://, a video, a folder, sim://FLIGHT"
@@ -50,6 +70,7 @@ def run(
     every_frame: bool = typer.Option(
         False, "--every-frame", help="replay recordings frame by frame, unpaced"
     ),
+    near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
@@ -72,6 +93,7 @@ def run(
         width=width,
         height=height,
         fps=fps,
+        near=parse_near(near),
     )
     summary = loop.main(conf, camera, model, index, intrinsics, mavlink, mavlink_msg, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
