@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+
 
 def locate(
     image: Path = typer.Argument(..., help="a nadir photo (any size)"),
@@ -18,7 +20,8 @@ def locate(
         None, "--heading", help="heading of the photo's top, degrees from north"
     ),
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
-    features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
+    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
@@ -28,13 +31,18 @@ def locate(
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.locate import LocateConf, locate_image
     from geolink_edge.runtime.sinks import clean
-    from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
     if heading is not None and not math.isfinite(heading):
         raise GeolinkError(f"--heading must be a finite number of degrees, got {heading}")
     result = locate_image(
-        image, model, index, intrinsics, heading, altitude, LocateConf(verify=VerifyConf(features=features))
+        image,
+        model,
+        index,
+        intrinsics,
+        heading,
+        altitude,
+        LocateConf(verify=verify_conf(features, matcher)),
     )
     typer.echo(json.dumps(clean(result)))
 
