@@ -100,7 +100,7 @@ class MapWindows:
         read = self.read(centre[0], centre[1], half, key.gsd_m)
         mask = np.asarray(read.valid, dtype=np.uint8) * 255
         features = self.verifier.features(read.image, mask)
-        self.verifier.index_features(features)
+        self.verifier.matcher.prepare(features)
         window = Window(key, centre, half, np.asarray(read.pixel_to_xy, dtype=np.float64), features)
         self._cache[key] = window
         if len(self._cache) > self._size:

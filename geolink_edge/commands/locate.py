@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
 from geolink_edge.commands.run import NEAR_HELP
 
 
@@ -20,7 +21,8 @@ def locate(
         None, "--heading", help="heading of the photo's top, degrees from north"
     ),
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
-    features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
+    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
@@ -31,12 +33,11 @@ def locate(
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.locate import LocateConf, locate_image
     from geolink_edge.runtime.sinks import clean
-    from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
     if heading is not None and not math.isfinite(heading):
         raise GeolinkError(f"--heading must be a finite number of degrees, got {heading}")
-    conf = LocateConf(verify=VerifyConf(features=features))
+    conf = LocateConf(verify=verify_conf(features, matcher))
     result = locate_image(image, model, index, intrinsics, heading, altitude, conf, parse_near(near))
     typer.echo(json.dumps(clean(result)))
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+
 
 def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
     """Refuse a negative, zero (unless allowed) or non-finite numeric option in one line."""
@@ -61,9 +63,8 @@ def run(
         None, "--altitude", help="height above ground (m) when no autopilot reports it"
     ),
     max_frames: int | None = typer.Option(None, "--max-frames", help="stop after this many frames"),
-    features: str = typer.Option(
-        "sift", "--features", help="local features for verification: sift, orb or akaze"
-    ),
+    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     width: int = typer.Option(1280, "--width", help="camera frame width (V4L2, CSI)"),
     height: int = typer.Option(720, "--height", help="camera frame height (V4L2, CSI)"),
     fps: float = typer.Option(30.0, "--fps", help="camera frame rate (V4L2, CSI)"),
@@ -79,14 +80,13 @@ def run(
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
     from geolink_edge.runtime.locate import LocateConf
-    from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
     positive("--fps", fps)
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     conf = loop.RunConf(
-        locate=LocateConf(verify=VerifyConf(features=features)),
+        locate=LocateConf(verify=verify_conf(features, matcher)),
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
