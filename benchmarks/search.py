@@ -52,7 +52,7 @@ def index_types(n: int) -> dict[str, tuple[str, str]]:
 
 
 def write_bundle(root: Path, index, xy: np.ndarray, params: str) -> None:
-    """A bundle whose tiles sit on the given xy grid (no crops: search does not read them)."""
+    """A bundle whose tiles sit on the given xy grid (no map store: search does not read it)."""
     root.mkdir(parents=True)
     faiss.write_index(index, str(root / INDEX_FAISS))
     affine = np.eye(2, 3)

@@ -33,7 +33,12 @@ def build(
     tile_m: float = typer.Option(None, help="tile footprint in metres (default: the model card's tile_m)"),
     stride_m: float = typer.Option(None, help="grid step in metres (default: half the tile)"),
     scales: str = typer.Option("1", help="footprint multipliers for other altitudes, e.g. 1,1.5,2"),
-    crop_px: int = typer.Option(None, help="stored crop size (default: max(model input, 512))"),
+    crop_px: int = typer.Option(
+        None, help="tile crop size for embedding and tile images (default: max(model input, 512))"
+    ),
+    map_gsd: float = typer.Option(
+        None, help="map store resolution in m/px (default: the finest source's native GSD)"
+    ),
     min_valid: float = typer.Option(
         0.98, help="least fraction of a tile that must hold imagery (not nodata)"
     ),
@@ -63,6 +68,7 @@ def build(
             batch_size=batch_size,
             workers=workers,
             crs=crs,
+            map_gsd=map_gsd,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -99,7 +105,7 @@ def info(bundle: Path = typer.Argument(..., help="index bundle folder")) -> None
     )
     typer.echo(f"model {str(index.model_hash)[:12]}, crs {index.crs}, origin {m.get('origin')}")
     typer.echo(
-        f"tiling {m.get('tiling')}, crops {m.get('crop_px')} px, extent {extent[0]:.0f} x {extent[1]:.0f} m"
+        f"tiling {m.get('tiling')}, map {m.get('map_gsd_m')} m/px, extent {extent[0]:.0f} x {extent[1]:.0f} m"
     )
 
 
