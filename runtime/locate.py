@@ -226,6 +226,7 @@ class Locator:
             )
             self.windows = MapWindows(index.map_window, Verifier(window_conf), conf.window_factor)
             self.canvas_verifier = Verifier(replace(conf.verify, max_side=conf.max_canvas_px))
+        self._gsd: float | None = None  # the matching GSD in use
         self.frame_gsd: float | None = None  # measured by the last fix when the camera is unknown
         self.heading: float | None = None  # of the last fix, to turn frames for non-invariant features
 
@@ -311,7 +312,11 @@ class Locator:
     def _match_gsd(self, frame_gsd: float) -> float:
         if self.conf.match_gsd_m is not None:
             return self.conf.match_gsd_m
-        return quantize_up(max(frame_gsd, self.index.map_gsd_m) * self.conf.match_gsd_factor, 4)
+        gsd = quantize_up(max(frame_gsd, self.index.map_gsd_m) * self.conf.match_gsd_factor, 4)
+        # a steady resolution keeps the cached windows: move only when a whole ladder step off
+        if self._gsd is None or abs(math.log2(gsd / self._gsd)) > 0.3:
+            self._gsd = gsd
+        return self._gsd
 
     def _views(self, image: np.ndarray, telemetry: Telemetry | None) -> tuple[str, list[GroundView]]:
         """The consensus this frame allows and its ground views (one per GSD guess)."""

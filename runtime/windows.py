@@ -61,12 +61,13 @@ class MapWindows:
         self.factor = factor
         self._cache: OrderedDict[WindowKey, Window] = OrderedDict()
         self._size = cache
+        self._radius: float | None = None
 
     def keys_near(
         self, x: float, y: float, radius_m: float, footprint_m: float, gsd_m: float
     ) -> list[WindowKey]:
         """Windows whose cells meet the circle (x, y, radius_m), nearest centre first."""
-        r = quantize_up(footprint_m, 2)
+        r = self._lattice_radius(footprint_m)
         step = 2.0 * (self.factor - 1.0) * r
         lo = np.floor((np.array([x, y]) - radius_m) / step + 0.5).astype(int)
         hi = np.floor((np.array([x, y]) + radius_m) / step + 0.5).astype(int)
@@ -79,6 +80,14 @@ class MapWindows:
                 if math.hypot(dx, dy) <= radius_m:
                     keys.append(WindowKey(col, row, r, gsd_m))
         return sorted(keys, key=lambda k: math.hypot(k.col * step - x, k.row * step - y))
+
+    def _lattice_radius(self, footprint_m: float) -> float:
+        """The lattice's footprint radius: the last one while it still holds the footprint without
+        being more than twice it (a height that wavers about a ladder step keeps its windows)."""
+        last = self._radius
+        if last is None or not footprint_m <= last <= 2.0 * footprint_m:
+            last = self._radius = quantize_up(footprint_m, 2)
+        return last
 
     def keys_for_points(
         self, points: list[tuple[float, float]], footprint_m: float, gsd_m: float
