@@ -48,7 +48,12 @@ def synth_case(work: Path, name: str, options: dict, model: Path, frames: int) -
         conf = writer.SynthConfig(locations=2, views=1, size=64, flight_frames=frames, workers=1, **options)
         writer.main(conf, root / "world")
         area = json.loads((flight / "flight.json").read_text())["area"]
-        build(BuildConfig(tile_m=80.0, workers=1), model, index, ortho=[root / "world" / "areas" / area / "ortho.tif"])
+        build(
+            BuildConfig(tile_m=80.0, workers=1),
+            model,
+            index,
+            ortho=[root / "world" / "areas" / area / "ortho.tif"],
+        )
     return flight, index
 
 
@@ -153,12 +158,18 @@ def draw_path(index_dir: Path, records: list[dict], out: Path, gsd_m: float = 1.
 
 
 def fmt(value, spec: str) -> str:
-    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and not math.isfinite(value))
+        else format(value, spec)
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="encoder (.onnx) the indexes are built with")
+    parser.add_argument(
+        "--model", type=Path, required=True, help="encoder (.onnx) the indexes are built with"
+    )
     parser.add_argument("--work", type=Path, required=True, help="folder for the worlds and indexes (reused)")
     parser.add_argument("--features", nargs="+", default=["sift"], help="extractor[:matcher] names or files")
     parser.add_argument("--cases", nargs="+", default=["season", "low", "campus"])
@@ -186,15 +197,19 @@ def main() -> None:
                 frames = video_frames(args.campus / "flight.mp4", args.video_every, args.video_frames)
                 result = run_case(frames, args.model, index, replace(conf, near=parse_near(args.near)))
                 if args.paths:
-                    draw_path(index, result["records"], args.paths / f"campus_path_{spec.replace(':', '_')}.png")
+                    draw_path(
+                        index, result["records"], args.paths / f"campus_path_{spec.replace(':', '_')}.png"
+                    )
             else:
                 flight, index = synth_case(args.work, case, synth[case], args.model, args.frames)
                 result = run_case(sim_frames(flight, args.frames), args.model, index, conf)
             rows.append((case, spec, result))
             print(f"{case} {spec}: fix rate {result['fix_rate']:.3f}", flush=True)
     print()
-    print("| case | features:matcher | frames | fix rate | median / p90 m | largest jump (excess) m "
-          "| verify ms/frame | ms/candidate |")
+    print(
+        "| case | features:matcher | frames | fix rate | median / p90 m | largest jump (excess) m "
+        "| verify ms/frame | ms/candidate |"
+    )
     print("|---|---|---:|---:|---|---|---:|---:|")
     for case, spec, r in rows:
         print(
