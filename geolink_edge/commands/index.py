@@ -22,13 +22,16 @@ def _scales(text: str) -> tuple[float, ...]:
 def build(
     model: Path = typer.Option(..., help="encoder to embed with (.onnx, .int8.onnx, .engine or .pt)"),
     out: Path = typer.Option(..., help="bundle folder to write (with --shard: the shards' root folder)"),
-    ortho: list[Path] = typer.Option(None, help="GeoTIFF orthophoto (any CRS, 3+ bands); repeatable"),
+    ortho: list[Path] = typer.Option(None, help="GeoTIFF orthophoto (any CRS, RGB or palette); repeatable"),
     tiles: Path = typer.Option(
         None, help="corner CSV: Filename,Top_left_lat,Top_left_lon,Bottom_right_lat,Bottom_right_long"
     ),
     xyz: Path = typer.Option(None, help="Web-Mercator tile pyramid folder {z}/{x}/{y}.png|jpg"),
     crs: str = typer.Option(
-        None, help="CRS for rasters that have none: EPSG:<code>, or 'local' for plain metres"
+        None, help="CRS of the rasters, replacing their own label: EPSG:<code>, or 'local' for plain metres"
+    ),
+    nodata: float = typer.Option(
+        None, help="raster colour value that means no imagery (e.g. 0 for an untagged black border)"
     ),
     tile_m: float = typer.Option(None, help="tile footprint in metres (default: the model card's tile_m)"),
     stride_m: float = typer.Option(None, help="grid step in metres (default: half the tile)"),
@@ -40,7 +43,7 @@ def build(
         None, help="map store resolution in m/px (default: the finest source's native GSD)"
     ),
     min_valid: float = typer.Option(
-        0.98, help="least fraction of a tile that must hold imagery (not nodata)"
+        None, help="least fraction of a tile that must hold imagery, not nodata (default 0.6)"
     ),
     index_type: str = typer.Option(
         "auto", help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string"
@@ -57,17 +60,19 @@ def build(
 
     from geolink_edge.index.build import BuildConfig, main
 
+    given = {"min_valid": min_valid} if min_valid is not None else {}
     try:
         conf = BuildConfig(
+            **given,
             tile_m=tile_m,
             stride_m=stride_m,
             scales=_scales(scales),
             crop_px=crop_px,
-            min_valid=min_valid,
             index_type=index_type,
             batch_size=batch_size,
             workers=workers,
             crs=crs,
+            nodata=nodata,
             map_gsd=map_gsd,
         )
     except ValidationError as exc:

@@ -30,6 +30,7 @@ from geolink_edge.index.bundle import INDEX_FAISS, Tile, write_metadata
 from geolink_edge.index.mapbuild import finished_chunks, plan_map, render_map_rows, write_map
 from geolink_edge.index.sources import Layer, open_sources
 from geolink_edge.index.tiling import (
+    DEFAULT_MIN_VALID,
     MIN_CROP_PX,
     Georef,
     TilingConfig,
@@ -70,11 +71,12 @@ class BuildConfig(BaseModel):
     stride_m: float | None = Field(None, gt=0, le=100_000)
     scales: tuple[float, ...] = (1.0,)
     crop_px: int | None = Field(None, ge=16, le=4096)
-    min_valid: float = Field(0.98, gt=0, le=1)
+    min_valid: float = Field(DEFAULT_MIN_VALID, gt=0, le=1)
     index_type: str = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
     workers: int = Field(2, ge=1, le=64)
     crs: str | None = None
+    nodata: float | None = None
     map_gsd: float | None = Field(None, gt=0, le=1000)
 
 
@@ -137,6 +139,7 @@ def _source_identity(layers: list[Layer]) -> list[dict]:
             {
                 "name": layer.name,
                 "crs": layer.crs,
+                "nodata": getattr(layer, "nodata", None),
                 "bytes": stat.st_size if stat else None,
                 "mtime": stat.st_mtime_ns if stat else None,
             }
@@ -333,7 +336,7 @@ def main(
     embedder = load_embedder(model)
     card = embedder.card
     tiling = resolve_tiling(conf, card)
-    layers = open_sources(ortho, tiles_csv, xyz, conf.crs)
+    layers = open_sources(ortho, tiles_csv, xyz, conf.crs, conf.nodata)
     georef = make_georef(layers)
     boxes = layer_boxes(layers, georef)
     plan = plan_tiles(boxes, tiling)

@@ -26,6 +26,10 @@ from geolink_edge.index.sources import LOCAL, WGS84, Layer
 # the same crop to its input, so one stored image serves both.
 MIN_CROP_PX = 512
 MAX_TILES = 20_000_000
+# Least share of a tile that must hold imagery. Real orthomosaics have ragged nodata borders: on a
+# 0.9 km campus mosaic (150 m tiles, stride 75 m) 0.98 kept 55 tiles covering 81 % of the imagery,
+# 0.75 kept 78 (98.7 %), 0.6 kept 83 (99.6 %), 0.5 kept 91 (99.8 %).
+DEFAULT_MIN_VALID = 0.6
 
 
 class TilingConfig(BaseModel):
@@ -37,7 +41,7 @@ class TilingConfig(BaseModel):
     stride_m: float = Field(gt=0, le=100_000)
     scales: tuple[float, ...] = (1.0,)
     crop_px: int = Field(MIN_CROP_PX, ge=16, le=4096)
-    min_valid: float = Field(0.98, gt=0, le=1)
+    min_valid: float = Field(DEFAULT_MIN_VALID, gt=0, le=1)
 
     @field_validator("scales")
     @classmethod
