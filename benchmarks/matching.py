@@ -183,8 +183,8 @@ def main() -> None:
     from geolink_edge.commands.run import parse_near
 
     synth = {
-        "season": {"flight_map_style": "winter"},
-        "low": {"flight_altitude": 40.0, "gsd": 0.5},
+        "season": {"map_season": "winter"},
+        "low": {"flight_altitude": 40.0, "map_gsd": 0.5},
     }
     rows = []
     for case in args.cases:

@@ -62,6 +62,8 @@ class LocateConf:
     k_windows: int = 8  # windows verified after a global search
     frame_gsd_tries: tuple[float, ...] = (0.3, 0.15, 0.6)  # m/px guesses without height or intrinsics
     window_floor_m: float = 10.0  # least radius of a near search through windows
+    ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
+    window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
 
 
 @dataclass
@@ -302,8 +304,10 @@ class Locator:
                 key.half_size(self.conf.window_factor),
                 key.gsd_m,
             ]
+        learning = fix.consensus in ("learned", "homography")
+        fix.consensus = "votes" if best.position is not None else "homography"
         self._position(fix, best, image.shape, telemetry)
-        if fix.ok and fix.consensus == "homography" and best.homography is not None:
+        if fix.ok and learning and best.homography is not None:
             self._learn_camera(fix, best, image.shape)
         timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
         return fix
@@ -329,11 +333,14 @@ class Locator:
                 image, intrinsics, world_to_camera, telemetry.altitude, gsd, self.conf.max_canvas_px
             )
             return "votes", [view] if view is not None else []
+        if self.frame_gsd is not None and self.heading is not None:
+            # the camera a recent fix measured: a north-up view whose matches vote, like a known camera's
+            view = scaled_view(image, self.frame_gsd, self._match_gsd(self.frame_gsd), self.heading)
+            return "learned", [view]
         guesses = [self.frame_gsd] if self.frame_gsd else list(self.conf.frame_gsd_tries)
         heading = None
         if self.conf.verify.features not in ROTATION_INVARIANT:
-            known = telemetry.yaw if telemetry is not None and telemetry.yaw is not None else None
-            heading = known if known is not None else self.heading
+            heading = telemetry.yaw if telemetry is not None and telemetry.yaw is not None else None
         gsd = self._match_gsd(max(guesses))  # one resolution for every guess: the windows are shared
         return "homography", [scaled_view(image, g, gsd, heading) for g in guesses]
 
@@ -365,13 +372,22 @@ class Locator:
             window = self.windows.window(keys[i])
             tried = []
             for (view, features), offset in zip(frames, offsets, strict=True):
-                if consensus == "votes":
+                if consensus != "homography":
                     result = matcher.verify_by_votes(i, features, window.features, offset, window.pixel_to_xy)
-                else:
-                    result = matcher.verify(i, features, window.features)
-                if result.ok:
-                    return _to_frame(result, view, window.pixel_to_xy)
-                tried.append(result)
+                    if result.ok and consensus == "learned" and result.homography is None:
+                        # votes alone would keep a stale heading: without a homography that measures
+                        # the camera again, the RANSAC homography below decides
+                        result.reason = "votes without a plausible homography"
+                    if result.ok:
+                        return _to_frame(result, view, window.pixel_to_xy)
+                    tried.append(result)
+                if consensus != "votes":  # the homography needs no heading (the drone may have turned)
+                    ransac_px = self.conf.ground_ransac_m / view.gsd_m
+                    ratio = self.conf.window_min_inlier_ratio
+                    result = matcher.verify(i, features, window.features, ransac_px, ratio)
+                    if result.ok:
+                        return _to_frame(result, view, window.pixel_to_xy)
+                    tried.append(result)
             return max(tried, key=lambda v: v.inliers)
 
         return consensus, keys, check
@@ -455,13 +471,16 @@ class Locator:
             ground = np.c_[_to_ground(affine, match.tile_xy), np.zeros(len(match.tile_xy))]
             pose, why_not = planar_pnp(match.frame_xy, ground, intrinsics, self.conf.max_reproj_px)
         below = self._below_camera(match, affine, intrinsics, telemetry)
+        if intrinsics is None and match.homography is not None:
+            below = None  # an unknown camera: the homography gives the position and the heading
         if below is not None:
             # With the attitude known, the ground point below the camera gives the position without
             # assuming level ground; PnP on sloping terrain would tilt the camera and shift it sideways.
             method, xy = below
             sigma = self.conf.sigma_votes_m if method == "votes" else self.conf.sigma_floor_m
             cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(2) * sigma**2
-            heading = pose.heading if pose is not None else float(telemetry.yaw)
+            known = telemetry is not None and telemetry.yaw is not None
+            heading = pose.heading if pose is not None else float(telemetry.yaw if known else self.heading)
             self._finish(fix, method, xy, cov, heading, float(pose.centre[2]) if pose is not None else None)
             return
         if pose is not None:

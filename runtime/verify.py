@@ -119,9 +119,19 @@ class Verifier:
             return f"too few matches ({len(query)})"
         return query, train
 
-    def verify(self, tile_id: int, frame: Features, tile: Features) -> Verification:
-        """Consensus on a RANSAC homography (nothing known about the camera)."""
+    def verify(
+        self,
+        tile_id: int,
+        frame: Features,
+        tile: Features,
+        ransac_px: float | None = None,
+        min_inlier_ratio: float | None = None,
+    ) -> Verification:
+        """Consensus on a RANSAC homography (nothing known about the camera); the tolerance and the
+        least inlier share default to the conf's."""
         conf = self.conf
+        ransac_px = conf.ransac_px if ransac_px is None else ransac_px
+        min_ratio = conf.min_inlier_ratio if min_inlier_ratio is None else min_inlier_ratio
         matches = self.match(frame, tile)
         if isinstance(matches, str):
             return Verification(tile_id, 0, matches)
@@ -129,13 +139,13 @@ class Verifier:
         if len(src) < conf.min_inliers:
             return Verification(tile_id, 0, f"too few matches ({len(src)})")
         homography, mask = cv2.findHomography(
-            src, dst, cv2.USAC_MAGSAC, conf.ransac_px, confidence=0.999, maxIters=2000
+            src, dst, cv2.USAC_MAGSAC, ransac_px, confidence=0.999, maxIters=2000
         )
         if homography is None or mask is None:
             return Verification(tile_id, 0, "no homography")
         keep = mask.ravel().astype(bool)
         inliers = int(keep.sum())
-        if inliers < conf.min_inliers or inliers < conf.min_inlier_ratio * len(src):
+        if inliers < conf.min_inliers or inliers < min_ratio * len(src):
             return Verification(tile_id, inliers, f"too few inliers ({inliers} of {len(src)})")
         return self._checked(tile_id, homography, src[keep], dst[keep], frame.size)
 
