@@ -373,7 +373,13 @@ class Locator:
             tried = []
             for (view, features), offset in zip(frames, offsets, strict=True):
                 if consensus != "homography":
-                    result = matcher.verify_by_votes(i, features, window.features, offset, window.pixel_to_xy)
+                    reference = window.features
+                    if region is not None and not exhaustive:
+                        # the view's reference point lies within the prior circle: so does any match's
+                        # ground point, give or take the view's radius
+                        reach = region[2] + view.radius_m + self.conf.verify.vote_m
+                        reference = window.near(region[0], region[1], reach)
+                    result = matcher.verify_by_votes(i, features, reference, offset, window.pixel_to_xy)
                     if result.ok and consensus == "learned" and result.homography is None:
                         # votes alone would keep a stale heading: without a homography that measures
                         # the camera again, the RANSAC homography below decides

@@ -44,6 +44,17 @@ class Window:
     pixel_to_xy: np.ndarray  # (2, 3) window pixel → index metric frame
     features: Features
 
+    def near(self, x: float, y: float, reach_m: float) -> Features:
+        """The window's features within ``reach_m`` (a square) of (x, y): matching only where the
+        prior allows keeps the ratio test from failing on look-alikes elsewhere in the window."""
+        f = self.features
+        ground = f.xy.astype(np.float64) @ self.pixel_to_xy[:, :2].T + self.pixel_to_xy[:, 2]
+        keep = np.all(np.abs(ground - (x, y)) <= reach_m, axis=1)
+        if keep.all():
+            return f
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        return Features(f.xy[keep], pick(f.descriptors), f.size, scores=pick(f.scores), kind=f.kind)
+
 
 class MapWindows:
     """Lattice planning and an LRU cache of window features; ``read(x, y, half, gsd)`` returns a
