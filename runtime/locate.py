@@ -341,7 +341,7 @@ class Locator:
         heading = None
         if self.conf.verify.features not in ROTATION_INVARIANT:
             heading = telemetry.yaw if telemetry is not None and telemetry.yaw is not None else None
-        gsd = self._match_gsd(max(guesses))  # one resolution for every guess: the windows are shared
+        gsd = self._match_gsd(guesses[0])  # one resolution for every guess: the windows are shared
         return "homography", [scaled_view(image, g, gsd, heading) for g in guesses]
 
     def _window_checker(
@@ -356,7 +356,7 @@ class Locator:
         consensus, views = self._views(image, telemetry)
         if not views:
             return consensus, [], lambda i: Verification(i, 0, "the frame does not see the ground")
-        footprint = max(view.radius_m for view in views)
+        footprint = views[0].radius_m  # the likeliest guess sizes the windows: the others still overlap
         gsd = views[0].gsd_m
         if region is not None:
             keys = self.windows.keys_near(*region, footprint, gsd)

@@ -68,6 +68,7 @@ class Pipeline:
         floor = conf.locate.window_floor_m if self.locator.windows is not None else float(tile_m)
         self.search_floor_m = conf.search_floor_m or floor
         self.start_region = near_region(index, conf.near) if conf.near is not None else None
+        self.last_fix: tuple[float, float, float] | None = None  # (t, x, y) of the latest fix
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
         source = self.mavlink.telemetry() if self.mavlink is not None else None
@@ -86,15 +87,21 @@ class Pipeline:
         latency["embed"] = (t1 - t0) * 1e3
         telemetry = self.telemetry(frame)
         region = self.filter.search_region(frame.t_sensor, self.conf.search_sigmas, self.search_floor_m)
-        # until the first track, a known start area is searched candidate by candidate
+        # until the first track, a known start area is searched candidate by candidate (around the
+        # last fix while a second one is awaited)
         exhaustive = region is None and self.start_region is not None and self.filter.resets == 0
-        fix = self.locator.locate(
-            frame.image, descriptor, self.start_region if exhaustive else region, telemetry, exhaustive
-        )
+        if exhaustive:
+            region = self.start_region
+            if self.last_fix is not None:
+                t, x, y = self.last_fix
+                reach = self.conf.filter.max_speed * abs(frame.t_sensor - t) + self.search_floor_m
+                region = (x, y, reach) if reach < region[2] else region
+        fix = self.locator.locate(frame.image, descriptor, region, telemetry, exhaustive)
         t2 = time.perf_counter()
         for stage in ("search", "verify", "pose"):
             latency[stage] = fix.timing_ms.get(f"{stage}_ms", 0.0)
         if fix.ok:
+            self.last_fix = (frame.t_sensor, fix.x, fix.y)
             update = self.filter.update(frame.t_sensor, np.array([fix.x, fix.y]), np.asarray(fix.cov))
         else:
             update = self.filter.miss(frame.t_sensor)
