@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from geolink_edge.atomic import write_bytes
+from geolink_edge.backends.metadata import CARD_KEY, PRECISION_KEY, read_onnx_metadata
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
 from geolink_edge.export.sidecar import gpu_identity, make_sidecar, sha256_file, write_sidecar
 
 TENSORRT_HINT = "build the engine on the target, where JetPack provides TensorRT"
-CARD_KEY = "geolink_model_card"
-PRECISION_KEY = "geolink_precision"
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,7 @@ def read_timing_cache(path: Path | None) -> bytes:
 
 def onnx_metadata(onnx_path: Path) -> tuple[ModelCard, str]:
     """(model card, precision) recorded in the ONNX by geolink-edge export."""
-    onnx = require("onnx", "pip install onnx (it reads the model card of the ONNX)")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own decode errors
-        raise GeolinkError(f"{onnx_path}: not an ONNX model ({str(exc).splitlines()[0][:120]})") from None
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = read_onnx_metadata(onnx_path)
     if CARD_KEY not in meta:
         raise GeolinkError(
             f"{onnx_path}: ONNX has no geolink model card (export it with geolink-edge export)"

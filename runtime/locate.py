@@ -406,7 +406,7 @@ def locate_image(
     conf: LocateConf = LocateConf(),
 ) -> dict:
     """One photo → one fix (a global search: a single image has no track to narrow it)."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from geolink_edge.backends import load_embedder
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, MissingDependency
 from geolink_edge.export.engine import EngineConf, profile_shapes, read_timing_cache
@@ -21,7 +22,6 @@ from geolink_edge.export.sidecar import (
     sidecar_path,
     write_sidecar,
 )
-from geolink_edge.runtime.backends import load_embedder
 
 HAS_TENSORRT = (
     importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
@@ -140,7 +140,7 @@ def test_tensorrt_backend_imports_without_tensorrt_pycuda_torch():
     code = (
         "import sys\n"
         "for m in ('torch', 'timm', 'tensorrt', 'pycuda', 'pycuda.driver', 'onnx'): sys.modules[m] = None\n"
-        "import geolink_edge.runtime.tensorrt_backend, geolink_edge.export.engine\n"
+        "import geolink_edge.backends.tensorrt_engine, geolink_edge.export.engine\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -149,9 +149,8 @@ def test_tensorrt_backend_imports_without_tensorrt_pycuda_torch():
 
 @pytest.mark.skipif(not HAS_TENSORRT, reason="TensorRT and pycuda are only on the target")
 def test_build_and_run_engine_matches_onnxruntime(tiny_onnx, tmp_path):
+    from geolink_edge.backends import OnnxEmbedder, TensorRTEmbedder
     from geolink_edge.export.engine import build_engine
-    from geolink_edge.runtime.backends import OnnxEmbedder
-    from geolink_edge.runtime.tensorrt_backend import TensorRTEmbedder
 
     cache = tmp_path / "timing.cache"
     engine = build_engine(tiny_onnx, tmp_path / "encoder.engine", EngineConf(max_batch=4, timing_cache=cache))
