@@ -34,3 +34,16 @@ def create_net(name: str, *args, **kwargs):
             f"no learned network {name!r} (choose from {', '.join(EXTRACTOR_NETS + MATCHER_NETS)})"
         )
     return importlib.import_module(f"{__name__}.{name}").Net(*args, **kwargs).eval()
+
+
+def describe_extractor(name: str, net, max_keypoints: int, input_size: tuple[int, int] | None) -> dict:
+    """What the runtime needs to know of an extractor network (recorded in an exported file)."""
+    return {
+        "kind": "extractor",
+        "name": name,
+        "divisor": net.divisor,
+        "min_score": net.min_score,
+        "descriptor_dim": net.descriptor_dim,
+        "max_keypoints": max_keypoints,
+        "input_size": None if input_size is None else list(input_size),
+    }

@@ -15,6 +15,7 @@ HINT = "aliked needs the match extra: pip install 'geolink-edge[match]'"
 class Net(nn.Module):
     divisor = 32
     min_score = 0.0
+    onnx_export = (True, 19)  # (torch.export-based exporter, opset): DeformConv needs opset 19
     descriptor_dim = 128
 
     def __init__(self, max_keypoints: int = 1024, weights: str | None = None):

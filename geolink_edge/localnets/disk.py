@@ -15,6 +15,7 @@ HINT = "disk needs the match extra: pip install 'geolink-edge[match]'"
 class Net(nn.Module):
     divisor = 16  # the U-Net halves the image four times
     min_score = 0.0  # DISK keeps maxima of positive logit only
+    onnx_export = (False, 17)  # (torch.export-based exporter, opset): the TorchScript exporter, static shapes
     descriptor_dim = 128
 
     def __init__(self, max_keypoints: int = 1024, weights: str | None = None):

@@ -11,6 +11,8 @@ HINT = "lighterglue needs the match extra: pip install 'geolink-edge[match]'"
 
 
 class Net(nn.Module):
+    onnx_export = (True, 18)  # the TorchScript exporter fails on its attention; torch.export does not
+
     def __init__(
         self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
     ):

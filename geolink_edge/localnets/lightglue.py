@@ -16,6 +16,8 @@ TRAINED_FOR = ("disk", "aliked")
 
 
 class Net(nn.Module):
+    onnx_export = (True, 18)  # the TorchScript exporter fails on its attention; torch.export does not
+
     def __init__(
         self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
     ):

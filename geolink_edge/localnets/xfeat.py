@@ -16,6 +16,7 @@ HINT = "xfeat needs the match extra: pip install 'geolink-edge[match]'"
 class Net(nn.Module):
     divisor = 32
     min_score = 0.0  # maxima below XFeat's 0.05 detection threshold score 0
+    onnx_export = (False, 17)  # (torch.export-based exporter, opset): the TorchScript exporter, static shapes
     descriptor_dim = 64
     detection_threshold = 0.05
 
