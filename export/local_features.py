@@ -109,11 +109,15 @@ def export_matcher(
         torch.nn.functional.normalize(torch.randn(1, count, descriptor_dim, generator=generator), dim=-1)
         for _ in range(2)
     ]
-    size = torch.tensor([[float(conf.size), float(conf.size)]])
+    # two distinct tensors: the exporter would make one input of a tensor passed twice
+    sizes = [
+        torch.tensor([[float(conf.size), float(conf.size)]]),
+        torch.tensor([[conf.size * 0.75, conf.size * 0.5]]),
+    ]
     names = MATCHER_IO[0] + MATCHER_IO[1]
     dynamic = {n: {1: "n" if n.endswith("1") else "m"} for n in names if not n.startswith("size")}
     spec = {"kind": "matcher", "name": name, "features": features, "descriptor_dim": descriptor_dim}
-    return _export(net, (*keypoints, *descriptors, size, size), path, MATCHER_IO, dynamic, spec)
+    return _export(net, (*keypoints, *descriptors, *sizes), path, MATCHER_IO, dynamic, spec)
 
 
 def main(conf: MatchingExportConf, pair: str, out: str | Path) -> Path:

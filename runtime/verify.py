@@ -106,6 +106,7 @@ class Verifier:
             turned = self._detect(np.rot90(image, quarter), None if mask is None else np.rot90(mask, quarter))
             turned.xy = _unturn(turned.xy, quarter, image.shape[1], image.shape[0])
             parts.append(turned)
+        parts = [p for p in parts if len(p.xy)] or parts[:1]  # a turn that found nothing has no descriptors
         if len(parts) == 1:
             return parts[0]
         bounds = np.cumsum([0] + [len(p.xy) for p in parts])
@@ -142,7 +143,7 @@ class Verifier:
         if cached is not None:
             self._tiles.move_to_end(key)
             return cached
-        features = self.features(load(key))
+        features = self.features(load(key), rotations=1)  # the map is north-up: only frames are turned
         self.matcher.prepare(features)
         self._tiles[key] = features
         if len(self._tiles) > self._tile_cache:

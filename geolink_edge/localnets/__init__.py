@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, require
 
 EXTRACTOR_NETS = ("disk", "aliked", "xfeat")
 MATCHER_NETS = ("lightglue", "lighterglue")
@@ -33,6 +33,8 @@ def create_net(name: str, *args, **kwargs):
         raise GeolinkError(
             f"no learned network {name!r} (choose from {', '.join(EXTRACTOR_NETS + MATCHER_NETS)})"
         )
+    require("torch", f"{name} through torch needs the match extra: pip install 'geolink-edge[match]' "
+            "(or give its exported .onnx/.engine file)")  # fmt: skip
     return importlib.import_module(f"{__name__}.{name}").Net(*args, **kwargs).eval()
 
 
