@@ -28,6 +28,7 @@ import numpy as np
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.features import Features, create_extractor
+from geolink_edge.runtime.features.base import gray
 from geolink_edge.runtime.matchers import create_matcher
 
 
@@ -124,6 +125,7 @@ class Verifier:
         h, w = image.shape[:2]
         scale = min(1.0, self.conf.max_side / max(h, w))
         image = np.ascontiguousarray(image)
+        image = gray(image) if self.extractor.grayscale else image
         if scale < 1.0:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             if mask is not None:

@@ -37,6 +37,7 @@ class Extractor(ABC):
     name: str
     matcher: str = "nn"
     binary: bool = False
+    grayscale: bool = False  # detects on intensity only: the verifier converts before it shrinks the image
 
     @abstractmethod
     def detect(
@@ -52,6 +53,8 @@ def gray(image: np.ndarray) -> np.ndarray:
 
 class OpenCVExtractor(Extractor):
     """An OpenCV ``Feature2D`` detector-descriptor."""
+
+    grayscale = True
 
     def __init__(self, detector: cv2.Feature2D):
         self.detector = detector
