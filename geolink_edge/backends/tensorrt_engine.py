@@ -37,7 +37,7 @@ class TensorRTBackend(Backend):
         self.path = path
         self.sidecar = read_sidecar(path)
         self.metadata = dict(self.sidecar.get("metadata", {}))
-        if "model_card" in self.sidecar:
+        if self.sidecar["model_card"] is not None:
             self.metadata.setdefault(CARD_KEY, json.dumps(self.sidecar["model_card"]))
         self.metadata.setdefault(PRECISION_KEY, self.sidecar["precision"])
         trt = require("tensorrt", TENSORRT_HINT)
