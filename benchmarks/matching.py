@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from geolink_edge.backends import load_embedder
 from geolink_edge.runtime import loop
-from geolink_edge.runtime.backends import load_embedder
 from geolink_edge.runtime.locate import LocateConf, open_index
 from geolink_edge.runtime.sources import Frame, open_reader
 from geolink_edge.runtime.verify import VerifyConf

@@ -29,6 +29,7 @@ import numpy as np
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
+from geolink_edge.runtime.features import CLASSICAL_FEATURES
 from geolink_edge.runtime.ground import GroundView, nadir_view, quantize_up, scaled_view
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.sources import Telemetry
@@ -221,10 +222,12 @@ class Locator:
         self.verifier = Verifier(conf.verify)
         self.windows: MapWindows | None = None
         if conf.ground_matching and getattr(index, "map_gsd_m", None):
+            budget = conf.verify.max_features or getattr(self.verifier.extractor, "max_features", None)
             window_conf = replace(
                 conf.verify,
                 max_side=conf.max_window_px,
-                max_features=conf.verify.max_features * conf.window_features,
+                max_features=(budget or CLASSICAL_FEATURES) * conf.window_features,
+                rotations=1,  # the map is north-up: only frames are turned
             )
             self.windows = MapWindows(index.map_window, Verifier(window_conf), conf.window_factor)
             self.canvas_verifier = Verifier(replace(conf.verify, max_side=conf.max_canvas_px))
@@ -339,8 +342,8 @@ class Locator:
             return "learned", [view]
         guesses = [self.frame_gsd] if self.frame_gsd else list(self.conf.frame_gsd_tries)
         heading = None
-        if self.conf.verify.features not in ROTATION_INVARIANT:
-            heading = telemetry.yaw if telemetry is not None and telemetry.yaw is not None else None
+        if self.conf.verify.features not in ROTATION_INVARIANT and self._heading_known(telemetry):
+            heading = telemetry.yaw
         gsd = self._match_gsd(guesses[0])  # one resolution for every guess: the windows are shared
         return "homography", [scaled_view(image, g, gsd, heading) for g in guesses]
 
@@ -364,7 +367,9 @@ class Locator:
         else:
             centres = [tuple(self.index.centers_xy[i]) for i in ids]
             keys = self.windows.keys_for_points(centres, footprint, gsd)[: self.conf.k_windows]
-        frames = [(view, self.canvas_verifier.features(view.image, view.mask)) for view in views]
+        # a north-up view needs no turned tries; a view of unknown heading takes the conf's
+        turns = 1 if consensus != "homography" or self._heading_known(telemetry) else None
+        frames = [(view, self.canvas_verifier.features(view.image, view.mask, turns)) for view in views]
         offsets = [view.offsets_m(features.xy) for view, features in frames]
         matcher = self.windows.verifier
 
@@ -397,6 +402,10 @@ class Locator:
             return max(tried, key=lambda v: v.inliers)
 
         return consensus, keys, check
+
+    @staticmethod
+    def _heading_known(telemetry: Telemetry | None) -> bool:
+        return telemetry is not None and telemetry.yaw is not None
 
     def _window_name(self, key: WindowKey) -> str:
         x, y = key.centre(self.conf.window_factor)
@@ -605,7 +614,7 @@ def locate_image(
 ) -> dict:
     """One photo → one fix: a global search, or with ``near`` (lat, lon, radius_m) every candidate
     in that circle (a single image has no track to narrow it)."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:

@@ -217,7 +217,7 @@ def main(
     console: bool = True,
 ) -> dict:
     """Run the onboard localization; returns the summary (also the last line of ``log``)."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     reader = open_reader(camera, conf.width, conf.height, conf.fps)
     options = {"threads": conf.threads} if conf.threads and str(model).endswith(".onnx") else {}
@@ -292,7 +292,7 @@ def bench(
     Memory growth is measured from the end of the warm-up (one lap of a sim flight or a tenth of
     the run, whichever is shorter, so caches of tile features are full) to the end.
     """
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     if frames < 1:
         raise GeolinkError(f"--frames must be at least 1, got {frames}")

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.features import Features, create_extractor
+from geolink_edge.runtime.features.base import gray
 from geolink_edge.runtime.matchers import create_matcher
 
 
@@ -34,7 +36,9 @@ from geolink_edge.runtime.matchers import create_matcher
 class VerifyConf:
     features: str = "sift"  # a name of runtime.features.EXTRACTORS
     matcher: str | None = None  # a name of runtime.matchers.MATCHERS; None: the extractor's natural one
-    max_features: int = 3000  # a 512-px reference crop yields more than 1500: keep them all
+    features_weights: str | None = None  # a state-dict file for a learned extractor (else the package's)
+    matcher_weights: str | None = None  # the same for a learned matcher
+    max_features: int | None = None  # None: the extractor's own budget (3000 classical, 1024 learned)
     max_side: int = 640  # images are shrunk to this longest side before detection
     ratio: float = 0.85  # Lowe's test, a little looser: nadir vs oblique views blur descriptors
     ransac_px: float = 4.0
@@ -46,6 +50,8 @@ class VerifyConf:
     vote_m: float = 4.0  # position votes within this distance agree (parallax of 10 m roofs, height error)
     kd_checks: int = 32  # leaves a SIFT k-d forest search visits (exact brute force is 3× slower)
     min_votes: int = 8  # agreeing votes to accept; tiles of elsewhere gather at most 5 on synthetic flights
+    rotations: int = 1  # 2 or 4: also detect on the frame turned by 180° or by each 90°, keep the best
+    # matching turn (for learned extractors when the heading is unknown; they are not rotation-invariant)
 
 
 @dataclass
@@ -69,31 +75,70 @@ class Verifier:
 
     def __init__(self, conf: VerifyConf = VerifyConf(), tile_cache: int = 512):
         self.conf = conf
-        self.extractor = create_extractor(conf.features, conf.max_features)
+        if conf.rotations not in (1, 2, 4):
+            raise GeolinkError(f"rotations must be 1, 2 or 4, got {conf.rotations}")
+        self.extractor = create_extractor(conf.features, conf.max_features, conf.features_weights)
         self.matcher = create_matcher(
-            conf.matcher, self.extractor, ratio=conf.ratio, kd_checks=conf.kd_checks
+            conf.matcher,
+            self.extractor,
+            ratio=conf.ratio,
+            kd_checks=conf.kd_checks,
+            weights=conf.matcher_weights,
         )
         self._tiles: OrderedDict[Hashable, Features] = OrderedDict()
         self._tile_cache = tile_cache
 
-    def features(self, image: np.ndarray, mask: np.ndarray | None = None) -> Features:
+    def features(
+        self, image: np.ndarray, mask: np.ndarray | None = None, rotations: int | None = None
+    ) -> Features:
         """Keypoints (in the image's own pixels) and descriptors; none where ``mask`` is zero
         (nodata, the black outside of a resampled frame).
 
-        A frame is not warped north-up first, although the heading is known: the three detectors are
-        rotation-invariant, and on a 200-frame synthetic flight warping cost 30 ms a frame (the
-        rotated canvas has twice the pixels) and lost a quarter of the agreeing matches to
-        interpolation blur and the black corners' edges. The heading enters the geometry instead.
+        ``rotations`` (default ``conf.rotations``) 2 or 4 also detects on the image turned by 180°
+        or by each 90° (exact turns, no resampling); each turn's part is matched on its own and the
+        best is kept. A caller that knows the heading turns the frame north-up instead and passes 1.
+
+        The classical detectors are rotation-invariant, so a frame is not warped north-up for them:
+        on a 200-frame synthetic flight warping cost 30 ms a frame (the rotated canvas has twice the
+        pixels) and lost a quarter of the agreeing matches to interpolation blur and the black
+        corners' edges. The heading enters the geometry instead.
         """
+        parts = [self._detect(image, mask)]
+        turns = rotations or self.conf.rotations
+        for quarter in range(4 // turns, 4, 4 // turns):
+            turned = self._detect(np.rot90(image, quarter), None if mask is None else np.rot90(mask, quarter))
+            turned.xy = _unturn(turned.xy, quarter, image.shape[1], image.shape[0])
+            parts.append(turned)
+        parts = [p for p in parts if len(p.xy)] or parts[:1]  # a turn that found nothing has no descriptors
+        if len(parts) == 1:
+            return parts[0]
+        bounds = np.cumsum([0] + [len(p.xy) for p in parts])
+        merged = Features(
+            np.concatenate([p.xy for p in parts]),
+            np.concatenate([p.descriptors for p in parts]),
+            parts[0].size,
+            scores=np.concatenate([p.scores for p in parts]),
+            kind=parts[0].kind,
+        )
+        merged.turns = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        return merged
+
+    def _detect(self, image: np.ndarray, mask: np.ndarray | None) -> Features:
         h, w = image.shape[:2]
         scale = min(1.0, self.conf.max_side / max(h, w))
+        image = np.ascontiguousarray(image)
+        image = gray(image) if self.extractor.grayscale else image
         if scale < 1.0:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             if mask is not None:
-                mask = cv2.resize(mask, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+                mask = cv2.resize(
+                    np.ascontiguousarray(mask), image.shape[1::-1], interpolation=cv2.INTER_NEAREST
+                )
         if mask is not None:
             mask = (np.asarray(mask) > 0).astype(np.uint8)
         xy, descriptors, scores = self.extractor.detect(image, mask)
+        if descriptors is None:  # OpenCV gives None when it finds nothing
+            xy, scores = xy[:0], scores[:0]
         return Features(xy / scale, descriptors, (w, h), scores=scores, kind=self.extractor.name)
 
     def tile_features(self, key: Hashable, load: Callable[[Hashable], np.ndarray]) -> Features:
@@ -102,7 +147,7 @@ class Verifier:
         if cached is not None:
             self._tiles.move_to_end(key)
             return cached
-        features = self.features(load(key))
+        features = self.features(load(key), rotations=1)  # the map is north-up: only frames are turned
         self.matcher.prepare(features)
         self._tiles[key] = features
         if len(self._tiles) > self._tile_cache:
@@ -110,11 +155,24 @@ class Verifier:
         return features
 
     def match(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray] | str:
-        """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches, or why there are too few."""
+        """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches, or why there are too few.
+
+        A frame detected at several turns is matched turn by turn; the turn whose matches agree best
+        on one rotation-scale-shift wins (a wrong turn can still gather many scattered matches).
+        """
         conf = self.conf
         if len(frame.xy) < 4 or len(tile.xy) < 4:
             return "too few keypoints"
-        query, train = self.matcher.match(frame, tile)
+        if frame.turns:
+            tries = []
+            for rows in frame.turns:
+                q, t = self.matcher.match(frame.part(rows), tile)
+                tries.append(
+                    (_agreeing(frame.xy[rows][q], tile.xy[t], 3 * conf.ransac_px), q + rows.start, t)
+                )
+            _, query, train = max(tries, key=lambda item: item[0])
+        else:
+            query, train = self.matcher.match(frame, tile)
         if len(query) < max(4, min(conf.min_inliers, conf.min_votes)):
             return f"too few matches ({len(query)})"
         return query, train
@@ -219,6 +277,21 @@ class Verifier:
         if span[0] * span[1] < conf.min_spread * w * hgt:
             return "inliers bunched in one spot"
         return ""
+
+
+def _agreeing(src: np.ndarray, dst: np.ndarray, tolerance_px: float) -> int:
+    """How many matches one RANSAC rotation-scale-shift explains (0 when there are too few)."""
+    if len(src) < 3:
+        return 0
+    _, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=tolerance_px)
+    return 0 if inliers is None else int(inliers.sum())
+
+
+def _unturn(xy: np.ndarray, quarter: int, width: int, height: int) -> np.ndarray:
+    """Pixels of an image turned by ``np.rot90(image, quarter)`` back in the unturned image."""
+    x, y = xy[:, 0], xy[:, 1]
+    back = {1: (width - 1 - y, x), 2: (width - 1 - x, height - 1 - y), 3: (y, height - 1 - x)}[quarter]
+    return np.stack(back, axis=1).astype(np.float32)
 
 
 def consensus(votes: np.ndarray, radius: float) -> np.ndarray:

@@ -45,8 +45,8 @@ def low(tmp_path_factory, tiny_onnx):
 def _fly(flight, index, model, conf: loop.RunConf, camera: bool = True) -> list[dict]:
     """Every frame of a sim flight through the pipeline; ``camera=False`` hides the intrinsics and
     the attitude, as on a video with no telemetry."""
+    from geolink_edge.backends import load_embedder
     from geolink_edge.index.search import TileIndex
-    from geolink_edge.runtime.backends import load_embedder
     from geolink_edge.runtime.intrinsics import load_intrinsics
 
     reader = open_reader(f"sim://{flight}")

@@ -35,7 +35,7 @@ def bundle(ortho, tiny_onnx, tmp_path_factory):
 
 
 def test_bundle_manifest_and_files(bundle, tiny_onnx):
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     manifest = json.loads((bundle / "index.json").read_text())
     card = load_embedder(tiny_onnx).card
@@ -56,7 +56,7 @@ def test_bundle_manifest_and_files(bundle, tiny_onnx):
 
 def test_raster_window_found_at_rank_1(bundle, ortho, tiny_onnx):
     """A view cut straight from the raster (not the stored crop) retrieves its tile first."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     index = TileIndex.load(bundle)
     embedder = load_embedder(tiny_onnx)
@@ -120,7 +120,7 @@ def test_marker_pixel_maps_to_its_utm_position(bundle):
 
 
 def test_prior_gated_search_stays_in_radius_and_is_exact(bundle, tiny_onnx):
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     index = TileIndex.load(bundle)
     query = load_embedder(tiny_onnx).embed([index.tile_image(10)])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -122,3 +124,17 @@ def test_match_names_why_there_are_too_few(pair):
     assert verifier.match(blank, tile) == "too few keypoints"
     few = Features(tile.xy[:6], tile.descriptors[:6], tile.size)  # six keypoints: at most six matches
     assert verifier.match(few, tile) == "too few matches (6)"
+
+
+def test_learned_names_without_torch_say_what_to_install():
+    """The registries import with torch absent; choosing a learned extractor then is a one-line error."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from geolink_edge.errors import GeolinkError\n"
+        "from geolink_edge.runtime.verify import Verifier, VerifyConf\n"
+        "import geolink_edge.runtime.features.disk, geolink_edge.runtime.matchers.lightglue\n"
+        "try:\n    Verifier(VerifyConf(features='disk'))\nexcept GeolinkError as exc:\n    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "torch is not available" in result.stdout and "geolink-edge[match]" in result.stdout

@@ -16,10 +16,11 @@ def verify_conf(features: str, matcher: str | None):
     """The verification conf of these options; an unknown name is refused before any model loads."""
     from geolink_edge.runtime.features import EXTRACTORS
     from geolink_edge.runtime.matchers import MATCHERS
-    from geolink_edge.runtime.registry import check_name
+    from geolink_edge.runtime.registry import check_name, is_model_file
     from geolink_edge.runtime.verify import VerifyConf
 
-    check_name("local features", features, EXTRACTORS)
-    if matcher is not None:
+    if not is_model_file(features):
+        check_name("local features", features, EXTRACTORS)
+    if matcher is not None and not is_model_file(matcher):
         check_name("matcher", matcher, MATCHERS)
     return VerifyConf(features=features, matcher=matcher)

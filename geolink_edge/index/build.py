@@ -326,7 +326,7 @@ def main(
     shard: str | None = None,
 ) -> Path:
     """Build a tile index bundle at ``out`` (or, with a shard, that shard's chunks); returns the path."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     started = time.perf_counter()
     out = Path(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -18,6 +18,13 @@ class Features:
     index: Any = None  # the matcher's search structure over these descriptors (cached reference tiles)
     scores: np.ndarray | None = None  # (N,) detection scores, when the extractor gives them
     kind: str = ""  # the extractor that made them: a learned matcher is trained for one kind
+    turns: list[slice] = field(
+        default_factory=list
+    )  # parts detected on the image turned (each matched alone)
+
+    def part(self, rows: slice) -> Features:
+        scores = None if self.scores is None else self.scores[rows]
+        return Features(self.xy[rows], self.descriptors[rows], self.size, scores=scores, kind=self.kind)
 
 
 class Extractor(ABC):
@@ -30,6 +37,7 @@ class Extractor(ABC):
     name: str
     matcher: str = "nn"
     binary: bool = False
+    grayscale: bool = False  # detects on intensity only: the verifier converts before it shrinks the image
 
     @abstractmethod
     def detect(
@@ -45,6 +53,8 @@ def gray(image: np.ndarray) -> np.ndarray:
 
 class OpenCVExtractor(Extractor):
     """An OpenCV ``Feature2D`` detector-descriptor."""
+
+    grayscale = True
 
     def __init__(self, detector: cv2.Feature2D):
         self.detector = detector
