@@ -133,9 +133,10 @@ def draw_path(index_dir: Path, records: list[dict], out: Path, gsd_m: float = 1.
     from geolink_edge.index.search import TileIndex
 
     index = TileIndex.load(index_dir)
-    xy = index.centers_xy
+    xy = np.array([[r["fix"]["x"], r["fix"]["y"]] for r in records if r["fix"]["ok"]]).reshape(-1, 2)
+    xy = xy if len(xy) else index.centers_xy
     (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-    half = max(x1 - x0, y1 - y0) / 2 + 100.0
+    half = max(x1 - x0, y1 - y0) / 2 + 80.0
     window = index.map_window((x0 + x1) / 2, (y0 + y1) / 2, half, gsd_m)
     image = window.image.copy()
     to_pixel = np.linalg.inv(np.vstack([window.pixel_to_xy, [0, 0, 1]]))[:2]
@@ -146,11 +147,11 @@ def draw_path(index_dir: Path, records: list[dict], out: Path, gsd_m: float = 1.
 
     track = [pixel(r["estimate"]["x"], r["estimate"]["y"]) for r in records if "estimate" in r]
     for a, b in zip(track, track[1:], strict=False):
-        cv2.line(image, a, b, (0, 255, 255), 2, cv2.LINE_AA)
+        cv2.line(image, a, b, (0, 255, 255), 1, cv2.LINE_AA)
     for r in records:
         if r["fix"]["ok"]:
             colour = (0, 200, 0) if r["status"] == "accepted" else (0, 0, 255)
-            cv2.circle(image, pixel(r["fix"]["x"], r["fix"]["y"]), 4, colour, -1, cv2.LINE_AA)
+            cv2.circle(image, pixel(r["fix"]["x"], r["fix"]["y"]), 2, colour, -1, cv2.LINE_AA)
     if track:
         cv2.circle(image, track[0], 9, (255, 255, 255), 2, cv2.LINE_AA)
     out.parent.mkdir(parents=True, exist_ok=True)
