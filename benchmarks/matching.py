@@ -138,7 +138,8 @@ def draw_path(index_dir: Path, records: list[dict], out: Path, gsd_m: float = 1.
     (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
     half = max(x1 - x0, y1 - y0) / 2 + 80.0
     window = index.map_window((x0 + x1) / 2, (y0 + y1) / 2, half, gsd_m)
-    image = cv2.cvtColor(cv2.cvtColor(window.image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)  # path stands out
+    # a grey map: the coloured path stands out, and the picture compresses to half
+    image = cv2.cvtColor(cv2.cvtColor(window.image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     to_pixel = np.linalg.inv(np.vstack([window.pixel_to_xy, [0, 0, 1]]))[:2]
 
     def pixel(x: float, y: float) -> tuple[int, int]:
