@@ -80,10 +80,13 @@ def test_coarser_window_averages_like_inter_area(local_map):
         window = index.map_window(*centre, 40.0, gsd_m=gsd)
         size = round(160 / factor)
         assert window.image.shape == (size, size, 3) and window.valid.all()
-        truth = cv2.resize(stored, (size, size), interpolation=cv2.INTER_AREA)
-        assert np.abs(window.image.astype(float) - truth).mean() < 1.5, gsd
         source = cv2.resize(image[80:240, 160:320], (size, size), interpolation=cv2.INTER_AREA)
-        assert np.abs(window.image.astype(float) - source).mean() < 5.0, gsd  # JPEG's loss, averaged
+        averaged = cv2.resize(stored, (size, size), interpolation=cv2.INTER_AREA)
+        # As close to the source's average as averaging the stored pixels (reduced JPEG decoding
+        # is a different low-pass, not a worse one), and never far from it.
+        error = np.abs(window.image.astype(float) - source).mean()
+        assert error < np.abs(averaged.astype(float) - source).mean() + 0.5, gsd
+        assert np.abs(window.image.astype(float) - averaged).mean() < 3.5, gsd
 
 
 def test_nodata_and_outside_are_invalid_never_an_error(local_map):
