@@ -186,20 +186,23 @@ def _grid_bundle(root, vectors, xy, factory, params=""):
     return TileIndex.load(root)
 
 
-@pytest.mark.parametrize("preset", ["flat", "sq8", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("preset", ["flat", "sq8", "hnsw", "ivfpq", "PCA16,HNSW32,SQ8"])
 def test_gated_search_is_exact_for_every_index_type(tmp_path, preset):
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((2000, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     xy = rng.uniform(0, 2000, (2000, 2))
     factory, params = choose_index(preset, len(vectors), 32)
-    index = _grid_bundle(tmp_path / preset, vectors, xy, factory, params)
-    stored = index._gated.reconstruct_n(0, len(index))  # the codes the gated search scores with
+    index = _grid_bundle(tmp_path / preset.replace(",", "_"), vectors, xy, factory, params)
+    gated, queries = index._gated, vectors
+    if hasattr(gated, "chain"):  # a PCA-reduced index scores in the reduced space
+        gated, queries = gated.inner, gated.chain[0].apply(vectors)
+    stored = gated.reconstruct_n(0, len(index))  # the codes the gated search scores with
     for q in range(5):
         centre = xy[q * 100]
         result = index.search_xy(vectors[q : q + 1], 10, *centre, 150.0)
         inside = np.flatnonzero(np.hypot(*(xy - centre).T) <= 150.0)
-        expected = inside[np.argsort(-(stored[inside] @ vectors[q]))][:10]
+        expected = inside[np.argsort(-(stored[inside] @ queries[q]))][:10]
         assert np.array_equal(result.ids[0][: len(expected)], expected)
         assert np.all(np.hypot(*(xy[result.ids[0][result.ids[0] >= 0]] - centre).T) <= 150.0)
 

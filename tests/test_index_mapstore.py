@@ -80,10 +80,13 @@ def test_coarser_window_averages_like_inter_area(local_map):
         window = index.map_window(*centre, 40.0, gsd_m=gsd)
         size = round(160 / factor)
         assert window.image.shape == (size, size, 3) and window.valid.all()
-        truth = cv2.resize(stored, (size, size), interpolation=cv2.INTER_AREA)
-        assert np.abs(window.image.astype(float) - truth).mean() < 1.5, gsd
         source = cv2.resize(image[80:240, 160:320], (size, size), interpolation=cv2.INTER_AREA)
-        assert np.abs(window.image.astype(float) - source).mean() < 5.0, gsd  # JPEG's loss, averaged
+        averaged = cv2.resize(stored, (size, size), interpolation=cv2.INTER_AREA)
+        # As close to the source's average as averaging the stored pixels (reduced JPEG decoding
+        # is a different low-pass, not a worse one), and never far from it.
+        error = np.abs(window.image.astype(float) - source).mean()
+        assert error < np.abs(averaged.astype(float) - source).mean() + 0.5, gsd
+        assert np.abs(window.image.astype(float) - averaged).mean() < 3.5, gsd
 
 
 def test_nodata_and_outside_are_invalid_never_an_error(local_map):
@@ -141,3 +144,34 @@ def test_window_size_and_gsd_are_checked(local_map):
         index.map_window(0.0, 0.0, 10.0, gsd_m=0.0)
     with pytest.raises(GeolinkError, match="coarser GSD"):
         index.map_window(0.0, 0.0, 1e5, gsd_m=0.5)
+
+
+def test_map_rows_resume_after_a_crash_and_shards_split_them(local_map, tiny_onnx, tmp_path, monkeypatch):
+    bundle, _ = local_map
+    raster = bundle.parent / "map.tif"
+    monkeypatch.setattr(mapbuild, "CHUNK_PX", 128)
+    conf = BuildConfig(tile_m=60.0, stride_m=30.0, crop_px=64, crs="local", min_valid=0.5)
+    original, rendered = mapbuild._render_chunk, []
+
+    def crash_in_second_row(workdir, grid, row, col, *rest):
+        if row == 1 and col == 2:
+            raise RuntimeError("power cut")
+        rendered.append((row, col))
+        return original(workdir, grid, row, col, *rest)
+
+    monkeypatch.setattr(mapbuild, "_render_chunk", crash_in_second_row)
+    with pytest.raises(RuntimeError, match="power cut"):
+        build.main(conf, tiny_onnx, tmp_path / "resumed", ortho=[raster])
+    assert [p.name for p in (tmp_path / ".resumed.partial").glob("map-row-*")] == ["map-row-00000.json"]
+    monkeypatch.setattr(mapbuild, "_render_chunk", lambda *a: (rendered.append(a[2:4]), original(*a))[1])
+    rendered.clear()
+    build.main(conf, tiny_onnx, tmp_path / "resumed", ortho=[raster])
+    assert {row for row, _ in rendered} == {1, 2}  # row 0 was kept from the first run
+    for i in range(2):
+        build.main(conf, tiny_onnx, tmp_path / "shards", ortho=[raster], shard=f"{i}/2")
+    merged = build.merge(tmp_path / "shards", tmp_path / "merged")
+    expected = json.loads((bundle / "map.json").read_text())
+    for other in (tmp_path / "resumed", merged):
+        assert json.loads((other / "map.json").read_text()) == expected
+        for name in (bundle / "map").iterdir():
+            assert (other / "map" / name.name).read_bytes() == name.read_bytes()

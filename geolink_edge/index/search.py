@@ -98,10 +98,28 @@ def read_faiss(path: Path, mmap: bool = True):
         raise GeolinkError(f"{path}: unreadable faiss index ({str(exc).splitlines()[0][:160]})") from None
 
 
+class _Transformed:
+    """Searches ``inner`` with queries passed through an IndexPreTransform's chain (e.g. its PCA)."""
+
+    def __init__(self, outer, inner):
+        self.outer = outer  # keeps the chain's transforms alive
+        self.chain = [faiss.downcast_VectorTransform(outer.chain.at(i)) for i in range(outer.chain.size())]
+        self.inner = inner
+
+    def search(self, queries: np.ndarray, k: int, params=None):
+        for transform in self.chain:
+            queries = transform.apply(queries)
+        return self.inner.search(queries, k, params=params)
+
+
 def _gated_searcher(index):
     """(index, params factory) that scores a subset of ids with full-precision (or SQ) codes where
-    the index keeps them, so a prior-gated search is exact over the tiles it considers."""
+    the index keeps them, so a prior-gated search is exact over the tiles it considers (in the
+    reduced space, for a PCA-reduced index)."""
     index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        inner, params = _gated_searcher(index.index)
+        return _Transformed(index, inner), params
     if isinstance(index, faiss.IndexRefine):
         return _gated_searcher(index.refine_index)
     if isinstance(index, faiss.IndexHNSW):
