@@ -185,16 +185,18 @@ def test_exported_files_by_path_locate_like_torch(exported, ortho):
         Verifier(VerifyConf(features=str(exported["xfeat"]), matcher=str(exported["lightglue"])))
 
 
-@pytest.mark.slow
-def test_exported_local_features_take_only_an_engine(exported, tmp_path, capsys):
+def test_exported_local_features_take_only_an_engine(tmp_path, capsys):
+    from geolink_edge.export.local_features import MatchingExportConf, export_extractor
+
+    model = export_extractor("xfeat", tmp_path / "xfeat.onnx", MatchingExportConf(size=64, keypoints=16))
     for extra, message in [
-        ("--int8", "is an exported local-feature model: only --engine applies to it"),
+        ("--fp16", "is an exported local-feature model: only --engine applies to it"),
         ("--engine", "tensorrt is not available"),
     ]:
         if extra == "--engine" and importlib.util.find_spec("tensorrt") is not None:
             continue  # on the target the engine is built (tests/test_engine.py covers building)
         with pytest.raises(SystemExit) as exit_info:
-            cli_main(["export", str(exported["lighterglue"]), "--out", str(tmp_path / "engines"), extra])
+            cli_main(["export", str(model), "--out", str(tmp_path / "engines"), extra])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err
         assert not (tmp_path / "engines").exists()
