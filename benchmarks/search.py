@@ -3,9 +3,12 @@
 Clustered 4096-d descriptors (cluster centres in a low-rank subspace plus noise, L2-normalised),
 queries are perturbed database vectors (a drone view of a known tile). Each index is built, written
 to a bundle with a synthetic 20 m tile grid and loaded through ``TileIndex`` with and without mmap.
-Latency is per single query (the drone's case), recall@10 is against exact search.
+Latency is per single query (the drone's case), recall@10 is against exact search. "GB at 1M"
+extrapolates the file's bytes per tile to a million tiles (what a 20 km x 20 km mission at a 20 m
+stride needs resident); the compact types (PCA-reduced SQ8 under HNSW or IVF, PQ without re-ranking)
+aim at 1 GB there.
 
-    python benchmarks/search.py --sizes 10000 100000
+    python benchmarks/search.py --sizes 10000 100000 [--only PCA]
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ def index_types(n: int) -> dict[str, tuple[str, str]]:
         "HNSW32": ("HNSW32,Flat", "efSearch=64"),
         "HNSW32,SQ8": ("HNSW32,SQ8", "efSearch=64"),
         f"IVF{nlist},PQ256+re-rank": (f"IVF{nlist},PQ256x8np,RFlat", "nprobe=16,k_factor_rf=8"),
+        "PCA512,HNSW32,SQ8": ("PCA512,HNSW32,SQ8", "efSearch=64"),
+        f"PCA512,IVF{nlist},SQ8": (f"PCA512,IVF{nlist},SQ8", "nprobe=16"),
+        f"PCA1024,IVF{nlist},SQ8": (f"PCA1024,IVF{nlist},SQ8", "nprobe=16"),
+        f"IVF{nlist},PQ512": (f"IVF{nlist},PQ512x8np", "nprobe=16"),
     }
 
 
 def write_bundle(root: Path, index, xy: np.ndarray, params: str) -> None:
-    """A bundle whose tiles sit on the given xy grid (no crops: search does not read them)."""
+    """A bundle whose tiles sit on the given xy grid (no map store: search does not read it)."""
     root.mkdir(parents=True)
     faiss.write_index(index, str(root / INDEX_FAISS))
     affine = np.eye(2, 3)
@@ -112,7 +119,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path):
+def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path, only: str):
     """Yield one table row per index type (and the prior-gated search) as soon as it is measured."""
     data = clustered(n, rng)
     picks = rng.integers(0, n, n_queries)
@@ -125,25 +132,30 @@ def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work:
     _, exact_ids = truth.search(queries, 10)
     del truth
     for name, (factory, params) in index_types(n).items():
+        if only not in name:
+            continue
         t0 = time.perf_counter()
         index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
             index.train(data[rng.choice(n, min(n, 50_000), replace=False)])
+        fixed_mb = len(faiss.serialize_index(index)) / 2**20  # trained, empty: PCA matrices, centroids
         index.add(data)
         build_s = time.perf_counter() - t0
-        root = work / f"{n}-{factory.replace(',', '_')}"
+        root = work / f"{n}-{name.replace(',', '_').replace(' ', '_')}"
         write_bundle(root, index, xy, params)
         del index
         tile_index, loads = load_both_ways(root)
         ms, found = timed_queries(lambda i, q, index=tile_index: index.search(q, 10).ids, queries)
         size_mb = (root / "index.faiss").stat().st_size / 2**20
-        yield (n, name, ms, recall_at_10(found, exact_ids), size_mb, loads, build_s)
+        at_1m_gb = (fixed_mb + (size_mb - fixed_mb) / n * 1e6) / 1024
+        yield (n, name, ms, recall_at_10(found, exact_ids), size_mb, loads, build_s, at_1m_gb)
         if factory == "Flat":
             gated_ms, gated_found = timed_queries(
                 lambda i, q, index=tile_index: index.search_xy(q, 10, *xy[picks[i]], radius_m).ids, queries
             )
             gated_recall = _gated_recall(tile_index, data, queries, xy, picks, radius_m, gated_found)
-            yield (n, f"prior-gated r={radius_m:.0f} m", gated_ms, gated_recall, size_mb, loads, build_s)
+            gated = f"prior-gated r={radius_m:.0f} m"
+            yield (n, gated, gated_ms, gated_recall, size_mb, loads, build_s, at_1m_gb)
         del tile_index
 
 
@@ -162,19 +174,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--radius-m", type=float, default=300.0)
+    parser.add_argument("--only", default="", help="measure only index types whose name holds this")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(
         f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs, dim {DIM}"
     )
     columns = ["N", "index", "median ms", "p95 ms", "R@10", "file MB", "load s", "load s mmap", "RSS MB"]
-    columns += ["RSS MB mmap", "build s"]
+    columns += ["RSS MB mmap", "build s", "GB at 1M"]
     header = f"{columns[0]:>7} {columns[1]:<28} " + " ".join(f"{c:>11}" for c in columns[2:])
     print(header)
     with tempfile.TemporaryDirectory() as work:
         for n in args.sizes:
-            for n_, name, ms, recall, size_mb, loads, build_s in run(
-                n, args.queries, args.radius_m, rng, Path(work)
+            for n_, name, ms, recall, size_mb, loads, build_s, at_1m_gb in run(
+                n, args.queries, args.radius_m, rng, Path(work), args.only
             ):
                 values = [
                     np.median(ms),
@@ -184,7 +197,7 @@ def main() -> None:
                     loads[False][0],
                     loads[True][0],
                 ]
-                values += [loads[False][1], loads[True][1], build_s]
+                values += [loads[False][1], loads[True][1], build_s, at_1m_gb]
                 print(f"{n_:>7} {name:<28} " + " ".join(f"{v:>11.3f}" for v in values), flush=True)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

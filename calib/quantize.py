@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from geolink_edge.atomic import atomic_path
+from geolink_edge.backends.metadata import CARD_KEY, PRECISION_KEY
 from geolink_edge.errors import GeolinkError, require
 
 METHODS = ("entropy", "percentile", "minmax")
@@ -31,8 +32,6 @@ QUANTIZERS = ("ort", "modelopt")
 LINEAR_OPS = ("MatMul", "Gemm")
 # Node names of a traced timm ViT carry the module path: ".../blocks.3/mlp/fc1/MatMul".
 BLOCK_SCOPE = re.compile(r"(^|[/.])blocks\.\d+[/.]")
-CARD_KEY = "geolink_model_card"
-PRECISION_KEY = "geolink_precision"
 _ORT_HINT = "pip install 'geolink-edge[export]'"
 
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.dataset import iter_batches
 from geolink_edge.data.layout import CrossViewData
 from geolink_edge.errors import GeolinkError
 from geolink_edge.metrics import evaluate_embeddings, ranking
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 REPORT_FORMAT = "geolink-edge/fidelity-report/1"
 CALIBRATION_FORMAT = "geolink-edge/calibration-report/1"

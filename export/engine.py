@@ -1,9 +1,12 @@
 """Build a TensorRT engine from the encoder ONNX, on the machine that will run it.
 
 The network is strongly typed: precision comes from the ONNX itself (Q/DQ nodes for INT8, FP16
-tensors for FP16), which is the only mode TensorRT 11 keeps and the portable one on 10.x. One
-optimisation profile covers the batch dimension; H×W are static. A timing cache file, when
-given, is loaded before the build and saved after it, so rebuilds on the same device are fast.
+tensors for FP16), which is the only mode TensorRT 11 keeps and the portable one on 10.x. For the
+encoder one optimisation profile covers the batch dimension (H×W are static); for an exported
+local-feature model (``geolink-edge export-matching``) it covers the keypoint counts of a matcher
+(an extractor's shapes are all static), and the sidecar keeps the ONNX metadata that says what it
+is. A timing cache file, when given, is loaded before the build and saved after it, so rebuilds on
+the same device are fast.
 """
 
 from __future__ import annotations
@@ -14,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from geolink_edge.atomic import write_bytes
+from geolink_edge.backends.metadata import CARD_KEY, LOCAL_FEATURES_KEY, PRECISION_KEY, read_onnx_metadata
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, require
 from geolink_edge.export.sidecar import gpu_identity, make_sidecar, sha256_file, write_sidecar
 
 TENSORRT_HINT = "build the engine on the target, where JetPack provides TensorRT"
-CARD_KEY = "geolink_model_card"
-PRECISION_KEY = "geolink_precision"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class EngineConf:
     max_batch: int = 8
     timing_cache: Path | None = None
     device: int = 0
+    max_keypoints: int = 2048  # largest keypoint count a matcher engine accepts per image
 
     def __post_init__(self) -> None:
         if not 0 < self.workspace_gb <= 1024:
@@ -40,6 +43,8 @@ class EngineConf:
                 f"batch profile must satisfy 1 <= min <= opt <= max <= 4096, got "
                 f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
             )
+        if not 1 <= self.max_keypoints <= 65536:
+            raise GeolinkError(f"--max-keypoints must be in [1, 65536], got {self.max_keypoints}")
 
 
 def require_tensorrt():
@@ -61,6 +66,23 @@ def profile_shapes(input_shape: tuple[int, ...], conf: EngineConf) -> tuple[tupl
     return tuple((batch, *rest) for batch in (conf.min_batch, conf.opt_batch, conf.max_batch))
 
 
+def keypoint_counts(conf: EngineConf) -> tuple[int, int, int]:
+    """(min, opt, max) keypoint counts of a matcher engine's profile."""
+    return 1, max(1, conf.max_keypoints // 2), conf.max_keypoints
+
+
+def keypoint_profile(
+    inputs: list[tuple[str, tuple[int, ...]]], conf: EngineConf
+) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes of the inputs of a local-feature model that have a dynamic dimension
+    (a keypoint count); an extractor, all static, has none."""
+    return {
+        name: tuple(tuple(int(d) if d > 0 else count for d in shape) for count in keypoint_counts(conf))
+        for name, shape in inputs
+        if any(d <= 0 for d in shape)
+    }
+
+
 def read_timing_cache(path: Path | None) -> bytes:
     """Bytes of an existing cache file; empty (a new cache) when there is none yet."""
     if path is None or not path.exists():
@@ -72,12 +94,7 @@ def read_timing_cache(path: Path | None) -> bytes:
 
 def onnx_metadata(onnx_path: Path) -> tuple[ModelCard, str]:
     """(model card, precision) recorded in the ONNX by geolink-edge export."""
-    onnx = require("onnx", "pip install onnx (it reads the model card of the ONNX)")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own decode errors
-        raise GeolinkError(f"{onnx_path}: not an ONNX model ({str(exc).splitlines()[0][:120]})") from None
-    meta = {p.key: p.value for p in model.metadata_props}
+    meta = read_onnx_metadata(onnx_path)
     if CARD_KEY not in meta:
         raise GeolinkError(
             f"{onnx_path}: ONNX has no geolink model card (export it with geolink-edge export)"
@@ -123,10 +140,16 @@ def _io_description(trt, plan: bytes, logger) -> tuple[list[dict[str, Any]], lis
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, conf: EngineConf = EngineConf()) -> Path:
-    """Parse ``onnx_path``, build a serialised plan at ``engine_path`` and write its sidecar."""
+    """Parse ``onnx_path`` (the encoder or an exported local-feature model), build a serialised
+    plan at ``engine_path`` and write its sidecar."""
     trt = require_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    card, precision = onnx_metadata(onnx_path)
+    metadata = read_onnx_metadata(onnx_path)
+    local_features = LOCAL_FEATURES_KEY in metadata
+    if local_features:
+        card, precision = None, metadata.get(PRECISION_KEY, "fp32")
+    else:
+        card, precision = onnx_metadata(onnx_path)
     gpu_name, capability = gpu_identity(conf.device)
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -135,11 +158,19 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, conf: EngineCon
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(conf.workspace_gb * (1 << 30)))
 
-    image_input = network.get_input(0)
-    shapes = profile_shapes(tuple(image_input.shape), conf)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(image_input.name, *shapes)
-    config.add_optimization_profile(profile)
+    if local_features:
+        network_inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        shapes = keypoint_profile([(i.name, tuple(i.shape)) for i in network_inputs], conf)
+        profile_sizes = dict(zip(("min", "opt", "max"), keypoint_counts(conf), strict=True))
+    else:
+        image_input = network.get_input(0)
+        shapes = {image_input.name: profile_shapes(tuple(image_input.shape), conf)}
+        profile_sizes = {"min": conf.min_batch, "opt": conf.opt_batch, "max": conf.max_batch}
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for name, (low, opt, high) in shapes.items():
+            profile.set_shape(name, low, opt, high)
+        config.add_optimization_profile(profile)
 
     cache = config.create_timing_cache(read_timing_cache(conf.timing_cache))
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -165,8 +196,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, conf: EngineCon
             precision=precision,
             inputs=inputs,
             outputs=outputs,
-            profile={"min": conf.min_batch, "opt": conf.opt_batch, "max": conf.max_batch},
+            profile=profile_sizes,  # batch sizes for the encoder, keypoint counts for a matcher
             model_card=card,
+            metadata=metadata,
             workspace_gb=conf.workspace_gb,
             build_s=round(build_s, 1),
         ),

@@ -10,9 +10,9 @@ import onnx
 import torch
 
 from geolink_edge.atomic import atomic_path
+from geolink_edge.backends.metadata import CARD_KEY, PRECISION_KEY
 from geolink_edge.errors import GeolinkError
 from geolink_edge.models.encoder import ImageEncoder
-from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "descriptors"
@@ -52,8 +52,8 @@ def export_onnx(
                 )
             model = onnx.load(str(tmp))
             onnx.checker.check_model(model)
-            model.metadata_props.add(key=ONNX_CARD_KEY, value=card.to_json())
-            model.metadata_props.add(key=ONNX_PRECISION_KEY, value=precision_label)
+            model.metadata_props.add(key=CARD_KEY, value=card.to_json())
+            model.metadata_props.add(key=PRECISION_KEY, value=precision_label)
             onnx.save(model, str(tmp))
     finally:
         encoder.train(was_training)

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.dataset import iter_batches
 from geolink_edge.data.layout import CrossViewData
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 MIN_COSINE = 0.9999
 DEFAULT_IMAGES = 32

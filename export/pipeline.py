@@ -81,6 +81,30 @@ def _source_kind(source: Path) -> str:
     return suffix[1:]
 
 
+def _is_local_features(source: Path) -> bool:
+    from geolink_edge.backends.metadata import LOCAL_FEATURES_KEY, read_onnx_metadata
+
+    return LOCAL_FEATURES_KEY in read_onnx_metadata(source)
+
+
+def _local_features_engine(conf: ExportConf, source: Path, out_dir: Path) -> Path:
+    """The engine of an extractor or matcher from ``geolink-edge export-matching`` (built on the target)."""
+    from geolink_edge.export.engine import build_engine, require_tensorrt
+
+    if conf.int8 or conf.fp16 or not conf.engine:
+        raise GeolinkError(f"{source} is an exported local-feature model: only --engine applies to it")
+    require_tensorrt()
+    check_new_dir(out_dir, conf.force)
+    engine_name = f"{source.stem}.engine"
+    with atomic_dir(out_dir, force=conf.force) as tmp:
+        build_engine(source, tmp / engine_name, conf.engine_conf)
+        write_json(
+            tmp / "export.json",
+            {"format": EXPORT_FORMAT, "source": str(source), "files": {"engine": engine_name}},
+        )
+    return out_dir
+
+
 def _export_checkpoint(source: Path, tmp: Path, conf: ExportConf, data, console) -> dict[str, Any]:
     from geolink_edge.export.onnx_export import export_onnx
     from geolink_edge.export.parity import check_parity, parity_images
@@ -156,6 +180,8 @@ def main(conf: ExportConf, source: str | Path, out_dir: str | Path) -> Path:
     """Run the export stage from ``source`` into ``out_dir``; return ``out_dir``."""
     source, out_dir = Path(source), Path(out_dir)
     kind = _source_kind(source)
+    if kind == "onnx" and _is_local_features(source):
+        return _local_features_engine(conf, source, out_dir)
     if kind == "onnx" and not (conf.int8 or conf.fp16 or conf.engine):
         raise GeolinkError(f"{source} is already an ONNX: ask for --int8, --fp16 or --engine")
     if conf.engine:

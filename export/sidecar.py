@@ -66,7 +66,7 @@ def make_sidecar(
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     profile: dict[str, int],
-    model_card: ModelCard,
+    model_card: ModelCard | None,
     **extra: Any,
 ) -> dict[str, Any]:
     return {
@@ -79,7 +79,7 @@ def make_sidecar(
         "inputs": inputs,
         "outputs": outputs,
         "profile": profile,
-        "model_card": model_card.to_dict(),
+        "model_card": None if model_card is None else model_card.to_dict(),  # None: a local-feature model
         **extra,
     }
 
@@ -101,8 +101,9 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if not (
         isinstance(profile, dict) and all(isinstance(profile.get(k), int) for k in ("min", "opt", "max"))
     ):
-        raise GeolinkError(f"{path}: engine sidecar profile must hold integer min/opt/max batch sizes")
-    data["model_card"] = ModelCard.from_dict(data["model_card"], source=str(path)).to_dict()
+        raise GeolinkError(f"{path}: engine sidecar profile must hold integer min/opt/max sizes")
+    if data["model_card"] is not None:
+        data["model_card"] = ModelCard.from_dict(data["model_card"], source=str(path)).to_dict()
     return data
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "train",
     "evaluate",
     "export",
+    "export_matching",
     "run",
     "locate",
     "bench",

@@ -7,6 +7,12 @@
    tile's ground coordinates (the crop's ``pixel_to_xy`` affine) with the camera intrinsics. With
    no intrinsics, or when PnP is degenerate, the image centre is projected through the homography
    and shifted back along the heading by ``altitude · cot(pitch)`` when the attitude is known.
+
+When the bundle keeps its map (``TileIndex.map_window``), verification happens at one ground
+resolution (:mod:`ground`, :mod:`windows`): the frame is resampled north-up at the matching GSD —
+through the camera model when attitude, height and intrinsics are known, else scaled by a guess
+of its GSD (a few guesses until a fix measures it) — and matched against windows of the map read at
+that GSD around the candidates. Keypoints go back to the frame's own pixels for the pose.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,10 +29,16 @@ import numpy as np
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
+from geolink_edge.runtime.features import CLASSICAL_FEATURES
+from geolink_edge.runtime.ground import GroundView, nadir_view, quantize_up, scaled_view
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.mount import world_to_camera
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
+from geolink_edge.runtime.windows import MapWindows, WindowKey
+
+# detectors whose descriptors do not change when the image turns: no need to turn frames north-up
+ROTATION_INVARIANT = frozenset({"sift", "orb", "akaze"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,19 @@ class LocateConf:
     sigma_votes_m: float = 2.5  # the position votes' median (parallax of roofs and trees spreads them)
     sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
     verify: VerifyConf = field(default_factory=VerifyConf)
+    # ground-resolution matching against map windows (bundles that keep their map)
+    ground_matching: bool = True
+    match_gsd_m: float | None = None  # None: match_gsd_factor × the coarser of the frame's and map's GSD
+    match_gsd_factor: float = 0.5  # a real 40 m flight over a 0.5 m/px map registered best at 0.25 m/px
+    max_canvas_px: int = 1024  # longest side of the resampled frame (its GSD is raised to fit)
+    window_factor: float = 1.5  # window half-size in frame-footprint radii
+    window_features: int = 6  # a window keeps this many times the frame's feature budget
+    max_window_px: int = 4096
+    k_windows: int = 8  # windows verified after a global search
+    frame_gsd_tries: tuple[float, ...] = (0.3, 0.15, 0.6)  # m/px guesses without height or intrinsics
+    window_floor_m: float = 10.0  # least radius of a near search through windows
+    ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
+    window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
 
 
 @dataclass
@@ -58,7 +83,8 @@ class Fix:
     cov: list[list[float]] | None = None  # 2×2 (east, north) m²
     inliers: int = 0
     tile_id: int | None = None
-    search: str = ""  # "global" or "near"
+    window: list[float] | None = None  # [x, y, half_size_m, gsd_m] of the map window it matched
+    search: str = ""  # "global", "near" (track prediction) or "start" (--near: every candidate)
     consensus: str = ""  # "votes" (attitude, height and intrinsics known) or "homography"
     topk_ids: list[int] = field(default_factory=list)
     topk_scores: list[float] = field(default_factory=list)
@@ -192,12 +218,32 @@ class Locator:
         self.conf = conf
         self.intrinsics = intrinsics
         self.verifier = Verifier(conf.verify)
+        self.windows: MapWindows | None = None
+        if conf.ground_matching and getattr(index, "map_gsd_m", None):
+            budget = conf.verify.max_features or getattr(self.verifier.extractor, "max_features", None)
+            window_conf = replace(
+                conf.verify,
+                max_side=conf.max_window_px,
+                max_features=(budget or CLASSICAL_FEATURES) * conf.window_features,
+                rotations=1,  # the map is north-up: only frames are turned
+            )
+            self.windows = MapWindows(index.map_window, Verifier(window_conf), conf.window_factor)
+            self.canvas_verifier = Verifier(replace(conf.verify, max_side=conf.max_canvas_px))
+        self._gsd: float | None = None  # the matching GSD in use
+        self.frame_gsd: float | None = None  # measured by the last fix when the camera is unknown
+        self.heading: float | None = None  # of the last fix, to turn frames for non-invariant features
 
-    def retrieve(self, descriptor: np.ndarray, region: tuple[float, float, float] | None):
+    def retrieve(
+        self, descriptor: np.ndarray, region: tuple[float, float, float] | None, exhaustive: bool = False
+    ):
         query = np.asarray(descriptor, dtype=np.float32).reshape(1, -1)
         if region is None:
             return self.index.search(query, self.conf.k_global), "global"
         x, y, radius = region
+        if exhaustive:  # a known start area: every tile in it, nearest first, whatever its descriptor
+            ids = self.index.ids_within(x, y, radius)
+            distance = np.hypot(*(self.index.centers_xy[ids] - (x, y)).T) if len(ids) else []
+            return SimpleNamespace(ids=ids[np.argsort(distance, kind="stable")], scores=[]), "start"
         result = self.index.search_xy(query, self.conf.k_track, x, y, radius)
         # nearest first: the tile centred closest to the prediction is the likeliest to hold the frame
         ids = np.asarray(result.ids).reshape(-1)
@@ -215,31 +261,167 @@ class Locator:
         descriptor: np.ndarray,
         region: tuple[float, float, float] | None = None,
         telemetry: Telemetry | None = None,
+        exhaustive: bool = False,
     ) -> Fix:
+        """``region`` (x, y, radius_m): verify only there; ``exhaustive``: every candidate in it (a
+        known start area) instead of the descriptor's best."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        result, mode = self.retrieve(descriptor, region)
+        if self.windows is not None and region is not None:
+            # the windows covering the region are the candidates: no descriptor search needed
+            result, mode = SimpleNamespace(ids=[], scores=[]), "start" if exhaustive else "near"
+        else:
+            result, mode = self.retrieve(descriptor, region, exhaustive)
         ids = [int(i) for i in np.asarray(result.ids).reshape(-1) if int(i) >= 0]
         scores = [float(s) for s in np.asarray(result.scores).reshape(-1)[: len(ids)]]
         t1 = time.perf_counter()
         timing["search_ms"] = (t1 - t0) * 1e3
         fix = Fix(False, search=mode, topk_ids=ids, topk_scores=scores, timing_ms=timing)
-        if not ids:
-            fix.reason = "no tiles near the prediction" if region else "empty index"
+        if self.windows is not None:
+            fix.consensus, candidates, check = self._window_checker(image, telemetry, region, ids, exhaustive)
+            what = "window"
+        else:
+            fix.consensus, check = self._checker(image, telemetry)
+            candidates, what = ids, "tile"
+        if not candidates:
+            fix.reason = f"no {what}s near the prediction" if region else "empty index"
             return fix
-        fix.consensus, check = self._checker(image, telemetry)
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
-        best, rejections = self._verify(ids, check, enough)
+        order = list(range(len(candidates))) if what == "window" else candidates
+        best, rejections = self._verify(order, check, enough)
         t2 = time.perf_counter()
         timing["verify_ms"] = (t2 - t1) * 1e3
         fix.verified = len(rejections) + (best is not None)
         if best is None:
-            worst_first = sorted(rejections, key=lambda v: v.inliers, reverse=True)
-            fix.reason = f"no tile verified (best: tile {worst_first[0].tile_id}: {worst_first[0].reason})"
+            worst = max(rejections, key=lambda v: v.inliers)
+            name = f"tile {worst.tile_id}" if what == "tile" else self._window_name(candidates[worst.tile_id])
+            fix.reason = f"no {what} verified (best: {name}: {worst.reason})"
             return fix
+        if what == "window":
+            key = candidates[best.tile_id]
+            best.tile_id = -1
+            fix.window = [
+                *key.centre(self.conf.window_factor),
+                key.half_size(self.conf.window_factor),
+                key.gsd_m,
+            ]
+        learning = fix.consensus in ("learned", "homography")
+        fix.consensus = "votes" if best.position is not None else "homography"
         self._position(fix, best, image.shape, telemetry)
+        if fix.ok and learning and best.homography is not None:
+            self._learn_camera(fix, best, image.shape)
         timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
         return fix
+
+    # -- verification at one ground resolution ---------------------------------------------------
+    def _match_gsd(self, frame_gsd: float) -> float:
+        if self.conf.match_gsd_m is not None:
+            return self.conf.match_gsd_m
+        gsd = quantize_up(max(frame_gsd, self.index.map_gsd_m) * self.conf.match_gsd_factor, 4)
+        # a steady resolution keeps the cached windows: move only when a whole ladder step off
+        if self._gsd is None or abs(math.log2(gsd / self._gsd)) > 0.3:
+            self._gsd = gsd
+        return self._gsd
+
+    def _views(self, image: np.ndarray, telemetry: Telemetry | None) -> tuple[str, list[GroundView]]:
+        """The consensus this frame allows and its ground views (one per GSD guess)."""
+        intrinsics = self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None
+        if intrinsics is not None and attitude_known(telemetry):
+            slant = telemetry.altitude / max(math.sin(math.radians(telemetry.pitch)), 0.1)
+            gsd = self._match_gsd(slant / intrinsics.fx)
+            world_to_camera = _world_to_camera(telemetry)
+            view = nadir_view(
+                image, intrinsics, world_to_camera, telemetry.altitude, gsd, self.conf.max_canvas_px
+            )
+            return "votes", [view] if view is not None else []
+        if self.frame_gsd is not None and self.heading is not None:
+            # the camera a recent fix measured: a north-up view whose matches vote, like a known camera's
+            view = scaled_view(image, self.frame_gsd, self._match_gsd(self.frame_gsd), self.heading)
+            return "learned", [view]
+        guesses = [self.frame_gsd] if self.frame_gsd else list(self.conf.frame_gsd_tries)
+        heading = None
+        if self.conf.verify.features not in ROTATION_INVARIANT and self._heading_known(telemetry):
+            heading = telemetry.yaw
+        gsd = self._match_gsd(guesses[0])  # one resolution for every guess: the windows are shared
+        return "homography", [scaled_view(image, g, gsd, heading) for g in guesses]
+
+    def _window_checker(
+        self,
+        image: np.ndarray,
+        telemetry: Telemetry | None,
+        region: tuple[float, float, float] | None,
+        ids: list[int],
+        exhaustive: bool,
+    ) -> tuple[str, list[WindowKey], Callable[[int], Verification]]:
+        """Candidate windows (covering ``region``, or holding the retrieved tiles) and a check of one."""
+        consensus, views = self._views(image, telemetry)
+        if not views:
+            return consensus, [], lambda i: Verification(i, 0, "the frame does not see the ground")
+        footprint = views[0].radius_m  # the likeliest guess sizes the windows: the others still overlap
+        gsd = views[0].gsd_m
+        if region is not None:
+            keys = self.windows.keys_near(*region, footprint, gsd)
+            keys = keys if exhaustive else keys[: self.conf.k_track]
+        else:
+            centres = [tuple(self.index.centers_xy[i]) for i in ids]
+            keys = self.windows.keys_for_points(centres, footprint, gsd)[: self.conf.k_windows]
+        # a north-up view needs no turned tries; a view of unknown heading takes the conf's
+        turns = 1 if consensus != "homography" or self._heading_known(telemetry) else None
+        frames = [(view, self.canvas_verifier.features(view.image, view.mask, turns)) for view in views]
+        offsets = [view.offsets_m(features.xy) for view, features in frames]
+        matcher = self.windows.verifier
+
+        def check(i: int) -> Verification:
+            window = self.windows.window(keys[i])
+            tried = []
+            for (view, features), offset in zip(frames, offsets, strict=True):
+                if consensus != "homography":
+                    reference = window.features
+                    if region is not None and not exhaustive:
+                        # the view's reference point lies within the prior circle: so does any match's
+                        # ground point, give or take the view's radius
+                        reach = region[2] + view.radius_m + self.conf.verify.vote_m
+                        reference = window.near(region[0], region[1], reach)
+                    result = matcher.verify_by_votes(i, features, reference, offset, window.pixel_to_xy)
+                    if result.ok and consensus == "learned" and result.homography is None:
+                        # votes alone would keep a stale heading: without a homography that measures
+                        # the camera again, the RANSAC homography below decides
+                        result.reason = "votes without a plausible homography"
+                    if result.ok:
+                        return _to_frame(result, view, window.pixel_to_xy)
+                    tried.append(result)
+                if consensus != "votes":  # the homography needs no heading (the drone may have turned)
+                    ransac_px = self.conf.ground_ransac_m / view.gsd_m
+                    ratio = self.conf.window_min_inlier_ratio
+                    result = matcher.verify(i, features, window.features, ransac_px, ratio)
+                    if result.ok:
+                        return _to_frame(result, view, window.pixel_to_xy)
+                    tried.append(result)
+            return max(tried, key=lambda v: v.inliers)
+
+        return consensus, keys, check
+
+    @staticmethod
+    def _heading_known(telemetry: Telemetry | None) -> bool:
+        return telemetry is not None and telemetry.yaw is not None
+
+    def _window_name(self, key: WindowKey) -> str:
+        x, y = key.centre(self.conf.window_factor)
+        return f"window at ({x:.0f}, {y:.0f}) m"
+
+    def _learn_camera(self, fix: Fix, match: Verification, shape: tuple[int, ...]) -> None:
+        """Keep the frame's GSD and heading a fix measured, for the next frame's ground view."""
+        height, width = shape[:2]
+        centre = np.array([width / 2.0, height / 2.0, 1.0])
+        h = match.homography / match.homography[2, 2]
+        denom = h[2] @ centre
+        mapped = (h[:2] @ centre) / denom
+        jac = (h[:2, :2] - np.outer(mapped, h[2, :2])) / denom
+        pixel_m = math.sqrt(abs(np.linalg.det(match.pixel_to_xy[:, :2])))
+        gsd = math.sqrt(abs(np.linalg.det(jac))) * pixel_m
+        if np.isfinite(gsd) and gsd > 0:
+            self.frame_gsd = gsd
+        self.heading = fix.heading
 
     def _checker(
         self, image: np.ndarray, telemetry: Telemetry | None
@@ -289,9 +471,12 @@ class Locator:
     def _position(
         self, fix: Fix, match: Verification, shape: tuple[int, ...], telemetry: Telemetry | None
     ) -> None:
-        tile = self.index.tile(match.tile_id)
-        affine = _affine(tile)
-        fix.tile_id, fix.inliers = match.tile_id, match.inliers
+        if match.pixel_to_xy is not None:  # a map window
+            affine = match.pixel_to_xy
+        else:
+            affine = _affine(self.index.tile(match.tile_id))
+            fix.tile_id = match.tile_id
+        fix.inliers = match.inliers
         height, width = shape[:2]
         intrinsics = self.intrinsics.for_size(width, height) if self.intrinsics else None
         pose, why_not = None, "no intrinsics"
@@ -299,15 +484,15 @@ class Locator:
             ground = np.c_[_to_ground(affine, match.tile_xy), np.zeros(len(match.tile_xy))]
             pose, why_not = planar_pnp(match.frame_xy, ground, intrinsics, self.conf.max_reproj_px)
         below = self._below_camera(match, affine, intrinsics, telemetry)
+        if intrinsics is None and match.homography is not None:
+            below = None  # an unknown camera: the homography gives the position and the heading
         if below is not None:
             # With the attitude known, the ground point below the camera gives the position without
             # assuming level ground; PnP on sloping terrain would tilt the camera and shift it sideways.
             method, xy = below
             sigma = self.conf.sigma_votes_m if method == "votes" else self.conf.sigma_floor_m
             cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(2) * sigma**2
-            heading = (
-                pose.heading if pose is not None else _heading_from_rotation(_world_to_camera(telemetry))
-            )
+            heading = self._fix_heading(pose, telemetry)
             self._finish(fix, method, xy, cov, heading, float(pose.centre[2]) if pose is not None else None)
             return
         if pose is not None:
@@ -316,6 +501,15 @@ class Locator:
             return
         self._from_homography(fix, match, affine, (width, height), intrinsics, telemetry)
         fix.note = why_not
+
+    def _fix_heading(self, pose: Pose | None, telemetry: Telemetry | None) -> float:
+        """The image top's heading: from PnP, else from the whole camera attitude (yaw alone is 180° off
+        once a body camera looks past the vertical), else the yaw, else the heading the last fix measured."""
+        if pose is not None:
+            return pose.heading
+        if telemetry is not None and telemetry.yaw is not None and telemetry.pitch is not None:
+            return _heading_from_rotation(_world_to_camera(telemetry))
+        return float(telemetry.yaw if telemetry is not None and telemetry.yaw is not None else self.heading)
 
     def _below_camera(
         self,
@@ -381,6 +575,24 @@ class Locator:
             fix.lat, fix.lon = float(lat), float(lon)
 
 
+def _to_frame(match: Verification, view: GroundView, window_to_xy: np.ndarray) -> Verification:
+    """A verification made on a ground view, in the frame's own pixels."""
+    match.frame_xy = view.frame_pixels(match.frame_xy)
+    if match.homography is not None:
+        match.homography = match.homography @ np.linalg.inv(view.canvas_to_frame)
+    match.pixel_to_xy = window_to_xy
+    return match
+
+
+def near_region(index, near: tuple[float, float, float]) -> tuple[float, float, float]:
+    """(lat, lon, radius_m) → (x, y, radius_m) in the index frame."""
+    lat, lon, radius = near
+    if index.frame is None:
+        raise GeolinkError("--near needs an index with a geodetic origin (this one has a local frame)")
+    east, north, _ = index.frame.to_enu(lat, lon)
+    return float(east), float(north), float(radius)
+
+
 def open_index(index_dir: str | Path, card: ModelCard, model: str | Path):
     """Load the tile index and refuse it if it was built with another encoder."""
     from geolink_edge.index.search import TileIndex
@@ -406,12 +618,14 @@ def locate_image(
     conf: LocateConf = LocateConf(),
     pitch: float | None = None,
     roll: float | None = None,
+    near: tuple[float, float, float] | None = None,
 ) -> dict:
-    """One photo → one fix (a global search: a single image has no track to narrow it).
+    """One photo → one fix: a global search, or with ``near`` (lat, lon, radius_m) every candidate
+    in that circle (a single image has no track to narrow it).
 
     ``heading``, ``pitch`` and ``roll`` are the camera's (the convention of :mod:`mount`); with
     them, the height and the intrinsics the matches vote for the position."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
@@ -424,6 +638,9 @@ def locate_image(
     t0 = time.perf_counter()
     descriptor = embedder.embed([image])[0]
     embed_ms = (time.perf_counter() - t0) * 1e3
-    fix = Locator(index, conf, camera).locate(image, descriptor, None, telemetry)
+    region = near_region(index, near) if near is not None else None
+    fix = Locator(index, conf, camera).locate(
+        image, descriptor, region, telemetry, exhaustive=region is not None
+    )
     fix.timing_ms["embed_ms"] = embed_ms
     return {"image": str(image_path), **fix.to_dict()}

@@ -24,7 +24,7 @@ from geolink_edge.runtime.autopilot import Estimate, TrackPredictor
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.health import CameraWatch, Events, Stop, stop_on_signals
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
-from geolink_edge.runtime.locate import LocateConf, Locator, open_index
+from geolink_edge.runtime.locate import LocateConf, Locator, near_region, open_index
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, GnssFix, SimReader, Telemetry, open_reader
 
@@ -47,6 +47,7 @@ class RunConf:
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     camera_lost_s: float = 2.0  # no frame for this long: report the camera lost (the loop goes on)
     warm_start: bool = True  # start a track from the autopilot's GNSS while it has a 3D fix
+    near: tuple[float, float, float] | None = None  # (lat, lon, radius_m) known start area
 
 
 def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:
@@ -84,9 +85,13 @@ class Pipeline:
         self.mavlink = mavlink
         self.events = events or Events()
         self.gnss = gnss
-        # the tile under the drone has its centre within one tile size of it
+        # the tile under the drone has its centre within one tile size of it; a map window around the
+        # prediction already has the frame's footprint as margin
         tile_m = (getattr(index, "manifest", {}).get("tiling") or {}).get("tile_m") or 100.0
-        self.search_floor_m = conf.search_floor_m or float(tile_m)
+        floor = conf.locate.window_floor_m if self.locator.windows is not None else float(tile_m)
+        self.search_floor_m = conf.search_floor_m or floor
+        self.start_region = near_region(index, conf.near) if conf.near is not None else None
+        self.last_fix: tuple[float, float, float] | None = None  # (t, x, y) of the latest fix
         self.predictor = TrackPredictor(self.filter, self._to_geodetic)
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
@@ -129,12 +134,22 @@ class Pipeline:
         gnss = self.gnss() if self.gnss is not None else None
         self._warm_start(frame, gnss)
         region = self.filter.search_region(frame.t_sensor, self.conf.search_sigmas, self.search_floor_m)
-        fix = self.locator.locate(frame.image, descriptor, region, telemetry)
+        # until the first track, a known start area is searched candidate by candidate (around the
+        # last fix while a second one is awaited)
+        exhaustive = region is None and self.start_region is not None and self.filter.starts == 0
+        if exhaustive:
+            region = self.start_region
+            if self.last_fix is not None:
+                t, x, y = self.last_fix
+                reach = self.conf.filter.max_speed * abs(frame.t_sensor - t) + self.search_floor_m
+                region = (x, y, reach) if reach < region[2] else region
+        fix = self.locator.locate(frame.image, descriptor, region, telemetry, exhaustive)
         t2 = time.perf_counter()
         for stage in ("search", "verify", "pose"):
             latency[stage] = fix.timing_ms.get(f"{stage}_ms", 0.0)
         was_tracking = self.has_track()
         if fix.ok:
+            self.last_fix = (frame.t_sensor, fix.x, fix.y)
             update = self.filter.update(frame.t_sensor, np.array([fix.x, fix.y]), np.asarray(fix.cov))
         else:
             update = self.filter.miss(frame.t_sensor)
@@ -280,7 +295,7 @@ def main(
     ``mavlink`` holds the keyword arguments of :class:`MavlinkSink` (``url`` first). Returns the
     summary (also the last line of the log, whose actual name — never an existing file — it names).
     """
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     stop = stop or Stop()
     with ExitStack() as resources:
@@ -384,7 +399,7 @@ def bench(
     the run, whichever is shorter, so caches of tile features are full) to the end. A frame that
     raises is counted (``frame_errors``, ``errors``) and the run goes on: the figures are kept.
     """
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     if frames < 1:
         raise GeolinkError(f"--frames must be at least 1, got {frames}")

@@ -1,4 +1,4 @@
-"""Geometric verification: local features (SIFT, ORB or AKAZE by name), ratio test, then a consensus.
+"""Geometric verification: local features and a matcher by name, then a consensus.
 
 Two consensus models, chosen by what is known about the camera:
 
@@ -20,57 +20,25 @@ so the locator can use them with the camera intrinsics.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from geolink_edge.errors import GeolinkError
-
-
-def _sift(n: int):
-    # half OpenCV's default contrast threshold: aerial imagery is low-contrast (haze, soft shadows),
-    # and on synthetic flights it doubles the inliers against the reference crops
-    return cv2.SIFT_create(nfeatures=n, contrastThreshold=0.02)
-
-
-def _orb(n: int):
-    return cv2.ORB_create(nfeatures=n, scaleFactor=1.2, nlevels=8, fastThreshold=10)
-
-
-def _akaze(n: int):
-    # OpenCV 5 moved AKAZE to the contrib modules; 4.x has it in the main package
-    create = getattr(cv2, "AKAZE_create", None) or getattr(
-        getattr(cv2, "xfeatures2d", None), "AKAZE_create", None
-    )
-    if create is None:
-        raise GeolinkError(
-            f"this OpenCV ({cv2.__version__}) has no AKAZE; use sift or orb, or opencv-contrib"
-        )
-    return create(threshold=5e-4)
-
-
-# name → (detector factory taking a feature budget, descriptor norm)
-DETECTORS: dict[str, tuple[Callable[[int], cv2.Feature2D], int]] = {
-    "sift": (_sift, cv2.NORM_L2),
-    "orb": (_orb, cv2.NORM_HAMMING),
-    "akaze": (_akaze, cv2.NORM_HAMMING),
-}
-
-
-def _kd_forest(descriptors: np.ndarray, checks: int) -> cv2.DescriptorMatcher:
-    """A FLANN k-d forest over a tile's float descriptors, built once per cached tile."""
-    matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": checks})
-    matcher.add([descriptors])
-    matcher.train()
-    return matcher
+from geolink_edge.runtime.features import Features, create_extractor
+from geolink_edge.runtime.features.base import gray
+from geolink_edge.runtime.matchers import create_matcher
 
 
 @dataclass(frozen=True)
 class VerifyConf:
-    features: str = "sift"
-    max_features: int = 3000  # a 512-px reference crop yields more than 1500: keep them all
+    features: str = "sift"  # a name of runtime.features.EXTRACTORS
+    matcher: str | None = None  # a name of runtime.matchers.MATCHERS; None: the extractor's natural one
+    features_weights: str | None = None  # a state-dict file for a learned extractor (else the package's)
+    matcher_weights: str | None = None  # the same for a learned matcher
+    max_features: int | None = None  # None: the extractor's own budget (3000 classical, 1024 learned)
     max_side: int = 640  # images are shrunk to this longest side before detection
     ratio: float = 0.85  # Lowe's test, a little looser: nadir vs oblique views blur descriptors
     ransac_px: float = 4.0
@@ -82,14 +50,8 @@ class VerifyConf:
     vote_m: float = 4.0  # position votes within this distance agree (parallax of 10 m roofs, height error)
     kd_checks: int = 32  # leaves a SIFT k-d forest search visits (exact brute force is 3× slower)
     min_votes: int = 8  # agreeing votes to accept; tiles of elsewhere gather at most 5 on synthetic flights
-
-
-@dataclass
-class Features:
-    xy: np.ndarray  # (N, 2) float32 pixel coordinates in the original image
-    descriptors: np.ndarray | None
-    size: tuple[int, int]  # (width, height) of the original image
-    index: cv2.DescriptorMatcher | None = None  # trained on these descriptors (cached reference tiles)
+    rotations: int = 1  # 2 or 4: also detect on the frame turned by 180° or by each 90°, keep the best
+    # matching turn (for learned extractors when the heading is unknown; they are not rotation-invariant)
 
 
 @dataclass
@@ -101,92 +63,147 @@ class Verification:
     frame_xy: np.ndarray | None = None  # inlier pixels in the frame (M, 2)
     tile_xy: np.ndarray | None = None  # their partners in the tile crop (M, 2)
     position: np.ndarray | None = None  # camera (east, north) agreed by the position votes, if voted
+    pixel_to_xy: np.ndarray | None = None  # reference pixel → ground affine, when not the tile crop's
 
     @property
     def ok(self) -> bool:
         return not self.reason
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-
-
 class Verifier:
+    """Features and matches by name (:mod:`features`, :mod:`matchers`), then a consensus."""
+
     def __init__(self, conf: VerifyConf = VerifyConf(), tile_cache: int = 512):
-        if conf.features not in DETECTORS:
-            raise GeolinkError(
-                f"unknown local features {conf.features!r} (choose from {', '.join(DETECTORS)})"
-            )
-        factory, norm = DETECTORS[conf.features]
         self.conf = conf
-        self.detector = factory(conf.max_features)
-        self.norm = norm
-        self.matcher = cv2.BFMatcher(norm)
-        self._tiles: OrderedDict[int, Features] = OrderedDict()
+        if conf.rotations not in (1, 2, 4):
+            raise GeolinkError(f"rotations must be 1, 2 or 4, got {conf.rotations}")
+        self.extractor = create_extractor(conf.features, conf.max_features, conf.features_weights)
+        self.matcher = create_matcher(
+            conf.matcher,
+            self.extractor,
+            ratio=conf.ratio,
+            kd_checks=conf.kd_checks,
+            weights=conf.matcher_weights,
+        )
+        self._tiles: OrderedDict[Hashable, Features] = OrderedDict()
         self._tile_cache = tile_cache
 
-    def features(self, image: np.ndarray) -> Features:
-        """Keypoints (in the image's own pixels) and descriptors.
+    def features(
+        self, image: np.ndarray, mask: np.ndarray | None = None, rotations: int | None = None
+    ) -> Features:
+        """Keypoints (in the image's own pixels) and descriptors; none where ``mask`` is zero
+        (nodata, the black outside of a resampled frame).
 
-        A frame is not warped north-up first, although the heading is known: the three detectors are
-        rotation-invariant, and on a 200-frame synthetic flight warping cost 30 ms a frame (the
-        rotated canvas has twice the pixels) and lost a quarter of the agreeing matches to
-        interpolation blur and the black corners' edges. The heading enters the geometry instead.
+        ``rotations`` (default ``conf.rotations``) 2 or 4 also detects on the image turned by 180°
+        or by each 90° (exact turns, no resampling); each turn's part is matched on its own and the
+        best is kept. A caller that knows the heading turns the frame north-up instead and passes 1.
+
+        The classical detectors are rotation-invariant, so a frame is not warped north-up for them:
+        on a 200-frame synthetic flight warping cost 30 ms a frame (the rotated canvas has twice the
+        pixels) and lost a quarter of the agreeing matches to interpolation blur and the black
+        corners' edges. The heading enters the geometry instead.
         """
-        gray = _gray(image)
-        h, w = gray.shape[:2]
-        scale = min(1.0, self.conf.max_side / max(h, w))
-        if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        keypoints, descriptors = self.detector.detectAndCompute(gray, None)
-        pts = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2) / scale
-        return Features(pts, descriptors, (w, h))
+        parts = [self._detect(image, mask)]
+        turns = rotations or self.conf.rotations
+        for quarter in range(4 // turns, 4, 4 // turns):
+            turned = self._detect(np.rot90(image, quarter), None if mask is None else np.rot90(mask, quarter))
+            turned.xy = _unturn(turned.xy, quarter, image.shape[1], image.shape[0])
+            parts.append(turned)
+        parts = [p for p in parts if len(p.xy)] or parts[:1]  # a turn that found nothing has no descriptors
+        if len(parts) == 1:
+            return parts[0]
+        bounds = np.cumsum([0] + [len(p.xy) for p in parts])
+        merged = Features(
+            np.concatenate([p.xy for p in parts]),
+            np.concatenate([p.descriptors for p in parts]),
+            parts[0].size,
+            scores=np.concatenate([p.scores for p in parts]),
+            kind=parts[0].kind,
+        )
+        merged.turns = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        return merged
 
-    def tile_features(self, tile_id: int, load: Callable[[int], np.ndarray]) -> Features:
-        """Features of a reference crop, computed once and kept in an LRU cache."""
-        cached = self._tiles.get(tile_id)
+    def _detect(self, image: np.ndarray, mask: np.ndarray | None) -> Features:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.conf.max_side / max(h, w))
+        image = np.ascontiguousarray(image)
+        image = gray(image) if self.extractor.grayscale else image
+        if scale < 1.0:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            if mask is not None:
+                mask = cv2.resize(
+                    np.ascontiguousarray(mask), image.shape[1::-1], interpolation=cv2.INTER_NEAREST
+                )
+        if mask is not None:
+            mask = (np.asarray(mask) > 0).astype(np.uint8)
+        xy, descriptors, scores = self.extractor.detect(image, mask)
+        if descriptors is None:  # OpenCV gives None when it finds nothing
+            xy, scores = xy[:0], scores[:0]
+        return Features(xy / scale, descriptors, (w, h), scores=scores, kind=self.extractor.name)
+
+    def tile_features(self, key: Hashable, load: Callable[[Hashable], np.ndarray]) -> Features:
+        """Features of a reference image, computed once and kept in an LRU cache."""
+        cached = self._tiles.get(key)
         if cached is not None:
-            self._tiles.move_to_end(tile_id)
+            self._tiles.move_to_end(key)
             return cached
-        features = self.features(load(tile_id))
-        if self.norm == cv2.NORM_L2 and features.descriptors is not None and len(features.xy) >= 2:
-            features.index = _kd_forest(features.descriptors, self.conf.kd_checks)
-        self._tiles[tile_id] = features
+        features = self.features(load(key), rotations=1)  # the map is north-up: only frames are turned
+        self.matcher.prepare(features)
+        self._tiles[key] = features
         if len(self._tiles) > self._tile_cache:
             self._tiles.popitem(last=False)
         return features
 
-    def _ratio_matches(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray] | str:
-        """Frame and tile pixels of the matches that pass the ratio test, or why there are too few."""
-        conf = self.conf
-        if frame.descriptors is None or tile.descriptors is None or len(frame.xy) < 4 or len(tile.xy) < 4:
-            return "too few keypoints"
-        if tile.index is not None:
-            pairs = tile.index.knnMatch(frame.descriptors, k=2)
-        else:
-            pairs = self.matcher.knnMatch(frame.descriptors, tile.descriptors, k=2)
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < conf.ratio * p[1].distance]
-        if len(good) < max(4, min(conf.min_inliers, conf.min_votes)):
-            return f"too few matches ({len(good)})"
-        return np.array([m.queryIdx for m in good]), np.array([m.trainIdx for m in good])
+    def match(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray] | str:
+        """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches, or why there are too few.
 
-    def verify(self, tile_id: int, frame: Features, tile: Features) -> Verification:
-        """Consensus on a RANSAC homography (nothing known about the camera)."""
+        A frame detected at several turns is matched turn by turn; the turn whose matches agree best
+        on one rotation-scale-shift wins (a wrong turn can still gather many scattered matches).
+        """
         conf = self.conf
-        matches = self._ratio_matches(frame, tile)
+        if len(frame.xy) < 4 or len(tile.xy) < 4:
+            return "too few keypoints"
+        if frame.turns:
+            tries = []
+            for rows in frame.turns:
+                q, t = self.matcher.match(frame.part(rows), tile)
+                tries.append(
+                    (_agreeing(frame.xy[rows][q], tile.xy[t], 3 * conf.ransac_px), q + rows.start, t)
+                )
+            _, query, train = max(tries, key=lambda item: item[0])
+        else:
+            query, train = self.matcher.match(frame, tile)
+        if len(query) < max(4, min(conf.min_inliers, conf.min_votes)):
+            return f"too few matches ({len(query)})"
+        return query, train
+
+    def verify(
+        self,
+        tile_id: int,
+        frame: Features,
+        tile: Features,
+        ransac_px: float | None = None,
+        min_inlier_ratio: float | None = None,
+    ) -> Verification:
+        """Consensus on a RANSAC homography (nothing known about the camera); the tolerance and the
+        least inlier share default to the conf's."""
+        conf = self.conf
+        ransac_px = conf.ransac_px if ransac_px is None else ransac_px
+        min_ratio = conf.min_inlier_ratio if min_inlier_ratio is None else min_inlier_ratio
+        matches = self.match(frame, tile)
         if isinstance(matches, str):
             return Verification(tile_id, 0, matches)
         src, dst = frame.xy[matches[0]], tile.xy[matches[1]]
         if len(src) < conf.min_inliers:
             return Verification(tile_id, 0, f"too few matches ({len(src)})")
         homography, mask = cv2.findHomography(
-            src, dst, cv2.USAC_MAGSAC, conf.ransac_px, confidence=0.999, maxIters=2000
+            src, dst, cv2.USAC_MAGSAC, ransac_px, confidence=0.999, maxIters=2000
         )
         if homography is None or mask is None:
             return Verification(tile_id, 0, "no homography")
         keep = mask.ravel().astype(bool)
         inliers = int(keep.sum())
-        if inliers < conf.min_inliers or inliers < conf.min_inlier_ratio * len(src):
+        if inliers < conf.min_inliers or inliers < min_ratio * len(src):
             return Verification(tile_id, inliers, f"too few inliers ({inliers} of {len(src)})")
         return self._checked(tile_id, homography, src[keep], dst[keep], frame.size)
 
@@ -207,7 +224,7 @@ class Verifier:
         badly), for the locator to refine the position with.
         """
         conf = self.conf
-        matches = self._ratio_matches(frame, tile)
+        matches = self.match(frame, tile)
         if isinstance(matches, str):
             return Verification(tile_id, 0, matches)
         q, t = matches
@@ -260,6 +277,21 @@ class Verifier:
         if span[0] * span[1] < conf.min_spread * w * hgt:
             return "inliers bunched in one spot"
         return ""
+
+
+def _agreeing(src: np.ndarray, dst: np.ndarray, tolerance_px: float) -> int:
+    """How many matches one RANSAC rotation-scale-shift explains (0 when there are too few)."""
+    if len(src) < 3:
+        return 0
+    _, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=tolerance_px)
+    return 0 if inliers is None else int(inliers.sum())
+
+
+def _unturn(xy: np.ndarray, quarter: int, width: int, height: int) -> np.ndarray:
+    """Pixels of an image turned by ``np.rot90(image, quarter)`` back in the unturned image."""
+    x, y = xy[:, 0], xy[:, 1]
+    back = {1: (width - 1 - y, x), 2: (width - 1 - x, height - 1 - y), 3: (y, height - 1 - x)}[quarter]
+    return np.stack(back, axis=1).astype(np.float32)
 
 
 def consensus(votes: np.ndarray, radius: float) -> np.ndarray:

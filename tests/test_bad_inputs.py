@@ -269,8 +269,8 @@ def test_missing_camera_is_waited_for_and_sigterm_ends_the_run_cleanly(world, tm
 
 def test_engine_for_another_tensorrt_or_gpu_is_refused(tmp_path, tiny_onnx):
     """The comparison TensorRTEmbedder makes before deserialising: both sides named, one line."""
+    from geolink_edge.backends import load_embedder
     from geolink_edge.export.sidecar import check_compatible, make_sidecar, read_sidecar, write_sidecar
-    from geolink_edge.runtime.backends import load_embedder
 
     card = load_embedder(tiny_onnx).card
     engine = tmp_path / "encoder.engine"

@@ -10,6 +10,7 @@ import pytest
 from _dataset_fixtures import write_sues200, write_university1652
 from onnx import TensorProto, helper, numpy_helper
 
+from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.dataset import calibration_set, iter_batches
 from geolink_edge.calib.fp16 import convert_fp16
 from geolink_edge.calib.quantize import quantize_int8, quantized_linears, select_block_linears, zero_points
@@ -22,7 +23,6 @@ from geolink_edge.calib.report import (
 )
 from geolink_edge.data.layout import open_dataset
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)
 

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+from geolink_edge.backends import load_embedder
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError, MissingDependency
-from geolink_edge.export.engine import EngineConf, profile_shapes, read_timing_cache
+from geolink_edge.export.engine import EngineConf, keypoint_profile, profile_shapes, read_timing_cache
 from geolink_edge.export.sidecar import (
     check_compatible,
     make_sidecar,
@@ -21,7 +22,6 @@ from geolink_edge.export.sidecar import (
     sidecar_path,
     write_sidecar,
 )
-from geolink_edge.runtime.backends import load_embedder
 
 HAS_TENSORRT = (
     importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
@@ -140,7 +140,7 @@ def test_tensorrt_backend_imports_without_tensorrt_pycuda_torch():
     code = (
         "import sys\n"
         "for m in ('torch', 'timm', 'tensorrt', 'pycuda', 'pycuda.driver', 'onnx'): sys.modules[m] = None\n"
-        "import geolink_edge.runtime.tensorrt_backend, geolink_edge.export.engine\n"
+        "import geolink_edge.backends.tensorrt_engine, geolink_edge.export.engine\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -149,9 +149,8 @@ def test_tensorrt_backend_imports_without_tensorrt_pycuda_torch():
 
 @pytest.mark.skipif(not HAS_TENSORRT, reason="TensorRT and pycuda are only on the target")
 def test_build_and_run_engine_matches_onnxruntime(tiny_onnx, tmp_path):
+    from geolink_edge.backends import OnnxEmbedder, TensorRTEmbedder
     from geolink_edge.export.engine import build_engine
-    from geolink_edge.runtime.backends import OnnxEmbedder
-    from geolink_edge.runtime.tensorrt_backend import TensorRTEmbedder
 
     cache = tmp_path / "timing.cache"
     engine = build_engine(tiny_onnx, tmp_path / "encoder.engine", EngineConf(max_batch=4, timing_cache=cache))
@@ -162,3 +161,26 @@ def test_build_and_run_engine_matches_onnxruntime(tiny_onnx, tmp_path):
         got = trt_embedder.embed(images)  # 6 images: two chunks of the max batch 4
     want = OnnxEmbedder(tiny_onnx, providers=["CPUExecutionProvider"]).embed(images)
     assert got.shape == want.shape and np.sum(got * want, axis=1).min() > 0.999
+
+
+def test_matcher_engines_profile_the_keypoint_counts():
+    """A matcher's dynamic keypoint counts span 1..max_keypoints; an extractor (all static) needs none."""
+    conf = EngineConf(max_keypoints=1024)
+    matcher = [("keypoints0", (1, -1, 2)), ("descriptors1", (1, -1, 128)), ("size0", (1, 2))]
+    assert keypoint_profile(matcher, conf) == {
+        "keypoints0": ((1, 1, 2), (1, 512, 2), (1, 1024, 2)),
+        "descriptors1": ((1, 1, 128), (1, 512, 128), (1, 1024, 128)),
+    }
+    assert keypoint_profile([("image", (1, 3, 640, 640))], conf) == {}
+    with pytest.raises(GeolinkError, match="--max-keypoints"):
+        EngineConf(max_keypoints=0)
+
+
+def test_sidecar_of_a_local_feature_engine_has_no_model_card(tmp_path):
+    engine = tmp_path / "xfeat-lighterglue.engine"
+    metadata = {"geolink_local_features": '{"kind": "matcher", "name": "lighterglue", "features": "xfeat"}'}
+    write_sidecar(
+        engine, _sidecar(model_card=None, profile={"min": 1, "opt": 512, "max": 1024}, metadata=metadata)
+    )
+    again = read_sidecar(engine)
+    assert again["model_card"] is None and again["metadata"] == metadata

@@ -11,8 +11,8 @@ import onnx
 import pytest
 from _dataset_fixtures import write_university1652
 
+from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.quantize import zero_points
-from geolink_edge.runtime.backends import OnnxEmbedder
 
 
 def _cli(*args: str, block_torch: bool = False) -> subprocess.CompletedProcess:

@@ -74,7 +74,7 @@ class FlakyCamera(SimReader):
 @pytest.fixture(scope="module")
 def flaky_flight(world, tmp_path_factory):
     """Run the loop on the flaky camera, logging like ``run --log`` does; the run is then 'killed'."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
     from geolink_edge.runtime.locate import open_index
 
     flight, index_dir, model = world

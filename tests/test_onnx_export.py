@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from geolink_edge.backends import CARD_KEY, PRECISION_KEY, load_embedder
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
 from geolink_edge.export.onnx_export import export_onnx
 from geolink_edge.models import read_checkpoint
-from geolink_edge.runtime.backends import ONNX_CARD_KEY, ONNX_PRECISION_KEY, load_embedder
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,9 @@ def test_graph_is_static_size_dynamic_batch_opset17(tiny_onnx):
 def test_metadata_carries_card_and_precision(tiny_onnx, tiny_checkpoint):
     meta = {p.key: p.value for p in onnx.load(str(tiny_onnx)).metadata_props}
     card = ModelCard.from_dict(read_checkpoint(tiny_checkpoint)["model_card"])
-    assert meta[ONNX_PRECISION_KEY] == "fp32"
+    assert meta[PRECISION_KEY] == "fp32"
     embedder = load_embedder(tiny_onnx)
-    assert embedder.card.weights_hash == card.weights_hash and ONNX_CARD_KEY in meta
+    assert embedder.card.weights_hash == card.weights_hash and CARD_KEY in meta
     frame = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     assert embedder.embed([frame, frame]).shape == (2, 256)
 

@@ -121,7 +121,7 @@ class FaultyFlight(SimReader):
 
 
 def test_faults_do_not_stop_the_loop_and_no_nan_leaves_it(world):
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
     from geolink_edge.runtime.locate import open_index
 
     flight, index_dir, model = world

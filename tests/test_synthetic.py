@@ -265,3 +265,58 @@ def test_weather_is_seeded_and_changes_the_image():
         assert np.abs(a.astype(int) - image).mean() > 2, name
     with pytest.raises(GeolinkError, match="unknown weather"):
         apply_weather(image, "hail", 0)
+
+
+def test_map_in_another_season_and_coarser_leaves_the_flight_unchanged(tmp_path):
+    """The harder cases: a winter map at 0.5 m/px under a 40 m flight rendered as by default."""
+    import rasterio
+
+    tiny = {
+        "locations": 2,
+        "views": 1,
+        "size": 48,
+        "tile_m": 80.0,
+        "area_px": 768,
+        "workers": 1,
+        "points": 1024,
+        "styles": ["farmland", "suburb"],
+        "flight_frames": 2,
+        "flight_size": 64,
+        "flight_altitude": 40.0,
+    }
+    plain = writer.main(writer.SynthConfig(**tiny), tmp_path / "plain")
+    hard = writer.main(writer.SynthConfig(**tiny, map_season="winter", map_gsd=0.5), tmp_path / "hard")
+    for frame in sorted((plain / "flight" / "frames").glob("*.jpg")):
+        assert frame.read_bytes() == (hard / "flight" / "frames" / frame.name).read_bytes()
+    assert (plain / "flight" / "gt.csv").read_bytes() == (hard / "flight" / "gt.csv").read_bytes()
+
+    def ortho(root, area):
+        with rasterio.open(root / "areas" / area / "ortho.tif") as ds:
+            return ds.read().transpose(1, 2, 0).astype(np.float32), ds.res, ds.transform
+
+    for area, season in (("train-00-farmland", "same"), ("test-01-suburb", "winter")):
+        fine, fine_res, fine_transform = ortho(plain, area)
+        coarse, res, transform = ortho(hard, area)
+        assert fine_res == (0.3, 0.3) and res == (0.5, 0.5) and coarse.shape == (461, 461, 3)
+        assert (transform.c, transform.f) == (fine_transform.c, fine_transform.f)  # same corner
+        shrunk = cv2.resize(fine, (461, 461), interpolation=cv2.INTER_AREA)
+        difference = float(np.abs(shrunk - coarse).mean())
+        if season == "same":
+            assert difference < 1.0  # only averaged down
+        else:
+            assert difference > 20.0  # snow, bare trees, brown grass
+        area_json = json.loads((hard / "areas" / area / "area.json").read_text())
+        assert area_json["map"] == {"season": season, "gsd_m": 0.5}
+    assert "map" not in json.loads((plain / "areas" / "test-01-suburb" / "area.json").read_text())
+
+
+def test_map_options_are_checked(tmp_path, capsys):
+    for extra, message in (
+        (["--map-season", "monsoon"], "unknown season 'monsoon'"),
+        (["--map-gsd", "0.1"], "finer than the world"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["synth", str(tmp_path / "new"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and message in err and "\n" not in err, err
+    assert not (tmp_path / "new").exists()

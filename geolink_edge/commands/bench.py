@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+
 bench_app = typer.Typer(help="Measure speed and memory.", no_args_is_help=True)
 
 
@@ -16,7 +18,8 @@ def bench_runtime(
     camera: str = typer.Option(..., "--camera", help="a replayable source, e.g. sim://FLIGHT (looped)"),
     frames: int = typer.Option(200, "--frames", help="frames to process; 10000 makes a soak test"),
     intrinsics: Path | None = typer.Option(None, "--intrinsics", help="camera YAML"),
-    features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
+    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime threads (0: its default)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures as JSON"),
 ) -> None:
@@ -29,11 +32,10 @@ def bench_runtime(
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
     from geolink_edge.runtime.locate import LocateConf
-    from geolink_edge.runtime.verify import VerifyConf
 
     if threads < 0:
         raise GeolinkError(f"--threads must be 0 or more, got {threads}")
-    conf = loop.RunConf(locate=LocateConf(verify=VerifyConf(features=features)), threads=threads)
+    conf = loop.RunConf(locate=LocateConf(verify=verify_conf(features, matcher)), threads=threads)
     with Progress(transient=True) as bar:
         task = bar.add_task("frames", total=frames)
         result = loop.bench(

@@ -8,7 +8,9 @@ import typer
 
 
 def export(
-    source: Path = typer.Argument(..., help="training checkpoint (.pt) or encoder ONNX (.onnx)"),
+    source: Path = typer.Argument(
+        ..., help="training checkpoint (.pt), encoder ONNX, or an export-matching ONNX (--engine only)"
+    ),
     out: Path = typer.Option(..., "--out", help="output folder"),
     int8: bool = typer.Option(False, "--int8", help="also write encoder.int8.onnx (explicit Q/DQ)"),
     calib_data: Path = typer.Option(None, "--calib-data", help="dataset root for calibration and fidelity"),
@@ -31,6 +33,9 @@ def export(
     engine: bool = typer.Option(False, "--engine", help="build a TensorRT engine here (on the target)"),
     workspace: float = typer.Option(2.0, "--workspace", help="TensorRT workspace limit, GB"),
     max_batch: int = typer.Option(8, "--max-batch", help="largest batch of the engine's profile"),
+    max_keypoints: int = typer.Option(
+        2048, "--max-keypoints", help="largest keypoint count of a matcher engine (export-matching ONNX)"
+    ),
     timing_cache: Path = typer.Option(
         None, "--timing-cache", help="TensorRT timing cache file (read and updated)"
     ),
@@ -53,7 +58,12 @@ def export(
         min_centred_cosine=min_centred_cosine,
         fidelity_queries=fidelity_queries,
         force=force,
-        engine_conf=EngineConf(workspace_gb=workspace, max_batch=max_batch, timing_cache=timing_cache),
+        engine_conf=EngineConf(
+            workspace_gb=workspace,
+            max_batch=max_batch,
+            timing_cache=timing_cache,
+            max_keypoints=max_keypoints,
+        ),
     )
     written = main(conf, source, out)
     typer.echo(f"wrote {written}")

@@ -22,20 +22,28 @@ def _scales(text: str) -> tuple[float, ...]:
 def build(
     model: Path = typer.Option(..., help="encoder to embed with (.onnx, .int8.onnx, .engine or .pt)"),
     out: Path = typer.Option(..., help="bundle folder to write (with --shard: the shards' root folder)"),
-    ortho: list[Path] = typer.Option(None, help="GeoTIFF orthophoto (any CRS, 3+ bands); repeatable"),
+    ortho: list[Path] = typer.Option(None, help="GeoTIFF orthophoto (any CRS, RGB or palette); repeatable"),
     tiles: Path = typer.Option(
         None, help="corner CSV: Filename,Top_left_lat,Top_left_lon,Bottom_right_lat,Bottom_right_long"
     ),
     xyz: Path = typer.Option(None, help="Web-Mercator tile pyramid folder {z}/{x}/{y}.png|jpg"),
     crs: str = typer.Option(
-        None, help="CRS for rasters that have none: EPSG:<code>, or 'local' for plain metres"
+        None, help="CRS of the rasters, replacing their own label: EPSG:<code>, or 'local' for plain metres"
+    ),
+    nodata: float = typer.Option(
+        None, help="raster colour value that means no imagery (e.g. 0 for an untagged black border)"
     ),
     tile_m: float = typer.Option(None, help="tile footprint in metres (default: the model card's tile_m)"),
     stride_m: float = typer.Option(None, help="grid step in metres (default: half the tile)"),
     scales: str = typer.Option("1", help="footprint multipliers for other altitudes, e.g. 1,1.5,2"),
-    crop_px: int = typer.Option(None, help="stored crop size (default: max(model input, 512))"),
+    crop_px: int = typer.Option(
+        None, help="tile crop size for embedding and tile images (default: max(model input, 512))"
+    ),
+    map_gsd: float = typer.Option(
+        None, help="map store resolution in m/px (default: the finest source's native GSD)"
+    ),
     min_valid: float = typer.Option(
-        0.98, help="least fraction of a tile that must hold imagery (not nodata)"
+        None, help="least fraction of a tile that must hold imagery, not nodata (default 0.6)"
     ),
     index_type: str = typer.Option(
         "auto", help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string"
@@ -52,17 +60,20 @@ def build(
 
     from geolink_edge.index.build import BuildConfig, main
 
+    given = {"min_valid": min_valid} if min_valid is not None else {}
     try:
         conf = BuildConfig(
+            **given,
             tile_m=tile_m,
             stride_m=stride_m,
             scales=_scales(scales),
             crop_px=crop_px,
-            min_valid=min_valid,
             index_type=index_type,
             batch_size=batch_size,
             workers=workers,
             crs=crs,
+            nodata=nodata,
+            map_gsd=map_gsd,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -99,7 +110,7 @@ def info(bundle: Path = typer.Argument(..., help="index bundle folder")) -> None
     )
     typer.echo(f"model {str(index.model_hash)[:12]}, crs {index.crs}, origin {m.get('origin')}")
     typer.echo(
-        f"tiling {m.get('tiling')}, crops {m.get('crop_px')} px, extent {extent[0]:.0f} x {extent[1]:.0f} m"
+        f"tiling {m.get('tiling')}, map {m.get('map_gsd_m')} m/px, extent {extent[0]:.0f} x {extent[1]:.0f} m"
     )
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+from geolink_edge.commands.run import NEAR_HELP
+
 
 def locate(
     image: Path = typer.Argument(..., help="a nadir photo (any size)"),
@@ -24,17 +27,18 @@ def locate(
         None, "--roll", help="camera roll about its axis, degrees (positive: the photo's right side down)"
     ),
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
-    features: str = typer.Option("sift", "--features", help="sift, orb or akaze"),
+    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
+    near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
     import math
 
-    from geolink_edge.commands.run import positive
+    from geolink_edge.commands.run import parse_near, positive
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.locate import LocateConf, locate_image
     from geolink_edge.runtime.sinks import clean
-    from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
     for name, value in (("--heading", heading), ("--pitch", pitch), ("--roll", roll)):
@@ -44,8 +48,10 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
-    conf = LocateConf(verify=VerifyConf(features=features))
-    result = locate_image(image, model, index, intrinsics, heading, altitude, conf, pitch=pitch, roll=roll)
+    conf = LocateConf(verify=verify_conf(features, matcher))
+    result = locate_image(
+        image, model, index, intrinsics, heading, altitude, conf, pitch=pitch, roll=roll, near=parse_near(near)
+    )
     typer.echo(json.dumps(clean(result)))
 
 

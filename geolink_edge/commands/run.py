@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+
 
 def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
     """Refuse a negative, zero (unless allowed) or non-finite numeric option in one line."""
@@ -17,6 +19,26 @@ def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
         return
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise GeolinkError(f"{name} must be a positive number, got {value}")
+
+
+def parse_near(value: str | None) -> tuple[float, float, float] | None:
+    """``LAT,LON,RADIUS_M`` → a tuple, or a one-line error."""
+    import math
+
+    from geolink_edge.errors import GeolinkError
+
+    if value is None:
+        return None
+    try:
+        lat, lon, radius = (float(v) for v in value.split(","))
+    except ValueError:
+        raise GeolinkError(f"--near must be LAT,LON,RADIUS_M (three numbers), got {value!r}") from None
+    if not (abs(lat) <= 90 and abs(lon) <= 180 and math.isfinite(radius) and radius > 0):
+        raise GeolinkError(f"--near {value}: latitude, longitude or radius out of range")
+    return lat, lon, radius
+
+
+NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
 
 
 def run(
@@ -70,15 +92,15 @@ def run(
         None, "--altitude", help="height above ground (m) when no autopilot reports it"
     ),
     max_frames: int | None = typer.Option(None, "--max-frames", help="stop after this many frames"),
-    features: str = typer.Option(
-        "sift", "--features", help="local features for verification: sift, orb or akaze"
-    ),
+    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     width: int = typer.Option(1280, "--width", help="camera frame width (V4L2, CSI)"),
     height: int = typer.Option(720, "--height", help="camera frame height (V4L2, CSI)"),
     fps: float = typer.Option(30.0, "--fps", help="camera frame rate (V4L2, CSI)"),
     every_frame: bool = typer.Option(
         False, "--every-frame", help="replay recordings frame by frame, unpaced"
     ),
+    near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
@@ -88,7 +110,6 @@ def run(
     from geolink_edge.runtime import loop
     from geolink_edge.runtime.locate import LocateConf
     from geolink_edge.runtime.mount import CameraMount
-    from geolink_edge.runtime.verify import VerifyConf
 
     positive("--altitude", altitude)
     positive("--fps", fps)
@@ -96,7 +117,7 @@ def run(
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     conf = loop.RunConf(
-        locate=LocateConf(verify=VerifyConf(features=features)),
+        locate=LocateConf(verify=verify_conf(features, matcher)),
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
@@ -105,6 +126,7 @@ def run(
         fps=fps,
         camera_lost_s=camera_lost,
         warm_start=not no_warm_start,
+        near=parse_near(near),
     )
     camera_mount = CameraMount.parse(mount)  # checked even when no autopilot is connected
     link = None

@@ -23,6 +23,12 @@ def synth(
     flight_size: int = typer.Option(320, help="Flight frame size in pixels."),
     flight_altitude: float = typer.Option(130.0, help="Flight altitude above ground, metres."),
     flight_pitch: float = typer.Option(90.0, help="Flight camera pitch below the horizon (90: nadir)."),
+    map_season: str = typer.Option(
+        "same", help="Season of the test areas' maps against their drone views: same, autumn, winter, dry."
+    ),
+    map_gsd: float | None = typer.Option(
+        None, help="Write every ortho.tif at this m/px, coarser than the world's 0.3 (e.g. 0.5)."
+    ),
     workers: int | None = typer.Option(None, help="Processes [default: up to 2]."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT."),
 ) -> None:
@@ -45,6 +51,8 @@ def synth(
         "flight_size": flight_size,
         "flight_altitude": flight_altitude,
         "flight_pitch": flight_pitch,
+        "map_season": map_season,
+        "map_gsd": map_gsd,
     }
     if styles is not None:
         options["styles"] = [s.strip() for s in styles.split(",") if s.strip()]

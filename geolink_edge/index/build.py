@@ -1,15 +1,17 @@
 """``index build`` and ``index merge``: embed north-up tiles of reference imagery into a faiss bundle.
 
 Work is done in chunks of :data:`CHUNK_TILES` planned tiles. Each finished chunk (descriptors +
-tile metadata in an ``.npz``, crops as JPEGs) is written into a work folder beside the output
-(``.<out>.partial``), so a crashed or interrupted build resumes where it stopped when rerun with
-the same inputs. ``--shard i/n`` (or torchrun's ``RANK``/``WORLD_SIZE``) embeds every n-th chunk
-into ``<out>/shard-i-of-n``; ``index merge`` assembles the shards. The bundle itself appears only
+tile metadata in an ``.npz``) is written into a work folder beside the output (``.<out>.partial``),
+then the map store is rendered there by rows of map chunks, so a crashed or interrupted build
+resumes where it stopped when rerun with the same inputs. ``--shard i/n`` (or torchrun's
+``RANK``/``WORLD_SIZE``) embeds every n-th tile chunk and renders every n-th map row into
+``<out>/shard-i-of-n``; ``index merge`` assembles the shards. The bundle itself appears only
 when complete (:func:`geolink_edge.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -19,27 +21,28 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geolink_edge.atomic import atomic_dir, atomic_path, check_new_dir, write_json
 from geolink_edge.errors import GeolinkError
-from geolink_edge.index.bundle import CROPS_DIR, INDEX_FAISS, Tile, crop_path, write_metadata
+from geolink_edge.index.bundle import INDEX_FAISS, Tile, write_metadata
+from geolink_edge.index.mapbuild import finished_chunks, plan_map, render_map_rows, write_map
 from geolink_edge.index.sources import Layer, open_sources
 from geolink_edge.index.tiling import (
+    DEFAULT_MIN_VALID,
     MIN_CROP_PX,
     Georef,
     TilingConfig,
     layer_boxes,
     make_georef,
+    native_gsd,
     plan_tiles,
     render_tile,
 )
 
 CHUNK_TILES = 256
 WORK_JSON = "work.json"
-JPEG_QUALITY = 92
 
 # Named index types → (faiss factory string, ParameterSpace search parameters); "{nlist}" and
 # "{pq}" are filled from the tile count and the descriptor dimension. The parameters were chosen
@@ -68,11 +71,13 @@ class BuildConfig(BaseModel):
     stride_m: float | None = Field(None, gt=0, le=100_000)
     scales: tuple[float, ...] = (1.0,)
     crop_px: int | None = Field(None, ge=16, le=4096)
-    min_valid: float = Field(0.98, gt=0, le=1)
+    min_valid: float = Field(DEFAULT_MIN_VALID, gt=0, le=1)
     index_type: str = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
     workers: int = Field(2, ge=1, le=64)
     crs: str | None = None
+    nodata: float | None = None
+    map_gsd: float | None = Field(None, gt=0, le=1000)
 
 
 def resolve_tiling(conf: BuildConfig, card) -> TilingConfig:
@@ -134,6 +139,7 @@ def _source_identity(layers: list[Layer]) -> list[dict]:
             {
                 "name": layer.name,
                 "crs": layer.crs,
+                "nodata": getattr(layer, "nodata", None),
                 "bytes": stat.st_size if stat else None,
                 "mtime": stat.st_mtime_ns if stat else None,
             }
@@ -141,10 +147,11 @@ def _source_identity(layers: list[Layer]) -> list[dict]:
     return out
 
 
-def _plan_key(card, tiling: TilingConfig, layers: list[Layer], georef: Georef, count: int) -> str:
+def _plan_key(card, tiling: TilingConfig, layers: list[Layer], georef: Georef, count: int, grid: dict) -> str:
     blob = json.dumps(
         {
             "model": card.weights_hash,
+            "map": grid,
             "tiling": tiling.model_dump(mode="json"),
             "sources": _source_identity(layers),
             "origin": None if georef.frame is None else [georef.frame.lat0, georef.frame.lon0],
@@ -165,7 +172,7 @@ def _prepare_workdir(workdir: Path, info: dict) -> None:
         shutil.rmtree(workdir)
     elif workdir.exists() and any(workdir.iterdir()):
         raise GeolinkError(f"{workdir} exists and is not an index work folder")
-    (workdir / CROPS_DIR).mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     write_json(marker, info)
 
 
@@ -193,9 +200,6 @@ def _embed_chunk(
         descriptors.append(np.asarray(embedder.embed(batch), dtype=np.float32))
         progress(len(batch))
     progress(len(planned) - len(kept))
-    for i in kept:
-        ok, jpeg = cv2.imencode(".jpg", rendered[i].image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        (workdir / CROPS_DIR / f"p{start + i}.jpg").write_bytes(jpeg.tobytes())
     dim = embedder.card.descriptor_dim
     with atomic_path(_chunk_file(workdir, chunk)) as tmp, tmp.open("wb") as handle:
         np.savez(
@@ -206,17 +210,24 @@ def _embed_chunk(
         )
 
 
+@contextlib.contextmanager
+def _progress(label: str, total: int):
+    """A transient progress bar; yields ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
 def embed_chunks(
     workdir: Path, chunks: list[int], plan, layers, boxes, georef, tiling, embedder, conf
 ) -> None:
     """Render, embed and store every chunk not already on disk, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     todo = [c for c in chunks if not _chunk_file(workdir, c).is_file()]
     total = sum(len(plan[c * CHUNK_TILES : (c + 1) * CHUNK_TILES]) for c in todo)
-    columns = (TextColumn("embedding tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar, ThreadPoolExecutor(conf.workers) as pool:
-        task = bar.add_task("tiles", total=total)
+    with _progress("embedding tiles", total) as advance, ThreadPoolExecutor(conf.workers) as pool:
         for chunk in todo:
             _embed_chunk(
                 workdir,
@@ -229,8 +240,14 @@ def embed_chunks(
                 embedder,
                 conf.batch_size,
                 pool,
-                lambda n: bar.advance(task, n),
+                advance,
             )
+
+
+def render_map(workdir: Path, grid: dict, rows: list[int], layers, boxes, georef, conf) -> None:
+    """Render the map store's rows not already on disk, with a progress bar."""
+    with _progress("writing the map", len(rows)) as advance, ThreadPoolExecutor(conf.workers) as pool:
+        render_map_rows(workdir, grid, rows, layers, boxes, georef, pool, advance)
 
 
 def _load_chunk(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -246,6 +263,8 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
     expected = manifest.pop("chunks")
     if len(chunks) != expected:
         raise GeolinkError(f"{len(chunks)} of {expected} chunks are done; run the missing shards first")
+    grid = manifest.pop("map")
+    map_chunks = finished_chunks(workdirs, grid)
     counts = [len(_load_chunk(p)[0]) for p in chunks]
     count = sum(counts)
     if count == 0:
@@ -263,20 +282,19 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
         index.train(sample)
     tiles, sources = [], []
     for path in chunks:
-        plan_ids, descriptors, metas = _load_chunk(path)
+        _, descriptors, metas = _load_chunk(path)
         index.add(descriptors)
-        for plan_id, meta in zip(plan_ids, metas, strict=True):
-            tiles.append((Path(path).parent, int(plan_id), meta))
+        tiles.extend(metas)
     with atomic_dir(out, force) as tmp:
-        (tmp / CROPS_DIR).mkdir()
         records = []
-        for tile_id, (workdir, plan_id, meta) in enumerate(tiles):
-            _link(workdir / CROPS_DIR / f"p{plan_id}.jpg", crop_path(tmp, tile_id))
+        for tile_id, meta in enumerate(tiles):
             records.append(Tile.from_dict({"id": tile_id, **meta}))
             if meta["source"] and meta["source"] not in sources:
                 sources.append(meta["source"])
+        write_map(tmp, grid, map_chunks, _link)
         faiss.write_index(index, str(tmp / INDEX_FAISS))
         manifest.update(
+            map_gsd_m=grid["gsd_m"],
             faiss_type=factory,
             faiss_params=params,
             count=count,
@@ -288,9 +306,9 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
 
 
 def _link(src: Path, dst: Path) -> None:
-    """Hard-link a crop into the new bundle (the work folder stays intact until the bundle exists)."""
+    """Hard-link a map chunk into the new bundle (the work folder stays intact until the bundle exists)."""
     if not src.is_file():
-        raise GeolinkError(f"{src}: tile crop missing from the work folder (rebuild with --force)")
+        raise GeolinkError(f"{src}: map chunk missing from the work folder (rebuild with --force)")
     try:
         os.link(src, dst)
     except OSError:
@@ -308,7 +326,7 @@ def main(
     shard: str | None = None,
 ) -> Path:
     """Build a tile index bundle at ``out`` (or, with a shard, that shard's chunks); returns the path."""
-    from geolink_edge.runtime.backends import load_embedder
+    from geolink_edge.backends import load_embedder
 
     started = time.perf_counter()
     out = Path(out)
@@ -318,7 +336,7 @@ def main(
     embedder = load_embedder(model)
     card = embedder.card
     tiling = resolve_tiling(conf, card)
-    layers = open_sources(ortho, tiles_csv, xyz, conf.crs)
+    layers = open_sources(ortho, tiles_csv, xyz, conf.crs, conf.nodata)
     georef = make_georef(layers)
     boxes = layer_boxes(layers, georef)
     plan = plan_tiles(boxes, tiling)
@@ -328,6 +346,7 @@ def main(
         choose_index(conf.index_type, len(plan), card.descriptor_dim)[0], card.descriptor_dim
     )  # fail early
     n_chunks = math.ceil(len(plan) / CHUNK_TILES)
+    grid = plan_map(boxes, conf.map_gsd or native_gsd(layers, georef))
     frame = georef.frame
     manifest = {
         "model_hash": card.weights_hash,
@@ -344,16 +363,18 @@ def main(
         },
         "crop_px": tiling.crop_px,
         "chunks": n_chunks,
+        "map": grid,
     }
-    info = {"plan_key": _plan_key(card, tiling, layers, georef, len(plan)), "manifest": manifest}
+    info = {"plan_key": _plan_key(card, tiling, layers, georef, len(plan), grid), "manifest": manifest}
+    first, every = shard_of or (0, 1)
     if shard_of is None:
         workdir = out.parent / f".{out.name}.partial"
-        mine = list(range(n_chunks))
     else:
-        workdir = out / f"shard-{shard_of[0]}-of-{shard_of[1]}"
-        mine = list(range(shard_of[0], n_chunks, shard_of[1]))
+        workdir = out / f"shard-{first}-of-{every}"
     _prepare_workdir(workdir, info)
+    mine = list(range(first, n_chunks, every))
     embed_chunks(workdir, mine, plan, layers, boxes, georef, tiling, embedder, conf)
+    render_map(workdir, grid, list(range(first, grid["rows"], every)), layers, boxes, georef, conf)
     if shard_of is not None:
         return workdir
     manifest["embed_time_s"] = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""The tile index bundle on disk: ``index.json``, ``index.faiss``, ``tiles.json`` and ``crops/``.
+"""The tile index bundle on disk: ``index.json``, ``index.faiss``, ``tiles.json`` and the map store
+(``map.json`` + ``map/``, :mod:`geolink_edge.index.mapstore`).
 
 Written once by the index builder (inside :func:`geolink_edge.atomic.atomic_dir`), read by the
 runtime through :class:`geolink_edge.index.search.TileIndex`. numpy + faiss + stdlib only, so the
@@ -18,20 +19,22 @@ import numpy as np
 from geolink_edge.atomic import read_json, write_json
 from geolink_edge.errors import GeolinkError
 
-BUNDLE_FORMAT = "geolink-edge/tile-index/1"
+BUNDLE_FORMAT = "geolink-edge/tile-index/2"
+# Format 1 kept a 512-px JPEG crop per tile (crops/<id>.jpg) instead of the map store.
+OLD_FORMATS = ("geolink-edge/tile-index/1",)
 INDEX_JSON = "index.json"
 INDEX_FAISS = "index.faiss"
 TILES_JSON = "tiles.json"
 BUNDLE_HINT = "not a geolink-edge tile index bundle?"
-CROPS_DIR = "crops"
 
 
 @dataclass(frozen=True)
 class Tile:
     """One reference tile. ``xy`` means metres in the bundle's frame (ENU about ``origin``, or local).
 
-    ``pixel_to_xy`` maps OpenCV pixel coordinates of the stored crop (integer = pixel centre) to xy:
-    ``[x, y] = pixel_to_xy @ [u, v, 1]``. Crops are north-up, so it is a scale and a shift.
+    ``pixel_to_xy`` maps OpenCV pixel coordinates of the tile's north-up crop (integer = pixel
+    centre, ``gsd_m`` per pixel, the crop the descriptor was computed from and that
+    ``TileIndex.tile_image`` reads from the map store) to xy: ``[x, y] = pixel_to_xy @ [u, v, 1]``.
     ``corners_*`` run TL, TR, BR, BL; ``window`` is ``[col, row, width, height]`` in the source's pixels.
     """
 
@@ -74,12 +77,8 @@ class Tile:
         )
 
 
-def crop_path(root: str | Path, tile_id: int) -> Path:
-    return Path(root) / CROPS_DIR / f"{int(tile_id)}.jpg"
-
-
 def write_metadata(root: str | Path, manifest: dict[str, Any], tiles: list[Tile]) -> None:
-    """Write ``index.json`` and ``tiles.json`` (the faiss file and crops are written by the builder)."""
+    """Write ``index.json`` and ``tiles.json`` (the builder writes the faiss file and the map store)."""
     root = Path(root)
     write_json(root / INDEX_JSON, {"format": BUNDLE_FORMAT, **manifest})
     # One tile per line keeps a large file readable and diffable without pretty-printing megabytes.
@@ -90,7 +89,13 @@ def write_metadata(root: str | Path, manifest: dict[str, Any], tiles: list[Tile]
 def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root) / INDEX_JSON
     manifest = read_json(path, "index file", BUNDLE_HINT)
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found in OLD_FORMATS:
+        raise GeolinkError(
+            f"{path}: bundle format {found!r} keeps per-tile crops and no map store; "
+            "rebuild it with geolink-edge index build"
+        )
+    if found != BUNDLE_FORMAT:
         raise GeolinkError(f"{path}: not a {BUNDLE_FORMAT} manifest")
     return manifest
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from geolink_edge.card import check_same_model
 from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import LocalFrame
-from geolink_edge.index.bundle import INDEX_FAISS, Tile, TileTable, crop_path, read_manifest, read_tiles
+from geolink_edge.index.bundle import INDEX_FAISS, Tile, TileTable, read_manifest, read_tiles
+from geolink_edge.index.mapstore import MapStore, MapWindow
 
 try:  # the runtime may run on a machine where faiss is missing; say so when an index is opened
     import faiss
@@ -98,10 +98,28 @@ def read_faiss(path: Path, mmap: bool = True):
         raise GeolinkError(f"{path}: unreadable faiss index ({str(exc).splitlines()[0][:160]})") from None
 
 
+class _Transformed:
+    """Searches ``inner`` with queries passed through an IndexPreTransform's chain (e.g. its PCA)."""
+
+    def __init__(self, outer, inner):
+        self.outer = outer  # keeps the chain's transforms alive
+        self.chain = [faiss.downcast_VectorTransform(outer.chain.at(i)) for i in range(outer.chain.size())]
+        self.inner = inner
+
+    def search(self, queries: np.ndarray, k: int, params=None):
+        for transform in self.chain:
+            queries = transform.apply(queries)
+        return self.inner.search(queries, k, params=params)
+
+
 def _gated_searcher(index):
     """(index, params factory) that scores a subset of ids with full-precision (or SQ) codes where
-    the index keeps them, so a prior-gated search is exact over the tiles it considers."""
+    the index keeps them, so a prior-gated search is exact over the tiles it considers (in the
+    reduced space, for a PCA-reduced index)."""
     index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        inner, params = _gated_searcher(index.index)
+        return _Transformed(index, inner), params
     if isinstance(index, faiss.IndexRefine):
         return _gated_searcher(index.refine_index)
     if isinstance(index, faiss.IndexHNSW):
@@ -113,7 +131,7 @@ def _gated_searcher(index):
 
 
 class TileIndex:
-    """A loaded bundle: ``search`` (global or near a prior position), tiles, crops, model check."""
+    """A loaded bundle: ``search`` (global or near a prior position), tiles, map windows, model check."""
 
     def __init__(self, root: Path, manifest: dict, tiles: TileTable, index):
         self.root = root
@@ -130,6 +148,7 @@ class TileIndex:
         cell = 4.0 * float(tiling.get("stride_m") or tiling.get("tile_m") or 100.0)
         self.grid = CentreGrid(self.centers_xy, cell)
         self._gated, self._gated_params = _gated_searcher(index)
+        self._map: MapStore | None = None
 
     @classmethod
     def load(cls, root: str | Path, mmap: bool = True) -> TileIndex:
@@ -158,13 +177,27 @@ class TileIndex:
             raise GeolinkError(f"{self.root}: no tile {tile_id} (index has {len(self.tiles)})")
         return self.tiles[int(tile_id)]
 
+    @property
+    def map_store(self) -> MapStore:
+        """The bundle's map imagery, opened on first use (search alone never reads it)."""
+        if self._map is None:
+            self._map = MapStore.load(self.root)
+        return self._map
+
+    @property
+    def map_gsd_m(self) -> float:
+        """The map store's native ground resolution (metres per pixel)."""
+        return self.map_store.gsd_m
+
+    def map_window(self, x: float, y: float, half_size_m: float, gsd_m: float | None = None) -> MapWindow:
+        """A north-up square of the map centred on (x, y) in the bundle's metric frame, at ``gsd_m``
+        (default: native); outside the map it is black and ``valid`` False."""
+        return self.map_store.window(x, y, half_size_m, gsd_m)
+
     def tile_image(self, tile_id: int) -> np.ndarray:
-        """The stored north-up BGR crop of a tile."""
-        path = crop_path(self.root, self.tile(tile_id).id)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise GeolinkError(f"{path}: missing or unreadable tile crop")
-        return image
+        """A tile's north-up BGR crop (its footprint at its ``gsd_m``, read from the map store)."""
+        tile = self.tile(tile_id)
+        return self.map_window(*tile.center_xy, tile.tile_m / 2, tile.gsd_m).image
 
     def ids_within(self, x: float, y: float, radius_m: float) -> np.ndarray:
         return self.grid.within(x, y, radius_m)

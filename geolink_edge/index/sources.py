@@ -2,8 +2,10 @@
 
 Three kinds of source, each opened into one or more layers:
 
-- a GeoTIFF (rasterio, any CRS, 3+ bands, nodata and masks honoured, read by windows and through
-  overviews when a tile needs fewer pixels, so a country-sized raster is never loaded whole);
+- a GeoTIFF (rasterio, any CRS, 3+ bands or one band with a colour palette, read by windows and
+  through overviews when a tile needs fewer pixels, so a country-sized raster is never loaded whole;
+  nodata from an alpha band, the nodata tag (a palette index for palette rasters), internal masks,
+  or a colour value declared by the user, since real orthomosaics often carry an untagged black border);
 - a corner CSV (``Filename, Top_left_lat, Top_left_lon, Bottom_right_lat, Bottom_right_long``,
   the format of the wildnav drone localizer): one north-up image per row, paths relative to the CSV;
 - an XYZ Web-Mercator pyramid ``{z}/{x}/{y}.png|jpg`` (the deepest zoom level present is used).
@@ -78,9 +80,13 @@ class Layer:
 
 
 class RasterLayer(Layer):
-    """A GeoTIFF read by windows (rasterio picks overviews when the output is smaller)."""
+    """A GeoTIFF read by windows (rasterio picks overviews when the output is smaller).
 
-    def __init__(self, path: Path, crs: str | None = None):
+    ``crs`` overrides the raster's own label (which is sometimes wrong); ``nodata`` marks pixels whose
+    every colour band (after palette expansion) equals that value as holding no imagery.
+    """
+
+    def __init__(self, path: Path, crs: str | None = None, nodata: float | None = None):
         rasterio = require("rasterio", _RASTERIO_HINT)
         from rasterio.enums import MaskFlags
 
@@ -97,14 +103,17 @@ class RasterLayer(Layer):
             ) from None
         ds = self.ds
         self.name = self.path.name
-        if ds.count < 3:
-            raise GeolinkError(f"{self.path}: {ds.count} band(s); an RGB raster (3+ bands) is needed")
+        self.palette = _palette(ds)
+        if ds.count < 3 and self.palette is None:
+            raise GeolinkError(
+                f"{self.path}: {ds.count} band(s), no palette; an RGB raster (3+ bands) is needed"
+            )
         if ds.transform.is_identity and not ds.gcps[0]:
             raise GeolinkError(f"{self.path}: raster has no geotransform (not georeferenced)")
-        if ds.crs is not None:
-            self.crs = f"EPSG:{ds.crs.to_epsg()}" if ds.crs.to_epsg() else ds.crs.to_wkt()
-        elif crs is not None:
+        if crs is not None:
             self.crs = crs
+        elif ds.crs is not None:
+            self.crs = f"EPSG:{ds.crs.to_epsg()}" if ds.crs.to_epsg() else ds.crs.to_wkt()
         else:
             raise GeolinkError(
                 f"{self.path}: raster has no CRS; give one with --crs EPSG:<code> or --crs local"
@@ -112,8 +121,11 @@ class RasterLayer(Layer):
         self.width, self.height = ds.width, ds.height
         self.transform = ds.transform
         self.inverse = ~ds.transform
+        _check_plausible_bounds(self)
+        self.bands = [1] if self.palette is not None else [1, 2, 3]
+        self.nodata = nodata
         self.all_valid = all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
-        self.stretch = None if ds.dtypes[0] == "uint8" else self._stretch()
+        self.stretch = None if ds.dtypes[0] == "uint8" or self.palette is not None else self._stretch()
 
     @property
     def ds(self):
@@ -144,22 +156,105 @@ class RasterLayer(Layer):
         x, y = np.asarray(x, float), np.asarray(y, float)
         return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
 
+    def _to_bgr(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Bands as read → (BGR uint8, validity from ``nodata``, or None when it is not declared)."""
+        valid = None
+        if self.palette is not None:
+            bgr = self.palette[data[0]][..., ::-1]
+        else:
+            if self.nodata is not None:
+                valid = ~np.all(data == self.nodata, axis=0)
+            if self.stretch is not None:
+                lo, hi = self.stretch
+                data = np.clip((np.nan_to_num(data.astype(np.float32)) - lo) * (255.0 / (hi - lo)), 0, 255)
+            bgr = data[::-1].transpose(1, 2, 0).astype(np.uint8)
+        if self.nodata is not None and self.palette is not None:
+            valid = ~np.all(bgr == self.nodata, axis=2)
+        return np.ascontiguousarray(bgr), valid
+
     def read(self, col, row, width, height, out_w, out_h):
         from rasterio.enums import Resampling
         from rasterio.windows import Window
 
         window = Window(col, row, width, height)
+        if self.palette is None and self.nodata is None:
+            data = self.ds.read(
+                self.bands, window=window, out_shape=(3, out_h, out_w), resampling=Resampling.average
+            )
+            bgr, _ = self._to_bgr(data)
+            if self.all_valid:
+                return bgr, np.ones((out_h, out_w), bool)
+            mask = self.ds.dataset_mask(
+                window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest
+            )
+            return bgr, mask > 0
+        # Palette indices and declared nodata values cannot be averaged: read them by nearest
+        # neighbour at up to twice the output's size, then average the colours over valid pixels.
+        read_w, read_h = min(width, 2 * out_w), min(height, 2 * out_h)
         data = self.ds.read(
-            [1, 2, 3], window=window, out_shape=(3, out_h, out_w), resampling=Resampling.average
+            self.bands,
+            window=window,
+            out_shape=(len(self.bands), read_h, read_w),
+            resampling=Resampling.nearest,
         )
-        if self.stretch is not None:
-            lo, hi = self.stretch
-            data = np.clip((np.nan_to_num(data.astype(np.float32)) - lo) * (255.0 / (hi - lo)), 0, 255)
-        bgr = np.ascontiguousarray(data[::-1].transpose(1, 2, 0).astype(np.uint8))
-        if self.all_valid:
-            return bgr, np.ones((out_h, out_w), bool)
-        mask = self.ds.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest)
-        return bgr, mask > 0
+        bgr, valid = self._to_bgr(data)
+        if not self.all_valid:
+            mask = self.ds.dataset_mask(
+                window=window, out_shape=(read_h, read_w), resampling=Resampling.nearest
+            )
+            valid = valid & (mask > 0) if valid is not None else mask > 0
+        return _average_valid(bgr, valid, out_w, out_h)
+
+
+def _palette(ds) -> np.ndarray | None:
+    """(256, 3) RGB lookup table of a one-band palette raster, else None."""
+    from rasterio.enums import ColorInterp
+
+    if ds.count != 1 or ds.colorinterp[0] != ColorInterp.palette:
+        return None
+    if ds.dtypes[0] != "uint8":
+        raise GeolinkError(f"{ds.name}: a {ds.dtypes[0]} palette raster; only 8-bit palettes are read")
+    table = np.zeros((256, 3), np.uint8)
+    for index, colour in ds.colormap(1).items():
+        table[index] = colour[:3]
+    return table
+
+
+def _check_plausible_bounds(layer: RasterLayer) -> None:
+    """A raster labelled with a geographic CRS must lie within ±180° / ±90°: metres mislabelled as
+    degrees would otherwise plan billions of tiles."""
+    if layer.crs == LOCAL:
+        return
+    from pyproj import CRS
+
+    if not CRS.from_user_input(layer.crs).is_geographic:
+        return
+    lon, lat = layer.pixel_to_crs(np.array([0, layer.width]), np.array([0, layer.height]))
+    if np.abs(lon).max() > 360 or np.abs(lat).max() > 90:
+        raise GeolinkError(
+            f"{layer.path}: bounds x {lon.min():.6g}..{lon.max():.6g}, y {lat.min():.6g}..{lat.max():.6g} "
+            f"are impossible in its geographic CRS {layer.crs}; give the right one with "
+            "--crs EPSG:<code> (or --crs local for plain metres)"
+        )
+
+
+def _average_valid(bgr: np.ndarray, valid: np.ndarray | None, out_w: int, out_h: int):
+    """Resize to (out_h, out_w) averaging only valid pixels; a pixel is valid when half of it was."""
+    if valid is None:
+        return _resize(bgr, out_w, out_h), np.ones((out_h, out_w), bool)
+    weight = valid.astype(np.float32)
+    colour = _resize_float(bgr.astype(np.float32) * weight[..., None], out_w, out_h)
+    share = _resize_float(weight, out_w, out_h)
+    image = np.clip(colour / np.maximum(share, 1e-6)[..., None] + 0.5, 0, 255).astype(np.uint8)
+    keep = share >= 0.5
+    image[~keep] = 0
+    return image, keep
+
+
+def _resize_float(image: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    if image.shape[1] == out_w and image.shape[0] == out_h:
+        return image
+    return cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
 
 class ImageLayer(Layer):
@@ -350,10 +445,12 @@ def open_sources(
     tiles_csv: Path | None = None,
     xyz: Path | None = None,
     crs: str | None = None,
+    nodata: float | None = None,
 ) -> list[Layer]:
-    """Every layer of the given sources, all in geodetic CRSs or all ``local``."""
+    """Every layer of the given sources, all in geodetic CRSs or all ``local``. ``crs`` and
+    ``nodata`` apply to the rasters (``crs`` replaces their own label)."""
     crs = normalise_crs(crs) if crs else None
-    layers: list[Layer] = [RasterLayer(Path(p), crs) for p in ortho or []]
+    layers: list[Layer] = [RasterLayer(Path(p), crs, nodata) for p in ortho or []]
     if tiles_csv is not None:
         layers += read_corner_csv(Path(tiles_csv))
     if xyz is not None:

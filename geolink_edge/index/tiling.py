@@ -26,6 +26,10 @@ from geolink_edge.index.sources import LOCAL, WGS84, Layer
 # the same crop to its input, so one stored image serves both.
 MIN_CROP_PX = 512
 MAX_TILES = 20_000_000
+# Least share of a tile that must hold imagery. Real orthomosaics have ragged nodata borders: on a
+# 0.9 km campus mosaic (150 m tiles, stride 75 m) 0.98 kept 55 tiles covering 81 % of the imagery,
+# 0.75 kept 78 (98.7 %), 0.6 kept 83 (99.6 %), 0.5 kept 91 (99.8 %).
+DEFAULT_MIN_VALID = 0.6
 
 
 class TilingConfig(BaseModel):
@@ -37,7 +41,7 @@ class TilingConfig(BaseModel):
     stride_m: float = Field(gt=0, le=100_000)
     scales: tuple[float, ...] = (1.0,)
     crop_px: int = Field(MIN_CROP_PX, ge=16, le=4096)
-    min_valid: float = Field(0.98, gt=0, le=1)
+    min_valid: float = Field(DEFAULT_MIN_VALID, gt=0, le=1)
 
     @field_validator("scales")
     @classmethod
@@ -152,18 +156,21 @@ class RenderedTile:
     meta: dict
 
 
-def _warp_from_layer(layer: Layer, georef: Georef, affine: np.ndarray, crop_px: int):
-    """Warp a layer into the crop: (image, valid mask, window) or None when it does not overlap."""
-    grid = np.linspace(-0.5, crop_px - 0.5, 3)
-    u, v = (a.ravel() for a in np.meshgrid(grid, grid))
+def _warp_from_layer(layer: Layer, georef: Georef, affine: np.ndarray, size: tuple[int, int]):
+    """Warp a layer into a (width, height) north-up grid: (image, valid mask, window) or None when
+    it does not overlap."""
+    width, height = size
+    u, v = (
+        a.ravel() for a in np.meshgrid(np.linspace(-0.5, width - 0.5, 3), np.linspace(-0.5, height - 0.5, 3))
+    )
     x, y = affine @ np.stack([u, v, np.ones_like(u)])
     col, row = layer.crs_to_pixel(*georef.xy_to_crs(layer.crs, x, y))
     c0, r0 = max(math.floor(col.min()) - 1, 0), max(math.floor(row.min()) - 1, 0)
     c1, r1 = min(math.ceil(col.max()) + 1, layer.width), min(math.ceil(row.max()) + 1, layer.height)
     if c1 <= c0 or r1 <= r0:
         return None
-    # Read at about the crop's resolution: never more pixels than the crop needs (overviews, speed).
-    ratio = max((col.max() - col.min()) / crop_px, (row.max() - row.min()) / crop_px, 1.0)
+    # Read at about the output's resolution: never more pixels than it needs (overviews, speed).
+    ratio = max((col.max() - col.min()) / width, (row.max() - row.min()) / height, 1.0)
     out_w, out_h = max(1, round((c1 - c0) / ratio)), max(1, round((r1 - r0) / ratio))
     image, valid = layer.read(c0, r0, c1 - c0, r1 - r0, out_w, out_h)
     # Window pixel corners → output pixel centres (OpenCV convention), then a least-squares affine.
@@ -171,7 +178,6 @@ def _warp_from_layer(layer: Layer, georef: Georef, affine: np.ndarray, crop_px: 
     src_v = (row - r0) * out_h / (r1 - r0) - 0.5
     design = np.stack([u, v, np.ones_like(u)], axis=1)
     to_src = np.linalg.lstsq(design, np.stack([src_u, src_v], axis=1), rcond=None)[0].T
-    size = (crop_px, crop_px)
     flags = cv2.WARP_INVERSE_MAP
     warped = cv2.warpAffine(
         image, to_src, size, flags=flags | cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
@@ -182,24 +188,32 @@ def _warp_from_layer(layer: Layer, georef: Georef, affine: np.ndarray, crop_px: 
     return warped, mask > 0, (c0, r0, c1 - c0, r1 - r0)
 
 
-def render_tile(
-    layers: list[Layer], boxes: np.ndarray, georef: Georef, planned: np.ndarray, crop_px: int
-) -> RenderedTile:
-    """Composite the layers overlapping one planned tile (earlier layers win) and describe it."""
-    x, y, size, scale = (float(v) for v in planned)
-    affine = pixel_to_xy(x, y, size, crop_px)
-    half = size / 2
+@dataclass
+class RenderedRegion:
+    image: np.ndarray
+    valid: np.ndarray
+    source: Layer | None  # the layer that filled most pixels
+    window: tuple[int, int, int, int]  # that layer's pixels read: col, row, width, height
+
+
+def render_region(
+    layers: list[Layer], boxes: np.ndarray, georef: Georef, affine: np.ndarray, size: tuple[int, int]
+) -> RenderedRegion:
+    """Composite the layers overlapping a north-up (width, height) grid whose pixel centres map to xy
+    through ``affine`` (earlier layers win where they overlap)."""
+    width, height = size
+    cx, cy = affine @ np.array([[-0.5, width - 0.5], [-0.5, height - 0.5], [1.0, 1.0]])
     overlapping = np.flatnonzero(
-        (boxes[:, 0] < x + half)
-        & (boxes[:, 2] > x - half)
-        & (boxes[:, 1] < y + half)
-        & (boxes[:, 3] > y - half)
+        (boxes[:, 0] < cx.max())
+        & (boxes[:, 2] > cx.min())
+        & (boxes[:, 1] < cy.max())
+        & (boxes[:, 3] > cy.min())
     )
-    image = np.zeros((crop_px, crop_px, 3), np.uint8)
-    filled = np.zeros((crop_px, crop_px), bool)
+    image = np.zeros((height, width, 3), np.uint8)
+    filled = np.zeros((height, width), bool)
     best, best_count, best_window = None, -1, (0, 0, 0, 0)
     for index in overlapping:
-        warped = _warp_from_layer(layers[index], georef, affine, crop_px)
+        warped = _warp_from_layer(layers[index], georef, affine, size)
         if warped is None:
             continue
         part, valid, window = warped
@@ -210,6 +224,17 @@ def render_tile(
             best, best_count, best_window = layers[index], int(new.sum()), window
         if filled.all():
             break
+    return RenderedRegion(image=image, valid=filled, source=best, window=best_window)
+
+
+def render_tile(
+    layers: list[Layer], boxes: np.ndarray, georef: Georef, planned: np.ndarray, crop_px: int
+) -> RenderedTile:
+    """Render one planned tile as a ``crop_px`` square crop and describe it."""
+    x, y, size, scale = (float(v) for v in planned)
+    affine = pixel_to_xy(x, y, size, crop_px)
+    region = render_region(layers, boxes, georef, affine, (crop_px, crop_px))
+    best = region.source
     corner_u = np.array([-0.5, crop_px - 0.5, crop_px - 0.5, -0.5])
     corner_v = np.array([-0.5, -0.5, crop_px - 0.5, crop_px - 0.5])
     cx, cy = affine @ np.stack([corner_u, corner_v, np.ones(4)])
@@ -220,7 +245,7 @@ def render_tile(
         "tile_m": size,
         "pixel_to_xy": affine.tolist(),
         "source": best.name if best is not None else "",
-        "window": list(best_window),
+        "window": list(region.window),
         "center_lat": None,
         "center_lon": None,
         "corners_latlon": None,
@@ -232,4 +257,19 @@ def render_tile(
         meta["corners_latlon"] = np.stack([lat[:4], lon[:4]], axis=1).tolist()
         if best is not None:
             meta["corners_crs"] = np.stack(georef.xy_to_crs(best.crs, cx, cy), axis=1).tolist()
-    return RenderedTile(image=image, valid_fraction=float(filled.mean()), meta=meta)
+    return RenderedTile(image=region.image, valid_fraction=float(region.valid.mean()), meta=meta)
+
+
+def native_gsd(layers: list[Layer], georef: Georef) -> float:
+    """The finest ground resolution among the layers, in metres of the xy frame per pixel (measured
+    by mapping one pixel step at each layer's centre)."""
+    finest = math.inf
+    for layer in layers:
+        col = np.array([layer.width / 2, layer.width / 2 + 1, layer.width / 2])
+        row = np.array([layer.height / 2, layer.height / 2, layer.height / 2 + 1])
+        x, y = georef.crs_to_xy(layer.crs, *layer.pixel_to_crs(col, row))
+        area = abs((x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0]))
+        finest = min(finest, math.sqrt(area))
+    if not np.isfinite(finest) or finest <= 0:
+        raise GeolinkError(f"{layers[0].name}: its pixels have no ground size (check the CRS)")
+    return float(finest)

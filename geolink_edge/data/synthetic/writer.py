@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from geolink_edge import atomic
-from geolink_edge.data.synthetic import look, styles
+from geolink_edge.data.synthetic import look, seasons, styles
 from geolink_edge.data.synthetic.flight import FlightSpec, write_flight
 from geolink_edge.data.synthetic.georef import AreaGrid, write_geotiff
 from geolink_edge.data.synthetic.pointcloud import cloud_from_points, location_seed
@@ -56,6 +56,25 @@ class SynthConfig(BaseModel):
     per_area: int = Field(12, ge=1, le=200)
     points: int = Field(2048, ge=1024, le=65536)
     workers: int = Field(min(2, os.cpu_count() or 1), ge=1, le=64)
+    # The test areas' maps (ortho.tif and satellite tiles) in another season than their drone views,
+    # and every ortho.tif written coarser than the world (e.g. 0.5 m/px under a 40 m flight).
+    map_season: str = seasons.SAME
+    map_gsd: float | None = Field(None, le=5.0)
+
+    @field_validator("map_season")
+    @classmethod
+    def _known_season(cls, value: str) -> str:
+        if value not in seasons.SEASON_NAMES:
+            raise ValueError(f"unknown season {value!r} (choose from {', '.join(seasons.SEASON_NAMES)})")
+        return value
+
+    @field_validator("map_gsd")
+    @classmethod
+    def _map_not_finer_than_world(cls, value: float | None, info: ValidationInfo) -> float | None:
+        world = info.data.get("gsd", 0.0)
+        if value is not None and value < world:
+            raise ValueError(f"{value} m/px is finer than the world's {world} m/px")
+        return value
 
     @field_validator("styles")
     @classmethod
@@ -168,12 +187,19 @@ def render_area(conf: SynthConfig, area: AreaPlan, out: Path, on_progress=None) 
     grid = AreaGrid.centred_on(lat0, lon0, conf.gsd, conf.area_px, conf.area_px)
     drone_sun = (float(rng.uniform(0, 360)), float(rng.uniform(35, 65)))
     sat_sun = ((drone_sun[0] + rng.choice([-1, 1]) * rng.uniform(70, 160)) % 360, float(rng.uniform(30, 70)))
-    sat_rgb = look.satellite_colour(world, sat_sun, look.Grade.random(rng))
+    season = seasons.SAME if area.split == "train" else conf.map_season
+    mapped = seasons.in_season(world, season, np.random.default_rng([conf.seed, 5, area.index]))
+    sat_rgb = look.satellite_colour(mapped, sat_sun, look.Grade.random(rng))
     folder = out / "areas" / area.name
     folder.mkdir(parents=True, exist_ok=True)
-    write_geotiff(folder / "ortho.tif", grid, np.clip(sat_rgb * 255 + 0.5, 0, 255).astype(np.uint8))
+    write_geotiff(folder / "ortho.tif", *_map_raster(grid, sat_rgb, conf.map_gsd))
     write_geotiff(folder / "dsm.tif", grid, world.dsm)
     lat_c, lon_c = grid.to_latlon(*grid.local_to_crs(grid.size_m[0] / 2, grid.size_m[1] / 2))
+    extra = (
+        {"map": {"season": season, "gsd_m": conf.map_gsd or conf.gsd}}
+        if season != seasons.SAME or conf.map_gsd
+        else {}
+    )
     atomic.write_json(
         folder / "area.json",
         {
@@ -186,6 +212,7 @@ def render_area(conf: SynthConfig, area: AreaPlan, out: Path, on_progress=None) 
             "size_px": conf.area_px,
             "drone_sun": {"azimuth": drone_sun[0], "elevation": drone_sun[1]},
             "satellite_sun": {"azimuth": sat_sun[0], "elevation": sat_sun[1]},
+            **extra,
         },
     )
     surface = Surface(
@@ -209,6 +236,17 @@ def render_area(conf: SynthConfig, area: AreaPlan, out: Path, on_progress=None) 
             out / "flight", surface, area.name, spec, np.random.default_rng([conf.seed, 3]), on_progress
         )
     return rows
+
+
+def _map_raster(grid: AreaGrid, sat_rgb: np.ndarray, map_gsd: float | None):
+    """(grid, uint8 RGB) of ortho.tif: the satellite look, averaged down to ``map_gsd`` when given."""
+    import cv2
+
+    if map_gsd is not None and map_gsd != grid.gsd:
+        width, height = (round(n * grid.gsd / map_gsd) for n in (grid.width, grid.height))
+        sat_rgb = cv2.resize(sat_rgb, (width, height), interpolation=cv2.INTER_AREA)
+        grid = AreaGrid(grid.epsg, grid.west, grid.north, map_gsd, width, height)
+    return grid, np.clip(sat_rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _write_location(conf, out, grid, ground, surface, sat_rgb, area, loc, on_progress) -> dict:

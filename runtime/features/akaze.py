@@ -1,0 +1,34 @@
+"""AKAZE (OpenCV): binary descriptors over a nonlinear scale space."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from geolink_edge.errors import GeolinkError
+from geolink_edge.runtime.features.base import OpenCVExtractor
+
+
+class Extractor(OpenCVExtractor):
+    name = "akaze"
+    binary = True
+
+    def __init__(self, max_features: int):
+        # OpenCV 5 moved AKAZE to the contrib modules; 4.x has it in the main package
+        create = getattr(cv2, "AKAZE_create", None) or getattr(
+            getattr(cv2, "xfeatures2d", None), "AKAZE_create", None
+        )
+        if create is None:
+            raise GeolinkError(
+                f"this OpenCV ({cv2.__version__}) has no AKAZE; use sift or orb, or opencv-contrib"
+            )
+        super().__init__(create(threshold=5e-4))
+        self.max_features = max_features
+
+    def detect(self, image, mask):
+        # AKAZE has no feature budget of its own: keep the strongest responses
+        xy, descriptors, scores = super().detect(image, mask)
+        if len(xy) > self.max_features:
+            keep = np.argsort(-scores, kind="stable")[: self.max_features]
+            xy, descriptors, scores = xy[keep], descriptors[keep], scores[keep]
+        return xy, descriptors, scores

@@ -1,0 +1,66 @@
+"""What every local-feature extractor gives and how it is called."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Features:
+    xy: np.ndarray  # (N, 2) float32 pixel coordinates in the original image
+    descriptors: np.ndarray | None  # (N, D): float32, or uint8 rows of bits for binary descriptors
+    size: tuple[int, int]  # (width, height) of the original image
+    index: Any = None  # the matcher's search structure over these descriptors (cached reference tiles)
+    scores: np.ndarray | None = None  # (N,) detection scores, when the extractor gives them
+    kind: str = ""  # the extractor that made them: a learned matcher is trained for one kind
+    turns: list[slice] = field(
+        default_factory=list
+    )  # parts detected on the image turned (each matched alone)
+
+    def part(self, rows: slice) -> Features:
+        scores = None if self.scores is None else self.scores[rows]
+        return Features(self.xy[rows], self.descriptors[rows], self.size, scores=scores, kind=self.kind)
+
+
+class Extractor(ABC):
+    """Keypoints and descriptors of one image at the size it is handed.
+
+    ``name`` picks the module, ``matcher`` is the natural matcher of these descriptors and ``binary``
+    says they are compared by Hamming distance.
+    """
+
+    name: str
+    matcher: str = "nn"
+    binary: bool = False
+    grayscale: bool = False  # detects on intensity only: the verifier converts before it shrinks the image
+
+    @abstractmethod
+    def detect(
+        self, image: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(xy (N, 2) float32, descriptors (N, D) or None, scores (N,) or None)`` of a BGR or gray
+        uint8 image; keypoints only where ``mask`` (uint8, same size) is non-zero."""
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+class OpenCVExtractor(Extractor):
+    """An OpenCV ``Feature2D`` detector-descriptor."""
+
+    grayscale = True
+
+    def __init__(self, detector: cv2.Feature2D):
+        self.detector = detector
+
+    def detect(self, image, mask):
+        keypoints, descriptors = self.detector.detectAndCompute(gray(image), mask)
+        xy = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
+        scores = np.array([kp.response for kp in keypoints], dtype=np.float32)
+        return xy, descriptors, scores

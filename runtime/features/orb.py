@@ -1,0 +1,15 @@
+"""ORB (OpenCV): binary descriptors, the fastest of the classical extractors."""
+
+from __future__ import annotations
+
+import cv2
+
+from geolink_edge.runtime.features.base import OpenCVExtractor
+
+
+class Extractor(OpenCVExtractor):
+    name = "orb"
+    binary = True
+
+    def __init__(self, max_features: int):
+        super().__init__(cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=8, fastThreshold=10))

@@ -1,0 +1,20 @@
+"""What every matcher does: putative matches between the features of a frame and of a tile."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from geolink_edge.runtime.features.base import Features
+
+
+class Matcher(ABC):
+    name: str
+
+    def prepare(self, tile: Features) -> None:  # noqa: B027 — most matchers keep nothing per tile
+        """Build what later matches against ``tile`` reuse (called once per cached tile)."""
+
+    @abstractmethod
+    def match(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray]:
+        """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches."""
