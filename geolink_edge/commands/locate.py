@@ -50,7 +50,16 @@ def locate(
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
     conf = LocateConf(verify=verify_conf(features, matcher))
     result = locate_image(
-        image, model, index, intrinsics, heading, altitude, conf, pitch=pitch, roll=roll, near=parse_near(near)
+        image,
+        model,
+        index,
+        intrinsics,
+        heading,
+        altitude,
+        conf,
+        pitch=pitch,
+        roll=roll,
+        near=parse_near(near),
     )
     typer.echo(json.dumps(clean(result)))
 
