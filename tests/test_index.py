@@ -228,6 +228,20 @@ def test_empty_prior_region_gives_padded_result(tmp_path):
         index.search(vectors[:1], 3, near=(LAT0, 8.5, 100.0))
 
 
+def test_tile_table_reads_its_lines_or_any_json_list(tmp_path):
+    vectors = np.eye(8, dtype=np.float32)
+    index = _grid_bundle(tmp_path / "b", vectors, np.arange(16).reshape(8, 2) * 10.0, "Flat")
+    path = tmp_path / "b" / "tiles.json"
+    lines = path.read_text().splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 10  # one line per tile
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=2))  # laid out otherwise
+    again = TileIndex.load(tmp_path / "b")
+    assert np.array_equal(again.centers_xy, index.centers_xy) and again.tile(7).center_xy == (140.0, 150.0)
+    path.write_text("\n".join([*lines[:3], '{"id": 2, "center_xy": [20, 30], oops},', *lines[4:]]))
+    with pytest.raises(GeolinkError, match="tile at position 2 is not JSON"):
+        TileIndex.load(tmp_path / "b")
+
+
 def test_resume_reuses_finished_chunks(ortho, tiny_onnx, tmp_path, monkeypatch):
     """A crash mid-build leaves no bundle; the rerun reuses the chunks already written."""
     monkeypatch.setattr(build, "CHUNK_TILES", 16)
