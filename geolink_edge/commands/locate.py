@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
 
 
 def locate(
@@ -22,6 +22,7 @@ def locate(
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
     features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
+    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
@@ -42,7 +43,7 @@ def locate(
         intrinsics,
         heading,
         altitude,
-        LocateConf(verify=verify_conf(features, matcher)),
+        LocateConf(verify=verify_conf(features, matcher, rotations)),
     )
     typer.echo(json.dumps(clean(result)))
 
