@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
 
 bench_app = typer.Typer(help="Measure speed and memory.", no_args_is_help=True)
 
@@ -20,6 +20,7 @@ def bench_runtime(
     intrinsics: Path | None = typer.Option(None, "--intrinsics", help="camera YAML"),
     features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
+    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime threads (0: its default)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures as JSON"),
 ) -> None:
@@ -35,7 +36,7 @@ def bench_runtime(
 
     if threads < 0:
         raise GeolinkError(f"--threads must be 0 or more, got {threads}")
-    conf = loop.RunConf(locate=LocateConf(verify=verify_conf(features, matcher)), threads=threads)
+    conf = loop.RunConf(locate=LocateConf(verify=verify_conf(features, matcher, rotations)), threads=threads)
     with Progress(transient=True) as bar:
         task = bar.add_task("frames", total=frames)
         result = loop.bench(

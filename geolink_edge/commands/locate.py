@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
 from geolink_edge.commands.run import NEAR_HELP
 
 
@@ -30,6 +30,7 @@ def locate(
     features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
+    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
@@ -48,7 +49,7 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
-    conf = LocateConf(verify=verify_conf(features, matcher))
+    conf = LocateConf(verify=verify_conf(features, matcher, rotations))
     result = locate_image(
         image,
         model,

@@ -11,9 +11,14 @@ MATCHER_HELP = (
     "(.onnx, .engine); default: the features' own"
 )
 
+ROTATIONS_HELP = (
+    "1, 2 or 4: also match the frame turned by 180° or each 90° (learned features, unknown heading)"
+)
 
-def verify_conf(features: str, matcher: str | None):
+
+def verify_conf(features: str, matcher: str | None, rotations: int = 1):
     """The verification conf of these options; an unknown name is refused before any model loads."""
+    from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.features import EXTRACTORS
     from geolink_edge.runtime.matchers import MATCHERS
     from geolink_edge.runtime.registry import check_name, is_model_file
@@ -23,4 +28,6 @@ def verify_conf(features: str, matcher: str | None):
         check_name("local features", features, EXTRACTORS)
     if matcher is not None and not is_model_file(matcher):
         check_name("matcher", matcher, MATCHERS)
-    return VerifyConf(features=features, matcher=matcher)
+    if rotations not in (1, 2, 4):
+        raise GeolinkError(f"--rotations must be 1, 2 or 4, got {rotations}")
+    return VerifyConf(features=features, matcher=matcher, rotations=rotations)

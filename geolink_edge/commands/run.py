@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, verify_conf
+from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
 
 
 def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
@@ -94,6 +94,7 @@ def run(
     max_frames: int | None = typer.Option(None, "--max-frames", help="stop after this many frames"),
     features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
+    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
     width: int = typer.Option(1280, "--width", help="camera frame width (V4L2, CSI)"),
     height: int = typer.Option(720, "--height", help="camera frame height (V4L2, CSI)"),
     fps: float = typer.Option(30.0, "--fps", help="camera frame rate (V4L2, CSI)"),
@@ -117,7 +118,7 @@ def run(
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     conf = loop.RunConf(
-        locate=LocateConf(verify=verify_conf(features, matcher)),
+        locate=LocateConf(verify=verify_conf(features, matcher, rotations)),
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
