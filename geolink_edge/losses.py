@@ -18,6 +18,7 @@ from geolink_edge.models.club import CLUBEstimator
 VIEWS = ("dro", "sat", "pc")
 CROSS_VIEW_PAIRS = (("dro", "sat"), ("dro", "pc"), ("sat", "pc"))
 SC_POSITIVES = ("self", "second_view")
+RD_SCALES = ("paper", "mean")
 CLUB_VARIANCES = ("learned", "fixed")
 
 
@@ -45,16 +46,14 @@ def info_nce(
     return loss
 
 
-RD_SCALES = ("paper", "mean")
-
-
 def normalised_distances(features: torch.Tensor, scale: str = "paper") -> torch.Tensor:
     """Pairwise Euclidean distances over i≠j, the diagonal 0. (B, B).
 
     ``scale="paper"`` divides by their sum (Eq. 11-12): entries are about 1/(B(B-1)), so the squared
-    differences of Eq. 13 are tiny and L_rd barely pulls at the paper's weight. ``"mean"`` divides by
-    their mean instead (entries about 1): the same relation, B(B-1) times larger, so that L_rd
-    weighs like the other terms.
+    differences of Eq. 13 are tiny and L_rd barely moves the encoder at the paper's weight (gradient
+    ~1e-5 of InfoNCE's, ``benchmarks/loss_scales.py``). ``"mean"`` divides by their mean instead
+    (entries about 1, the usual form of distance distillation): the same relation, and a loss
+    (B(B-1))² times larger.
     """
     if scale not in RD_SCALES:
         raise ValueError(f"unknown L_rd scale {scale!r} (choose from {', '.join(RD_SCALES)})")
@@ -81,9 +80,9 @@ class GeoLinkLoss(nn.Module):
 
     * ``cc`` cross-view InfoNCE: (dro, sat) + (dro, pc) + (sat, pc).
     * ``sc`` intra-view InfoNCE. ``sc_positive="self"`` (Eq. 7): (dro, dro) + (sat, sat) + (pc, pc),
-      each anchor its own positive and the batch's other instances its negatives, an
-      instance-separation term (with a learned scale and label smoothing it is not solved by any
-      embedding: it pushes instances apart). ``"second_view"``: (dro, dro2) + (sat, sat2) +
+      each anchor its own positive and the batch's other instances its negatives. Its positive
+      logit is always the largest, yet the loss falls only as the other instances move away: an
+      instance-separation term, not a solved one. ``"second_view"``: (dro, dro2) + (sat, sat2) +
       (pc, pc2), the positive another drone image of the location, another augmentation of the
       tile, another draw of the cloud; twice the image forward passes.
     * ``ga`` geometric-aware refinement: vCLUB(dro; pc) + vCLUB(sat; pc), the bound of

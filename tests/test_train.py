@@ -44,6 +44,19 @@ def test_paper_preset_is_the_paper_recipe():
     assert (tiny.freeze_blocks, tiny.clip_mode, tiny.grad_clip) == (8, "norm", 1.0)
 
 
+def test_each_paper_departure_is_a_config_key_that_reaches_the_networks():
+    options = {"sc_positive": "second_view", "rd_scale": "mean", "club_variance": "fixed", "freeze_blocks": 2}
+    conf = resolve_config("tiny", overrides={**FAST, **options})
+    for key, value in options.items():
+        assert f"{key}: {value}" in conf.to_yaml()
+    nets = GeoLinkNetworks(conf, card_for_preset(conf.model))
+    assert nets.features.second_views and conf.needs_second_views
+    assert (nets.loss_fn.sc_positive, nets.loss_fn.rd_scale) == ("second_view", "mean")
+    assert all(club.logvar is None for club in nets.loss_fn.club.values())
+    paper = GeoLinkNetworks(resolve_config("tiny", overrides=FAST), card_for_preset("tiny"))
+    assert not paper.features.second_views and all(c.logvar is not None for c in paper.loss_fn.club.values())
+
+
 @pytest.mark.parametrize("mode", ["none", "norm", "value"])
 def test_clip_mode_bounds_the_gradients_the_optimiser_sees(mode):
     conf = resolve_config("tiny", overrides={**FAST, "clip_mode": mode, "grad_clip": 1e-3})
