@@ -30,8 +30,9 @@ class DemoConf:
     flight_size: int = 256
     train_epochs: int = 6
     calib_images: int = 96
-    # INT8 gates: the demo's 48 test queries make one query 2.1 R@1 points; INT8 measured a drop of
-    # 0.0 (centred cosine 0.9996, top-5 agreement 0.99), so losing 3 queries fails it
+    # INT8 gates: the demo's 48 test queries make one query 2.1 R@1 points; INT8 measured a change
+    # of 0 and +1 query over two runs (centred cosine 0.9996, top-5 agreement ≥ 0.99), so losing 3
+    # queries, or a centred cosine 25 times further from 1 than measured, fails it
     max_r1_drop: float = 5.0
     min_centred_cosine: float = 0.99
     seed: int = 0

@@ -24,7 +24,7 @@ from geolink_edge.data import pointclouds
 from geolink_edge.data.layout import open_dataset, read_image
 from geolink_edge.data.sampler import UniqueLocationBatchSampler
 from geolink_edge.data.sues200_split import TEST_IDS, TRAIN_IDS
-from geolink_edge.data.torch_datasets import ImageList, TrainPairs
+from geolink_edge.data.torch_datasets import MIRROR_X, ImageList, TrainPairs
 from geolink_edge.data.transforms import eval_transform, train_transform
 from geolink_edge.errors import GeolinkError
 from geolink_edge.preprocess import preprocess_one
@@ -282,6 +282,13 @@ def test_train_pairs_flip_drone_and_tile_together(tmp_path):
         assert len(flags) == 1  # both mirrored or neither
         assert torch.allclose(item["drone"], drone_mirror if flags == {True} else drone_plain)
         mirrored.append(flags == {True})
+        if item["has_points"]:  # each drawn point is a stored one (+ jitter), mirrored with the images
+            stored = torch.from_numpy(pointclouds.load(pairs.pointcloud_paths[location]))
+            gap = {
+                m: torch.cdist(item["points"], stored * (MIRROR_X if m else 1)).min(1).values.max()
+                for m in (0, 1)
+            }
+            assert gap[flags == {True}] < 0.05 < gap[flags != {True}]
     assert 0 < sum(mirrored) < len(mirrored)
 
 

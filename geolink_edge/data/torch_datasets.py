@@ -4,7 +4,8 @@
 tile and a random draw of its point cloud; with ``second_views`` (the second-view form of the
 intra-view loss) also another drone image of the location, a second augmentation of the tile and a
 second draw of the cloud. In training, half of the items are mirrored: every image of the item
-flipped together, so that a pair never becomes a drone view and the mirror image of its tile.
+flipped left-right and the cloud's x negated together, so that a pair never becomes a drone view
+and the mirror image of its tile or scene.
 Randomness comes from (seed, epoch, index), so a run is reproducible whatever the number of loader
 workers; call ``set_epoch`` with the sampler's.
 """
@@ -27,6 +28,7 @@ from geolink_edge.errors import GeolinkError
 from geolink_edge.preprocess import preprocess_one
 
 POINT_JITTER = 0.01  # std of the Gaussian noise added to training points (unit-ball units)
+MIRROR_X = torch.tensor([-1.0, 1.0, 1.0])
 
 
 def _find_pointclouds(data: CrossViewData, locations: list[str], required: bool) -> dict[str, Path | None]:
@@ -115,6 +117,8 @@ class TrainPairs(Dataset):
         satellite = satellites[int(rng.integers(len(satellites)))]
         points, points2, has_points = self._points(location, rng)
         mirror = self.train and bool(rng.random() < 0.5)
+        if mirror:  # the scene mirrored with its images: x (east in a north-up tile's frame) negated
+            points, points2 = points * MIRROR_X, points2 * MIRROR_X
         item = {
             "drone": self._image(path, self.drone_tf, rng, mirror),
             "satellite": self._image(satellite, self.satellite_tf, rng, mirror),
