@@ -291,7 +291,8 @@ def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]
     se = np.mean([float(r["SE binomial"]) for r in rows])
     se_clustered = np.mean([float(r["SE clustered"]) for r in rows])
     minutes = sum(float(r["total s"]) for r in rows) / 60
-    steps = "/".join(sorted({str(r.get("steps") or "?") for r in rows}))
+    planned = train["epochs"] * train["steps_per_epoch"] if train.get("steps_per_epoch") else "?"
+    steps = "/".join(sorted({str(r.get("steps") or planned) for r in rows}))
     clouds = separability
     return (
         f"\nd2s = drone→satellite ({first['queries']} queries, {first['gallery']} tiles with distractors; "
