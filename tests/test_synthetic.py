@@ -209,17 +209,21 @@ def test_flight_ground_truth_matches_frames_and_stays_inside(dataset):
     assert camera["image_width"] == 96 and len(camera["camera_matrix"]["data"]) == 9
 
 
+# two one-view locations in two areas: the smallest world that has a train and a test area
+TWO_AREAS = {
+    "locations": 2,
+    "views": 1,
+    "size": 48,
+    "tile_m": 80.0,
+    "area_px": 768,
+    "workers": 1,
+    "points": 1024,
+    "styles": ["farmland", "suburb"],
+}
+
+
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    tiny = {
-        "locations": 2,
-        "views": 1,
-        "size": 48,
-        "tile_m": 80.0,
-        "area_px": 768,
-        "workers": 1,
-        "points": 1024,
-        "styles": ["farmland", "suburb"],
-    }
+    tiny = TWO_AREAS
     runs = [
         writer.main(writer.SynthConfig(**tiny, seed=s), tmp_path / f"run{i}") for i, s in enumerate((5, 5, 6))
     ]
@@ -272,14 +276,7 @@ def test_map_in_another_season_and_coarser_leaves_the_flight_unchanged(tmp_path)
     import rasterio
 
     tiny = {
-        "locations": 2,
-        "views": 1,
-        "size": 48,
-        "tile_m": 80.0,
-        "area_px": 768,
-        "workers": 1,
-        "points": 1024,
-        "styles": ["farmland", "suburb"],
+        **TWO_AREAS,
         "flight_frames": 2,
         "flight_size": 64,
         "flight_altitude": 40.0,
