@@ -115,6 +115,7 @@ CASES = {
         "gps.csv",
     ),
     "eval: malformed Dense_GPS line": ("eval {ckpt} {r}/denseuav --json {out}/eval.json", "Dense_GPS"),
+    "eval: unknown --device": ("eval {ckpt} {r}/denseuav --device foo", "'foo' is not a device"),
     # maps
     "index build: raster without CRS": (
         "index build --model {onnx} --out {out} --ortho {r}/no_crs.tif --tile-m 64",

@@ -20,6 +20,7 @@ from geolink_edge.data.synthetic.weather import WEATHER, apply_weather
 from geolink_edge.errors import GeolinkError
 from geolink_edge.metrics import evaluate_embeddings
 from geolink_edge.preprocess import preprocess_one
+from geolink_edge.train.precision import pick_device
 
 D2S = "drone->satellite"
 S2D = "satellite->drone"
@@ -212,9 +213,9 @@ def main(
 
     if batch_size < 1:
         raise GeolinkError(f"--batch-size must be ≥ 1, got {batch_size}")
+    dev = pick_device(device)  # before any loading: a bad --device is a one-line error, not a traceback
     encoder, card = load_encoder(checkpoint)
     data = open_dataset(data_root, heights=heights)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     scores = evaluate_encoder(
         encoder.to(dev),
         card,
