@@ -95,12 +95,8 @@ class Fix:
         return asdict(self)
 
 
-def _tile_value(tile, key: str):
-    return tile[key] if isinstance(tile, dict) else getattr(tile, key)
-
-
 def _affine(tile) -> np.ndarray:
-    return np.asarray(_tile_value(tile, "pixel_to_xy"), dtype=np.float64).reshape(2, 3)
+    return np.asarray(tile.pixel_to_xy, dtype=np.float64).reshape(2, 3)
 
 
 def _to_ground(affine: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -248,9 +244,7 @@ class Locator:
         # nearest first: the tile centred closest to the prediction is the likeliest to hold the frame
         ids = np.asarray(result.ids).reshape(-1)
         valid = ids[ids >= 0]
-        distance = [
-            np.hypot(*(np.asarray(_tile_value(self.index.tile(i), "center_xy")) - (x, y))) for i in valid
-        ]
+        distance = [np.hypot(*(np.asarray(self.index.tile(i).center_xy) - (x, y))) for i in valid]
         order = np.argsort(distance, kind="stable")
         scores = np.asarray(result.scores).reshape(-1)[: len(valid)]
         return SimpleNamespace(ids=valid[order], scores=scores[order]), "near"

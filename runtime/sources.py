@@ -19,7 +19,7 @@ import csv
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -83,7 +83,6 @@ class Frame:
     t_mono: float  # monotonic time when the frame was read (latency accounting)
     truth: Truth | None = None
     telemetry: Telemetry | None = None
-    meta: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -9,15 +9,15 @@ import typer
 from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
 
 
-def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
-    """Refuse a negative, zero (unless allowed) or non-finite numeric option in one line."""
+def positive(name: str, value: float | None) -> None:
+    """Refuse a negative, zero or non-finite numeric option in one line."""
     import math
 
     from geolink_edge.errors import GeolinkError
 
     if value is None:
         return
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value <= 0:
         raise GeolinkError(f"{name} must be a positive number, got {value}")
 
 
