@@ -11,7 +11,6 @@ and the position votes must place the drone within the level-flight bound. The f
 from __future__ import annotations
 
 import math
-import os
 import socket
 import time
 
@@ -77,9 +76,10 @@ def body_to_camera_by_hand(roll: float, pitch: float, yaw: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def autopilot():
     """A MAVLink peer playing the autopilot, and the sink that listens to it."""
-    os.environ["MAVLINK20"] = "1"
-    mavutil = pytest.importorskip("pymavlink.mavutil")
-    from geolink_edge.runtime.mavlink import MavlinkSink
+    pytest.importorskip("pymavlink")
+    from geolink_edge.runtime.mavlink import MavlinkSink, load_mavutil
+
+    mavutil = load_mavutil()  # the runtime's own loader: MAVLink 2, as the sink speaks it
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import socket
 import time
 
@@ -13,11 +12,11 @@ import pytest
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.autopilot import Estimate, TrackPredictor, delay_advice, delay_parameters, gps_time
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
-from geolink_edge.runtime.mavlink import MavlinkSink, parse_url
+from geolink_edge.runtime.mavlink import MavlinkSink, load_mavutil, parse_url
 from geolink_edge.runtime.mount import CameraMount
 
-os.environ["MAVLINK20"] = "1"
-mavutil = pytest.importorskip("pymavlink.mavutil")
+pytest.importorskip("pymavlink")
+mavutil = load_mavutil()  # the runtime's own loader: MAVLink 2, as the sink speaks it
 m = mavutil.mavlink
 
 
