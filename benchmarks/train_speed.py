@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from geolink_edge.errors import first_line
 from geolink_edge.models.presets import card_for_preset
 from geolink_edge.train.config import resolve_config
 from geolink_edge.train.distributed import DistInfo
@@ -96,7 +97,7 @@ def main() -> None:
             rate = measure(args.preset, {**base, **extra}, args.steps, args.warmup)
             print(f"| {label} | {rate:.1f} |", flush=True)
         except Exception as exc:  # a variant the platform cannot run is reported, not fatal
-            print(f"| {label} | failed: {str(exc).splitlines()[0][:80]} |", flush=True)
+            print(f"| {label} | failed: {first_line(exc, 80)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 import click
 import typer
 
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, first_line
 
 # Modules of geolink_edge.commands; each exposes register(app).
 COMMAND_MODULES = [
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=argv, prog_name="geolink-edge", standalone_mode=False)
     except GeolinkError as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        _fail(first_line(exc, limit=1000))
     except _ABORTS:
         _fail("aborted", 130)
     except _CLI_ERRORS as exc:

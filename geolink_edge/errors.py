@@ -22,6 +22,13 @@ def require(module: str, hint: str) -> ModuleType:
         raise MissingDependency(f"{module} is not available ({exc.__class__.__name__}): {hint}") from None
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type's name when the message is empty), at most
+    ``limit`` characters: what a one-line error quotes of a library's exception."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else exc.__class__.__name__)[:limit]
+
+
 def describe(exc: BaseException, limit: int = 160) -> str:
     """``Type: first line of the message`` (at most ``limit`` characters), for a log line or a counter."""
     lines = str(exc).strip().splitlines()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import GeolinkError, first_line, require
 from geolink_edge.geo import LocalFrame
 from geolink_edge.runtime.autopilot import (
     MAX_GPS_DELAY_S,
@@ -33,6 +33,7 @@ from geolink_edge.runtime.autopilot import (
     no_fix_gps_input,
     odometry,
 )
+from geolink_edge.runtime.health import SEVERITY
 from geolink_edge.runtime.mount import (
     BodyAttitude,
     CameraMount,
@@ -45,7 +46,6 @@ from geolink_edge.runtime.sources import GnssFix, Telemetry
 TELEMETRY_MAX_AGE_S = 1.0
 GNSS_MAX_AGE_S = 2.0
 DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
-SEVERITY = {"warning": 4, "notice": 5, "info": 6}
 # what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
 STREAMS = {
     "GPS_GLOBAL_ORIGIN": (49, 0.2),
@@ -145,7 +145,7 @@ class MavlinkSink:
         try:
             self.link = self.mavutil.mavlink_connection(device, **kwargs)
         except Exception as exc:  # pymavlink raises OSError, SerialException, ... for a bad device
-            raise GeolinkError(f"--mavlink {url}: cannot open ({str(exc).splitlines()[0][:120]})") from None
+            raise GeolinkError(f"--mavlink {url}: cannot open ({first_line(exc, 120)})") from None
         self.target, self.gps_id, self.rate_hz = target, gps_id, rate_hz
         self.max_track_age_s, self.mount, self.sending = max_track_age_s, mount, send
         self.home_alt_msl, self.delay_s, self.origin = home_alt_msl, delay_s, origin

@@ -11,7 +11,7 @@ import pytest
 
 from geolink_edge import atomic
 from geolink_edge.card import ModelCard, check_same_model, hash_state_dict
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, describe, first_line
 from geolink_edge.geo import LocalFrame, haversine_m, utm_epsg
 from geolink_edge.preprocess import preprocess
 
@@ -117,3 +117,12 @@ def test_runtime_imports_without_torch_or_timm():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_an_exception_quoted_in_one_line_never_fails_on_an_empty_message():
+    assert first_line(ValueError("bad header\nat byte 12")) == "bad header"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(OSError("  \n  ")) == "OSError"
+    assert first_line(ValueError("x" * 500), limit=20) == "x" * 20
+    assert describe(KeyError()) == "KeyError"
+    assert describe(RuntimeError("engine lost\ntrace")) == "RuntimeError: engine lost"

@@ -23,7 +23,7 @@ import numpy as np
 from geolink_edge import atomic
 from geolink_edge.data import pointclouds
 from geolink_edge.data.layout import open_dataset, require_dir
-from geolink_edge.errors import GeolinkError, MissingDependency
+from geolink_edge.errors import GeolinkError, MissingDependency, describe
 from geolink_edge.train import colmap_io, sfm, vggt_points
 
 CONFS: dict[str, dict] = {
@@ -140,9 +140,7 @@ def main(
                 except MissingDependency:
                     raise
                 except Exception as exc:  # one bad location must not stop the others
-                    failures[loc] = (
-                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    )
+                    failures[loc] = describe(exc)
                     status[loc] = {"status": "failed", "error": failures[loc]}
                 else:
                     pointclouds.save(out / f"{loc}.npz", xyz, rgb)

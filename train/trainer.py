@@ -25,7 +25,7 @@ from geolink_edge.card import ModelCard
 from geolink_edge.data.layout import CrossViewData, open_dataset
 from geolink_edge.data.sampler import UniqueLocationBatchSampler
 from geolink_edge.data.torch_datasets import TrainPairs
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, first_line
 from geolink_edge.models.checkpoint import read_checkpoint, save_checkpoint
 from geolink_edge.models.presets import card_for_preset
 from geolink_edge.train import distributed as ddp
@@ -153,8 +153,7 @@ class Trainer:
                 self.nets.club.load_state_dict(ckpt["club"])
             self.step.load_state_dict(ckpt)
         except (RuntimeError, KeyError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise GeolinkError(f"{path}: does not fit this model ({first})") from None
+            raise GeolinkError(f"{path}: does not fit this model ({first_line(exc)})") from None
         restore_rng(ckpt["rng"])
         self.progress = Progress(
             ckpt["epoch"], ckpt["position"], ckpt["step"], ckpt["best_r1"], list(ckpt["metrics"]["history"])

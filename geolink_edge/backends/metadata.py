@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import GeolinkError, first_line, require
 
 CARD_KEY = "geolink_model_card"  # the encoder's model card (JSON)
 PRECISION_KEY = "geolink_precision"  # fp32, fp16, int8
@@ -23,7 +23,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises its own decode errors
-        raise GeolinkError(f"{path}: not an ONNX model ({str(exc).splitlines()[0][:120]})") from None
+        raise GeolinkError(f"{path}: not an ONNX model ({first_line(exc, 120)})") from None
     return {p.key: p.value for p in model.metadata_props}
 
 

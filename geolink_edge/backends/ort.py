@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from geolink_edge.backends.base import Backend
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import GeolinkError, first_line, require
 
 ORT_HINT = "pip install 'geolink-edge[export]' (or onnxruntime-gpu on a GPU machine)"
 
@@ -27,9 +27,7 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:  # ORT raises its own exception types for unreadable models
-            raise GeolinkError(
-                f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})"
-            ) from None
+            raise GeolinkError(f"{path}: not a loadable ONNX model ({first_line(exc, 160)})") from None
         self.path = path
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.inputs = [i.name for i in self.session.get_inputs()]

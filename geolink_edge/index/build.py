@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geolink_edge.atomic import atomic_dir, atomic_path, check_new_dir, write_json
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, first_line
 from geolink_edge.index.bundle import INDEX_FAISS, Tile, write_metadata
 from geolink_edge.index.mapbuild import finished_chunks, plan_map, render_map_rows, write_map
 from geolink_edge.index.sources import Layer, open_sources
@@ -111,7 +111,7 @@ def make_faiss(factory: str, dim: int):
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise GeolinkError(
-            f"--index-type {factory!r}: not a valid faiss factory string ({str(exc).splitlines()[0][:120]})"
+            f"--index-type {factory!r}: not a valid faiss factory string ({first_line(exc, 120)})"
         ) from None
 
 

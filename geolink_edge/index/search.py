@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from geolink_edge.card import check_same_model
-from geolink_edge.errors import GeolinkError
+from geolink_edge.errors import GeolinkError, first_line
 from geolink_edge.geo import LocalFrame
 from geolink_edge.index.bundle import INDEX_FAISS, Tile, TileTable, read_manifest, read_tiles
 from geolink_edge.index.mapstore import MapStore, MapWindow
@@ -95,7 +95,7 @@ def read_faiss(path: Path, mmap: bool = True):
     try:
         return faiss.read_index(str(path))
     except RuntimeError as exc:
-        raise GeolinkError(f"{path}: unreadable faiss index ({str(exc).splitlines()[0][:160]})") from None
+        raise GeolinkError(f"{path}: unreadable faiss index ({first_line(exc, 160)})") from None
 
 
 class _Transformed:

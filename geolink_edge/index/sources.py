@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import GeolinkError, first_line, require
 
 LOCAL = "local"
 WGS84 = "EPSG:4326"
@@ -98,9 +98,7 @@ class RasterLayer(Layer):
         try:
             self._handles.ds = rasterio.open(self.path)
         except rasterio.errors.RasterioIOError as exc:
-            raise GeolinkError(
-                f"{self.path}: not a readable raster ({str(exc).splitlines()[0][:120]})"
-            ) from None
+            raise GeolinkError(f"{self.path}: not a readable raster ({first_line(exc, 120)})") from None
         ds = self.ds
         self.name = self.path.name
         self.palette = _palette(ds)

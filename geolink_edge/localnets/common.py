@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import GeolinkError, first_line, require
 
 
 def package_file(package: str, resource: str, hint: str) -> Path:
@@ -23,9 +23,7 @@ def load_state(path: str | Path, key: str | None = None) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a plain state dict
-        raise GeolinkError(
-            f"{path}: not a loadable weights file ({str(exc).splitlines()[0][:120]})"
-        ) from None
+        raise GeolinkError(f"{path}: not a loadable weights file ({first_line(exc, 120)})") from None
     if key is not None and isinstance(state, dict) and key in state:
         state = state[key]
     if not isinstance(state, dict):
