@@ -40,7 +40,8 @@ import torch
 from geolink_edge.atomic import write_json, write_text
 from geolink_edge.card import ModelCard
 from geolink_edge.data import pointclouds
-from geolink_edge.data.layout import CrossViewData, open_dataset
+from geolink_edge.data.datasets import open_dataset
+from geolink_edge.data.layout import CrossViewData
 from geolink_edge.metrics import evaluate_embeddings
 from geolink_edge.models.checkpoint import read_checkpoint
 from geolink_edge.models.pointnn import PointNN

@@ -32,7 +32,7 @@ from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.dataset import calibration_set, iter_batches
 from geolink_edge.calib.quantize import METHODS, quantize_int8
 from geolink_edge.calib.report import fidelity_report, held_out_set
-from geolink_edge.data.layout import open_dataset
+from geolink_edge.data.datasets import open_dataset
 from geolink_edge.export.onnx_export import export_onnx
 from geolink_edge.models import ImageEncoder, card_for_preset, load_encoder
 

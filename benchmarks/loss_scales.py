@@ -32,7 +32,7 @@ VARIANTS = (
 
 
 def data_batch(data_root: Path, conf, card, seed: int) -> dict[str, torch.Tensor]:
-    from geolink_edge.data.layout import open_dataset
+    from geolink_edge.data.datasets import open_dataset
     from geolink_edge.data.sampler import UniqueLocationBatchSampler
     from geolink_edge.data.torch_datasets import TrainPairs
 

@@ -191,7 +191,7 @@ def main(conf: ExportConf, source: str | Path, out_dir: str | Path) -> Path:
     check_new_dir(out_dir, conf.force)
     data = None
     if conf.calib_data is not None:
-        from geolink_edge.data.layout import open_dataset
+        from geolink_edge.data.datasets import open_dataset
 
         data = open_dataset(conf.calib_data)
     console = _console()

@@ -21,7 +21,7 @@ from geolink_edge.calib.report import (
     held_out_set,
     neighbour_agreement,
 )
-from geolink_edge.data.layout import open_dataset
+from geolink_edge.data.datasets import open_dataset
 from geolink_edge.errors import GeolinkError
 
 TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)

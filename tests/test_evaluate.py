@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _train_fixtures import make_dataset
 
-from geolink_edge.data.layout import open_dataset
+from geolink_edge.data.datasets import open_dataset
 from geolink_edge.errors import GeolinkError
 from geolink_edge.metrics import PROTOCOL_KEPT, PROTOCOL_MASKED, evaluate_embeddings
 from geolink_edge.train import evaluate as stage

@@ -21,7 +21,8 @@ from _dataset_fixtures import (
 from geolink_edge import cli
 from geolink_edge.card import ModelCard
 from geolink_edge.data import pointclouds
-from geolink_edge.data.layout import open_dataset, read_image
+from geolink_edge.data.datasets import open_dataset
+from geolink_edge.data.layout import read_image
 from geolink_edge.data.sampler import UniqueLocationBatchSampler
 from geolink_edge.data.sues200_split import TEST_IDS, TRAIN_IDS
 from geolink_edge.data.torch_datasets import MIRROR_X, ImageList, TrainPairs

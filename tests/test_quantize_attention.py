@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from geolink_edge.calib.dataset import calibration_set, iter_batches
 from geolink_edge.calib.quantize import quantize_int8, select_attention_products, zero_points
 from geolink_edge.calib.report import centred_cosine, held_out_set
-from geolink_edge.data.layout import open_dataset
+from geolink_edge.data.datasets import open_dataset
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.backends import OnnxEmbedder
 

@@ -15,7 +15,7 @@ from _dataset_fixtures import write_university1652
 
 from geolink_edge import cli
 from geolink_edge.data import pointclouds
-from geolink_edge.data.layout import open_dataset
+from geolink_edge.data.datasets import open_dataset
 from geolink_edge.errors import GeolinkError
 from geolink_edge.train import colmap_io, sfm
 from geolink_edge.train.reconstruct import CONFS, REPORT, main

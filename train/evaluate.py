@@ -208,7 +208,7 @@ def main(
     quiet: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on a dataset root; writes the report to ``json_out`` when given."""
-    from geolink_edge.data.layout import open_dataset
+    from geolink_edge.data.datasets import open_dataset
     from geolink_edge.models.checkpoint import load_encoder
 
     if batch_size < 1:

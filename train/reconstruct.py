@@ -22,7 +22,8 @@ import numpy as np
 
 from geolink_edge import atomic
 from geolink_edge.data import pointclouds
-from geolink_edge.data.layout import open_dataset, require_dir
+from geolink_edge.data.datasets import open_dataset
+from geolink_edge.data.layout import require_dir
 from geolink_edge.errors import GeolinkError, MissingDependency, describe
 from geolink_edge.train import colmap_io, sfm, vggt_points
 

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from geolink_edge.atomic import check_new_dir, write_text
 from geolink_edge.card import ModelCard
-from geolink_edge.data.layout import CrossViewData, open_dataset
+from geolink_edge.data.datasets import open_dataset
+from geolink_edge.data.layout import CrossViewData
 from geolink_edge.data.sampler import UniqueLocationBatchSampler
 from geolink_edge.data.torch_datasets import TrainPairs
 from geolink_edge.errors import GeolinkError, first_line

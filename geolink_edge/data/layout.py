@@ -1,9 +1,9 @@
-"""One view of every supported dataset: the real benchmarks and the synthetic world.
+"""The structures every dataset reader fills, and small file helpers they share.
 
-``open_dataset`` reads a dataset root into a :class:`CrossViewData` (paths only; images are read
-later, by :func:`read_image`, so a bad image is reported when it is opened). The readers of each
-layout live in their own module; this one holds the shared structures and small file helpers.
-No torch here: the index builder and the evaluation read datasets too.
+:func:`geolink_edge.data.datasets.open_dataset` reads a dataset root into a :class:`CrossViewData`
+(paths only; images are read later, by :func:`read_image`, so a bad image is reported when it is
+opened). The readers of each layout live in their own modules and import this one, never the
+reverse. No torch here: the index builder and the evaluation read datasets too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 from geolink_edge.atomic import read_json
 from geolink_edge.errors import GeolinkError
 
-KINDS = ("university1652", "sues200", "denseuav", "synthetic")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 
 
@@ -145,48 +144,3 @@ def read_meta(root: Path) -> dict:
     if not isinstance(meta, dict):
         raise GeolinkError(f"{path} must hold a JSON object")
     return meta
-
-
-def detect_kind(root: Path) -> str:
-    if (root / "satellite-view").is_dir():
-        return "sues200"
-    if any(root.glob("Dense_GPS_*.txt")):
-        return "denseuav"
-    if (root / "dataset.json").is_file():
-        return "synthetic"
-    if (root / "train").is_dir() or (root / "test").is_dir():
-        return "university1652"
-    raise GeolinkError(
-        f"{root} is not a dataset root: expected train/ and test/ (University-1652 layout), "
-        "satellite-view/ (SUES-200) or Dense_GPS_*.txt (DenseUAV)"
-    )
-
-
-def open_dataset(
-    root: str | Path,
-    kind: str = "auto",
-    heights: list[int] | None = None,
-    pointcloud_dir: str | Path | None = None,
-) -> CrossViewData:
-    """Read a dataset root. ``heights`` keeps only drone views flown at those heights (SUES-200:
-    150/200/250/300, DenseUAV: 80/90/100). ``pointcloud_dir`` defaults to ``root/pointclouds``."""
-    from geolink_edge.data import denseuav, sues200, university1652
-
-    root = Path(root)
-    require_dir(root)
-    if kind == "auto":
-        kind = detect_kind(root)
-    readers = {
-        "university1652": university1652.read,
-        "synthetic": university1652.read_synthetic,
-        "sues200": sues200.read,
-        "denseuav": denseuav.read,
-    }
-    if kind not in readers:
-        raise GeolinkError(f"unknown dataset kind {kind!r} (choose from auto, {', '.join(KINDS)})")
-    if heights is not None and kind in ("university1652", "synthetic"):
-        raise GeolinkError(f"--heights applies to SUES-200 and DenseUAV, not to {kind}")
-    data = readers[kind](root, heights)
-    pc_dir = Path(pointcloud_dir) if pointcloud_dir is not None else root / "pointclouds"
-    data.pointcloud_dir = pc_dir if pc_dir.is_dir() else None
-    return data
