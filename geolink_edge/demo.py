@@ -7,7 +7,6 @@ flight through the runtime with a MAVLink listener on loopback → one summary t
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from geolink_edge.atomic import check_new_dir, read_json, write_json, write_text
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.runtime.sinks import read_flight_log
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,6 @@ def _cli(*args: str) -> None:
     code = app(args=[str(a) for a in args], prog_name="geolink-edge", standalone_mode=False)
     if isinstance(code, int) and code != 0:
         raise GeolinkError(f"demo step 'geolink-edge {args[0]}' exited with code {code}")
-
-
-def read_flight_log(path: Path) -> tuple[list[dict], dict]:
-    """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended);
-    event lines are left out."""
-    records, summary = [], {}
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # the line being written when the process died or the power went
-            raise GeolinkError(f"{path}:{number}: not a JSON record") from None
-        if "summary" in entry:
-            summary = entry["summary"]
-        elif "event" not in entry:  # camera lost, frame failed, …: not a frame
-            records.append(entry)
-    return records, summary
 
 
 def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:

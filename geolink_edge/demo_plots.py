@@ -143,7 +143,7 @@ def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: 
 
 
 def draw_all(out: Path, made: dict) -> list[Path]:
-    from geolink_edge.demo import read_flight_log
+    from geolink_edge.runtime.sinks import read_flight_log
 
     records, _ = read_flight_log(out / "flight.jsonl")
     pictures = out / "pictures"

@@ -218,3 +218,22 @@ class ConsoleSink:
     def close(self) -> None:
         if self._live is not None:
             self._live.stop()
+
+
+def read_flight_log(path: Path) -> tuple[list[dict], dict]:
+    """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended);
+    event lines are left out."""
+    records, summary = [], {}
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # the line being written when the process died or the power went
+            raise GeolinkError(f"{path}:{number}: not a JSON record") from None
+        if "summary" in entry:
+            summary = entry["summary"]
+        elif "event" not in entry:  # camera lost, frame failed, …: not a frame
+            records.append(entry)
+    return records, summary

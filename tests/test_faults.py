@@ -125,8 +125,8 @@ def test_flaky_camera_never_emits_nan_or_an_ungated_fix(flaky_flight):
 
 
 def test_log_cut_by_a_crash_is_readable_up_to_the_last_whole_frame(flaky_flight, tmp_path):
-    from geolink_edge.demo import read_flight_log
     from geolink_edge.errors import GeolinkError
+    from geolink_edge.runtime.sinks import read_flight_log
 
     _, _, _, records, log, _ = flaky_flight
     data = log.read_bytes()
