@@ -59,7 +59,7 @@ def test_scores_equal_the_numpy_metrics_on_the_same_descriptors(tiny_checkpoint,
     first = np.array(kept)[np.argmax(q @ g[kept].T, axis=1)]
     errors = [
         haversine_m(*data.gps[query.location], *data.gps[data.gallery_satellite[j].location])
-        for query, j in zip(data.query_drone, first)
+        for query, j in zip(data.query_drone, first, strict=True)
     ]
     assert max(errors) > 0  # the tiny model misplaces some queries: the figure is not trivially 0
     assert got["top1_error_m"]["median"] == pytest.approx(float(np.median(errors)), abs=0.01)
