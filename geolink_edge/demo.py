@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geolink_edge.atomic import check_new_dir, read_json, write_json, write_text
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.sinks import read_flight_log
 
 
@@ -47,7 +47,10 @@ class MavlinkListener:
     last_gps: dict | None = None
 
     def __post_init__(self) -> None:
-        mavutil = require("pymavlink.mavutil", "pip install 'geolink-edge[mavlink]'")
+        from geolink_edge.runtime.mavlink import load_mavutil
+
+        # the runtime's loader: pymavlink must speak MAVLink 2 (GPS_INPUT's yaw) before its first import
+        mavutil = load_mavutil()
         self._link = mavutil.mavlink_connection(f"udpin:127.0.0.1:{self.port}", source_system=255)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
@@ -191,6 +194,8 @@ def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
         time.sleep(0.5)  # let the last datagrams arrive
     finally:
         listener.close()
+    if not listener.counts.get("GPS_INPUT"):  # a stream that failed quietly must not pass for a demo
+        raise GeolinkError("the flight sent no GPS_INPUT to the loopback autopilot (see flight.jsonl)")
     timings["run flight"] = time.perf_counter() - t0
     return {
         "world": world,

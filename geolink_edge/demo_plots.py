@@ -101,8 +101,27 @@ def _side_by_side(
     return canvas
 
 
+def _window_with_marks(index, record: dict) -> np.ndarray:
+    """The map window a fix was matched in, the fix (green) and the truth (red) circled on it."""
+    x, y, half, gsd = record["fix"]["window"]
+    window = index.map_window(x, y, half, gsd)
+    image = window.image.copy()
+    to_pixel = cv2.invertAffineTransform(window.pixel_to_xy)
+    points = [((record["fix"]["x"], record["fix"]["y"]), (0, 200, 0))]
+    truth = record.get("truth")
+    if truth is not None and index.frame is not None:
+        east, north, _ = index.frame.to_enu(truth["lat"], truth["lon"])
+        points.append(((float(east), float(north)), (0, 0, 230)))
+    radius = max(4, image.shape[0] // 60)
+    for (east, north), colour in points:
+        u, v = to_pixel @ np.array([east, north, 1.0])
+        cv2.circle(image, (int(round(u)), int(round(v))), radius, colour, max(2, radius // 3), cv2.LINE_AA)
+    return image
+
+
 def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: Path, count: int = 3) -> Path:
-    """Query frame | retrieved tile with its inlier matches, for a few accepted frames."""
+    """Query frame | what it was matched against, for a few accepted frames: the map window (fix green,
+    truth red) under ground-resolution matching, else the retrieved tile with its inlier matches."""
     from geolink_edge.index.search import TileIndex
     from geolink_edge.runtime.intrinsics import load_intrinsics
     from geolink_edge.runtime.locate import Locator
@@ -110,28 +129,34 @@ def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: 
 
     plt = _pyplot()
     camera = flight / "camera.yaml"
-    locator = Locator(
-        TileIndex.load(index_dir), intrinsics=load_intrinsics(camera) if camera.is_file() else None
-    )
-    chosen = [r for r in records if r.get("status") == "accepted" and r["fix"].get("tile_id") is not None]
+    index = TileIndex.load(index_dir)
+    locator = Locator(index, intrinsics=load_intrinsics(camera) if camera.is_file() else None)
+    chosen = [
+        r
+        for r in records
+        if r.get("status") == "accepted" and (r["fix"].get("window") or r["fix"].get("tile_id") is not None)
+    ]
     picks = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(count, len(chosen))).astype(int)]
     fig, axes = plt.subplots(max(1, len(picks)), 1, figsize=(9, 3.6 * max(1, len(picks))), squeeze=False)
-    for ax, record in zip(axes[:, 0], picks, strict=True):
+    for ax, record in zip(axes[: len(picks), 0], picks, strict=True):
         frame = cv2.imread(str(flight / "frames" / f"{record['frame']:06d}.jpg"), cv2.IMREAD_COLOR)
-        tile_id = record["fix"]["tile_id"]
-        tile = locator.index.tile_image(tile_id)
-        telemetry = Telemetry(**record["telemetry"]) if record.get("telemetry") else None
-        result = locator.verify_tile(frame, tile_id, telemetry)
-        frame_xy = result.frame_xy if result.ok else np.zeros((0, 2))
-        tile_xy = result.tile_xy if result.ok else np.zeros((0, 2))
-        ax.imshow(cv2.cvtColor(_side_by_side(frame, tile, frame_xy, tile_xy), cv2.COLOR_BGR2RGB))
+        if record["fix"].get("window"):
+            panel = _side_by_side(
+                frame, _window_with_marks(index, record), np.zeros((0, 2)), np.zeros((0, 2))
+            )
+            against = "map window"
+        else:
+            tile_id = record["fix"]["tile_id"]
+            telemetry = Telemetry(**record["telemetry"]) if record.get("telemetry") else None
+            result = locator.verify_tile(frame, tile_id, telemetry)
+            empty = np.zeros((0, 2))
+            tile_xy, frame_xy = (result.tile_xy, result.frame_xy) if result.ok else (empty, empty)
+            panel = _side_by_side(frame, index.tile_image(tile_id), frame_xy, tile_xy)
+            against = f"tile {tile_id}"
+        ax.imshow(cv2.cvtColor(panel, cv2.COLOR_BGR2RGB))
         error = record.get("error_m")
-        ax.set_title(
-            f"frame {record['frame']}: tile {tile_id}, {record['fix']['inliers']} inliers, "
-            f"error {error:.1f} m"
-            if error is not None
-            else f"frame {record['frame']}"
-        )
+        title = f"frame {record['frame']}: {against}, {record['fix']['inliers']} inliers"
+        ax.set_title(title + (f", error {error:.1f} m" if error is not None else ""))
         ax.set_axis_off()
     if not picks:
         axes[0, 0].text(0.5, 0.5, "no accepted fix to show", ha="center")

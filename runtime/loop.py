@@ -358,6 +358,7 @@ def main(
                     mavlink_sent=link.sent,
                     mavlink_refused=link.refused,
                     mavlink_no_fix=link.no_fix_sent,
+                    mavlink_stream_errors=link.stream_errors,
                 )
             summary_dict = summary.result(**extra)
             if link is not None:

@@ -87,8 +87,12 @@ def parse_url(url: str) -> tuple[str, int | None]:
 
 
 def load_mavutil():
+    """pymavlink speaking MAVLink 2 (GPS_INPUT's yaw, ODOMETRY's extensions need it)."""
     os.environ["MAVLINK20"] = "1"
-    return require("pymavlink.mavutil", "pip install 'geolink-edge[mavlink]'")
+    mavutil = require("pymavlink.mavutil", "pip install 'geolink-edge[mavlink]'")
+    if mavutil.mavlink.WIRE_PROTOCOL_VERSION != "2.0":  # imported by someone before MAVLINK20 was set
+        raise GeolinkError("pymavlink was loaded for MAVLink 1 in this process; MAVLink 2 is needed")
+    return mavutil
 
 
 def _gimbal_from_quaternion(msg, flags_earth_yaw: int) -> GimbalAttitude:
