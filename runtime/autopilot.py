@@ -23,10 +23,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.filter import TrackFilter
 from geolink_edge.runtime.mount import BodyAttitude, euler_to_matrix, matrix_to_quaternion
 
 TARGETS = ("ardupilot-gps", "ardupilot-odometry", "px4-odometry")
+
+
+def check_target(target: str) -> str:
+    """The target's name, or a one-line error listing the ones there are."""
+    if target not in TARGETS:
+        raise GeolinkError(f"--mavlink-target {target!r}: choose {', '.join(TARGETS)}")
+    return target
+
+
 GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
 GPS_LEAP_SECONDS = 18  # GPS − UTC since 2017
 NOMINAL_DOP = 1.0  # vision fixes have no satellite geometry; their accuracy goes in the accuracy fields

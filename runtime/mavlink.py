@@ -24,9 +24,9 @@ from geolink_edge.errors import GeolinkError, first_line, require
 from geolink_edge.geo import LocalFrame
 from geolink_edge.runtime.autopilot import (
     MAX_GPS_DELAY_S,
-    TARGETS,
     Estimate,
     FlightState,
+    check_target,
     delay_advice,
     delay_parameters,
     gps_input,
@@ -126,8 +126,7 @@ class MavlinkSink:
         origin: tuple[float, float, float] | None = None,
         heartbeat_hz: float = 1.0,
     ):
-        if target not in TARGETS:
-            raise GeolinkError(f"--mavlink-target {target!r}: choose {', '.join(TARGETS)}")
+        check_target(target)
         if not (1 <= sysid <= 255 and 1 <= compid <= 255 and 0 <= gps_id <= 1):
             raise GeolinkError(
                 f"--sysid {sysid}, --compid {compid}, --gps-id {gps_id}: need 1–255, 1–255 and 0 or 1"

@@ -147,6 +147,10 @@ CASES = {
     ),
     # cameras and intrinsics
     "run: missing camera folder": ("run --camera {r}/no_camera --model {onnx} --index {index}", "no_camera"),
+    "run: unknown --mavlink-target without --mavlink": (
+        "run --camera {camera} --model {onnx} --index {index} --mavlink-target px5",
+        "--mavlink-target 'px5'",
+    ),
     "run: intrinsics YAML that does not parse": (
         "run --camera {camera} --model {onnx} --index {index} --intrinsics {r}/broken.yaml",
         "broken.yaml",

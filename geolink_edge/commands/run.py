@@ -109,6 +109,7 @@ def run(
 
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
+    from geolink_edge.runtime.autopilot import check_target
     from geolink_edge.runtime.locate import LocateConf
     from geolink_edge.runtime.mount import CameraMount
 
@@ -129,7 +130,9 @@ def run(
         warm_start=not no_warm_start,
         near=parse_near(near),
     )
-    camera_mount = CameraMount.parse(mount)  # checked even when no autopilot is connected
+    # checked even when no autopilot is connected: a typo must not wait for the day one is
+    camera_mount = CameraMount.parse(mount)
+    check_target(mavlink_target)
     link = None
     if mavlink:
         link = dict(
