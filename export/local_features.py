@@ -48,9 +48,9 @@ class MatchingExportConf:
 
 def parse_pair(text: str) -> tuple[str, str]:
     """``disk+lightglue`` → (disk, lightglue); ``disk`` alone → disk and its natural matcher."""
+    from geolink_edge.registry import check_name, load_module
     from geolink_edge.runtime.features import EXTRACTORS
     from geolink_edge.runtime.matchers import MATCHERS
-    from geolink_edge.runtime.registry import check_name, load_module
 
     features, _, matcher = text.partition("+")
     check_name("local features", features, EXTRACTORS)

@@ -19,9 +19,10 @@ ROTATIONS_HELP = (
 def verify_conf(features: str, matcher: str | None, rotations: int = 1):
     """The verification conf of these options; an unknown name is refused before any model loads."""
     from geolink_edge.errors import GeolinkError
+    from geolink_edge.registry import check_name
     from geolink_edge.runtime.features import EXTRACTORS
     from geolink_edge.runtime.matchers import MATCHERS
-    from geolink_edge.runtime.registry import check_name, is_model_file
+    from geolink_edge.runtime.registry import is_model_file
     from geolink_edge.runtime.verify import VerifyConf
 
     if not is_model_file(features):

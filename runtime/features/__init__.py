@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import load_module
 from geolink_edge.runtime.features.base import Extractor, Features
-from geolink_edge.runtime.registry import is_model_file, load_module, open_exported
+from geolink_edge.runtime.registry import is_model_file, open_exported
 
 EXTRACTORS = ("sift", "orb", "akaze", "disk", "aliked", "xfeat")
 CLASSICAL_FEATURES = 3000  # a 512-px reference crop yields more than 1500 SIFT features: keep them all

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from geolink_edge.registry import load_module
 from geolink_edge.runtime.features.base import Extractor
 from geolink_edge.runtime.matchers.base import Matcher
-from geolink_edge.runtime.registry import is_model_file, load_module, open_exported
+from geolink_edge.runtime.registry import is_model_file, open_exported
 
 MATCHERS = ("nn", "lightglue", "lighterglue")
 
