@@ -26,9 +26,9 @@ import numpy as np
 from geolink_edge.atomic import atomic_path
 from geolink_edge.backends.metadata import CARD_KEY, PRECISION_KEY
 from geolink_edge.errors import GeolinkError, require
+from geolink_edge.registry import check_name, choose
 
 METHODS = ("entropy", "percentile", "minmax")
-QUANTIZERS = ("ort", "modelopt")
 LINEAR_OPS = ("MatMul", "Gemm")
 # Node names of a traced timm ViT carry the module path: ".../blocks.3/mlp/fc1/MatMul".
 BLOCK_SCOPE = re.compile(r"(^|[/.])blocks\.\d+[/.]")
@@ -115,10 +115,12 @@ def _quantize_ort(
     out: Path,
     images: np.ndarray,
     nodes: list[str],
+    excluded: list[str],
     method: str,
     input_name: str,
     attention: bool,
 ) -> None:
+    """ONNX Runtime's static Q/DQ quantization of ``nodes`` (the others are left out by name)."""
     q = require("onnxruntime.quantization", _ORT_HINT)
     calibration = {
         "entropy": q.CalibrationMethod.Entropy,
@@ -160,8 +162,10 @@ def _quantize_modelopt(
     excluded: list[str],
     method: str,
     input_name: str,
+    attention: bool,
 ) -> None:
-    """NVIDIA ModelOpt's ONNX PTQ, when installed: same node selection, its own calibrator."""
+    """NVIDIA ModelOpt's ONNX PTQ, when installed: same node selection, its own calibrator (no INT8
+    attention products: ``attention`` is refused before)."""
     mo = require("modelopt.onnx.quantization", "pip install nvidia-modelopt (optional INT8 path)")
     if method == "percentile":
         raise GeolinkError("--quantizer modelopt supports --calib-method entropy or minmax, not percentile")
@@ -177,6 +181,10 @@ def _quantize_modelopt(
         high_precision_dtype="fp32",  # the rest stays FP32 as in the ONNX Runtime path; --fp16 is separate
         use_zero_point=False,  # symmetric, as TensorRT requires
     )
+
+
+# quantizer name → the function that writes the Q/DQ model
+QUANTIZERS = {"ort": _quantize_ort, "modelopt": _quantize_modelopt}
 
 
 def zero_points(model) -> dict[str, np.ndarray]:
@@ -228,10 +236,8 @@ def quantize_int8(
     quantizes the attention products QKᵀ and AV (default: they stay FP32).
     """
     onnx = require("onnx", _ORT_HINT)
-    if method not in METHODS:
-        raise GeolinkError(f"unknown calibration method {method!r} (choose one of {', '.join(METHODS)})")
-    if quantizer not in QUANTIZERS:
-        raise GeolinkError(f"unknown quantizer {quantizer!r} (choose one of {', '.join(QUANTIZERS)})")
+    check_name("calibration method", method, METHODS)
+    quantize = choose("quantizer", quantizer, QUANTIZERS)
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     source = onnx.load(str(fp32_onnx))
     nodes, excluded = select_block_linears(source)
@@ -257,10 +263,7 @@ def quantize_int8(
         prepared = Path(tmp) / "prepared.onnx"
         shapes = _infer_shapes(shape_inference, fp32_onnx, prepared)
         raw = Path(tmp) / "int8.onnx"
-        if quantizer == "ort":
-            _quantize_ort(prepared, raw, images, nodes, method, input_name, attention)
-        else:
-            _quantize_modelopt(prepared, raw, images, nodes, excluded, method, input_name)
+        quantize(prepared, raw, images, nodes, excluded, method, input_name, attention)
         model = onnx.load(str(raw))
     copy_metadata(source, model, "int8")
     bad = {name: value for name, value in zero_points(model).items() if np.any(value != 0)}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geolink_edge.models.club import CLUBEstimator
+from geolink_edge.registry import check_name
 
 VIEWS = ("dro", "sat", "pc")
 CROSS_VIEW_PAIRS = (("dro", "sat"), ("dro", "pc"), ("sat", "pc"))
@@ -55,8 +56,7 @@ def normalised_distances(features: torch.Tensor, scale: str = "paper") -> torch.
     (entries about 1, the usual form of distance distillation): the same relation, and a loss
     (B(B-1))² times larger.
     """
-    if scale not in RD_SCALES:
-        raise ValueError(f"unknown L_rd scale {scale!r} (choose from {', '.join(RD_SCALES)})")
+    check_name("L_rd scale", scale, RD_SCALES, ValueError)
     batch = features.shape[0]
     sq = (features * features).sum(-1)
     d2 = sq[:, None] + sq[None, :] - 2 * features @ features.T
@@ -115,12 +115,9 @@ class GeoLinkLoss(nn.Module):
             raise ValueError(f"loss weights must be >= 0, got {self.weights}")
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if sc_positive not in SC_POSITIVES:
-            raise ValueError(f"unknown L_sc positive {sc_positive!r} (choose from {', '.join(SC_POSITIVES)})")
-        if rd_scale not in RD_SCALES:
-            raise ValueError(f"unknown L_rd scale {rd_scale!r} (choose from {', '.join(RD_SCALES)})")
-        if club_variance not in CLUB_VARIANCES:
-            raise ValueError(f"unknown vCLUB variance {club_variance!r} (choose from learned, fixed)")
+        check_name("L_sc positive", sc_positive, SC_POSITIVES, ValueError)
+        check_name("L_rd scale", rd_scale, RD_SCALES, ValueError)
+        check_name("vCLUB variance", club_variance, CLUB_VARIANCES, ValueError)
         self.sc_positive, self.rd_scale = sc_positive, rd_scale
         self.temperature = temperature or 0.07  # unused when the scale is learned
         self.logit_scale = None if temperature else nn.Parameter(torch.tensor(math.log(1 / 0.07)))

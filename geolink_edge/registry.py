@@ -12,11 +12,14 @@ from geolink_edge.errors import GeolinkError
 T = TypeVar("T")
 
 
-def check_name(kind: str, name: str, names: Iterable[str]) -> None:
-    """A one-line error listing the names there are, unless ``name`` is one of them."""
+def check_name(kind: str, name: str, names: Iterable[str], error: type[Exception] = GeolinkError) -> None:
+    """A one-line error listing the names there are, unless ``name`` is one of them.
+
+    ``error``: the exception to raise; a pydantic validator needs ValueError to report it as invalid.
+    """
     names = tuple(names)
     if name not in names:
-        raise GeolinkError(f"unknown {kind} {name!r} (choose from {', '.join(names)})")
+        raise error(f"unknown {kind} {name!r} (choose from {', '.join(names)})")
 
 
 def choose(kind: str, name: str, table: Mapping[str, T]) -> T:

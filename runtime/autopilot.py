@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import check_name
 from geolink_edge.runtime.filter import TrackFilter
 from geolink_edge.runtime.mount import BodyAttitude, euler_to_matrix, matrix_to_quaternion
 
@@ -32,8 +32,7 @@ TARGETS = ("ardupilot-gps", "ardupilot-odometry", "px4-odometry")
 
 def check_target(target: str) -> str:
     """The target's name, or a one-line error listing the ones there are."""
-    if target not in TARGETS:
-        raise GeolinkError(f"--mavlink-target {target!r}: choose {', '.join(TARGETS)}")
+    check_name("--mavlink-target", target, TARGETS)
     return target
 
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from geolink_edge.errors import GeolinkError, describe
+from geolink_edge.registry import choose
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16
@@ -264,40 +265,68 @@ def csi_pipeline(sensor: int, width: int, height: int, fps: float) -> str:
     )
 
 
-def open_reader(
-    uri: str, width: int = 1280, height: int = 720, fps: float = 30.0, loop: bool = False
-) -> Reader:
-    """The reader a camera URI names (see the module docstring)."""
-    if width <= 0 or height <= 0 or fps <= 0:
-        raise GeolinkError(f"camera size and rate must be positive (got {width}x{height} at {fps} fps)")
-    if uri.startswith("sim://"):
-        return SimReader(Path(uri[len("sim://") :]), loop=loop)
-    if uri.startswith("csi://"):
-        if not gstreamer_available():
-            raise GeolinkError(
-                f"{uri}: this OpenCV has no GStreamer support (use the system OpenCV of JetPack)"
-            )
-        try:
-            sensor = int(uri[len("csi://") :] or 0)
-        except ValueError:
-            raise GeolinkError(f"{uri}: expected csi://N with a sensor number") from None
-        return OpenCVReader(csi_pipeline(sensor, width, height, fps), cv2.CAP_GSTREAMER, live=True)
-    if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        return OpenCVReader(uri, cv2.CAP_FFMPEG, live=True)
-    if uri.startswith("v4l2://") or uri.startswith("/dev/video"):
-        device = uri[len("v4l2://") :] if uri.startswith("v4l2://") else uri
-        target: str | int = (
-            int(device[len("/dev/video") :]) if device[len("/dev/video") :].isdigit() else device
+def _sim(target: str, width: int, height: int, fps: float, loop: bool) -> Reader:
+    return SimReader(Path(target), loop=loop)
+
+
+def _csi(target: str, width: int, height: int, fps: float, loop: bool) -> Reader:
+    if not gstreamer_available():
+        raise GeolinkError(
+            f"csi://{target}: this OpenCV has no GStreamer support (use the system OpenCV of JetPack)"
         )
-        return OpenCVReader(target, cv2.CAP_V4L2, live=True, size=(width, height), fps=fps)
-    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    try:
+        sensor = int(target or 0)
+    except ValueError:
+        raise GeolinkError(f"csi://{target}: expected csi://N with a sensor number") from None
+    return OpenCVReader(csi_pipeline(sensor, width, height, fps), cv2.CAP_GSTREAMER, live=True)
+
+
+def _v4l2(target: str, width: int, height: int, fps: float, loop: bool) -> Reader:
+    number = target[len("/dev/video") :] if target.startswith("/dev/video") else ""
+    device: str | int = int(number) if number.isdigit() else target
+    return OpenCVReader(device, cv2.CAP_V4L2, live=True, size=(width, height), fps=fps)
+
+
+def _path(target: str, width: int, height: int, fps: float, loop: bool) -> Reader:
+    path = Path(target)
     if path.is_dir():
         if (path / "flight.json").is_file():
             return SimReader(path, loop=loop)
         return FolderReader(path)
     if path.is_file():
         return OpenCVReader(str(path), cv2.CAP_ANY, live=False)
-    raise GeolinkError(f"{uri}: no such camera, video, folder or flight")
+    raise GeolinkError(f"{target}: no such camera, video, folder or flight")
+
+
+def _stream_opener(scheme: str):
+    def _stream(target: str, width: int, height: int, fps: float, loop: bool) -> Reader:
+        return OpenCVReader(f"{scheme}://{target}", cv2.CAP_FFMPEG, live=True)
+
+    return _stream
+
+
+# ``scheme://target`` → the opener of that target; a URI without a scheme is a path or a V4L2 device
+SCHEMES = {
+    "sim": _sim,
+    "csi": _csi,
+    **{scheme: _stream_opener(scheme) for scheme in ("rtsp", "rtsps", "http", "https")},
+    "v4l2": _v4l2,
+    "file": _path,
+}
+
+
+def open_reader(
+    uri: str, width: int = 1280, height: int = 720, fps: float = 30.0, loop: bool = False
+) -> Reader:
+    """The reader a camera URI names (see the module docstring)."""
+    if width <= 0 or height <= 0 or fps <= 0:
+        raise GeolinkError(f"camera size and rate must be positive (got {width}x{height} at {fps} fps)")
+    scheme, sep, target = uri.partition("://")
+    if sep:
+        opener = choose("camera scheme", scheme, SCHEMES)
+    else:
+        opener, target = (_v4l2 if uri.startswith("/dev/video") else _path), uri
+    return opener(target, width, height, fps, loop)
 
 
 def valid_image(image: object) -> bool:

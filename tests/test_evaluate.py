@@ -74,7 +74,7 @@ def test_weather_changes_the_drone_queries_only(tiny_checkpoint, dataset):
 
 
 def test_unknown_weather_and_bad_batch_size_are_refused(tiny_checkpoint, dataset):
-    with pytest.raises(GeolinkError, match="unknown condition 'smog'"):
+    with pytest.raises(GeolinkError, match="unknown weather 'smog'"):
         stage.parse_weather("fog,smog")
     with pytest.raises(GeolinkError, match="--batch-size"):
         stage.main(tiny_checkpoint, dataset, batch_size=0)

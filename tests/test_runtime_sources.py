@@ -115,6 +115,8 @@ def test_uri_schemes(tmp_path):
             open_reader("csi://0")
     with pytest.raises(GeolinkError, match="no such camera"):
         open_reader(str(tmp_path / "missing.mp4"))
+    with pytest.raises(GeolinkError, match=r"unknown camera scheme 'udp' \(choose from sim, csi, rtsp, "):
+        open_reader("udp://10.0.0.2:5600")
     with pytest.raises(GeolinkError, match="not a synthetic flight"):
         open_reader(f"sim://{tmp_path}")
     with pytest.raises(GeolinkError, match="positive"):

@@ -116,7 +116,7 @@ def test_bad_yaml_names_the_file(tmp_path):
 def test_loss_and_weight_parsing():
     assert parse_losses("cc, sc,rd") == ["cc", "sc", "rd"]
     assert parse_weights("sc=2,ga=0.5") == {"sc": 2.0, "ga": 0.5}
-    with pytest.raises(GeolinkError, match="unknown term 'xx'"):
+    with pytest.raises(GeolinkError, match="unknown loss term 'xx'"):
         parse_losses("cc,xx")
     with pytest.raises(GeolinkError, match="term=value"):
         parse_weights("sc=-1")

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import check_name, choose
 
 LOSS_TERMS = ("cc", "sc", "ga", "rd")
 
@@ -25,6 +26,7 @@ class TrainConfig(BaseModel):
 
     # 2D encoder
     model: str = Field("geolink", description="model preset (geolink_edge.models.presets)")
+    backbone: str | None = Field(None, description="any timm model name, in place of the preset's backbone")
     pretrained: bool = Field(False, description="backbone weights from the timm hub")
     weights: Path | None = Field(None, description="backbone weights from a local file")
     freeze_blocks: int = Field(
@@ -86,9 +88,8 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
-        unknown = set(self.loss_weights) - set(LOSS_TERMS)
-        if unknown:
-            raise ValueError(f"unknown loss weight {sorted(unknown)[0]!r} (terms: {', '.join(LOSS_TERMS)})")
+        for term in self.loss_weights:
+            check_name("loss term", term, LOSS_TERMS, ValueError)
         if any(w < 0 for w in self.loss_weights.values()):
             raise ValueError("loss weights must be ≥ 0")
         if not self.baseline and not self.losses:
@@ -117,7 +118,7 @@ class TrainConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+TRAINING_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # CPU: a small ViT at 112 px with its first 8 of 12 blocks frozen (the backward pass is most of
     # a step's cost), 256 points, a narrow estimator, a few epochs: minutes on 2 cores. Its high
@@ -172,9 +173,7 @@ def resolve_config(
     preset: str = "paper", config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """Preset, then the YAML file, then the overrides (``None`` values are ignored)."""
-    if preset not in PRESETS:
-        raise GeolinkError(f"unknown training preset {preset!r} (choose from {', '.join(PRESETS)})")
-    data: dict[str, Any] = dict(PRESETS[preset])
+    data: dict[str, Any] = dict(choose("training preset", preset, TRAINING_PRESETS))
     source = f"preset {preset}"
     if config_file is not None:
         data.update(read_yaml(config_file))
@@ -187,8 +186,7 @@ def parse_losses(text: str) -> list[str]:
     """``"cc,sc"`` → ``["cc", "sc"]``, refusing unknown names."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     for name in names:
-        if name not in LOSS_TERMS:
-            raise GeolinkError(f"--losses: unknown term {name!r} (terms: {', '.join(LOSS_TERMS)})")
+        check_name("loss term", name, LOSS_TERMS)
     return names
 
 

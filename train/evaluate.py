@@ -20,6 +20,7 @@ from geolink_edge.data.synthetic.weather import WEATHER, apply_weather
 from geolink_edge.errors import GeolinkError
 from geolink_edge.metrics import evaluate_embeddings
 from geolink_edge.preprocess import preprocess_one
+from geolink_edge.registry import check_name
 from geolink_edge.train.precision import pick_device
 
 D2S = "drone->satellite"
@@ -83,9 +84,7 @@ def weather_hook(name: str, seed: int = 0) -> ImageHook:
 def parse_weather(text: str | None) -> list[str]:
     names = [w.strip() for w in (text or "").split(",") if w.strip()]
     for name in names:
-        if name not in WEATHER:
-            known = ", ".join(WEATHER)
-            raise GeolinkError(f"--weather: unknown condition {name!r} (choose from {known})")
+        check_name("weather", name, WEATHER)
     return names
 
 

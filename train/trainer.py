@@ -51,7 +51,7 @@ class Progress:
 
 
 def _card(conf: TrainConfig, data: CrossViewData) -> ModelCard:
-    card = card_for_preset(conf.model)
+    card = card_for_preset(conf.model, conf.backbone)
     tile_m = data.meta.get("tile_m") if isinstance(data.meta, dict) else None
     return card.model_copy(update={"tile_m": float(tile_m)}) if tile_m else card
 
@@ -89,7 +89,17 @@ def _training_pairs(conf: TrainConfig, data: CrossViewData, card: ModelCard) -> 
 
 def _check_resumable(ckpt: dict, conf: TrainConfig, path: Path) -> None:
     saved = ckpt.get("config", {})
-    for key in ("model", "points", "point_stages", "point_dim", "mme", "experts", "club_hidden", "baseline"):
+    for key in (
+        "model",
+        "backbone",
+        "points",
+        "point_stages",
+        "point_dim",
+        "mme",
+        "experts",
+        "club_hidden",
+        "baseline",
+    ):
         if key in saved and saved[key] != getattr(conf, key):
             now = getattr(conf, key)
             raise GeolinkError(f"{path}: made with {key}={saved[key]!r}, this run has {key}={now!r}")

@@ -15,6 +15,7 @@ from geolink_edge.backends.base import Backend
 from geolink_edge.backends.embedder import Embedder, OnnxEmbedder, TensorRTEmbedder, TorchEmbedder
 from geolink_edge.backends.metadata import CARD_KEY, LOCAL_FEATURES_KEY, PRECISION_KEY
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import choose
 
 # suffix → (module, backend class, embedder class)
 SUFFIXES = {
@@ -24,26 +25,26 @@ SUFFIXES = {
 }
 
 
-def _suffix(path: Path, what: str) -> str:
+def _backend_of(path: Path, what: str) -> tuple[str, str, type[Embedder]]:
     if not path.is_file():
         raise GeolinkError(f"{path}: {what} file not found")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise GeolinkError(f"{path}: unknown model type {suffix!r} (expected {', '.join(SUFFIXES)})")
-    return suffix
+    try:
+        return choose("model type", path.suffix.lower(), SUFFIXES)
+    except GeolinkError as exc:
+        raise GeolinkError(f"{path}: {exc}") from None
 
 
 def load_backend(path: str | Path, **options) -> Backend:
     """Open a model file with the backend its suffix calls for."""
     path = Path(path)
-    module, cls, _ = SUFFIXES[_suffix(path, "model")]
+    module, cls, _ = _backend_of(path, "model")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls).load(path, **options)
 
 
 def load_embedder(path: str | Path, **options) -> Embedder:
     """The encoder in a model file, through the backend its suffix calls for."""
     path = Path(path)
-    return SUFFIXES[_suffix(path, "model")][2](path, **options)
+    return _backend_of(path, "model")[2](path, **options)
 
 
 __all__ = [

@@ -21,6 +21,9 @@ def train(
     loss_weights: str | None = typer.Option(None, "--loss-weights", help="e.g. sc=4,ga=1 (λ is sc's weight)"),
     baseline: bool = typer.Option(False, "--baseline", help="only the 2D drone–satellite InfoNCE"),
     no_mme: bool = typer.Option(False, "--no-mme", help="a linear 3D head instead of the MME block"),
+    backbone: str | None = typer.Option(
+        None, "--backbone", help="any timm model name, in place of the preset's (e.g. resnet18)"
+    ),
     pretrained: bool = typer.Option(False, "--pretrained", help="backbone weights from the timm hub"),
     weights: Path | None = typer.Option(None, "--weights", help="backbone weights from a local file"),
     points: int | None = typer.Option(None, help="points per cloud"),
@@ -73,6 +76,7 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "save_every_steps": save_every_steps,
         "weights": weights,
+        "backbone": backbone,
         "losses": parse_losses(losses) if losses is not None else None,
         "loss_weights": parse_weights(loss_weights) if loss_weights is not None else None,
         # flags only switch on: absent means "as the preset or the file says"

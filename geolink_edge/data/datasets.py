@@ -7,8 +7,14 @@ from pathlib import Path
 from geolink_edge.data import denseuav, sues200, university1652
 from geolink_edge.data.layout import CrossViewData, require_dir
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import check_name
 
-KINDS = ("university1652", "sues200", "denseuav", "synthetic")
+READERS = {
+    "university1652": university1652.read,
+    "sues200": sues200.read,
+    "denseuav": denseuav.read,
+    "synthetic": university1652.read_synthetic,
+}
 
 
 def detect_kind(root: Path) -> str:
@@ -34,21 +40,14 @@ def open_dataset(
 ) -> CrossViewData:
     """Read a dataset root. ``heights`` keeps only drone views flown at those heights (SUES-200:
     150/200/250/300, DenseUAV: 80/90/100). ``pointcloud_dir`` defaults to ``root/pointclouds``."""
+    check_name("dataset kind", kind, ("auto", *READERS))
     root = Path(root)
     require_dir(root)
     if kind == "auto":
         kind = detect_kind(root)
-    readers = {
-        "university1652": university1652.read,
-        "synthetic": university1652.read_synthetic,
-        "sues200": sues200.read,
-        "denseuav": denseuav.read,
-    }
-    if kind not in readers:
-        raise GeolinkError(f"unknown dataset kind {kind!r} (choose from auto, {', '.join(KINDS)})")
     if heights is not None and kind in ("university1652", "synthetic"):
         raise GeolinkError(f"--heights applies to SUES-200 and DenseUAV, not to {kind}")
-    data = readers[kind](root, heights)
+    data = READERS[kind](root, heights)
     pc_dir = Path(pointcloud_dir) if pointcloud_dir is not None else root / "pointclouds"
     data.pointcloud_dir = pc_dir if pc_dir.is_dir() else None
     return data

@@ -12,6 +12,7 @@ import albumentations as A
 import cv2
 
 from geolink_edge.card import IMAGENET_MEAN, IMAGENET_STD
+from geolink_edge.registry import check_name
 
 VIEWS = ("drone", "satellite")
 
@@ -34,8 +35,7 @@ def train_transform(
     a mirrored tile is another place, so the dataset flips a drone image and its tile together
     (as Sample4Geo and CV-Cities do).
     """
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    check_name("view", view, VIEWS, ValueError)
     geometric = [A.RandomRotate90(p=1.0)] if view == "satellite" else []
     return A.Compose(
         [

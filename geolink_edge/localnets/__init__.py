@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import require
+from geolink_edge.registry import check_name
 
 EXTRACTOR_NETS = ("disk", "aliked", "xfeat")
 MATCHER_NETS = ("lightglue", "lighterglue")
@@ -29,10 +30,7 @@ MATCHER_IO = (
 
 def create_net(name: str, *args, **kwargs):
     """The torch module called ``name`` (an extractor or a matcher)."""
-    if name not in EXTRACTOR_NETS + MATCHER_NETS:
-        raise GeolinkError(
-            f"no learned network {name!r} (choose from {', '.join(EXTRACTOR_NETS + MATCHER_NETS)})"
-        )
+    check_name("learned network", name, EXTRACTOR_NETS + MATCHER_NETS)
     require("torch", f"{name} through torch needs the match extra: pip install 'geolink-edge[match]' "
             "(or give its exported .onnx/.engine file)")  # fmt: skip
     return importlib.import_module(f"{__name__}.{name}").Net(*args, **kwargs).eval()

@@ -6,16 +6,17 @@ from geolink_edge.models.encoder import ImageEncoder
 from geolink_edge.models.mixvpr import MixVPR
 from geolink_edge.models.mme import MixtureOfExperts
 from geolink_edge.models.pointnn import PointNN
-from geolink_edge.models.presets import PRESETS, card_for_preset
+from geolink_edge.models.presets import MODEL_PRESETS, card_for_backbone, card_for_preset
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "PRESETS",
+    "MODEL_PRESETS",
     "CLUBEstimator",
     "ImageEncoder",
     "MixVPR",
     "MixtureOfExperts",
     "PointNN",
+    "card_for_backbone",
     "card_for_preset",
     "load_encoder",
     "read_checkpoint",

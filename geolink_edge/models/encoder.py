@@ -21,7 +21,10 @@ def error_summary(exc: Exception) -> str:
     return f"{type(exc).__name__}: {(telling or lines or [''])[0][:200]}"
 
 
-def _create_backbone(card: ModelCard, pretrained: bool, weights: Path | None) -> nn.Module:
+def create_backbone(
+    name: str, image_size: tuple[int, int] | None, pretrained: bool = False, weights: Path | None = None
+) -> nn.Module:
+    """The timm model ``name`` without its classifier; ``image_size`` None: timm's own input size."""
     kwargs: dict = {"pretrained": pretrained or weights is not None, "num_classes": 0}
     if weights is not None:
         if not Path(weights).is_file():
@@ -32,33 +35,40 @@ def _create_backbone(card: ModelCard, pretrained: bool, weights: Path | None) ->
     try:
         # ViTs are built for the card's size so the position embedding needs no interpolation at
         # run time (a static ONNX graph); ConvNets take any size and reject the argument.
+        size = {} if image_size is None else {"img_size": image_size}
         try:
-            return timm.create_model(card.backbone, img_size=card.image_size, **kwargs)
+            return timm.create_model(name, **size, **kwargs)
         except TypeError:
-            return timm.create_model(card.backbone, **kwargs)
+            if not size:
+                raise
+            return timm.create_model(name, **kwargs)
     except Exception as exc:  # timm and the hub client raise many types; sort them for the user
         if isinstance(exc, RuntimeError) and "Unknown model" in str(exc):
-            raise GeolinkError(f"unknown timm backbone {card.backbone!r}") from None
+            raise GeolinkError(f"unknown timm backbone {name!r}") from None
         if weights is not None:
             raise GeolinkError(
-                f"{weights}: cannot load into backbone {card.backbone} ({error_summary(exc)})"
+                f"{weights}: cannot load into backbone {name} ({error_summary(exc)})"
             ) from None
         if pretrained and isinstance(exc, OSError):
             raise GeolinkError(
-                f"cannot download pretrained {card.backbone} from the timm hub ({type(exc).__name__}); "
+                f"cannot download pretrained {name} from the timm hub ({type(exc).__name__}); "
                 "offline, pass a local weights file instead"
             ) from None
         raise
 
 
-def _feature_shape(backbone: nn.Module, card: ModelCard) -> tuple[int, tuple[int, int]]:
-    """Channels and (h, w) of the spatial map the backbone gives for the card's image size."""
+def feature_shape(backbone: nn.Module, image_size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """Channels and (h, w) of the spatial map the backbone gives for images of ``image_size``."""
     patch_embed = getattr(backbone, "patch_embed", None)
     if patch_embed is not None and hasattr(patch_embed, "grid_size"):
         return backbone.num_features, tuple(patch_embed.grid_size)
-    last = backbone.feature_info[-1]
-    h, w = card.image_size
-    return last["num_chs"], (h // last["reduction"], w // last["reduction"])
+    # a ConvNet's padding rounds each stride up (ResNet-18 at 112 px: 4x4, not 112 / 32): measure it
+    training = backbone.training
+    backbone.eval()  # a dry run in training mode would move the batch-norm statistics
+    with torch.no_grad():
+        features = backbone.forward_features(torch.zeros(1, 3, *image_size))
+    backbone.train(training)
+    return features.shape[1], tuple(features.shape[2:])
 
 
 class ImageEncoder(nn.Module):
@@ -73,8 +83,9 @@ class ImageEncoder(nn.Module):
     ):
         super().__init__()
         self.card = card.model_copy(update={"weights_hash": None})
-        self.backbone = _create_backbone(card, pretrained, Path(weights) if weights is not None else None)
-        channels, hw = _feature_shape(self.backbone, card)
+        weights = Path(weights) if weights is not None else None
+        self.backbone = create_backbone(card.backbone, card.image_size, pretrained, weights)
+        channels, hw = feature_shape(self.backbone, card.image_size)
         if channels != card.feature_dim or hw != tuple(card.feature_size):
             raise GeolinkError(
                 f"{card.backbone} at {card.image_size} gives a {hw[0]}x{hw[1]}x{channels} map, "

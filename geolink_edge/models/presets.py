@@ -1,37 +1,71 @@
-"""Named encoder configurations: the paper's model and a tiny one for CPU tests and demos."""
+"""Named encoder configurations, and the model card of any timm backbone.
+
+A preset only names a backbone, an image size and the MixVPR sizes; everything else on the card
+(normalisation, feature map) is asked of timm and of the encoder, so it cannot disagree with them.
+"""
 
 from __future__ import annotations
 
-from geolink_edge.card import IMAGENET_MEAN, IMAGENET_STD, MixVPRConfig, ModelCard
-from geolink_edge.errors import GeolinkError
+from dataclasses import dataclass
 
-PRESETS: dict[str, ModelCard] = {
+import timm
+from timm.data import resolve_model_data_config
+
+from geolink_edge.card import MixVPRConfig, ModelCard
+from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import choose
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    backbone: str
+    image_size: tuple[int, int]
+    aggregator: MixVPRConfig
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
     # DINOv2-B/14 at 448 px gives a 32x32 map of 768 channels; MixVPR 1024 x 4 rows = 4096-d.
-    "geolink": ModelCard(
-        backbone="vit_base_patch14_dinov2",
-        image_size=(448, 448),
-        feature_dim=768,
-        feature_size=(32, 32),
-        aggregator=MixVPRConfig(out_channels=1024, out_rows=4, mix_depth=2, mlp_ratio=1.0),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+    "geolink": ModelPreset(
+        "vit_base_patch14_dinov2",
+        (448, 448),
+        MixVPRConfig(out_channels=1024, out_rows=4, mix_depth=2, mlp_ratio=1.0),
     ),
     # Same family (plain ViT, LayerNorm, GELU) so the export and INT8 paths see DINOv2's structure,
     # but 49 tokens of 192 channels: a training step on a CPU takes a fraction of a second.
-    "tiny": ModelCard(
-        backbone="vit_tiny_patch16_224",
-        image_size=(112, 112),
-        feature_dim=192,
-        feature_size=(7, 7),
-        aggregator=MixVPRConfig(out_channels=64, out_rows=4, mix_depth=2, mlp_ratio=1.0),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
+    "tiny": ModelPreset(
+        "vit_tiny_patch16_224",
+        (112, 112),
+        MixVPRConfig(out_channels=64, out_rows=4, mix_depth=2, mlp_ratio=1.0),
     ),
 }
 
 
-def card_for_preset(name: str) -> ModelCard:
-    """A fresh (unhashed) card of a named configuration."""
-    if name not in PRESETS:
-        raise GeolinkError(f"unknown model preset {name!r} (choose from {', '.join(sorted(PRESETS))})")
-    return PRESETS[name].model_copy(deep=True)
+def card_for_backbone(
+    backbone: str, image_size: tuple[int, int] | None = None, aggregator: MixVPRConfig | None = None
+) -> ModelCard:
+    """A fresh (unhashed) card of the timm model ``backbone``: mean and std from its pretrained
+    config, the feature map from a randomly initialised encoder (nothing is downloaded).
+    ``image_size`` None: the input size timm gives for it."""
+    from geolink_edge.models.encoder import create_backbone, feature_shape
+
+    if not timm.is_model(backbone):
+        raise GeolinkError(f"unknown timm backbone {backbone!r} (timm.list_models() names them)")
+    net = create_backbone(backbone, image_size)
+    data = resolve_model_data_config(net)
+    image_size = image_size or tuple(data["input_size"][1:])
+    channels, hw = feature_shape(net, image_size)
+    return ModelCard(
+        backbone=backbone,
+        image_size=image_size,
+        feature_dim=channels,
+        feature_size=hw,
+        aggregator=aggregator or MixVPRConfig(),
+        mean=data["mean"],
+        std=data["std"],
+    )
+
+
+def card_for_preset(name: str, backbone: str | None = None) -> ModelCard:
+    """A fresh (unhashed) card of a named configuration; ``backbone`` replaces the preset's."""
+    preset = choose("model preset", name, MODEL_PRESETS)
+    return card_for_backbone(backbone or preset.backbone, preset.image_size, preset.aggregator)

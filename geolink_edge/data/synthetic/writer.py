@@ -29,6 +29,7 @@ from geolink_edge.data.synthetic.pointcloud import cloud_from_points, location_s
 from geolink_edge.data.synthetic.render import Surface, orbit_camera, render
 from geolink_edge.data.synthetic.world import generate
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import check_name
 
 GENERATOR = "geolink-edge synth/1"
 DISTRACTOR_RATIO = 0.35  # University-1652: 250 extra gallery ids for 701 query ids
@@ -64,8 +65,7 @@ class SynthConfig(BaseModel):
     @field_validator("map_season")
     @classmethod
     def _known_season(cls, value: str) -> str:
-        if value not in seasons.SEASON_NAMES:
-            raise ValueError(f"unknown season {value!r} (choose from {', '.join(seasons.SEASON_NAMES)})")
+        check_name("season", value, seasons.SEASON_NAMES, ValueError)
         return value
 
     @field_validator("map_gsd")
@@ -79,9 +79,8 @@ class SynthConfig(BaseModel):
     @field_validator("styles")
     @classmethod
     def _known_styles(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in styles.STYLES]
-        if unknown:
-            raise ValueError(f"unknown style {unknown[0]!r} (choose from {', '.join(styles.STYLES)})")
+        for style in value:
+            check_name("style", style, styles.STYLES, ValueError)
         if len(set(value)) < 2 or len(set(value)) != len(value):
             raise ValueError("give at least two distinct styles: one to train on, one held out for testing")
         return value
