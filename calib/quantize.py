@@ -1,7 +1,7 @@
 """Explicit INT8 quantization (Q/DQ) of the encoder ONNX, made on the desktop and built on the target.
 
-By default only the Linear layers inside the transformer blocks are quantized (their MatMul/Gemm
-with a constant weight). The attention products (QKᵀ and softmax·V), LayerNorm, Softmax, GELU,
+By default only the Linear layers inside the backbone's blocks or stages are quantized (their
+MatMul/Gemm with a constant weight); a backbone made only of convolutions (ResNet) is refused. The attention products (QKᵀ and softmax·V), LayerNorm, Softmax, GELU,
 residual Adds, the patch embedding, MixVPR and the normalisation stay in floating point:
 quantizing all of those collapses a ViT's accuracy. ``attention=True`` also quantizes the two
 attention products (both inputs, per tensor), an option for CPUs and GPUs where they are a large
@@ -30,8 +30,10 @@ from geolink_edge.registry import check_name, choose
 
 METHODS = ("entropy", "percentile", "minmax")
 LINEAR_OPS = ("MatMul", "Gemm")
-# Node names of a traced timm ViT carry the module path: ".../blocks.3/mlp/fc1/MatMul".
-BLOCK_SCOPE = re.compile(r"(^|[/.])blocks\.\d+[/.]")
+# Node names of a traced encoder carry each layer's module path: "/blocks/blocks.3/mlp/fc1/MatMul" (ViT),
+# "/stages/stages.1/blocks/blocks.0/mlp/fc1/MatMul" (ConvNeXt), "/layer2/layer2.0/conv1/Conv" (ResNet).
+# A block or stage is item N of one of the backbone's numbered containers; MixVPR's items are not.
+BLOCK_SCOPE = re.compile(r"^/(?!aggregator/)([^/]+)/\1\.\d+/")
 _ORT_HINT = "pip install 'geolink-edge[export]'"
 
 
@@ -43,10 +45,11 @@ def constant_names(model) -> set[str]:
 
 
 def select_block_linears(model) -> tuple[list[str], list[str]]:
-    """Split the graph's MatMul/Gemm nodes into (transformer-block Linears, everything else).
+    """Split the graph's MatMul/Gemm nodes into (block Linears, everything else).
 
-    A block Linear sits under a ``blocks.N`` scope and multiplies by a constant weight; the
-    attention matmuls (activation × activation) and the MatMul/Gemm of MixVPR fall in the second list.
+    A block Linear sits in a block or stage of the backbone (see ``BLOCK_SCOPE``) and multiplies by
+    a constant weight; the attention matmuls (activation × activation), the stem's and MixVPR's
+    MatMul/Gemm fall in the second list.
     """
     constants = constant_names(model)
     chosen, excluded = [], []
@@ -59,7 +62,7 @@ def select_block_linears(model) -> tuple[list[str], list[str]]:
 
 
 def select_attention_products(model) -> list[str]:
-    """The MatMuls inside transformer blocks whose two inputs are both activations: QKᵀ and AV."""
+    """The MatMuls inside the backbone's blocks whose two inputs are both activations: QKᵀ and AV."""
     constants = constant_names(model)
     return [
         node.name
@@ -242,11 +245,14 @@ def quantize_int8(
     source = onnx.load(str(fp32_onnx))
     nodes, excluded = select_block_linears(source)
     if not nodes:
-        raise GeolinkError(f"{fp32_onnx}: no MatMul/Gemm with a weight inside transformer blocks to quantize")
+        raise GeolinkError(
+            f"{fp32_onnx}: no MatMul/Gemm with a weight in the backbone's blocks or stages to quantize "
+            "(convolutions stay in floating point: use --fp16 for a ConvNet)"
+        )
     if attention:
         products = select_attention_products(source)
         if not products:
-            raise GeolinkError(f"{fp32_onnx}: no attention MatMul inside transformer blocks to quantize")
+            raise GeolinkError(f"{fp32_onnx}: no attention MatMul in the backbone's blocks to quantize")
         if quantizer != "ort":
             raise GeolinkError("INT8 attention is made with --quantizer ort only")
         nodes += products

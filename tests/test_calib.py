@@ -21,6 +21,7 @@ from geolink_edge.calib.report import (
     held_out_set,
     neighbour_agreement,
 )
+from geolink_edge.card import MixVPRConfig
 from geolink_edge.data.datasets import open_dataset
 from geolink_edge.errors import GeolinkError
 
@@ -71,6 +72,49 @@ def test_selection_keeps_only_block_linears_with_a_weight():
     chosen, excluded = select_block_linears(_graph_with(nodes, [w]))
     assert chosen == ["/blocks/blocks.0/mlp/fc1/MatMul", "/blocks/blocks.1/attn/proj/Gemm"]
     assert excluded == ["/blocks/blocks.0/attn/MatMul", "/aggregator/channel_proj/MatMul"]
+
+
+def test_selection_finds_the_blocks_and_stages_of_other_backbones():
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    inside = [
+        "/stages/stages.1/blocks/blocks.0/mlp/fc1/MatMul",  # ConvNeXt, Swin-like
+        "/stages/stages.2/stages.2.1/transformer/transformer.0/mlp/fc1/MatMul",  # MobileViT
+        "/layer3/layer3.1/fc/Gemm",  # ResNet-style
+    ]
+    outside = ["/aggregator/mixers/mixers.0/mix/mix.1/MatMul", "/head/fc/Gemm", "/stage_x/fc/MatMul"]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], [f"o{i}"], name=n) for i, n in enumerate(inside + outside)
+    ]
+    assert select_block_linears(_graph_with(nodes, [w])) == (inside, outside)
+
+
+def _export_backbone(name: str, out_dir) -> str:
+    from geolink_edge.export.onnx_export import export_onnx
+    from geolink_edge.models import ImageEncoder, card_for_backbone
+
+    card = card_for_backbone(name, (64, 64), MixVPRConfig(out_channels=8, out_rows=2))
+    return export_onnx(ImageEncoder(card).eval(), out_dir / f"{name}.onnx")
+
+
+def test_int8_of_a_convnet_quantizes_its_stages_or_refuses_one_made_of_convolutions(u1652, tmp_path):
+    # MobileViT: convolution stages with transformer layers inside, under stages.N (no "blocks" scope)
+    source = _export_backbone("mobilevit_xxs", tmp_path)
+    card = OnnxEmbedder(source).card
+    out = tmp_path / "int8.onnx"
+    report = quantize_int8(
+        source, out, iter_batches(calibration_set(u1652, 8).paths, card, 8), method="minmax"
+    )
+    names = report["quantized_nodes"]
+    assert len(names) == 36 and all(n.startswith("/stages/stages.") and "/transformer/" in n for n in names)
+    batch = next(iter_batches(held_out_set(u1652).paths, card, 8))
+    cosine = np.sum(OnnxEmbedder(source).run(batch) * OnnxEmbedder(out).run(batch), axis=1)
+    assert cosine.min() > 0.999
+    resnet = _export_backbone("resnet18", tmp_path)
+    with pytest.raises(
+        GeolinkError, match="resnet18.onnx: no MatMul/Gemm with a weight in the backbone's blocks"
+    ):
+        quantize_int8(resnet, tmp_path / "resnet.int8.onnx", iter([]))
+    assert not (tmp_path / "resnet.int8.onnx").exists()
 
 
 def test_int8_quantizes_exactly_the_block_linears(int8, tiny_onnx):

@@ -11,6 +11,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.data import resolve_model_data_config
 
 from geolink_edge.card import MixVPRConfig, ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
@@ -18,6 +19,7 @@ from geolink_edge.losses import GeoLinkLoss
 from geolink_edge.models import (
     ImageEncoder,
     MixVPR,
+    card_for_backbone,
     card_for_preset,
     load_encoder,
     read_checkpoint,
@@ -46,6 +48,28 @@ def test_paper_preset_card():
 def test_unknown_preset_is_one_line_error():
     with pytest.raises(GeolinkError, match="unknown model preset 'huge'.*geolink, tiny"):
         card_for_preset("huge")
+
+
+def test_card_of_any_timm_backbone_comes_from_timm():
+    small = MixVPRConfig(out_channels=8, out_rows=2)
+    card = card_for_backbone("resnet18", (72, 72), small)
+    timm_config = resolve_model_data_config(timm.create_model("resnet18"))
+    assert (card.mean, card.std) == (timm_config["mean"], timm_config["std"])
+    # each stride's padding rounds up: 72 px gives a 3x3 map at stride 32, not 72 // 32
+    assert (card.feature_dim, card.feature_size) == (512, (3, 3))
+    assert ImageEncoder(card)(torch.randn(2, 3, 72, 72, generator=_seeded(4))).shape == (2, 16)
+    assert card_for_backbone("resnet18").image_size == (224, 224)  # timm's input size when none is asked
+    with pytest.raises(GeolinkError, match="unknown timm backbone 'no_such_net'"):
+        card_for_backbone("no_such_net")
+
+
+def test_preset_cards_come_from_timm_and_take_another_backbone():
+    tiny = card_for_preset("tiny")
+    assert (tiny.mean, tiny.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # vit_tiny's own, not ImageNet's
+    assert (tiny.feature_dim, tiny.feature_size) == (192, (7, 7))
+    other = card_for_preset("tiny", backbone="resnet18")
+    assert (other.backbone, other.image_size, other.aggregator) == ("resnet18", (112, 112), tiny.aggregator)
+    assert (other.feature_dim, other.feature_size, other.mean) == (512, (4, 4), (0.485, 0.456, 0.406))
 
 
 def test_mixvpr_paper_config_gives_unit_4096d():
@@ -97,6 +121,21 @@ def test_freeze_blocks():
     assert len({n.split(".")[2] for n in frozen if n.startswith("backbone.blocks.")}) == 8
     with pytest.raises(GeolinkError, match="cannot freeze 13 blocks.*has 12"):
         ImageEncoder(card_for_preset("tiny"), freeze_blocks=13)
+
+
+def test_freeze_counts_the_stages_of_a_convnet_and_refuses_a_backbone_without_blocks():
+    small = MixVPRConfig(out_channels=8, out_rows=2)
+    card = card_for_backbone("convnext_atto", (64, 64), small)
+    encoder = ImageEncoder(card, freeze_blocks=2)
+    frozen = {".".join(n.split(".")[1:3]) for n, p in encoder.named_parameters() if not p.requires_grad}
+    assert frozen == {"stem.0", "stem.1", "stages.0", "stages.1"}
+    # the head's norm after the last stage is no stage of its own
+    with pytest.raises(GeolinkError, match=r"cannot freeze 5 blocks of convnext_atto \(it has 4\)"):
+        ImageEncoder(card, freeze_blocks=5)
+    no_groups = card_for_backbone("poolformerv2_s12", (64, 64), small)  # timm gives it no grouping
+    assert ImageEncoder(no_groups).descriptor_dim == 16
+    with pytest.raises(GeolinkError, match="^poolformerv2_s12: timm describes no blocks or stages"):
+        ImageEncoder(no_groups, freeze_blocks=1)
 
 
 def test_convnet_backbone_gives_its_last_map():

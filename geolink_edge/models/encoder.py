@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import timm
@@ -57,18 +58,58 @@ def create_backbone(
         raise
 
 
-def feature_shape(backbone: nn.Module, image_size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+def channels_last(backbone: nn.Module) -> bool:
+    """Whether the backbone's map comes as (B, h, w, C) (Swin) rather than (B, C, h, w)."""
+    return getattr(backbone, "output_fmt", "NCHW") == "NHWC"
+
+
+def feature_shape(backbone: nn.Module, image_size: tuple[int, int], name: str) -> tuple[int, tuple[int, int]]:
     """Channels and (h, w) of the spatial map the backbone gives for images of ``image_size``."""
     patch_embed = getattr(backbone, "patch_embed", None)
-    if patch_embed is not None and hasattr(patch_embed, "grid_size"):
-        return backbone.num_features, tuple(patch_embed.grid_size)
+    if hasattr(backbone, "num_prefix_tokens") and hasattr(patch_embed, "grid_size"):
+        return backbone.num_features, tuple(patch_embed.grid_size)  # a ViT: one token per patch
     # a ConvNet's padding rounds each stride up (ResNet-18 at 112 px: 4x4, not 112 / 32): measure it
     training = backbone.training
     backbone.eval()  # a dry run in training mode would move the batch-norm statistics
     with torch.no_grad():
         features = backbone.forward_features(torch.zeros(1, 3, *image_size))
     backbone.train(training)
+    if features.ndim != 4:
+        raise GeolinkError(
+            f"{name} gives no spatial feature map (its features are {tuple(features.shape)}); "
+            "MixVPR needs a ViT's patch tokens or a ConvNet's map"
+        )
+    if channels_last(backbone):
+        return features.shape[3], tuple(features.shape[1:3])
     return features.shape[1], tuple(features.shape[2:])
+
+
+def backbone_groups(backbone: nn.Module, name: str) -> list[list[str]]:
+    """Parameter names of the stem, then of each block (ViT) or stage (ConvNet), in order.
+
+    timm's coarse grouping of the model gives the stem and one group per block or stage, then
+    one group of what its matcher leaves out (a ConvNet's final norm or head conv): that last one is
+    dropped here. A model timm gives no grouping or no blocks is refused in one line.
+    """
+    try:
+        matcher = backbone.group_matcher(coarse=True)
+    except (AttributeError, NotImplementedError):
+        matcher = None
+    groups = [] if matcher is None else list(group_parameters(backbone, matcher).values())
+    if isinstance(matcher, dict):  # {group: regex or [(regex, suffix), ...]}
+        patterns = [
+            entry[0] if isinstance(entry, tuple) else entry
+            for spec in matcher.values()
+            if spec is not None
+            for entry in (spec if isinstance(spec, (list, tuple)) else [spec])
+        ]
+        while groups and not any(re.match(p, param) for p in patterns for param in groups[-1]):
+            groups.pop()
+    if len(groups) < 2:
+        raise GeolinkError(
+            f"{name}: timm describes no blocks or stages of it to freeze (use --freeze-blocks 0)"
+        )
+    return groups
 
 
 class ImageEncoder(nn.Module):
@@ -85,7 +126,7 @@ class ImageEncoder(nn.Module):
         self.card = card.model_copy(update={"weights_hash": None})
         weights = Path(weights) if weights is not None else None
         self.backbone = create_backbone(card.backbone, card.image_size, pretrained, weights)
-        channels, hw = feature_shape(self.backbone, card.image_size)
+        channels, hw = feature_shape(self.backbone, card.image_size, card.backbone)
         if channels != card.feature_dim or hw != tuple(card.feature_size):
             raise GeolinkError(
                 f"{card.backbone} at {card.image_size} gives a {hw[0]}x{hw[1]}x{channels} map, "
@@ -97,19 +138,15 @@ class ImageEncoder(nn.Module):
         self.freeze(freeze_blocks)
 
     def freeze(self, blocks: int) -> None:
-        """Stop gradients through the stem and the first ``blocks`` blocks (ViT) or stages (ConvNet).
-
-        Uses timm's own coarse grouping of each backbone: group 0 is the stem (patch embedding,
-        class token, position embedding), then one group per block or stage.
-        """
-        groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
-        if not 0 <= blocks <= len(groups) - 1:
-            raise GeolinkError(
-                f"cannot freeze {blocks} blocks of {self.card.backbone} (it has {len(groups) - 1})"
-            )
+        """Stop gradients through the stem and the first ``blocks`` blocks (ViT) or stages (ConvNet)."""
         if blocks == 0:
             return
-        names = {name for group in range(blocks + 1) for name in groups[group]}
+        stem, *stages = backbone_groups(self.backbone, self.card.backbone)
+        if blocks > len(stages):
+            raise GeolinkError(
+                f"cannot freeze {blocks} blocks of {self.card.backbone} (it has {len(stages)})"
+            )
+        names = {name for group in [stem, *stages[:blocks]] for name in group}
         for name, param in self.backbone.named_parameters():
             if name in names:
                 param.requires_grad_(False)
@@ -120,6 +157,8 @@ class ImageEncoder(nn.Module):
         if features.ndim == 3:
             patches = features[:, self.prefix_tokens :]
             features = patches.transpose(1, 2).unflatten(2, tuple(self.card.feature_size))
+        elif channels_last(self.backbone):
+            features = features.permute(0, 3, 1, 2)
         return features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ def card_for_backbone(
     net = create_backbone(backbone, image_size)
     data = resolve_model_data_config(net)
     image_size = image_size or tuple(data["input_size"][1:])
-    channels, hw = feature_shape(net, image_size)
+    channels, hw = feature_shape(net, image_size, backbone)
     return ModelCard(
         backbone=backbone,
         image_size=image_size,
