@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from _train_fixtures import make_dataset
+from timm.data import resolve_model_data_config
 
 from geolink_edge.card import ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
 from geolink_edge.models import ImageEncoder, card_for_preset
-from geolink_edge.models.checkpoint import read_checkpoint
+from geolink_edge.models.checkpoint import load_encoder, read_checkpoint
 from geolink_edge.train import trainer
 from geolink_edge.train.config import parse_losses, parse_weights, resolve_config
 from geolink_edge.train.distributed import DistInfo
@@ -213,6 +215,36 @@ def test_baseline_and_no_mme_runs(dataset, tmp_path):
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "geolink_edge.cli", *args]
+
+
+def test_backbone_option_trains_any_timm_model_with_timms_card(dataset, tmp_path):
+    steps = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--points", "128"]
+    common = ["--preset", "tiny", "--freeze-blocks", "1", *steps, "--quiet"]
+    run = tmp_path / "resnet"
+    res = subprocess.run(
+        _cli("train", str(dataset), "--out", str(run), "--backbone", "resnet18", *common),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    ckpt = read_checkpoint(run / "last.pt")
+    card = ModelCard.from_dict(ckpt["model_card"])
+    timm_config = resolve_model_data_config(timm.create_model("resnet18"))
+    assert (card.backbone, card.mean, card.std) == ("resnet18", timm_config["mean"], timm_config["std"])
+    assert (card.image_size, card.feature_dim, card.feature_size) == ((112, 112), 512, (4, 4))
+    assert ckpt["step"] == 2 and ckpt["config"]["backbone"] == "resnet18"
+    encoder, _ = load_encoder(run / "last.pt")  # the card rebuilds the trained encoder
+    assert encoder(torch.zeros(1, 3, 112, 112)).shape == (1, card.descriptor_dim)
+
+    bad = subprocess.run(
+        _cli("train", str(dataset), "--out", str(tmp_path / "bad"), "--backbone", "resnet_99", *common),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown timm backbone 'resnet_99'")
+    assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "bad").exists()
 
 
 def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, dataset, tmp_path):
