@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="batches to average over")
     args = parser.parse_args()
     conf = resolve_config(args.preset, overrides={"batch_size": args.batch_size})
-    card = card_for_preset(conf.model)
+    card = card_for_preset(conf.model, conf.backbone)
     if args.checkpoint is not None:  # the run's own architecture and options
         ckpt = read_checkpoint(args.checkpoint)
         conf = TrainConfig.model_validate({**ckpt["config"], "batch_size": args.batch_size})

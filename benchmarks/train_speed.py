@@ -46,7 +46,7 @@ def measure(preset: str, overrides: dict, steps: int, warmup: int) -> float:
     conf = resolve_config(preset, overrides=overrides)
     device = pick_device(conf.device)
     torch.manual_seed(0)
-    card = card_for_preset(conf.model)
+    card = card_for_preset(conf.model, conf.backbone)
     nets = GeoLinkNetworks(conf, card).to(device).train()
     step = TrainStep(conf, nets, Precision.choose(conf.amp, device), DistInfo(), steps + warmup, 0)
     batch = random_batch(conf, card, torch.Generator().manual_seed(0))

@@ -1,9 +1,10 @@
 """Explicit INT8 quantization (Q/DQ) of the encoder ONNX, made on the desktop and built on the target.
 
 By default only the Linear layers inside the backbone's blocks or stages are quantized (their
-MatMul/Gemm with a constant weight); a backbone made only of convolutions (ResNet) is refused. The attention products (QKᵀ and softmax·V), LayerNorm, Softmax, GELU,
-residual Adds, the patch embedding, MixVPR and the normalisation stay in floating point:
-quantizing all of those collapses a ViT's accuracy. ``attention=True`` also quantizes the two
+MatMul/Gemm with a constant weight); a backbone made only of convolutions (ResNet) is refused. The
+attention products (QKᵀ and softmax·V), LayerNorm, Softmax, GELU, residual Adds, the patch
+embedding, MixVPR and the normalisation stay in floating point: quantizing all of those collapses a
+ViT's accuracy. ``attention=True`` also quantizes the two
 attention products (both inputs, per tensor), an option for CPUs and GPUs where they are a large
 share of the time; the fidelity report decides whether a model made so may ship. Scales are
 symmetric (every zero point 0) because TensorRT accepts nothing else, and weights are quantized

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import check_name
 
 MOUNTS = ("body", "gimbal")
 # (east, north, up) → (north, east, down), its own inverse
@@ -121,8 +122,7 @@ class CameraMount:
     roll: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in MOUNTS:
-            raise GeolinkError(f"--mount {self.kind!r}: choose {' or '.join(MOUNTS)}")
+        check_name("--mount kind", self.kind, MOUNTS)
         if not all(math.isfinite(v) for v in (self.pitch, self.yaw, self.roll)):
             raise GeolinkError(
                 f"--mount angles must be finite degrees, got {self.pitch}, {self.yaw}, {self.roll}"
