@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import timm
 from timm.data import resolve_model_data_config
 
 from geolink_edge.card import MixVPRConfig, ModelCard
-from geolink_edge.errors import GeolinkError
+from geolink_edge.models.encoder import create_backbone, feature_shape
 from geolink_edge.registry import choose
 
 
 @dataclass(frozen=True)
 class ModelPreset:
+    """What a preset chooses; the rest of its card comes from timm (:func:`card_for_backbone`)."""
+
     backbone: str
     image_size: tuple[int, int]
     aggregator: MixVPRConfig
@@ -46,10 +47,6 @@ def card_for_backbone(
     """A fresh (unhashed) card of the timm model ``backbone``: mean and std from its pretrained
     config, the feature map from a randomly initialised encoder (nothing is downloaded).
     ``image_size`` None: the input size timm gives for it."""
-    from geolink_edge.models.encoder import create_backbone, feature_shape
-
-    if not timm.is_model(backbone):
-        raise GeolinkError(f"unknown timm backbone {backbone!r} (timm.list_models() names them)")
     net = create_backbone(backbone, image_size)
     data = resolve_model_data_config(net)
     image_size = image_size or tuple(data["input_size"][1:])
@@ -59,7 +56,7 @@ def card_for_backbone(
         image_size=image_size,
         feature_dim=channels,
         feature_size=hw,
-        aggregator=aggregator or MixVPRConfig(),
+        aggregator=(aggregator or MixVPRConfig()).model_copy(),  # the preset's own stays untouched
         mean=data["mean"],
         std=data["std"],
     )
