@@ -97,30 +97,18 @@ class DemoPaths:
     """Where each step of the demo writes, under one output folder."""
 
     out: Path
+    world: Path
+    flight: Path
+    run: Path
+    export: Path
+    model: Path
+    index: Path
 
-    @property
-    def world(self) -> Path:
-        return self.out / "world"
-
-    @property
-    def flight(self) -> Path:
-        return self.world / "flight"
-
-    @property
-    def run(self) -> Path:
-        return self.out / "run"
-
-    @property
-    def export(self) -> Path:
-        return self.out / "export"
-
-    @property
-    def model(self) -> Path:
-        return self.export / "encoder.int8.onnx"
-
-    @property
-    def index(self) -> Path:
-        return self.out / "index"
+    @classmethod
+    def under(cls, out: Path) -> DemoPaths:
+        world, export = out / "world", out / "export"
+        model = export / "encoder.int8.onnx"
+        return cls(out, world, world / "flight", out / "run", export, model, out / "index")
 
 
 def _synth(conf: DemoConf, paths: DemoPaths) -> None:
@@ -196,7 +184,7 @@ TRAINING_STEPS = [
 
 def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
     """Run every stage into ``out``; returns the paths of what they wrote."""
-    paths = DemoPaths(out)
+    paths = DemoPaths.under(out)
     timings: dict[str, float] = {}
 
     def timed(title: str, name: str, step):
