@@ -89,19 +89,15 @@ def test_atomic_json_replaces_whole_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geolink_edge.cli", *args], capture_output=True, text=True)
-
-
-def test_cli_info_lists_components():
-    result = _cli("info")
+def test_cli_info_lists_components(cli):
+    result = cli("info")
     assert result.returncode == 0, result.stderr
     for name in ("numpy", "opencv", "faiss", "onnxruntime", "tensorrt", "pymavlink", "cuda devices"):
         assert name in result.stdout
 
 
-def test_cli_unknown_option_is_one_line_exit_2():
-    result = _cli("info", "--nope")
+def test_cli_unknown_option_is_one_line_exit_2(cli):
+    result = cli("info", "--nope")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
 
