@@ -49,6 +49,21 @@ RUN_CONF = "geolink_edge.runtime.loop:RunConf"
 SINK = "geolink_edge.runtime.mavlink:MavlinkSink"  # its keyword defaults are the link's
 
 
+def autopilot_link(url: str | None, target: str | None, mount: str | None, **sink) -> dict | None:
+    """The sink's keyword arguments for ``--mavlink URL`` (None without it), options not given left to
+    the sink. Target and mount are checked even with no autopilot connected: a typo must not wait for
+    the day one is."""
+    from geolink_edge.runtime.autopilot import check_target
+    from geolink_edge.runtime.mount import CameraMount
+
+    camera_mount = None if mount is None else CameraMount.parse(mount)
+    if target is not None:
+        check_target(target)
+    if not url:
+        return None
+    return {"url": url, **given(target=target, mount=camera_mount, **sink)}
+
+
 def run(
     camera: str = typer.Option(
         ..., "--camera", help="/dev/videoN, v4l2://, csi://N, rtsp://, a video, a folder, sim://FLIGHT"
@@ -135,9 +150,7 @@ def run(
 
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
-    from geolink_edge.runtime.autopilot import check_target
     from geolink_edge.runtime.locate import LocateConf
-    from geolink_edge.runtime.mount import CameraMount
 
     positive("--altitude", altitude)
     positive("--fps", fps)
@@ -153,27 +166,19 @@ def run(
         near=parse_near(near),
         **given(width=width, height=height, fps=fps, camera_lost_s=camera_lost),
     )
-    # checked even when no autopilot is connected: a typo must not wait for the day one is
-    camera_mount = None if mount is None else CameraMount.parse(mount)
-    if mavlink_target is not None:
-        check_target(mavlink_target)
-    link = None
-    if mavlink:
-        link = dict(
-            url=mavlink,
-            home_alt_msl=home_alt,
-            send=not no_send,
-            **given(
-                target=mavlink_target,
-                sysid=sysid,
-                compid=compid,
-                gps_id=gps_id,
-                rate_hz=mavlink_rate,
-                max_track_age_s=max_track_age,
-                delay_s=mavlink_delay,
-                mount=camera_mount,
-            ),
-        )
+    link = autopilot_link(
+        mavlink,
+        mavlink_target,
+        mount,
+        sysid=sysid,
+        compid=compid,
+        gps_id=gps_id,
+        rate_hz=mavlink_rate,
+        max_track_age_s=max_track_age,
+        delay_s=mavlink_delay,
+        home_alt_msl=home_alt,
+        send=not no_send,
+    )
     summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
 
