@@ -211,11 +211,7 @@ def test_baseline_and_no_mme_runs(dataset, tmp_path):
     assert "branch3d.weight" in read_checkpoint(lin / "last.pt")["branch3d"]
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "geolink_edge.cli", *args]
-
-
-def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, dataset, tmp_path):
+def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(cli, finished_run, dataset, tmp_path):
     """Same options as ``finished_run``; killed one batch into epoch 2, resumed: same steps, same weights."""
     run = tmp_path / "run"
     args = [
@@ -237,7 +233,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, da
         "1",
         "--quiet",
     ]
-    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -252,7 +248,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, da
     proc.wait(timeout=60)
     assert killed, proc.stderr.read().decode()[-500:]
     assert proc.returncode == -signal.SIGKILL
-    done = subprocess.run(_cli(*args, "--resume"), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cli.argv(*args, "--resume"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-800:]
     final = read_checkpoint(run / "last.pt")
     assert (final["step"], final["epoch"], _adam_steps(final["optimizer"])) == (4, 2, 4)
@@ -294,12 +290,12 @@ def test_torchrun_with_two_ranks_trains_in_step_and_only_rank_0_writes(dataset, 
     ]
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path):
+def test_bad_inputs_are_one_line_errors(cli, tmp_path):
     empty = tmp_path / "empty"
     (empty / "train" / "drone").mkdir(parents=True)
     (empty / "train" / "satellite").mkdir(parents=True)
     res = subprocess.run(
-        _cli("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
+        cli.argv("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
         capture_output=True,
         text=True,
         timeout=120,
