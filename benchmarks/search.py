@@ -29,18 +29,52 @@ from geolink_edge.index.search import TileIndex
 DIM = 4096
 
 
-def clustered(n: int, rng: np.random.Generator, clusters: int = 500, rank: int = 256) -> np.ndarray:
-    basis = rng.standard_normal((rank, DIM), dtype=np.float32) / np.sqrt(rank)
-    centres = rng.standard_normal((clusters, rank), dtype=np.float32)
-    out = np.empty((n, DIM), np.float32)
-    for start in range(0, n, 10_000):
-        m = min(10_000, n - start)
-        latent = centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal(
-            (m, rank), dtype=np.float32
-        )
-        out[start : start + m] = latent @ basis + 0.15 * rng.standard_normal((m, DIM), dtype=np.float32)
-    faiss.normalize_L2(out)
-    return out
+class Clustered:
+    """Clustered descriptors made chunk by chunk from a seed: a million of them (16 GB as float32)
+    never has to be in memory at once, and any row can be made again for the exact search."""
+
+    CHUNK = 10_000
+
+    def __init__(self, n: int, seed: int = 0, clusters: int = 500, rank: int = 256):
+        rng = np.random.default_rng(seed)
+        self.n, self.seed = n, seed
+        self.basis = rng.standard_normal((rank, DIM), dtype=np.float32) / np.float32(np.sqrt(rank))
+        self.centres = rng.standard_normal((clusters, rank), dtype=np.float32)
+
+    def chunk(self, start: int) -> np.ndarray:
+        m = min(self.CHUNK, self.n - start)
+        rng = np.random.default_rng([self.seed, start])
+        latent = self.centres[rng.integers(0, len(self.centres), m)]
+        latent = latent + 0.6 * rng.standard_normal(latent.shape, dtype=np.float32)
+        out = latent @ self.basis + 0.15 * rng.standard_normal((m, DIM), dtype=np.float32)
+        faiss.normalize_L2(out)
+        return out
+
+    def chunks(self, limit: int | None = None):
+        """(first row, rows) of each chunk, up to ``limit`` rows."""
+        for start in range(0, min(self.n, limit or self.n), self.CHUNK):
+            yield start, self.chunk(start)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        out = np.empty((len(ids), DIM), np.float32)
+        for start in np.unique(ids // self.CHUNK * self.CHUNK):
+            here = ids // self.CHUNK * self.CHUNK == start
+            out[here] = self.chunk(int(start))[ids[here] - start]
+        return out
+
+    def exact_top(self, queries: np.ndarray, k: int = 10) -> np.ndarray:
+        """Ids of the ``k`` best inner products of each query over all rows, chunk by chunk."""
+        best_s = np.full((len(queries), k), -np.inf, np.float32)
+        best_i = np.zeros((len(queries), k), np.int64)
+        for start, rows in self.chunks():
+            scores = np.concatenate([best_s, queries @ rows.T], axis=1)
+            ids = np.concatenate(
+                [best_i, np.broadcast_to(np.arange(start, start + len(rows)), (len(queries), len(rows)))],
+                axis=1,
+            )
+            top = np.argsort(-scores, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+        return best_i
 
 
 def index_types(n: int) -> dict[str, tuple[str, str]]:
@@ -53,6 +87,7 @@ def index_types(n: int) -> dict[str, tuple[str, str]]:
         f"IVF{nlist},PQ256+re-rank": (f"IVF{nlist},PQ256x8np,RFlat", "nprobe=16,k_factor_rf=8"),
         "PCA512,HNSW32,SQ8": ("PCA512,HNSW32,SQ8", "efSearch=64"),
         f"PCA512,IVF{nlist},SQ8": (f"PCA512,IVF{nlist},SQ8", "nprobe=16"),
+        f"PCA768,IVF{nlist},SQ8": (f"PCA768,IVF{nlist},SQ8", "nprobe=16"),
         f"PCA1024,IVF{nlist},SQ8": (f"PCA1024,IVF{nlist},SQ8", "nprobe=16"),
         f"IVF{nlist},PQ512": (f"IVF{nlist},PQ512x8np", "nprobe=16"),
     }
@@ -121,25 +156,26 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 
 def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path, only: str):
     """Yield one table row per index type (and the prior-gated search) as soon as it is measured."""
-    data = clustered(n, rng)
+    data = Clustered(n, seed=int(rng.integers(1 << 31)))
     picks = rng.integers(0, n, n_queries)
-    queries = data[picks] + 0.02 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
+    queries = data.rows(picks) + 0.02 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
     faiss.normalize_L2(queries)
     side = int(np.ceil(np.sqrt(n)))
     xy = np.stack([np.arange(n) % side, np.arange(n) // side], axis=1) * 20.0  # a 20 m tile grid
-    truth = faiss.IndexFlatIP(DIM)
-    truth.add(data)
-    _, exact_ids = truth.search(queries, 10)
-    del truth
+    exact_ids = data.exact_top(queries)
     for name, (factory, params) in index_types(n).items():
         if only not in name:
             continue
         t0 = time.perf_counter()
         index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            index.train(data[rng.choice(n, min(n, 50_000), replace=False)])
+            # the rows are independent draws, so the first ones are a random sample
+            # (faiss wants ~40 per IVF list)
+            sample = max(50_000, 40 * int(4 * np.sqrt(n)))
+            index.train(np.concatenate([rows for _, rows in data.chunks(sample)]))
         fixed_mb = len(faiss.serialize_index(index)) / 2**20  # trained, empty: PCA matrices, centroids
-        index.add(data)
+        for _, rows in data.chunks():
+            index.add(rows)
         build_s = time.perf_counter() - t0
         root = work / f"{n}-{name.replace(',', '_').replace(' ', '_')}"
         write_bundle(root, index, xy, params)
@@ -164,7 +200,7 @@ def _gated_recall(tile_index, data, queries, xy, picks, radius_m, found) -> floa
     truth = []
     for q, p in zip(queries, picks, strict=True):
         ids = tile_index.ids_within(*xy[p], radius_m)
-        order = np.argsort(-(data[ids] @ q))[:10]
+        order = np.argsort(-(data.rows(ids) @ q))[:10]
         truth.append(ids[order])
     return recall_at_10(found, truth)
 

@@ -176,63 +176,92 @@ def _engine_source(made: dict[str, Path]) -> tuple[str, Path]:
     raise AssertionError("no ONNX to build from")
 
 
+def _check_request(conf: ExportConf, source: Path, kind: str) -> None:
+    """Refuse, before any work, what this source cannot give or this machine cannot build."""
+    if kind == "onnx" and not (conf.int8 or conf.fp16 or conf.engine):
+        raise GeolinkError(f"{source} is already an ONNX: ask for --int8, --fp16 or --engine")
+    if conf.engine:
+        from geolink_edge.export.engine import require_tensorrt
+
+        require_tensorrt()  # the engine can only be built where TensorRT is
+
+
+def _calibration_data(conf: ExportConf):
+    if conf.calib_data is None:
+        return None
+    from geolink_edge.data.datasets import open_dataset
+
+    return open_dataset(conf.calib_data)
+
+
+def _fp32_model(source: Path, kind: str, tmp: Path, conf: ExportConf, data, console) -> tuple[dict, dict]:
+    """({precision: ONNX path}, summary entries) of the model the other precisions start from."""
+    if kind == "pt":
+        summary = _export_checkpoint(source, tmp, conf, data, console)
+        return {"fp32": tmp / PRECISION_FILES["fp32"]}, summary
+    from geolink_edge.export.engine import onnx_metadata
+
+    card, precision = onnx_metadata(source)
+    return {precision: source}, {"model_hash": card.weights_hash}
+
+
+def _reduced_precisions(fp32: Path, tmp: Path, conf: ExportConf, data, console) -> dict[str, Path]:
+    """The INT8 and FP16 models asked for."""
+    made = {}
+    if conf.int8:
+        made["int8"] = _quantize(fp32, tmp, conf, data, console)
+    if conf.fp16:
+        from geolink_edge.calib.fp16 import convert_fp16
+
+        made["fp16"] = tmp / PRECISION_FILES["fp16"]
+        convert_fp16(fp32, made["fp16"])
+    return made
+
+
+def _build_engine(made: dict[str, Path], tmp: Path, conf: ExportConf) -> str:
+    from geolink_edge.export.engine import build_engine
+
+    precision, onnx_path = _engine_source(made)
+    engine_name = PRECISION_FILES[precision].replace(".onnx", ".engine")
+    build_engine(onnx_path, tmp / engine_name, conf.engine_conf)
+    return engine_name
+
+
+def _plain(values: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+
+def _conf_record(conf: ExportConf) -> dict:
+    """The options as written into export.json (paths as text)."""
+    return {**_plain(asdict(conf)), "engine_conf": _plain(asdict(conf.engine_conf))}
+
+
 def main(conf: ExportConf, source: str | Path, out_dir: str | Path) -> Path:
     """Run the export stage from ``source`` into ``out_dir``; return ``out_dir``."""
     source, out_dir = Path(source), Path(out_dir)
     kind = _source_kind(source)
     if kind == "onnx" and _is_local_features(source):
         return _local_features_engine(conf, source, out_dir)
-    if kind == "onnx" and not (conf.int8 or conf.fp16 or conf.engine):
-        raise GeolinkError(f"{source} is already an ONNX: ask for --int8, --fp16 or --engine")
-    if conf.engine:
-        from geolink_edge.export.engine import require_tensorrt
-
-        require_tensorrt()  # before any work: the engine can only be built where TensorRT is
+    _check_request(conf, source, kind)
     check_new_dir(out_dir, conf.force)
-    data = None
-    if conf.calib_data is not None:
-        from geolink_edge.data.datasets import open_dataset
-
-        data = open_dataset(conf.calib_data)
+    data = _calibration_data(conf)
     console = _console()
     summary: dict[str, Any] = {"format": EXPORT_FORMAT, "source": str(source), "files": {}}
     fidelity = None
     with atomic_dir(out_dir, force=conf.force) as tmp:
-        made: dict[str, Path] = {}
-        if kind == "pt":
-            summary.update(_export_checkpoint(source, tmp, conf, data, console))
-            made["fp32"] = tmp / PRECISION_FILES["fp32"]
-            fp32 = made["fp32"]
-        else:
-            from geolink_edge.export.engine import onnx_metadata
-
-            card, precision = onnx_metadata(source)
-            summary["model_hash"] = card.weights_hash
-            made[precision] = fp32 = source
-        if conf.int8:
-            made["int8"] = _quantize(fp32, tmp, conf, data, console)
-        if conf.fp16:
-            from geolink_edge.calib.fp16 import convert_fp16
-
-            made["fp16"] = tmp / PRECISION_FILES["fp16"]
-            convert_fp16(fp32, made["fp16"])
+        made, found = _fp32_model(source, kind, tmp, conf, data, console)
+        summary.update(found)
+        fp32 = next(iter(made.values()))
+        made.update(_reduced_precisions(fp32, tmp, conf, data, console))
         candidates = {p: made[p] for p in ("int8", "fp16") if p in made}
         if data is not None and candidates:
             fidelity = _fidelity(fp32, candidates, tmp, conf, data, console)
         if conf.engine and (fidelity is None or fidelity["passed"]):
-            from geolink_edge.export.engine import build_engine
-
-            precision, onnx_path = _engine_source(made)
-            engine_name = PRECISION_FILES[precision].replace(".onnx", ".engine")
-            build_engine(onnx_path, tmp / engine_name, conf.engine_conf)
-            summary["files"]["engine"] = engine_name
+            summary["files"]["engine"] = _build_engine(made, tmp, conf)
         summary["files"].update(
             {p: path.name if path.parent == tmp else str(path) for p, path in made.items()}
         )
-        summary["conf"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(conf).items()}
-        summary["conf"]["engine_conf"] = {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(conf.engine_conf).items()
-        }
+        summary["conf"] = _conf_record(conf)
         write_json(tmp / "export.json", summary)
     if fidelity is not None and not fidelity["passed"]:
         raise GeolinkError(

@@ -87,124 +87,127 @@ def _cli(*args: str) -> None:
         raise GeolinkError(f"demo step 'geolink-edge {args[0]}' exited with code {code}")
 
 
-def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
-    """Run every stage into ``out``; returns the paths of what they wrote."""
-    world, run, export, index = out / "world", out / "run", out / "export", out / "index"
-    steps = [
-        (
-            "synthetic world + flight",
-            lambda: _cli(
-                "synth",
-                world,
-                "--locations",
-                conf.locations,
-                "--views",
-                conf.views,
-                "--size",
-                conf.size,
-                "--flight-frames",
-                conf.flight_frames,
-                "--flight-size",
-                conf.flight_size,
-                "--seed",
-                conf.seed,
-            ),
-        ),
-        ("point clouds (dsm)", lambda: _cli("reconstruct", world, "--backend", "dsm", "--force")),
-        (
-            "train (tiny, all losses)",
-            lambda: _cli(
-                "train",
-                world,
-                "--out",
-                run,
-                "--preset",
-                "tiny",
-                "--epochs",
-                conf.train_epochs,
-                "--losses",
-                "cc,sc,ga,rd",
-                "--seed",
-                conf.seed,
-            ),
-        ),
-        ("evaluate cross-area", lambda: _cli("eval", run / "best.pt", world, "--json", out / "eval.json")),
-        (
-            "export ONNX + INT8",
-            lambda: _cli(
-                "export",
-                run / "best.pt",
-                "--out",
-                export,
-                "--int8",
-                "--calib-data",
-                world,
-                "--calib-images",
-                conf.calib_images,
-                "--max-r1-drop",
-                conf.max_r1_drop,
-                "--min-centred-cosine",
-                conf.min_centred_cosine,
-            ),
-        ),
-    ]
-    timings: dict[str, float] = {}
-    for name, step in steps:
-        console.rule(f"[bold]{name}")
-        t0 = time.perf_counter()
-        step()
-        timings[name] = time.perf_counter() - t0
+def _options(values: dict) -> list:
+    """``{"--name": value}`` → ``["--name", value, ...]``."""
+    return [item for pair in values.items() for item in pair]
 
-    flight = world / "flight"
-    area = read_json(flight / "flight.json", "flight description")["area"]
-    console.rule("[bold]index the flight area's GeoTIFF")
-    t0 = time.perf_counter()
-    _cli(
-        "index",
-        "build",
-        "--model",
-        export / "encoder.int8.onnx",
-        "--out",
-        index,
-        "--ortho",
-        world / "areas" / area / "ortho.tif",
-    )
-    timings["index build"] = time.perf_counter() - t0
 
-    console.rule("[bold]fly: runtime on the synthetic flight, MAVLink to a loopback listener")
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where each step of the demo writes, under one output folder."""
+
+    out: Path
+    world: Path
+    flight: Path
+    run: Path
+    export: Path
+    model: Path
+    index: Path
+
+    @classmethod
+    def under(cls, out: Path) -> DemoPaths:
+        world, export = out / "world", out / "export"
+        model = export / "encoder.int8.onnx"
+        return cls(out, world, world / "flight", out / "run", export, model, out / "index")
+
+
+def _synth(conf: DemoConf, paths: DemoPaths) -> None:
+    sizes = {"--locations": conf.locations, "--views": conf.views, "--size": conf.size}
+    flight = {"--flight-frames": conf.flight_frames, "--flight-size": conf.flight_size}
+    _cli("synth", paths.world, *_options({**sizes, **flight, "--seed": conf.seed}))
+
+
+def _reconstruct(conf: DemoConf, paths: DemoPaths) -> None:
+    _cli("reconstruct", paths.world, "--backend", "dsm", "--force")
+
+
+def _train(conf: DemoConf, paths: DemoPaths) -> None:
+    options = {
+        "--preset": "tiny",
+        "--epochs": conf.train_epochs,
+        "--losses": "cc,sc,ga,rd",
+        "--seed": conf.seed,
+    }
+    _cli("train", paths.world, "--out", paths.run, *_options(options))
+
+
+def _evaluate(conf: DemoConf, paths: DemoPaths) -> None:
+    _cli("eval", paths.run / "best.pt", paths.world, "--json", paths.out / "eval.json")
+
+
+def _export(conf: DemoConf, paths: DemoPaths) -> None:
+    options = {
+        "--calib-data": paths.world,
+        "--calib-images": conf.calib_images,
+        "--max-r1-drop": conf.max_r1_drop,
+        "--min-centred-cosine": conf.min_centred_cosine,
+    }
+    _cli("export", paths.run / "best.pt", "--out", paths.export, "--int8", *_options(options))
+
+
+def _index(paths: DemoPaths, area: str) -> None:
+    ortho = paths.world / "areas" / area / "ortho.tif"
+    _cli("index", "build", *_options({"--model": paths.model, "--out": paths.index, "--ortho": ortho}))
+
+
+def _fly(paths: DemoPaths) -> dict:
+    """Fly the flight through ``run`` with MAVLink to a loopback listener; returns what it heard."""
     port = free_udp_port()
     listener = MavlinkListener(port)
-    t0 = time.perf_counter()
+    options = {
+        "--camera": f"sim://{paths.flight}",
+        "--model": paths.model,
+        "--index": paths.index,
+        "--intrinsics": paths.flight / "camera.yaml",
+        "--mavlink": f"udpout:127.0.0.1:{port}",
+        "--log": paths.out / "flight.jsonl",
+    }
     try:
-        _cli(
-            "run",
-            "--camera",
-            f"sim://{flight}",
-            "--model",
-            export / "encoder.int8.onnx",
-            "--index",
-            index,
-            "--intrinsics",
-            flight / "camera.yaml",
-            "--mavlink",
-            f"udpout:127.0.0.1:{port}",
-            "--log",
-            out / "flight.jsonl",
-        )
+        _cli("run", *_options(options))
         time.sleep(0.5)  # let the last datagrams arrive
     finally:
         listener.close()
     if not listener.counts.get("GPS_INPUT"):  # a stream that failed quietly must not pass for a demo
         raise GeolinkError("the flight sent no GPS_INPUT to the loopback autopilot (see flight.jsonl)")
-    timings["run flight"] = time.perf_counter() - t0
+    return {"counts": listener.counts, "last_gps_input": listener.last_gps}
+
+
+# The steps before the index, each (title, step): they need nothing but the demo's conf and paths.
+TRAINING_STEPS = [
+    ("synthetic world + flight", _synth),
+    ("point clouds (dsm)", _reconstruct),
+    ("train (tiny, all losses)", _train),
+    ("evaluate cross-area", _evaluate),
+    ("export ONNX + INT8", _export),
+]
+
+
+def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
+    """Run every stage into ``out``; returns the paths of what they wrote."""
+    paths = DemoPaths.under(out)
+    timings: dict[str, float] = {}
+
+    def timed(title: str, name: str, step):
+        console.rule(f"[bold]{title}")
+        t0 = time.perf_counter()
+        result = step()
+        timings[name] = time.perf_counter() - t0
+        return result
+
+    for title, step in TRAINING_STEPS:
+        timed(title, title, lambda step=step: step(conf, paths))
+    area = read_json(paths.flight / "flight.json", "flight description")["area"]
+    timed("index the flight area's GeoTIFF", "index build", lambda: _index(paths, area))
+    title = "fly: runtime on the synthetic flight, MAVLink to a loopback listener"
+    mavlink = timed(title, "run flight", lambda: _fly(paths))
     return {
-        "world": world,
-        "flight": flight,
+        "world": paths.world,
+        "flight": paths.flight,
         "area": area,
-        "index": index,
-        "export": export,
+        "index": paths.index,
+        "export": paths.export,
         "timings": timings,
-        "mavlink": {"counts": listener.counts, "last_gps_input": listener.last_gps},
+        "mavlink": mavlink,
     }
 
 

@@ -159,7 +159,7 @@ class TrackFilter:
             self.misses = 0
             return Update("accepted", d2)
 
-    def seed(
+    def start_from_trusted_fix(
         self,
         t: float,
         z: np.ndarray,
@@ -167,8 +167,9 @@ class TrackFilter:
         v: np.ndarray | None = None,
         r_v: np.ndarray | None = None,
     ) -> Update:
-        """Start a track from a trusted position (a warm start from the autopilot's GNSS): no
-        confirming fixes needed; velocity ``v`` with covariance ``r_v``, or unknown."""
+        """Start a track at once from a position trusted like one of our own fixes: no confirming
+        fixes needed, and :meth:`state` reports it (so it would reach the autopilot); velocity ``v``
+        with covariance ``r_v``, or unknown. While tracking, it is an ordinary :meth:`update`."""
         z, r = np.asarray(z, float)[:2], np.asarray(r, float)[:2, :2]
         with self._lock:
             if self.tracking:
@@ -216,12 +217,12 @@ class TrackFilter:
         self._start(t1, z1, r1, velocity)
         return Update("accepted", 0.0)
 
-    def start_at(self, t: float, z: np.ndarray, r: np.ndarray) -> None:
-        """A warm start that only narrows the search: :meth:`seed` at a position known otherwise (the
-        autopilot's GNSS), but holding no fix of ours (``t_fix`` None), so :meth:`state` offers the
+    def warm_start_search_at(self, t: float, z: np.ndarray, r: np.ndarray) -> None:
+        """A warm start that only narrows the search: a track at a position known otherwise (the
+        autopilot's GNSS) that holds no fix of ours (``t_fix`` None), so :meth:`state` offers the
         autopilot nothing — never its own GNSS echoed back — until one of our fixes is accepted."""
         with self._lock:
-            self.seed(t, z, r)
+            self.start_from_trusted_fix(t, z, r)
             self.t_fix = None
 
     def _continues_previous(self, t: float, z: np.ndarray, r: np.ndarray) -> bool:

@@ -194,7 +194,7 @@ class Pipeline:
             return
         east, north, _ = self.index.frame.to_enu(gnss.lat, gnss.lon)
         sigma = gnss.h_acc if gnss.h_acc else 5.0
-        self.filter.start_at(frame.t_sensor, np.array([east, north]), np.eye(2) * sigma**2)
+        self.filter.warm_start_search_at(frame.t_sensor, np.array([east, north]), np.eye(2) * sigma**2)
         self.events("warm_start", "track started from the autopilot GNSS", "info")
 
     def has_track(self) -> bool:

@@ -128,6 +128,10 @@ class CameraMount:
                 f"--mount angles must be finite degrees, got {self.pitch}, {self.yaw}, {self.roll}"
             )
 
+    def __str__(self) -> str:
+        """As ``--mount`` spells it (what :meth:`parse` reads)."""
+        return f"{self.kind}:{self.pitch:g}:{self.yaw:g}:{self.roll:g}"
+
     @classmethod
     def parse(cls, text: str) -> CameraMount:
         """``KIND[:PITCH[:YAW[:ROLL]]]``, e.g. ``body``, ``body:90``, ``gimbal:90:0:0``."""

@@ -1,6 +1,9 @@
-"""Shared session fixtures: a seeded tiny encoder, its checkpoint and its ONNX export."""
+"""Shared session fixtures: a seeded tiny encoder, its checkpoint and its ONNX export, the command line."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -52,3 +55,23 @@ def flight_world(tmp_path_factory, tiny_onnx):
     from _runtime_fixtures import synthetic_flight_world
 
     return synthetic_flight_world(tmp_path_factory.mktemp("flight_world"), tiny_onnx, FLIGHT_FRAMES)
+
+
+class Cli:
+    """``geolink-edge`` in a fresh Python process, as typed on the command line."""
+
+    def argv(self, *args, block_torch: bool = False) -> list[str]:
+        """The process's command line; ``block_torch`` makes torch and timm unimportable in it."""
+        prelude = "sys.modules['torch'] = None; sys.modules['timm'] = None\n" if block_torch else ""
+        code = "import sys\n" + prelude + "from geolink_edge.cli import main; main(sys.argv[1:])"
+        return [sys.executable, "-c", code, *map(str, args)]
+
+    def __call__(self, *args, block_torch: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+        command = self.argv(*args, block_torch=block_torch)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    """Run ``geolink-edge ARGS`` and get its exit code, stdout and stderr (``cli.argv``: the command)."""
+    return Cli()

@@ -89,19 +89,15 @@ def test_atomic_json_replaces_whole_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geolink_edge.cli", *args], capture_output=True, text=True)
-
-
-def test_cli_info_lists_components():
-    result = _cli("info")
+def test_cli_info_lists_components(cli):
+    result = cli("info")
     assert result.returncode == 0, result.stderr
     for name in ("numpy", "opencv", "faiss", "onnxruntime", "tensorrt", "pymavlink", "cuda devices"):
         assert name in result.stdout
 
 
-def test_cli_unknown_option_is_one_line_exit_2():
-    result = _cli("info", "--nope")
+def test_cli_unknown_option_is_one_line_exit_2(cli):
+    result = cli("info", "--nope")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
 
@@ -126,3 +122,31 @@ def test_an_exception_quoted_in_one_line_never_fails_on_an_empty_message():
     assert first_line(ValueError("x" * 500), limit=20) == "x" * 20
     assert describe(KeyError()) == "KeyError"
     assert describe(RuntimeError("engine lost\ntrace")) == "RuntimeError: engine lost"
+
+
+def test_options_left_to_a_config_parse_as_unset_and_show_its_default():
+    """Every option whose default a config owns: None when not given, the config's value in --help."""
+    import click
+    import typer.main
+
+    from geolink_edge.cli import app
+    from geolink_edge.commands.conf_options import ConfDefault
+    from geolink_edge.data.synthetic.writer import SynthConfig
+
+    def commands(group):
+        for command in group.commands.values():
+            yield from commands(command) if hasattr(command, "commands") else [command]
+
+    owned = [
+        (command, param)
+        for command in commands(typer.main.get_command(app))
+        for param in command.params
+        if isinstance(param.default, ConfDefault)
+    ]
+    assert {c.name for c, _ in owned} >= {"synth", "build", "merge", "export", "run", "locate", "runtime"}
+    for command, param in owned:
+        assert param.get_default(click.Context(command)) is None, (command.name, param.name)
+        assert str(param.default) not in ("", "None"), (command.name, param.name)
+    synth = next(c for c in commands(typer.main.get_command(app)) if c.name == "synth")
+    locations = next(p for p in synth.params if p.name == "locations")
+    assert str(locations.default) == str(SynthConfig().locations) == "24"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,18 +78,12 @@ def test_unknown_weather_and_bad_batch_size_are_refused(tiny_checkpoint, dataset
         stage.main(tiny_checkpoint, dataset, batch_size=0)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "geolink_edge.cli", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def test_cli_prints_the_protocol_and_refuses_a_corrupt_checkpoint(tiny_checkpoint, dataset, tmp_path):
-    ok = _cli("eval", str(tiny_checkpoint), str(dataset), "--batch-size", "4")
+def test_cli_prints_the_protocol_and_refuses_a_corrupt_checkpoint(cli, tiny_checkpoint, dataset, tmp_path):
+    ok = cli("eval", str(tiny_checkpoint), str(dataset), "--batch-size", "4")
     assert ok.returncode == 0, ok.stderr[-500:]
     assert "distractors kept" in ok.stdout and "drone->satellite" in ok.stdout
     broken = tmp_path / "broken.pt"
     broken.write_bytes(Path(tiny_checkpoint).read_bytes()[:3000])
-    bad = _cli("eval", str(broken), str(dataset))
+    bad = cli("eval", str(broken), str(dataset))
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and bad.stderr.strip().count("\n") == 0
     assert "broken.pt" in bad.stderr

@@ -15,12 +15,6 @@ from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.quantize import zero_points
 
 
-def _cli(*args: str, block_torch: bool = False) -> subprocess.CompletedProcess:
-    prelude = "sys.modules['torch'] = None; sys.modules['timm'] = None\n" if block_torch else ""
-    code = "import sys\n" + prelude + "from geolink_edge.cli import main; main(sys.argv[1:])"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "u1652"
@@ -33,9 +27,9 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint, dataset, tmp_path_factory):
+def exported(cli, tiny_checkpoint, dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "models"
-    result = _cli(
+    result = cli(
         "export",
         str(tiny_checkpoint),
         "--out",
@@ -108,20 +102,20 @@ def test_int8_model_runs_with_zero_points_zero_and_reports(exported):
     }
 
 
-def test_onnx_input_needs_no_torch(tiny_onnx, tmp_path):
+def test_onnx_input_needs_no_torch(cli, tiny_onnx, tmp_path):
     out = tmp_path / "fp16"
-    result = _cli("export", str(tiny_onnx), "--out", str(out), "--fp16", block_torch=True)
+    result = cli("export", str(tiny_onnx), "--out", str(out), "--fp16", block_torch=True)
     assert result.returncode == 0, result.stderr
     assert OnnxEmbedder(out / "encoder.fp16.onnx").precision == "fp16"
     assert json.loads((out / "export.json").read_text())["files"]["fp32"] == str(tiny_onnx)
 
 
-def test_engine_without_tensorrt_fails_in_one_line_and_writes_nothing(tiny_onnx, tmp_path):
+def test_engine_without_tensorrt_fails_in_one_line_and_writes_nothing(cli, tiny_onnx, tmp_path):
     pytest.importorskip("onnx")
     if subprocess.run([sys.executable, "-c", "import tensorrt"], capture_output=True).returncode == 0:
         pytest.skip("TensorRT is installed here")
     out = tmp_path / "engine"
-    result = _cli("export", str(tiny_onnx), "--out", str(out), "--engine", block_torch=True)
+    result = cli("export", str(tiny_onnx), "--out", str(out), "--engine", block_torch=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "build the engine on the target, where JetPack provides TensorRT" in result.stderr
     assert not out.exists()
@@ -140,19 +134,19 @@ def test_engine_without_tensorrt_fails_in_one_line_and_writes_nothing(tiny_onnx,
         ([], "already an ONNX"),
     ],
 )
-def test_bad_options_exit_2_in_one_line(tiny_onnx, tmp_path, args, message):
-    result = _cli("export", str(tiny_onnx), "--out", str(tmp_path / "o"), *args)
+def test_bad_options_exit_2_in_one_line(cli, tiny_onnx, tmp_path, args, message):
+    result = cli("export", str(tiny_onnx), "--out", str(tmp_path / "o"), *args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, (
         result.stderr
     )
     assert not (tmp_path / "o").exists()
 
 
-def test_bad_source_and_existing_folder(tiny_onnx, tmp_path):
+def test_bad_source_and_existing_folder(cli, tiny_onnx, tmp_path):
     (tmp_path / "m.txt").write_text("x")
-    result = _cli("export", str(tmp_path / "m.txt"), "--out", str(tmp_path / "o"), "--fp16")
+    result = cli("export", str(tmp_path / "m.txt"), "--out", str(tmp_path / "o"), "--fp16")
     assert result.returncode == 2 and "expected a checkpoint (.pt) or an encoder ONNX" in result.stderr
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep").write_text("x")
-    result = _cli("export", str(tiny_onnx), "--out", str(tmp_path / "full"), "--fp16")
+    result = cli("export", str(tiny_onnx), "--out", str(tmp_path / "full"), "--fp16")
     assert result.returncode == 2 and "use --force" in result.stderr

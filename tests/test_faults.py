@@ -10,11 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from _flaky_camera import FlakyCamera
 from _runtime_fixtures import MAX_SENT_ERROR_M, synthetic_flight_world
 
 from geolink_edge.runtime import loop
 from geolink_edge.runtime.sinks import JsonlSink
-from geolink_edge.runtime.sources import Capture, CorruptFrame, RawFrame, SimReader, SourceLost
+from geolink_edge.runtime.sources import Capture, SimReader
 
 FLIGHT_FRAMES = 32
 OUTAGE_S = 5.0
@@ -27,48 +28,21 @@ def world(tmp_path_factory, tiny_onnx):
     return synthetic_flight_world(tmp_path_factory.mktemp("fault_world"), tiny_onnx, FLIGHT_FRAMES)
 
 
-class FlakyCamera(SimReader):
+def flaky_camera(flight) -> FlakyCamera:
     """The sim flight as a live camera that misbehaves on a fixed schedule of reads.
 
     Every 10th frame never arrives (10 % dropped), every 6th fails to decode, every 8th is a
     truncated buffer, every 7th decodes to noise; once, the cable comes out for ``OUTAGE_S``
     seconds of wall time, and the frames of those seconds are lost like in the air.
     """
-
-    live = True
-
-    def __init__(self, flight):
-        super().__init__(flight)
-        self.reads = 0
-        self.back_at: float | None = None
-        self.outage_t: tuple[float, float] | None = None  # sensor times around the hole
-        self.noise_t: set[float] = set()
-
-    def open(self) -> None:
-        if self.back_at is not None and time.monotonic() < self.back_at:
-            raise SourceLost("/dev/video0: no such device")
-
-    def read(self):
-        self.reads += 1
-        if self.reads == UNPLUG_AT_READ:
-            self.back_at = time.monotonic() + OUTAGE_S
-            t_before = self.rows[self.files[self.position - 1].stem][0]
-            self.position += round(OUTAGE_S * self.fps)
-            self.outage_t = (t_before, t_before + OUTAGE_S)
-            raise SourceLost("cable out")
-        if self.reads % 10 == 0:
-            super().read()  # dropped: the flight moves on, nothing is delivered
-        raw = super().read()
-        if raw is None:
-            return None
-        if self.reads % 6 == 0:
-            raise CorruptFrame("bad JPEG")
-        if self.reads % 8 == 0:
-            return RawFrame(np.zeros((4, 4, 3), np.uint8), raw.truth, raw.telemetry, raw.timestamp)
-        if self.reads % 7 == 0:
-            raw.image = np.random.default_rng(self.reads).integers(0, 256, raw.image.shape, np.uint8)
-            self.noise_t.add(raw.timestamp)
-        return raw
+    faults = {
+        "unplug": lambda n: n == UNPLUG_AT_READ,
+        "drop": lambda n: n % 10 == 0,
+        "corrupt": lambda n: n % 6 == 0,
+        "truncated": lambda n: n % 8 == 0,
+        "noise": lambda n: n % 7 == 0,
+    }
+    return FlakyCamera(SimReader(flight), faults, outage_s=OUTAGE_S)
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +53,13 @@ def flaky_flight(world, tmp_path_factory):
 
     flight, index_dir, model = world
     embedder = load_embedder(model)
-    reader = FlakyCamera(flight)
+    reader = flaky_camera(flight)
     conf = loop.RunConf(realtime=False)
     pipeline = loop.Pipeline(
-        embedder, open_index(index_dir, embedder.card, model), conf, loop.resolve_intrinsics(None, reader)
+        embedder,
+        open_index(index_dir, embedder.card, model),
+        conf,
+        loop.resolve_intrinsics(None, reader.source),
     )
     log = tmp_path_factory.mktemp("fault_log") / "flight.jsonl"
     sink = JsonlSink(log)  # never closed: no summary line, as after a crash

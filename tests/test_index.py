@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -287,15 +285,10 @@ def test_merge_refuses_missing_shard(ortho, tiny_onnx, tmp_path):
         build.merge(tmp_path / "s", tmp_path / "out")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "geolink_edge.cli", "index", *args], capture_output=True, text=True
-    )
-
-
-def test_cli_build_info_and_bad_inputs(ortho, tiny_onnx, tmp_path):
+def test_cli_build_info_and_bad_inputs(cli, ortho, tiny_onnx, tmp_path):
     out = tmp_path / "cli"
-    ok = _cli(
+    ok = cli(
+        "index",
         "build",
         "--model",
         str(tiny_onnx),
@@ -319,7 +312,7 @@ def test_cli_build_info_and_bad_inputs(ortho, tiny_onnx, tmp_path):
     assert manifest["faiss_type"] == "HNSW32,Flat" and {
         t["scale"] for t in json.loads((out / "tiles.json").read_text())
     } == {1.0, 2.0}
-    shown = _cli("info", str(out))
+    shown = cli("index", "info", str(out))
     assert shown.returncode == 0 and f"{manifest['count']} tiles" in shown.stdout
     cases = [
         (["--tile-m", "5000"], "smaller than one 5000 m tile"),  # the area holds no tile
@@ -328,7 +321,8 @@ def test_cli_build_info_and_bad_inputs(ortho, tiny_onnx, tmp_path):
         ([], "--tile-m"),  # the tiny card has no training footprint
     ]
     for extra, message in cases:
-        bad = _cli(
+        bad = cli(
+            "index",
             "build",
             "--model",
             str(tiny_onnx),

@@ -4,8 +4,6 @@ border (``--nodata``), and a CRS label that contradicts the coordinates (``--crs
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -107,24 +105,19 @@ def test_declared_nodata_masks_tiles_and_the_map_store(tiny_onnx, tmp_path):
     assert json.loads((tmp_path / "masked" / "index.json").read_text())["sources"] == ["border.tif"]
 
 
-def _cli_build(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "geolink_edge.cli", "index", "build", *args]
-    return subprocess.run(command, capture_output=True, text=True)
-
-
-def test_metres_labelled_as_degrees_suggest_crs_and_crs_overrides(tiny_onnx, tmp_path):
+def test_metres_labelled_as_degrees_suggest_crs_and_crs_overrides(cli, tiny_onnx, tmp_path):
     image = texture(200, 200, seed=5)
     raster = write_geotiff(tmp_path / "mislabelled.tif", image, crs="EPSG:4326", origin=(465000.0, 5247000.0))
     common = ("--model", str(tiny_onnx), "--ortho", str(raster), "--tile-m", "100", "--crop-px", "32")
-    bad = _cli_build(*common, "--out", str(tmp_path / "bad"))
+    bad = cli("index", "build", *common, "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "impossible in its geographic CRS EPSG:4326" in bad.stderr and "--crs" in bad.stderr
     assert not (tmp_path / "bad").exists()
-    local = _cli_build(*common, "--out", str(tmp_path / "local"), "--crs", "local")
+    local = cli("index", "build", *common, "--out", str(tmp_path / "local"), "--crs", "local")
     assert local.returncode == 0, local.stderr
     index = TileIndex.load(tmp_path / "local")
     assert index.crs == "local" and index.tile(0).center_xy == (465050.0, 5246950.0)
-    utm = _cli_build(*common, "--out", str(tmp_path / "utm"), "--crs", "EPSG:32632")
+    utm = cli("index", "build", *common, "--out", str(tmp_path / "utm"), "--crs", "EPSG:32632")
     assert utm.returncode == 0, utm.stderr
     index = TileIndex.load(tmp_path / "utm")
     assert index.crs == "EPSG:32632" and 47.0 < index.tile(0).center_lat < 47.5

@@ -60,3 +60,19 @@ def test_old_opset_is_refused_and_nothing_written(tiny_encoder, tmp_path):
     with pytest.raises(GeolinkError, match="opset 13"):
         export_onnx(tiny_encoder, tmp_path / "old.onnx", opset=13)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_backend_embeds_like_the_onnx_export(tiny_checkpoint, tiny_onnx, tmp_path):
+    """The ``.pt`` runtime backend: same card and, on real BGR frames, the ONNX backend's descriptors."""
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (90 + 10 * k, 120, 3), np.uint8) for k in range(3)]
+    torch_embedder, onnx_embedder = load_embedder(tiny_checkpoint), load_embedder(tiny_onnx)
+    assert torch_embedder.card == onnx_embedder.card and torch_embedder.backend.name == "torch[cpu]"
+    got, want = torch_embedder.embed(frames), onnx_embedder.embed(frames)
+    assert got.shape == want.shape == (3, torch_embedder.card.descriptor_dim)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.linalg.norm(got - got[::-1], axis=1).max() > 0.01  # different frames, different descriptors
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "weights.pt")
+    with pytest.raises(GeolinkError, match="not a geolink-edge checkpoint") as refused:
+        load_embedder(tmp_path / "weights.pt")
+    assert "\n" not in str(refused.value)

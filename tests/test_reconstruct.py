@@ -154,7 +154,7 @@ def test_all_locations_failing_is_exit_2_with_one_line(tmp_path, capsys):
     [
         (["--backend", "vggt"], "error: vggt is not available"),
         (["--backend", "dsm"], "error: --backend dsm needs a synthetic dataset"),
-        (["--backend", "nerf"], "error: unknown --backend 'nerf'"),
+        (["--backend", "nerf"], "error: unknown reconstruction backend 'nerf'"),
         (["--backend", "colmap", "--points", "-5"], "error: --points must be between 16 and 1000000"),
         (["--backend", "colmap-model"], "error: --backend colmap-model needs --model-dir"),
     ],

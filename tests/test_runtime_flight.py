@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import math
 import socket
-import subprocess
-import sys
 import time
 
 import cv2
 import numpy as np
 import pytest
+from _flaky_camera import FlakyCamera
 from _runtime_fixtures import MAX_SENT_ERROR_M
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import haversine_m
 from geolink_edge.runtime import loop
-from geolink_edge.runtime.sources import Capture, CorruptFrame, RawFrame, SimReader, SourceLost
+from geolink_edge.runtime.sources import Capture, SimReader
 
 FLIGHT_FRAMES = 16
 # Bounds for this 16-frame, 2 fps nadir flight at 60 m over a 192 m area, tiny random encoder.
@@ -94,32 +93,6 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path, monkeypa
         assert np.min(np.hypot(north, east)) < MAX_SENT_ERROR_M
 
 
-class FaultyFlight(SimReader):
-    """The sim flight as a flaky live camera: corrupt frames every 5th read, unplugged once."""
-
-    live = True
-
-    def __init__(self, flight):
-        super().__init__(flight)
-        self.reads = 0
-        self.unplugged = False
-
-    def read(self):
-        self.reads += 1
-        if self.reads % 5 == 0:
-            raise CorruptFrame("bad JPEG")
-        if self.reads % 7 == 0:
-            return RawFrame(np.full((8, 8, 3), 255, np.uint8))  # a truncated buffer
-        if self.reads == 11 and not self.unplugged:
-            self.unplugged = True
-            raise SourceLost("cable out")
-        raw = super().read()
-        if raw is not None and self.reads % 9 == 0:
-            raw.image = raw.image.copy()
-            raw.image[::2] = 0  # torn frame: decodes, but half the rows are black
-        return raw
-
-
 def test_faults_do_not_stop_the_loop_and_no_nan_leaves_it(world):
     from geolink_edge.backends import load_embedder
     from geolink_edge.runtime.locate import open_index
@@ -127,9 +100,15 @@ def test_faults_do_not_stop_the_loop_and_no_nan_leaves_it(world):
     flight, index_dir, model = world
     embedder = load_embedder(model)
     index = open_index(index_dir, embedder.card, model)
-    reader = FaultyFlight(flight)
+    faults = {  # corrupt frames every 5th read, unplugged once; each fault holds its frame back
+        "unplug": lambda n: n == 11,
+        "corrupt": lambda n: n % 5 == 0,
+        "truncated": lambda n: n % 7 == 0,
+        "torn": lambda n: n % 9 == 0,
+    }
+    reader = FlakyCamera(SimReader(flight), faults, costs_frame=False)
     conf = loop.RunConf(realtime=False, max_frames=10)
-    pipeline = loop.Pipeline(embedder, index, conf, loop.resolve_intrinsics(None, reader))
+    pipeline = loop.Pipeline(embedder, index, conf, loop.resolve_intrinsics(None, reader.source))
     records = []
     capture = Capture(reader, drop=False, backoff_s=(0.01, 0.05))
     with capture:
@@ -143,13 +122,7 @@ def test_faults_do_not_stop_the_loop_and_no_nan_leaves_it(world):
             assert record["status"] == "accepted"
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "geolink_edge.cli", *map(str, args)], capture_output=True, text=True
-    )
-
-
-def test_locate_a_crop_of_a_tile_returns_that_tile(world, tmp_path):
+def test_locate_a_crop_of_a_tile_returns_that_tile(cli, world, tmp_path):
     from geolink_edge.index.search import TileIndex
 
     _, index_dir, model = world
@@ -159,7 +132,7 @@ def test_locate_a_crop_of_a_tile_returns_that_tile(world, tmp_path):
     h, w = crop.shape[:2]
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), crop[h // 5 : h - h // 5, w // 5 : w - w // 5])  # the middle 60 %
-    result = _cli("locate", photo, "--model", model, "--index", index_dir)
+    result = cli("locate", photo, "--model", model, "--index", index_dir)
     assert result.returncode == 0, result.stderr
     fix = json.loads(result.stdout)
     assert fix["ok"], fix
@@ -167,7 +140,7 @@ def test_locate_a_crop_of_a_tile_returns_that_tile(world, tmp_path):
     assert abs(fix["lat"] - tile.center_lat) < 3e-5 and fix["inliers"] >= 15
 
 
-def test_locate_with_the_cameras_attitude_votes_for_the_position(world):
+def test_locate_with_the_cameras_attitude_votes_for_the_position(cli, world):
     """One flight frame, told its camera heading, pitch, roll and height: the votes place it."""
     import csv
 
@@ -177,7 +150,7 @@ def test_locate_with_the_cameras_attitude_votes_for_the_position(world):
     attitude = [
         f"--{name}={row[key]}" for name, key in (("heading", "yaw"), ("pitch", "pitch"), ("roll", "roll"))
     ]
-    result = _cli(
+    result = cli(
         "locate", photo, "--model", model, "--index", index_dir, "--intrinsics", flight / "camera.yaml",
         *attitude, "--altitude", row["alt"],
     )  # fmt: skip
@@ -187,7 +160,7 @@ def test_locate_with_the_cameras_attitude_votes_for_the_position(world):
     assert haversine_m(fix["lat"], fix["lon"], float(row["lat"]), float(row["lon"])) < MAX_MEDIAN_ERROR_M
 
 
-def test_run_refuses_an_index_of_another_model(world, tmp_path):
+def test_run_refuses_an_index_of_another_model(cli, world, tmp_path):
     import onnx
 
     flight, index_dir, model = world
@@ -199,22 +172,20 @@ def test_run_refuses_an_index_of_another_model(world, tmp_path):
             prop.value = json.dumps(card)
     other_path = tmp_path / "other.onnx"
     onnx.save(other, str(other_path))
-    result = _cli(
-        "run", "--camera", f"sim://{flight}", "--model", other_path, "--index", index_dir, "--quiet"
-    )
+    result = cli("run", "--camera", f"sim://{flight}", "--model", other_path, "--index", index_dir, "--quiet")
     assert result.returncode == 2
     line = result.stderr.strip()
     assert "\n" not in line and "ffffffffffff" in line and str(index_dir) in line and "other.onnx" in line
 
 
-def test_bad_options_are_one_line_errors(world):
+def test_bad_options_are_one_line_errors(cli, world):
     flight, index_dir, model = world
     for args, message in [
         (("--altitude", "-5"), "--altitude"),
         (("--max-frames", "0"), "--max-frames"),
         (("--mavlink", "udpout:nowhere"), "--mavlink"),
     ]:
-        result = _cli(
+        result = cli(
             "run", "--camera", f"sim://{flight}", "--model", model, "--index", index_dir, "--quiet", *args
         )
         assert result.returncode == 2 and message in result.stderr and result.stderr.strip().count("\n") == 0

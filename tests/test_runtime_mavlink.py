@@ -255,18 +255,31 @@ def test_reset_counter_changes_only_on_a_discontinuity():
     assert track.starts == 3 and track.resets == 1
 
 
-def test_a_warm_start_seeds_the_track_from_a_trusted_position():
+def test_a_trusted_fix_starts_the_track_at_once():
     track = TrackFilter()
-    assert track.seed(0.0, np.array([5.0, 6.0]), np.eye(2) * 4.0).status == "accepted"
+    assert track.start_from_trusted_fix(0.0, np.array([5.0, 6.0]), np.eye(2) * 4.0).status == "accepted"
     state = track.state(0.0)
     assert np.allclose(state.position, [5.0, 6.0]) and state.speed_sigma == pytest.approx(15.0)
     assert track.starts == 1 and track.resets == 0
-    # seeded with a known velocity, the next fix updates it like any other
+    # started with a known velocity, the next fix updates it like any other
     known = TrackFilter()
-    known.seed(0.0, np.zeros(2), np.eye(2), v=np.array([10.0, 0.0]), r_v=np.eye(2) * 0.25)
+    known.start_from_trusted_fix(0.0, np.zeros(2), np.eye(2), v=np.array([10.0, 0.0]), r_v=np.eye(2) * 0.25)
     assert known.state(0.0).converged
     assert known.update(0.2, np.array([2.0, 0.0]), np.eye(2)).status == "accepted"
-    assert known.seed(0.4, np.array([4.0, 0.0]), np.eye(2)).status == "accepted"  # tracking: an update
+    assert (
+        known.start_from_trusted_fix(0.4, np.array([4.0, 0.0]), np.eye(2)).status == "accepted"
+    )  # tracking: an update
+
+
+def test_a_warm_start_narrows_the_search_but_reports_nothing_until_our_own_fix():
+    track = TrackFilter()
+    track.warm_start_search_at(0.0, np.array([100.0, -50.0]), np.eye(2) * 25.0)
+    assert track.tracking and track.state(0.0) is None  # the autopilot's GNSS is never echoed back
+    east, north, radius = track.search_region(1.0)
+    assert (east, north) == pytest.approx((100.0, -50.0)) and radius > 15.0
+    assert track.update(1.0, np.array([103.0, -48.0]), np.eye(2) * 4.0).status == "accepted"
+    state = track.state(1.0)
+    assert state is not None and np.linalg.norm(state.position - [103.0, -48.0]) < 2.0
 
 
 def test_delay_parameters_per_target():

@@ -7,13 +7,13 @@ import time
 import cv2
 import numpy as np
 import pytest
+from _flaky_camera import FlakyCamera
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.sources import (
     Capture,
     FolderReader,
     RawFrame,
-    SourceLost,
     gstreamer_available,
     open_reader,
 )
@@ -45,32 +45,22 @@ def test_folder_skips_and_counts_corrupt_frames(tmp_path):
     assert all(b.t_capture >= a.t_capture for a, b in zip(frames, frames[1:], strict=False))
 
 
-class FlakyCamera:
-    """A live camera that delivers numbered frames, garbage buffers, and unplugs twice."""
+class NumberedFrames:
+    """A live camera's frames, numbered 1, 2, ... in their pixel values."""
 
     live = True
     fps = None
 
-    def __init__(self, frames=40, unplug_at=(10, 25), garbage_every=7):
-        self.n, self.i, self.opens = frames, 0, 0
-        self.unplug_at, self.garbage_every = set(unplug_at), garbage_every
-        self.down = False
+    def __init__(self, frames: int):
+        self.n, self.i = frames, 0
 
     def open(self):
-        self.opens += 1
-        if self.opens in (2, 4):  # the first reopen attempt after each unplug fails too
-            raise SourceLost("device busy")
-        self.down = False
+        pass
 
     def read(self):
         if self.i >= self.n:
             return None
         self.i += 1
-        if self.i in self.unplug_at and not self.down:
-            self.down = True
-            raise SourceLost("unplugged")
-        if self.i % self.garbage_every == 0:
-            return RawFrame(np.zeros((0, 0, 3), np.uint8))  # an empty buffer from the driver
         time.sleep(0.002)
         return RawFrame(np.full((32, 32, 3), self.i % 256, np.uint8))
 
@@ -79,7 +69,9 @@ class FlakyCamera:
 
 
 def test_capture_survives_unplugging_and_garbage(tmp_path):
-    camera = FlakyCamera()
+    # unplugged twice, the first reopen after each fails too; every 7th buffer is empty
+    faults = {"unplug": lambda n: n in (10, 25), "truncated": lambda n: n % 7 == 0}
+    camera = FlakyCamera(NumberedFrames(40), faults, failed_opens=(2, 4))
     with Capture(camera, drop=False, backoff_s=(0.01, 0.05)) as capture:
         frames = _drain(capture)
     assert capture.reconnects == 2 and camera.opens == 5
@@ -89,7 +81,7 @@ def test_capture_survives_unplugging_and_garbage(tmp_path):
 
 
 def test_slow_consumer_gets_the_newest_frame():
-    camera = FlakyCamera(frames=300, unplug_at=(), garbage_every=10**9)
+    camera = NumberedFrames(300)
     with Capture(camera) as capture:
         seen = []
         for _ in range(5):

@@ -213,20 +213,11 @@ def test_baseline_and_no_mme_runs(dataset, tmp_path):
     assert "branch3d.weight" in read_checkpoint(lin / "last.pt")["branch3d"]
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "geolink_edge.cli", *args]
-
-
-def test_backbone_option_trains_any_timm_model_with_timms_card(dataset, tmp_path):
+def test_backbone_option_trains_any_timm_model_with_timms_card(cli, dataset, tmp_path):
     steps = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--points", "128"]
     common = ["--preset", "tiny", "--freeze-blocks", "1", *steps, "--quiet"]
     run = tmp_path / "resnet"
-    res = subprocess.run(
-        _cli("train", str(dataset), "--out", str(run), "--backbone", "resnet18", *common),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = cli("train", dataset, "--out", run, "--backbone", "resnet18", *common)
     assert res.returncode == 0, res.stderr
     ckpt = read_checkpoint(run / "last.pt")
     card = ModelCard.from_dict(ckpt["model_card"])
@@ -237,17 +228,12 @@ def test_backbone_option_trains_any_timm_model_with_timms_card(dataset, tmp_path
     encoder, _ = load_encoder(run / "last.pt")  # the card rebuilds the trained encoder
     assert encoder(torch.zeros(1, 3, 112, 112)).shape == (1, card.descriptor_dim)
 
-    bad = subprocess.run(
-        _cli("train", str(dataset), "--out", str(tmp_path / "bad"), "--backbone", "resnet_99", *common),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = cli("train", dataset, "--out", tmp_path / "bad", "--backbone", "resnet_99", *common)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown timm backbone 'resnet_99'")
     assert bad.stderr.strip().count("\n") == 0 and not (tmp_path / "bad").exists()
 
 
-def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, dataset, tmp_path):
+def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(cli, finished_run, dataset, tmp_path):
     """Same options as ``finished_run``; killed one batch into epoch 2, resumed: same steps, same weights."""
     run = tmp_path / "run"
     args = [
@@ -269,7 +255,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, da
         "1",
         "--quiet",
     ]
-    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -284,7 +270,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(finished_run, da
     proc.wait(timeout=60)
     assert killed, proc.stderr.read().decode()[-500:]
     assert proc.returncode == -signal.SIGKILL
-    done = subprocess.run(_cli(*args, "--resume"), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cli.argv(*args, "--resume"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-800:]
     final = read_checkpoint(run / "last.pt")
     assert (final["step"], final["epoch"], _adam_steps(final["optimizer"])) == (4, 2, 4)
@@ -326,12 +312,12 @@ def test_torchrun_with_two_ranks_trains_in_step_and_only_rank_0_writes(dataset, 
     ]
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path):
+def test_bad_inputs_are_one_line_errors(cli, tmp_path):
     empty = tmp_path / "empty"
     (empty / "train" / "drone").mkdir(parents=True)
     (empty / "train" / "satellite").mkdir(parents=True)
     res = subprocess.run(
-        _cli("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
+        cli.argv("train", str(empty), "--out", str(tmp_path / "r0"), "--preset", "tiny"),
         capture_output=True,
         text=True,
         timeout=120,

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
+from geolink_edge.commands.matching_options import (
+    MATCHER_HELP,
+    features_option,
+    rotations_option,
+    verify_conf,
+)
 
 bench_app = typer.Typer(help="Measure speed and memory.", no_args_is_help=True)
 
@@ -18,9 +23,9 @@ def bench_runtime(
     camera: str = typer.Option(..., "--camera", help="a replayable source, e.g. sim://FLIGHT (looped)"),
     frames: int = typer.Option(200, "--frames", help="frames to process; 10000 makes a soak test"),
     intrinsics: Path | None = typer.Option(None, "--intrinsics", help="camera YAML"),
-    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    features: str | None = features_option(),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
-    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
+    rotations: int | None = rotations_option(),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime threads (0: its default)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures as JSON"),
 ) -> None:

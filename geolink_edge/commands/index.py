@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from geolink_edge.commands.conf_options import conf_option, given, validated
 from geolink_edge.errors import GeolinkError
 
 index_app = typer.Typer(help="Build, merge and inspect satellite-tile index bundles.", no_args_is_help=True)
@@ -16,6 +17,9 @@ def _scales(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise GeolinkError(f"--scales {text!r}: expected comma-separated numbers, e.g. 1,1.5,2") from None
+
+
+BUILD_CONF = "geolink_edge.index.build:BuildConfig"
 
 
 @index_app.command("build")
@@ -35,49 +39,49 @@ def build(
     ),
     tile_m: float = typer.Option(None, help="tile footprint in metres (default: the model card's tile_m)"),
     stride_m: float = typer.Option(None, help="grid step in metres (default: half the tile)"),
-    scales: str = typer.Option("1", help="footprint multipliers for other altitudes, e.g. 1,1.5,2"),
+    scales: str | None = conf_option(
+        BUILD_CONF, "scales", help="footprint multipliers for other altitudes, e.g. 1,1.5,2"
+    ),
     crop_px: int = typer.Option(
         None, help="tile crop size for embedding and tile images (default: max(model input, 512))"
     ),
     map_gsd: float = typer.Option(
         None, help="map store resolution in m/px (default: the finest source's native GSD)"
     ),
-    min_valid: float = typer.Option(
-        None, help="least fraction of a tile that must hold imagery, not nodata (default 0.6)"
+    min_valid: float | None = conf_option(
+        BUILD_CONF, "min_valid", help="least fraction of a tile that must hold imagery, not nodata"
     ),
-    index_type: str = typer.Option(
-        "auto", help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string"
+    index_type: str | None = conf_option(
+        BUILD_CONF,
+        "index_type",
+        help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string",
     ),
-    batch_size: int = typer.Option(32, help="tiles per embedding batch"),
-    workers: int = typer.Option(2, help="threads that read and warp tiles"),
+    batch_size: int | None = conf_option(BUILD_CONF, "batch_size", help="tiles per embedding batch"),
+    workers: int | None = conf_option(BUILD_CONF, "workers", help="threads that read and warp tiles"),
     shard: str = typer.Option(
         None, help="embed part i of n (i/n) into OUT/shard-i-of-n; join with index merge"
     ),
     force: bool = typer.Option(False, help="replace an existing bundle"),
 ) -> None:
     """Cut north-up tiles from reference imagery, embed them and write a searchable bundle."""
-    from pydantic import ValidationError
-
     from geolink_edge.index.build import BuildConfig, main
 
-    given = {"min_valid": min_valid} if min_valid is not None else {}
-    try:
-        conf = BuildConfig(
-            **given,
+    conf = validated(
+        BuildConfig,
+        **given(
             tile_m=tile_m,
             stride_m=stride_m,
-            scales=_scales(scales),
+            scales=None if scales is None else _scales(scales),
             crop_px=crop_px,
+            min_valid=min_valid,
             index_type=index_type,
             batch_size=batch_size,
             workers=workers,
             crs=crs,
             nodata=nodata,
             map_gsd=map_gsd,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise GeolinkError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        ),
+    )
     path = main(conf, model, out, ortho=ortho or None, tiles_csv=tiles, xyz=xyz, force=force, shard=shard)
     typer.echo(f"wrote {path}")
 
@@ -86,13 +90,15 @@ def build(
 def merge(
     shards: Path = typer.Argument(..., help="folder holding shard-i-of-n folders"),
     out: Path = typer.Option(..., help="bundle folder to write"),
-    index_type: str = typer.Option("auto", help="as for index build"),
+    index_type: str | None = conf_option(
+        "geolink_edge.index.build:merge", "index_type", help="as for index build"
+    ),
     force: bool = typer.Option(False, help="replace an existing bundle"),
 ) -> None:
     """Join the shards of an `index build --shard i/n` run into one bundle."""
     from geolink_edge.index.build import merge as merge_shards
 
-    typer.echo(f"wrote {merge_shards(shards, out, index_type, force)}")
+    typer.echo(f"wrote {merge_shards(shards, out, force=force, **given(index_type=index_type))}")
 
 
 @index_app.command("info")

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
+from geolink_edge.commands.matching_options import (
+    MATCHER_HELP,
+    features_option,
+    rotations_option,
+    verify_conf,
+)
 from geolink_edge.commands.run import NEAR_HELP
 
 
@@ -27,10 +32,10 @@ def locate(
         None, "--roll", help="camera roll about its axis, degrees (positive: the photo's right side down)"
     ),
     altitude: float | None = typer.Option(None, "--altitude", help="height above ground (m)"),
-    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    features: str | None = features_option(),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
-    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
+    rotations: int | None = rotations_option(),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json

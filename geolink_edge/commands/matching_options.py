@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from geolink_edge.commands.conf_options import conf_option, given
+
+VERIFY_CONF = "geolink_edge.runtime.verify:VerifyConf"
+
 FEATURES_HELP = (
     "local features for verification: sift, orb, akaze, disk, aliked, xfeat, "
     "or an exported extractor (.onnx, .engine)"
@@ -16,8 +20,17 @@ ROTATIONS_HELP = (
 )
 
 
-def verify_conf(features: str, matcher: str | None, rotations: int = 1):
-    """The verification conf of these options; an unknown name is refused before any model loads."""
+def features_option():
+    return conf_option(VERIFY_CONF, "features", "--features", help=FEATURES_HELP)
+
+
+def rotations_option():
+    return conf_option(VERIFY_CONF, "rotations", "--rotations", help=ROTATIONS_HELP)
+
+
+def verify_conf(features: str | None, matcher: str | None, rotations: int | None = None):
+    """The verification conf of these options (``None``: the conf's default); an unknown name is
+    refused before any model loads."""
     from geolink_edge.errors import GeolinkError
     from geolink_edge.registry import check_name
     from geolink_edge.runtime.features import EXTRACTORS
@@ -25,10 +38,10 @@ def verify_conf(features: str, matcher: str | None, rotations: int = 1):
     from geolink_edge.runtime.registry import is_model_file
     from geolink_edge.runtime.verify import VerifyConf
 
-    if not is_model_file(features):
+    if features is not None and not is_model_file(features):
         check_name("local features", features, EXTRACTORS)
     if matcher is not None and not is_model_file(matcher):
         check_name("matcher", matcher, MATCHERS)
-    if rotations not in (1, 2, 4):
+    if rotations not in (None, 1, 2, 4):
         raise GeolinkError(f"--rotations must be 1, 2 or 4, got {rotations}")
-    return VerifyConf(features=features, matcher=matcher, rotations=rotations)
+    return VerifyConf(matcher=matcher, **given(features=features, rotations=rotations))

@@ -24,11 +24,9 @@ def reconstruct(
 ) -> None:
     """Reconstruct each location's 3D points (skips those done; lists failures at the end)."""
     from geolink_edge.errors import GeolinkError
-    from geolink_edge.train.reconstruct import CONFS, main
+    from geolink_edge.train.reconstruct import backend_conf, main
 
-    if backend not in CONFS:
-        raise GeolinkError(f"unknown --backend {backend!r} (choose from {', '.join(CONFS)})")
-    conf = dict(CONFS[backend])
+    conf = backend_conf(backend)
     if max_images is not None:
         if not 3 <= max_images <= 10_000 or backend not in ("colmap", "vggt"):
             raise GeolinkError(f"--max-images must be 3..10000 and is for colmap/vggt, got {max_images}")

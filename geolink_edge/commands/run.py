@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import FEATURES_HELP, MATCHER_HELP, ROTATIONS_HELP, verify_conf
+from geolink_edge.commands.conf_options import conf_option, given
+from geolink_edge.commands.matching_options import (
+    MATCHER_HELP,
+    features_option,
+    rotations_option,
+    verify_conf,
+)
 
 
 def positive(name: str, value: float | None) -> None:
@@ -39,6 +45,23 @@ def parse_near(value: str | None) -> tuple[float, float, float] | None:
 
 
 NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
+RUN_CONF = "geolink_edge.runtime.loop:RunConf"
+SINK = "geolink_edge.runtime.mavlink:MavlinkSink"  # its keyword defaults are the link's
+
+
+def autopilot_link(url: str | None, target: str | None, mount: str | None, **sink) -> dict | None:
+    """The sink's keyword arguments for ``--mavlink URL`` (None without it), options not given left to
+    the sink. Target and mount are checked even with no autopilot connected: a typo must not wait for
+    the day one is."""
+    from geolink_edge.runtime.autopilot import check_target
+    from geolink_edge.runtime.mount import CameraMount
+
+    camera_mount = None if mount is None else CameraMount.parse(mount)
+    if target is not None:
+        check_target(target)
+    if not url:
+        return None
+    return {"url": url, **given(target=target, mount=camera_mount, **sink)}
 
 
 def run(
@@ -55,26 +78,41 @@ def run(
     mavlink: str | None = typer.Option(
         None, "--mavlink", help="udpout:HOST:PORT | udpin:HOST:PORT | /dev/ttyTHS1:921600"
     ),
-    mavlink_target: str = typer.Option(
-        "ardupilot-gps",
+    mavlink_target: str | None = conf_option(
+        SINK,
+        "target",
         "--mavlink-target",
         help="ardupilot-gps (GPS_INPUT), ardupilot-odometry (VISO_TYPE=1) or px4-odometry",
     ),
-    sysid: int = typer.Option(1, "--sysid", help="our MAVLink system id (the autopilot's, usually)"),
-    compid: int = typer.Option(191, "--compid", help="our MAVLink component id (191: onboard computer)"),
-    gps_id: int = typer.Option(0, "--gps-id", help="GPS_INPUT gps_id: 0 (GPS1_TYPE=14) or 1 (GPS2_TYPE=14)"),
-    mavlink_rate: float = typer.Option(5.0, "--mavlink-rate", help="position messages per second"),
-    max_track_age: float = typer.Option(
-        3.0, "--max-track-age", help="seconds without a fix after which no position is sent"
+    sysid: int | None = conf_option(
+        SINK, "sysid", "--sysid", help="our MAVLink system id (the autopilot's, usually)"
     ),
-    mavlink_delay: float = typer.Option(
-        0.0, "--mavlink-delay", help="send positions this old (s) and set the autopilot's delay to match"
+    compid: int | None = conf_option(
+        SINK, "compid", "--compid", help="our MAVLink component id (191: onboard computer)"
+    ),
+    gps_id: int | None = conf_option(
+        SINK, "gps_id", "--gps-id", help="GPS_INPUT gps_id: 0 (GPS1_TYPE=14) or 1 (GPS2_TYPE=14)"
+    ),
+    mavlink_rate: float | None = conf_option(
+        SINK, "rate_hz", "--mavlink-rate", help="position messages per second"
+    ),
+    max_track_age: float | None = conf_option(
+        SINK,
+        "max_track_age_s",
+        "--max-track-age",
+        help="seconds without a fix after which no position is sent",
+    ),
+    mavlink_delay: float | None = conf_option(
+        SINK,
+        "delay_s",
+        "--mavlink-delay",
+        help="send positions this old (s) and set the autopilot's delay to match",
     ),
     home_alt: float | None = typer.Option(
         None, "--home-alt", help="home altitude above sea level (m) until the autopilot reports one"
     ),
-    mount: str = typer.Option(
-        "body:90", "--mount", help="camera mount KIND[:PITCH[:YAW[:ROLL]]]: body (fixed) or gimbal"
+    mount: str | None = conf_option(
+        SINK, "mount", "--mount", help="camera mount KIND[:PITCH[:YAW[:ROLL]]]: body (fixed) or gimbal"
     ),
     no_send: bool = typer.Option(
         False, "--no-send", help="shadow mode: listen to the autopilot and log, send no position"
@@ -82,8 +120,11 @@ def run(
     log: Path | None = typer.Option(
         None, "--log", help="flight log, JSON lines; an existing one is kept and NAME.1.jsonl, … written"
     ),
-    camera_lost: float = typer.Option(
-        2.0, "--camera-lost", help="seconds without a frame before the camera is reported lost"
+    camera_lost: float | None = conf_option(
+        RUN_CONF,
+        "camera_lost_s",
+        "--camera-lost",
+        help="seconds without a frame before the camera is reported lost",
     ),
     no_warm_start: bool = typer.Option(
         False, "--no-warm-start", help="never start the track from the autopilot's GNSS"
@@ -92,12 +133,12 @@ def run(
         None, "--altitude", help="height above ground (m) when no autopilot reports it"
     ),
     max_frames: int | None = typer.Option(None, "--max-frames", help="stop after this many frames"),
-    features: str = typer.Option("sift", "--features", help=FEATURES_HELP),
+    features: str | None = features_option(),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
-    rotations: int = typer.Option(1, "--rotations", help=ROTATIONS_HELP),
-    width: int = typer.Option(1280, "--width", help="camera frame width (V4L2, CSI)"),
-    height: int = typer.Option(720, "--height", help="camera frame height (V4L2, CSI)"),
-    fps: float = typer.Option(30.0, "--fps", help="camera frame rate (V4L2, CSI)"),
+    rotations: int | None = rotations_option(),
+    width: int | None = conf_option(RUN_CONF, "width", "--width", help="camera frame width (V4L2, CSI)"),
+    height: int | None = conf_option(RUN_CONF, "height", "--height", help="camera frame height (V4L2, CSI)"),
+    fps: float | None = conf_option(RUN_CONF, "fps", "--fps", help="camera frame rate (V4L2, CSI)"),
     every_frame: bool = typer.Option(
         False, "--every-frame", help="replay recordings frame by frame, unpaced"
     ),
@@ -109,9 +150,7 @@ def run(
 
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
-    from geolink_edge.runtime.autopilot import check_target
     from geolink_edge.runtime.locate import LocateConf
-    from geolink_edge.runtime.mount import CameraMount
 
     positive("--altitude", altitude)
     positive("--fps", fps)
@@ -123,31 +162,23 @@ def run(
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
-        width=width,
-        height=height,
-        fps=fps,
-        camera_lost_s=camera_lost,
         warm_start=not no_warm_start,
         near=parse_near(near),
+        **given(width=width, height=height, fps=fps, camera_lost_s=camera_lost),
     )
-    # checked even when no autopilot is connected: a typo must not wait for the day one is
-    camera_mount = CameraMount.parse(mount)
-    check_target(mavlink_target)
-    link = None
-    if mavlink:
-        link = dict(
-            url=mavlink,
-            target=mavlink_target,
-            sysid=sysid,
-            compid=compid,
-            gps_id=gps_id,
-            rate_hz=mavlink_rate,
-            max_track_age_s=max_track_age,
-            delay_s=mavlink_delay,
-            home_alt_msl=home_alt,
-            mount=camera_mount,
-            send=not no_send,
-        )
+    link = autopilot_link(
+        mavlink,
+        mavlink_target,
+        mount,
+        sysid=sysid,
+        compid=compid,
+        gps_id=gps_id,
+        rate_hz=mavlink_rate,
+        max_track_age_s=max_track_age,
+        delay_s=mavlink_delay,
+        home_alt_msl=home_alt,
+        send=not no_send,
+    )
     summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
 

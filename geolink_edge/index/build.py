@@ -18,7 +18,9 @@ import math
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,7 @@ WORK_JSON = "work.json"
 # Named index types → (faiss factory string, ParameterSpace search parameters); "{nlist}" and
 # "{pq}" are filled from the tile count and the descriptor dimension. The parameters were chosen
 # with benchmarks/search.py (recall@10 ≥ 0.98 against exact search on clustered 4096-d vectors).
-PRESETS = {
+INDEX_TYPES = {
     "flat": ("Flat", ""),
     "sqfp16": ("SQfp16", ""),
     "sq8": ("SQ8", ""),
@@ -94,11 +96,11 @@ def resolve_tiling(conf: BuildConfig, card) -> TilingConfig:
 
 
 def choose_index(index_type: str, count: int, dim: int) -> tuple[str, str]:
-    """(factory string, search parameters) for a preset name, ``auto`` or a raw factory string."""
+    """(factory string, search parameters) for a named index type, ``auto`` or a raw factory string."""
     name = index_type.strip()
     if name.lower() == "auto":
         name = "flat" if count <= AUTO_FLAT_MAX else "hnsw" if count <= AUTO_HNSW_MAX else "ivfpq"
-    factory, params = PRESETS.get(name.lower(), (name, ""))
+    factory, params = INDEX_TYPES.get(name.lower(), (name, ""))
     pq = next(m for m in (dim // 16, dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
     nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))  # faiss wants ≥ 39 training points a list
     return factory.format(nlist=nlist, pq=pq), params
@@ -180,28 +182,50 @@ def _chunk_file(workdir: Path, chunk: int) -> Path:
     return workdir / f"chunk-{chunk:06d}.npz"
 
 
-def _embed_chunk(
-    workdir, chunk, plan, layers, boxes, georef, tiling, embedder, batch_size, pool, progress
-) -> None:
+@dataclass(frozen=True)
+class TileWork:
+    """The tiles a build plans and the imagery they are cut from."""
+
+    layers: list[Layer]
+    georef: Georef
+    boxes: list
+    tiling: TilingConfig
+    plan: list
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What embedding one chunk needs besides the chunk's number."""
+
+    workdir: Path
+    work: TileWork
+    embedder: object
+    batch_size: int
+    pool: Executor
+    progress: Callable[[int], None]
+
+
+def _embed_chunk(job: ChunkJob, chunk: int) -> None:
+    work = job.work
     start = chunk * CHUNK_TILES
-    planned = plan[start : start + CHUNK_TILES]
+    planned = work.plan[start : start + CHUNK_TILES]
 
     def render(i: int):
-        return render_tile(layers, boxes, georef, planned[i], tiling.crop_px)
+        return render_tile(work.layers, work.boxes, work.georef, planned[i], work.tiling.crop_px)
 
     kept, metas, descriptors = [], [], []
-    rendered = list(pool.map(render, range(len(planned))))
+    rendered = list(job.pool.map(render, range(len(planned))))
     for i, tile in enumerate(rendered):
-        if tile.valid_fraction >= tiling.min_valid:
+        if tile.valid_fraction >= work.tiling.min_valid:
             kept.append(i)
             metas.append(tile.meta)
-    for b in range(0, len(kept), batch_size):
-        batch = [rendered[i].image for i in kept[b : b + batch_size]]
-        descriptors.append(np.asarray(embedder.embed(batch), dtype=np.float32))
-        progress(len(batch))
-    progress(len(planned) - len(kept))
-    dim = embedder.card.descriptor_dim
-    with atomic_path(_chunk_file(workdir, chunk)) as tmp, tmp.open("wb") as handle:
+    for b in range(0, len(kept), job.batch_size):
+        batch = [rendered[i].image for i in kept[b : b + job.batch_size]]
+        descriptors.append(np.asarray(job.embedder.embed(batch), dtype=np.float32))
+        job.progress(len(batch))
+    job.progress(len(planned) - len(kept))
+    dim = job.embedder.card.descriptor_dim
+    with atomic_path(_chunk_file(job.workdir, chunk)) as tmp, tmp.open("wb") as handle:
         np.savez(
             handle,
             plan_ids=np.asarray([start + i for i in kept], np.int64),
@@ -221,33 +245,20 @@ def _progress(label: str, total: int):
         yield lambda n: bar.advance(task, n)
 
 
-def embed_chunks(
-    workdir: Path, chunks: list[int], plan, layers, boxes, georef, tiling, embedder, conf
-) -> None:
+def embed_chunks(workdir: Path, chunks: list[int], work: TileWork, embedder, conf: BuildConfig) -> None:
     """Render, embed and store every chunk not already on disk, with a progress bar."""
     todo = [c for c in chunks if not _chunk_file(workdir, c).is_file()]
-    total = sum(len(plan[c * CHUNK_TILES : (c + 1) * CHUNK_TILES]) for c in todo)
+    total = sum(len(work.plan[c * CHUNK_TILES : (c + 1) * CHUNK_TILES]) for c in todo)
     with _progress("embedding tiles", total) as advance, ThreadPoolExecutor(conf.workers) as pool:
+        job = ChunkJob(workdir, work, embedder, conf.batch_size, pool, advance)
         for chunk in todo:
-            _embed_chunk(
-                workdir,
-                chunk,
-                plan,
-                layers,
-                boxes,
-                georef,
-                tiling,
-                embedder,
-                conf.batch_size,
-                pool,
-                advance,
-            )
+            _embed_chunk(job, chunk)
 
 
-def render_map(workdir: Path, grid: dict, rows: list[int], layers, boxes, georef, conf) -> None:
+def render_map(workdir: Path, grid: dict, rows: list[int], work: TileWork, conf: BuildConfig) -> None:
     """Render the map store's rows not already on disk, with a progress bar."""
     with _progress("writing the map", len(rows)) as advance, ThreadPoolExecutor(conf.workers) as pool:
-        render_map_rows(workdir, grid, rows, layers, boxes, georef, pool, advance)
+        render_map_rows(workdir, grid, rows, work.layers, work.boxes, work.georef, pool, advance)
 
 
 def _load_chunk(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -315,6 +326,47 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def plan_work(conf: BuildConfig, card, ortho, tiles_csv, xyz) -> TileWork:
+    """Open the imagery and plan its tiles; imagery smaller than one tile is refused."""
+    tiling = resolve_tiling(conf, card)
+    layers = open_sources(ortho, tiles_csv, xyz, conf.crs, conf.nodata)
+    georef = make_georef(layers)
+    boxes = layer_boxes(layers, georef)
+    plan = plan_tiles(boxes, tiling)
+    if len(plan) == 0:
+        raise GeolinkError(f"the imagery is smaller than one {tiling.tile_m:g} m tile: nothing to index")
+    return TileWork(layers, georef, boxes, tiling, plan)
+
+
+def _manifest(card, work: TileWork, n_chunks: int, grid: dict) -> dict:
+    """The bundle's description, kept in the work folder until the bundle is assembled."""
+    tiling, frame = work.tiling, work.georef.frame
+    return {
+        "model_hash": card.weights_hash,
+        "model_card": card.to_dict(),
+        "descriptor_dim": card.descriptor_dim,
+        "metric": "ip",
+        "crs": ",".join(sorted({layer.crs for layer in work.layers})),
+        "origin": None if frame is None else {"lat": frame.lat0, "lon": frame.lon0},
+        "tiling": {
+            "tile_m": tiling.tile_m,
+            "stride_m": tiling.stride_m,
+            "scales": list(tiling.scales),
+            "min_valid": tiling.min_valid,
+        },
+        "crop_px": tiling.crop_px,
+        "chunks": n_chunks,
+        "map": grid,
+    }
+
+
+def _workdir(out: Path, shard_of: tuple[int, int] | None) -> Path:
+    """Beside the bundle for a whole build; the shard's own folder under ``out`` for a shard."""
+    if shard_of is None:
+        return out.parent / f".{out.name}.partial"
+    return out / f"shard-{shard_of[0]}-of-{shard_of[1]}"
+
+
 def main(
     conf: BuildConfig,
     model: Path,
@@ -335,46 +387,18 @@ def main(
         check_new_dir(out, force)
     embedder = load_embedder(model)
     card = embedder.card
-    tiling = resolve_tiling(conf, card)
-    layers = open_sources(ortho, tiles_csv, xyz, conf.crs, conf.nodata)
-    georef = make_georef(layers)
-    boxes = layer_boxes(layers, georef)
-    plan = plan_tiles(boxes, tiling)
-    if len(plan) == 0:
-        raise GeolinkError(f"the imagery is smaller than one {tiling.tile_m:g} m tile: nothing to index")
-    make_faiss(
-        choose_index(conf.index_type, len(plan), card.descriptor_dim)[0], card.descriptor_dim
-    )  # fail early
-    n_chunks = math.ceil(len(plan) / CHUNK_TILES)
-    grid = plan_map(boxes, conf.map_gsd or native_gsd(layers, georef))
-    frame = georef.frame
-    manifest = {
-        "model_hash": card.weights_hash,
-        "model_card": card.to_dict(),
-        "descriptor_dim": card.descriptor_dim,
-        "metric": "ip",
-        "crs": ",".join(sorted({layer.crs for layer in layers})),
-        "origin": None if frame is None else {"lat": frame.lat0, "lon": frame.lon0},
-        "tiling": {
-            "tile_m": tiling.tile_m,
-            "stride_m": tiling.stride_m,
-            "scales": list(tiling.scales),
-            "min_valid": tiling.min_valid,
-        },
-        "crop_px": tiling.crop_px,
-        "chunks": n_chunks,
-        "map": grid,
-    }
-    info = {"plan_key": _plan_key(card, tiling, layers, georef, len(plan), grid), "manifest": manifest}
+    work = plan_work(conf, card, ortho, tiles_csv, xyz)
+    dim = card.descriptor_dim
+    make_faiss(choose_index(conf.index_type, len(work.plan), dim)[0], dim)  # fail before any work
+    n_chunks = math.ceil(len(work.plan) / CHUNK_TILES)
+    grid = plan_map(work.boxes, conf.map_gsd or native_gsd(work.layers, work.georef))
+    manifest = _manifest(card, work, n_chunks, grid)
+    plan_key = _plan_key(card, work.tiling, work.layers, work.georef, len(work.plan), grid)
+    workdir = _workdir(out, shard_of)
+    _prepare_workdir(workdir, {"plan_key": plan_key, "manifest": manifest})
     first, every = shard_of or (0, 1)
-    if shard_of is None:
-        workdir = out.parent / f".{out.name}.partial"
-    else:
-        workdir = out / f"shard-{first}-of-{every}"
-    _prepare_workdir(workdir, info)
-    mine = list(range(first, n_chunks, every))
-    embed_chunks(workdir, mine, plan, layers, boxes, georef, tiling, embedder, conf)
-    render_map(workdir, grid, list(range(first, grid["rows"], every)), layers, boxes, georef, conf)
+    embed_chunks(workdir, list(range(first, n_chunks, every)), work, embedder, conf)
+    render_map(workdir, grid, list(range(first, grid["rows"], every)), work, conf)
     if shard_of is not None:
         return workdir
     manifest["embed_time_s"] = time.perf_counter() - started
