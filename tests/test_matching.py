@@ -143,3 +143,21 @@ def test_learned_names_without_torch_say_what_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "torch is not available" in result.stdout and "geolink-edge[match]" in result.stdout
+
+
+@pytest.mark.parametrize("length, tile", [(320, 320), (200, 320), (321, 320), (900, 320), (1500, 640)])
+def test_tiles_cover_the_image_and_their_cores_split_it(length, tile):
+    """An exported extractor's tiles: each within the image, neighbours overlapping by a quarter tile
+    or more, and the cores (where each keeps its keypoints) a partition of the image away from tile edges."""
+    from geolink_edge.runtime.features.learned import _cores
+
+    overlap = tile // 4
+    origins, cores = _cores(length, tile, overlap)
+    assert origins[0] == 0 and all(0 <= o <= max(length - tile, 0) for o in origins)
+    assert origins[-1] + tile >= length
+    assert all(b - a <= tile - overlap for a, b in zip(origins, origins[1:], strict=False))
+    assert cores[0][0] == 0 and cores[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(cores, cores[1:], strict=False))
+    for origin, (lo, hi) in zip(origins, cores, strict=True):
+        assert lo == 0 or lo >= origin + overlap / 2
+        assert hi == length or hi <= origin + tile - overlap / 2
