@@ -4,11 +4,12 @@ Float descriptors of a cached tile are searched through a FLANN k-d forest built
 (exact brute force was 3× slower on SIFT at no gain); binary ones by brute-force Hamming distance.
 
 Between aligned images (a north-up ground view against a map window at the same resolution) a true
-match keeps its keypoint's orientation and, give or take parallax, its size. There the ratio test is
-replaced by that check: each frame keypoint takes the nearest of its ``ALIGNED_CANDIDATES`` nearest
-neighbours whose orientation and size agree. Over trees and roofs seen from 40 m against a 0.5 m/px
-map the ratio test kept almost no true match (look-alike crowns are never distinctly nearest), while
-the shape check keeps most of them and the position votes discard the rest.
+float-descriptor match keeps its keypoint's orientation and, give or take parallax, its size. There
+the ratio test is replaced by that check: each frame keypoint takes the nearest of its
+``ALIGNED_CANDIDATES`` nearest neighbours whose orientation and size agree. Over trees and roofs seen
+from 40 m against a 0.5 m/px map the ratio test kept almost no true SIFT match (look-alike crowns are
+never distinctly nearest), while the shape check keeps most of them and the position votes discard
+the rest.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class Matcher(BaseMatcher):
         empty = np.zeros(0, dtype=np.int64)
         if frame.descriptors is None or tile.descriptors is None or len(frame.xy) < 2 or len(tile.xy) < 2:
             return empty, empty
-        shaped = aligned and frame.shapes is not None and tile.shapes is not None
+        # binary descriptors keep the ratio test: their few distinct Hamming distances make look-alikes
+        # many, and on the low flight ORB's shape-checked matches agreed on places hundreds of metres off
+        shaped = aligned and not self.binary and frame.shapes is not None and tile.shapes is not None
         pairs = self._nearest(frame, tile, min(ALIGNED_CANDIDATES, len(tile.xy)) if shaped else 2)
         if shaped:
             good = [_first_alike(p, frame.shapes, tile.shapes) for p in pairs]
