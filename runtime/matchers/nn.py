@@ -50,10 +50,8 @@ class Matcher(BaseMatcher):
         shaped = aligned and not self.binary and frame.shapes is not None and tile.shapes is not None
         pairs = self._nearest(frame, tile, min(ALIGNED_CANDIDATES, len(tile.xy)) if shaped else 2)
         if shaped:
-            good = [_first_alike(p, frame.shapes, tile.shapes) for p in pairs]
-            good = [m for m in good if m is not None]
-        else:
-            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
+            return _first_alike(pairs, frame.shapes, tile.shapes)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
         return (
             np.array([m.queryIdx for m in good], dtype=np.int64),
             np.array([m.trainIdx for m in good], dtype=np.int64),
@@ -65,11 +63,22 @@ class Matcher(BaseMatcher):
         return self.brute.knnMatch(frame.descriptors, tile.descriptors, k=k)
 
 
-def _first_alike(candidates, frame_shapes: np.ndarray, tile_shapes: np.ndarray):
-    """The nearest candidate whose keypoint has the frame keypoint's orientation and size, or None."""
-    for m in candidates:
-        (angle_a, size_a), (angle_b, size_b) = frame_shapes[m.queryIdx], tile_shapes[m.trainIdx]
-        turn = abs((angle_a - angle_b + 180.0) % 360.0 - 180.0)
-        if turn <= MAX_TURN_DEG and size_b / MAX_SIZE_RATIO <= size_a <= size_b * MAX_SIZE_RATIO:
-            return m
-    return None
+def _first_alike(pairs, frame_shapes: np.ndarray, tile_shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame keypoint, the nearest of its candidates (``knnMatch`` rows, nearest first) whose
+    keypoint has its orientation and size; keypoints with none are left out."""
+    rows = [p for p in pairs if p]
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    k = max(len(p) for p in rows)
+    query = np.array([p[0].queryIdx for p in rows], dtype=np.int64)
+    train = np.full((len(rows), k), -1, dtype=np.int64)
+    for i, p in enumerate(rows):
+        train[i, : len(p)] = [m.trainIdx for m in p]
+    a, b = frame_shapes[query][:, None, :], tile_shapes[train]
+    turn = np.abs((a[..., 0] - b[..., 0] + 180.0) % 360.0 - 180.0)
+    alike = (train >= 0) & (turn <= MAX_TURN_DEG)
+    alike &= (a[..., 1] >= b[..., 1] / MAX_SIZE_RATIO) & (a[..., 1] <= b[..., 1] * MAX_SIZE_RATIO)
+    found = alike.any(axis=1)
+    first = alike.argmax(axis=1)
+    return query[found], train[found, first[found]]
