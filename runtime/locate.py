@@ -376,7 +376,10 @@ class Locator:
                         # ground point, give or take the view's radius
                         reach = region[2] + view.radius_m + self.conf.verify.vote_m
                         reference = window.near(region[0], region[1], reach)
-                    result = matcher.verify_by_votes(i, features, reference, offset, window.pixel_to_xy)
+                    # the view is north-up at the window's resolution: keypoint shapes must agree
+                    result = matcher.verify_by_votes(
+                        i, features, reference, offset, window.pixel_to_xy, aligned=True
+                    )
                     if result.ok and consensus == "learned" and result.homography is None:
                         # votes alone would keep a stale heading: without a homography that measures
                         # the camera again, the RANSAC homography below decides

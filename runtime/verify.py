@@ -136,10 +136,15 @@ class Verifier:
                 )
         if mask is not None:
             mask = (np.asarray(mask) > 0).astype(np.uint8)
-        xy, descriptors, scores = self.extractor.detect(image, mask)
+        xy, descriptors, scores, shapes = self.extractor.detect(image, mask)
         if descriptors is None:  # OpenCV gives None when it finds nothing
             xy, scores = xy[:0], scores[:0]
-        return Features(xy / scale, descriptors, (w, h), scores=scores, kind=self.extractor.name)
+            shapes = None if shapes is None else shapes[:0]
+        if shapes is not None:
+            shapes = shapes * np.array([1.0, 1.0 / scale], np.float32)  # sizes in the image's own pixels
+        return Features(
+            xy / scale, descriptors, (w, h), scores=scores, kind=self.extractor.name, shapes=shapes
+        )
 
     def tile_features(self, key: Hashable, load: Callable[[Hashable], np.ndarray]) -> Features:
         """Features of a reference image, computed once and kept in an LRU cache."""
@@ -154,8 +159,13 @@ class Verifier:
             self._tiles.popitem(last=False)
         return features
 
-    def match(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray] | str:
+    def match(
+        self, frame: Features, tile: Features, aligned: bool = False
+    ) -> tuple[np.ndarray, np.ndarray] | str:
         """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches, or why there are too few.
+
+        ``aligned``: both images are north-up at one ground resolution (a ground view against a map
+        window), so a true match keeps its keypoint's orientation and size (see :mod:`matchers.nn`).
 
         A frame detected at several turns is matched turn by turn; the turn whose matches agree best
         on one rotation-scale-shift wins (a wrong turn can still gather many scattered matches).
@@ -172,7 +182,7 @@ class Verifier:
                 )
             _, query, train = max(tries, key=lambda item: item[0])
         else:
-            query, train = self.matcher.match(frame, tile)
+            query, train = self.matcher.match(frame, tile, aligned)
         if len(query) < max(4, min(conf.min_inliers, conf.min_votes)):
             return f"too few matches ({len(query)})"
         return query, train
@@ -214,6 +224,7 @@ class Verifier:
         tile: Features,
         ground_offsets: np.ndarray,
         tile_to_ground: np.ndarray,
+        aligned: bool = False,
     ) -> Verification:
         """Consensus on the camera position (attitude and height known).
 
@@ -221,10 +232,10 @@ class Verifier:
         frame keypoint's ray meets level ground (NaN where it does not); ``tile_to_ground``: the tile's
         2×3 pixel → ground affine. The votes decide; the least-squares homography of the agreeing
         matches is kept only when it is a plausible view of the ground (bunched inliers extrapolate
-        badly), for the locator to refine the position with.
+        badly), for the locator to refine the position with. ``aligned`` as for :meth:`match`.
         """
         conf = self.conf
-        matches = self.match(frame, tile)
+        matches = self.match(frame, tile, aligned)
         if isinstance(matches, str):
             return Verification(tile_id, 0, matches)
         q, t = matches

@@ -53,7 +53,9 @@ class Window:
         if keep.all():
             return f
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
-        return Features(f.xy[keep], pick(f.descriptors), f.size, scores=pick(f.scores), kind=f.kind)
+        return Features(
+            f.xy[keep], pick(f.descriptors), f.size, scores=pick(f.scores), kind=f.kind, shapes=pick(f.shapes)
+        )
 
 
 class MapWindows:

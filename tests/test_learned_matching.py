@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -200,3 +201,30 @@ def test_exported_local_features_take_only_an_engine(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err
         assert not (tmp_path / "engines").exists()
+
+
+@pytest.mark.slow
+def test_exported_extractor_tiles_a_window_larger_than_its_input(exported):
+    """A 900×600 map window against a 320-px export: detected tile by tile at the window's own
+    resolution, the frame is located as through torch (shrunk to 320 px, the window's ground
+    resolution was 4× coarser than the frame's and XFeat, not scale-invariant, lost it)."""
+    window = textured_ground(900, seed=3)[:600]
+    frame = _frame(window, 20.0)
+    features, matcher = str(exported["xfeat"]), str(exported["lighterglue"])
+    budget = 4 * KEYPOINTS  # a window keeps more keypoints than one tile's
+    results = {}
+    for backend, conf in [
+        ("torch", VerifyConf(features="xfeat", max_features=budget)),
+        ("ort", VerifyConf(features=features, matcher=matcher, max_features=budget)),
+    ]:
+        verifier = Verifier(replace(conf, max_side=1024))
+        tile = verifier.tile_features(0, lambda _: window)
+        if backend == "ort":
+            assert np.ptp(tile.xy[:, 0]) > 2 * SIZE and np.ptp(tile.xy[:, 1]) > 1.5 * SIZE
+        results[backend] = verifier.verify(0, verifier.features(frame), tile)
+    for backend, result in results.items():
+        assert result.ok, (backend, result.reason)
+        assert result.inliers >= 30 and _centre_error_m(result.homography) < 1.5, backend
+    # the same window shrunk into one 320-px input: 4× the frame's GSD, and no fix
+    shrunk = Verifier(VerifyConf(features=features, matcher=matcher, max_side=SIZE))
+    assert not shrunk.verify(0, shrunk.features(frame), shrunk.tile_features(0, lambda _: window)).ok

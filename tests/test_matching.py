@@ -143,3 +143,44 @@ def test_learned_names_without_torch_say_what_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "torch is not available" in result.stdout and "geolink-edge[match]" in result.stdout
+
+
+@pytest.mark.parametrize("length, tile", [(320, 320), (200, 320), (321, 320), (900, 320), (1500, 640)])
+def test_tiles_cover_the_image_and_their_cores_split_it(length, tile):
+    """An exported extractor's tiles: each within the image, neighbours overlapping by a quarter tile
+    or more, and the cores (where each keeps its keypoints) a partition of the image away from tile edges."""
+    from geolink_edge.runtime.features.learned import _cores
+
+    overlap = tile // 4
+    origins, cores = _cores(length, tile, overlap)
+    assert origins[0] == 0 and all(0 <= o <= max(length - tile, 0) for o in origins)
+    assert origins[-1] + tile >= length
+    assert all(b - a <= tile - overlap for a, b in zip(origins, origins[1:], strict=False))
+    assert cores[0][0] == 0 and cores[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(cores, cores[1:], strict=False))
+    for origin, (lo, hi) in zip(origins, cores, strict=True):
+        assert lo == 0 or lo >= origin + overlap / 2
+        assert hi == length or hi <= origin + tile - overlap / 2
+
+
+def test_aligned_sift_matches_keep_orientation_and_size(pair):
+    """Aligned (north-up, one GSD): a crop of the map finds more of its true matches than through
+    the ratio test; the crop turned 90° (a view whose heading is wrong) finds almost none, where the
+    ratio test, rotation-invariant like SIFT, still finds it."""
+    ortho, _ = pair
+    verifier = Verifier()
+    tile = verifier.tile_features("map", lambda _: ortho)
+    crop = np.ascontiguousarray(ortho[200:500, 300:650])
+    width = crop.shape[1]
+
+    def true_matches(image, to_map, aligned):
+        features = verifier.features(image)
+        q, t = verifier.match(features, tile, aligned)
+        return int(np.sum(np.linalg.norm(tile.xy[t] - to_map(features.xy[q]), axis=1) < 1.0))
+
+    shift = lambda xy: xy + (300, 200)  # noqa: E731
+    assert true_matches(crop, shift, True) > true_matches(crop, shift, False) >= 200
+    turned = np.ascontiguousarray(np.rot90(crop))
+    unturn = lambda xy: np.c_[width - 1 - xy[:, 1], xy[:, 0]] + (300, 200)  # noqa: E731
+    assert true_matches(turned, unturn, False) >= 100
+    assert true_matches(turned, unturn, True) < 10

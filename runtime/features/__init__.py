@@ -22,7 +22,7 @@ def create_extractor(name: str, max_features: int | None = None, weights: str | 
     if is_model_file(name):
         model, spec = open_exported(name, "extractor")
         module = load_module("local features", spec["name"], __name__, EXTRACTORS)
-        budget = min(max_features or spec["max_keypoints"], spec["max_keypoints"])
+        budget = max_features or spec["max_keypoints"]  # each tile of a larger image gives its own
         return module.Extractor(budget, model=model, spec=spec)
     module = load_module("local features", name, __name__, EXTRACTORS)
     if issubclass(module.Extractor, LearnedExtractor):

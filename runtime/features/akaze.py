@@ -27,8 +27,8 @@ class Extractor(OpenCVExtractor):
 
     def detect(self, image, mask):
         # AKAZE has no feature budget of its own: keep the strongest responses
-        xy, descriptors, scores = super().detect(image, mask)
+        xy, descriptors, scores, shapes = super().detect(image, mask)
         if len(xy) > self.max_features:
             keep = np.argsort(-scores, kind="stable")[: self.max_features]
-            xy, descriptors, scores = xy[keep], descriptors[keep], scores[keep]
-        return xy, descriptors, scores
+            xy, descriptors, scores, shapes = xy[keep], descriptors[keep], scores[keep], shapes[keep]
+        return xy, descriptors, scores, shapes

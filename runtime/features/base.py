@@ -18,13 +18,21 @@ class Features:
     index: Any = None  # the matcher's search structure over these descriptors (cached reference tiles)
     scores: np.ndarray | None = None  # (N,) detection scores, when the extractor gives them
     kind: str = ""  # the extractor that made them: a learned matcher is trained for one kind
+    shapes: np.ndarray | None = None  # (N, 2) orientation (degrees) and size (px), OpenCV detectors only
     turns: list[slice] = field(
         default_factory=list
     )  # parts detected on the image turned (each matched alone)
 
     def part(self, rows: slice) -> Features:
-        scores = None if self.scores is None else self.scores[rows]
-        return Features(self.xy[rows], self.descriptors[rows], self.size, scores=scores, kind=self.kind)
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return Features(
+            self.xy[rows],
+            self.descriptors[rows],
+            self.size,
+            scores=pick(self.scores),
+            kind=self.kind,
+            shapes=pick(self.shapes),
+        )
 
 
 class Extractor(ABC):
@@ -42,9 +50,11 @@ class Extractor(ABC):
     @abstractmethod
     def detect(
         self, image: np.ndarray, mask: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """``(xy (N, 2) float32, descriptors (N, D) or None, scores (N,) or None)`` of a BGR or gray
-        uint8 image; keypoints only where ``mask`` (uint8, same size) is non-zero."""
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """``(xy (N, 2) float32, descriptors (N, D) or None, scores (N,) or None, shapes (N, 2) or
+        None)`` of a BGR or gray uint8 image, ``shapes`` being each keypoint's orientation (degrees)
+        and size (px) where the detector gives them; keypoints only where ``mask`` (uint8, same
+        size) is non-zero."""
 
 
 def gray(image: np.ndarray) -> np.ndarray:
@@ -63,4 +73,5 @@ class OpenCVExtractor(Extractor):
         keypoints, descriptors = self.detector.detectAndCompute(gray(image), mask)
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
         scores = np.array([kp.response for kp in keypoints], dtype=np.float32)
-        return xy, descriptors, scores
+        shapes = np.array([(kp.angle, kp.size) for kp in keypoints], dtype=np.float32).reshape(-1, 2)
+        return xy, descriptors, scores, shapes

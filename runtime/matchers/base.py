@@ -16,5 +16,6 @@ class Matcher(ABC):
         """Build what later matches against ``tile`` reuse (called once per cached tile)."""
 
     @abstractmethod
-    def match(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray]:
-        """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches."""
+    def match(self, frame: Features, tile: Features, aligned: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches; ``aligned``: both images
+        are north-up at one ground resolution (a matcher may use it, or not)."""

@@ -27,7 +27,7 @@ class GlueMatcher(Matcher):
             )
         self.model = model
 
-    def match(self, frame: Features, tile: Features) -> tuple[np.ndarray, np.ndarray]:
+    def match(self, frame: Features, tile: Features, aligned: bool = False) -> tuple[np.ndarray, np.ndarray]:
         empty = np.zeros(0, dtype=np.int64)
         if len(frame.xy) == 0 or len(tile.xy) == 0:
             return empty, empty
