@@ -2,11 +2,11 @@
 
 ``main(conf, pair, out)`` writes ``out/<features>.onnx`` and ``out/<features>-<matcher>.onnx``.
 Extractors have one input size (``conf.size`` square; the runtime pads smaller images and tiles
-larger ones, see ``runtime.features.learned``) and a fixed number of keypoints K (XFeat's keypoint head needs static
-shapes, and a fixed K suits TensorRT); the runtime drops the ones scored too low. Matchers take
-dynamic keypoint counts M and N and run every layer on every point (no early exit or pruning:
-no data-dependent control flow). What each file is goes in its metadata, so ``--features`` and
-``--matcher`` take the files by path.
+larger ones, see ``runtime.features.learned``) and a fixed number of keypoints K (XFeat's keypoint
+head needs static shapes, and a fixed K suits TensorRT); the runtime drops the ones scored too
+low. Matchers take dynamic keypoint counts M and N and run every layer on every point (no early
+exit or pruning: no data-dependent control flow). What each file is goes in its metadata, so
+``--features`` and ``--matcher`` take the files by path.
 """
 
 from __future__ import annotations
