@@ -66,6 +66,7 @@ class LocateConf:
     window_floor_m: float = 10.0  # least radius of a near search through windows
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
+    guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
 
 
 @dataclass
@@ -370,15 +371,17 @@ class Locator:
             tried = []
             for (view, features), offset in zip(frames, offsets, strict=True):
                 if consensus != "homography":
-                    reference = window.features
+                    reference, prior = window.features, None
                     if region is not None and not exhaustive:
                         # the view's reference point lies within the prior circle: so does any match's
-                        # ground point, give or take the view's radius
+                        # ground point, give or take the view's radius; with the attitude told, each
+                        # keypoint's own, closer (a heading measured by the last fix may have turned)
+                        prior = region if self.conf.guided and consensus == "votes" else None
                         reach = region[2] + view.radius_m + self.conf.verify.vote_m
                         reference = window.near(region[0], region[1], reach)
                     # the view is north-up at the window's resolution: keypoint shapes must agree
                     result = matcher.verify_by_votes(
-                        i, features, reference, offset, window.pixel_to_xy, aligned=True
+                        i, features, reference, offset, window.pixel_to_xy, aligned=True, prior=prior
                     )
                     if result.ok and consensus == "learned" and result.homography is None:
                         # votes alone would keep a stale heading: without a homography that measures

@@ -8,7 +8,11 @@ Two consensus models, chosen by what is known about the camera:
   offset its pixel ray has from the point below the camera — and the largest cluster of votes wins.
   One match fixes the only unknowns left (east, north), so a one-point consensus finds the true
   matches among many outliers, and its tolerance is in metres: roofs and tree tops displaced by
-  parallax still agree, where a pixel-tight homography throws them away.
+  parallax still agree, where a pixel-tight homography throws them away. The agreeing votes then
+  fit the scale and turn between the assumed and the true ground (``vote_model="similarity"``): a
+  drone's altitude is above its take-off point, not the ground below it, and over a 10 m dip a 40 m
+  flight is 25 % higher than it says, which shifts a one-point vote by metres. Given a position
+  prior (tracking), each frame keypoint meets only the map keypoints the prior allows (guided).
 
 A RANSAC homography must also be a plausible view of the ground (no reflection, bounded scale and
 shear, inliers spread over the frame); after a vote, a homography that is not is dropped and the
@@ -19,6 +23,7 @@ so the locator can use them with the camera intrinsics.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -27,9 +32,15 @@ import cv2
 import numpy as np
 
 from geolink_edge.errors import GeolinkError
+from geolink_edge.registry import check_name
 from geolink_edge.runtime.features import Features, create_extractor
 from geolink_edge.runtime.features.base import gray
 from geolink_edge.runtime.matchers import create_matcher
+from geolink_edge.runtime.matchers.base import Pairs
+
+VOTE_MODELS = ("shift", "similarity")
+GRID_SAMPLE = 300  # matches the similarity grid search looks at
+PAIR_CHUNK = 256  # frame keypoints per block when pairing them with a window's by position
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,12 @@ class VerifyConf:
     vote_m: float = 4.0  # position votes within this distance agree (parallax of 10 m roofs, height error)
     kd_checks: int = 32  # leaves a SIFT k-d forest search visits (exact brute force is 3× slower)
     min_votes: int = 8  # agreeing votes to accept; tiles of elsewhere gather at most 5 on synthetic flights
+    vote_model: str = "similarity"  # "shift": the votes' median; "similarity": also the height and yaw error
+    max_height_error: float = 0.4  # the similarity's scale stays within 1/(1 + e) .. 1 + e
+    max_yaw_error_deg: float = 10.0  # and its turn within ± this
+    # guided by a prior of radius R, a random match's vote still lands within R + vote_m: the agreeing
+    # votes must exceed this many times the share of them that chance puts in one vote_m circle
+    over_chance: float = 2.0
     rotations: int = 1  # 2 or 4: also detect on the frame turned by 180° or by each 90°, keep the best
     # matching turn (for learned extractors when the heading is unknown; they are not rotation-invariant)
 
@@ -77,6 +94,7 @@ class Verifier:
         self.conf = conf
         if conf.rotations not in (1, 2, 4):
             raise GeolinkError(f"rotations must be 1, 2 or 4, got {conf.rotations}")
+        check_name("vote model", conf.vote_model, VOTE_MODELS)
         self.extractor = create_extractor(conf.features, conf.max_features, conf.features_weights)
         self.matcher = create_matcher(
             conf.matcher,
@@ -160,12 +178,14 @@ class Verifier:
         return features
 
     def match(
-        self, frame: Features, tile: Features, aligned: bool = False
-    ) -> tuple[np.ndarray, np.ndarray] | str:
+        self, frame: Features, tile: Features, aligned: bool = False, allowed: Pairs | None = None
+    ) -> Pairs | str:
         """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches, or why there are too few.
 
         ``aligned``: both images are north-up at one ground resolution (a ground view against a map
         window), so a true match keeps its keypoint's orientation and size (see :mod:`matchers.nn`).
+        ``allowed`` (frame indices, tile indices): the pairs a position prior permits, for the matcher
+        to choose among (the caller drops matches outside them).
 
         A frame detected at several turns is matched turn by turn; the turn whose matches agree best
         on one rotation-scale-shift wins (a wrong turn can still gather many scattered matches).
@@ -182,7 +202,7 @@ class Verifier:
                 )
             _, query, train = max(tries, key=lambda item: item[0])
         else:
-            query, train = self.matcher.match(frame, tile, aligned)
+            query, train = self.matcher.match(frame, tile, aligned, allowed)
         if len(query) < max(4, min(conf.min_inliers, conf.min_votes)):
             return f"too few matches ({len(query)})"
         return query, train
@@ -225,6 +245,7 @@ class Verifier:
         ground_offsets: np.ndarray,
         tile_to_ground: np.ndarray,
         aligned: bool = False,
+        prior: tuple[float, float, float] | None = None,
     ) -> Verification:
         """Consensus on the camera position (attitude and height known).
 
@@ -232,24 +253,58 @@ class Verifier:
         frame keypoint's ray meets level ground (NaN where it does not); ``tile_to_ground``: the tile's
         2×3 pixel → ground affine. The votes decide; the least-squares homography of the agreeing
         matches is kept only when it is a plausible view of the ground (bunched inliers extrapolate
-        badly), for the locator to refine the position with. ``aligned`` as for :meth:`match`.
+        badly), for the locator to refine the position with. ``aligned`` as for :meth:`match`;
+        ``prior`` (x, y, radius_m): where the camera is, give or take the radius: a frame keypoint
+        then only matches tile keypoints where its ground point can lie (guided matching).
         """
         conf = self.conf
-        matches = self.match(frame, tile, aligned)
+        tile_ground = tile.xy.astype(np.float64) @ tile_to_ground[:, :2].T + tile_to_ground[:, 2]
+        reach = None if prior is None else self._reach(ground_offsets, prior)
+        allowed = None if prior is None else _pairs_within(reach[0], reach[1], tile_ground)
+        matches = self.match(frame, tile, aligned, allowed)
         if isinstance(matches, str):
             return Verification(tile_id, 0, matches)
         q, t = matches
-        tile_ground = tile.xy[t].astype(np.float64) @ tile_to_ground[:, :2].T + tile_to_ground[:, 2]
-        votes = tile_ground - ground_offsets[q]
-        finite = np.flatnonzero(np.all(np.isfinite(votes), axis=1))
-        agree = finite[consensus(votes[finite], conf.vote_m)]
-        if len(agree) < max(4, conf.min_votes):
-            return Verification(tile_id, len(agree), f"too few agreeing votes ({len(agree)} of {len(q)})")
+        if reach is not None:  # a matcher that does not use the prior still only keeps what it allows
+            expected, radius = reach
+            keep = np.linalg.norm(expected[q] - tile_ground[t], axis=1) <= radius[q]
+            q, t = q[keep], t[keep]
+        finite = np.all(np.isfinite(ground_offsets[q]), axis=1)
+        matched = len(q)
+        q, t = q[finite], t[finite]
+        offsets, ground = ground_offsets[q], tile_ground[t]
+        agree = np.flatnonzero(consensus(ground - offsets, conf.vote_m))
+        position = np.median(ground[agree] - offsets[agree], axis=0) if len(agree) else None
+        if conf.vote_model == "similarity":
+            turn = math.radians(conf.max_yaw_error_deg)
+            fitted = fit_similarity(offsets, ground, conf.vote_m, 1.0 + conf.max_height_error, turn)
+            if fitted is not None:
+                position, agree = fitted
+        needed = max(4, conf.min_votes)
+        if prior is not None:
+            needed = max(
+                needed, math.ceil(conf.over_chance * len(q) * (conf.vote_m / (prior[2] + conf.vote_m)) ** 2)
+            )
+        if len(agree) < needed:
+            return Verification(
+                tile_id, len(agree), f"too few agreeing votes ({len(agree)} of {matched}, {needed} needed)"
+            )
         src, dst = frame.xy[q[agree]], tile.xy[t[agree]]
         homography, _ = cv2.findHomography(src, dst, 0)  # least squares: the votes already chose the inliers
         if homography is not None and self.degenerate(homography, src, frame.size):
             homography = None
-        return Verification(tile_id, len(agree), "", homography, src, dst, np.median(votes[agree], axis=0))
+        return Verification(tile_id, len(agree), "", homography, src, dst, position)
+
+    def _reach(
+        self, ground_offsets: np.ndarray, prior: tuple[float, float, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Where the prior puts each frame keypoint's ground point, and how far from there its match
+        may lie: the prior's radius, the votes' tolerance and the height error's stretch."""
+        x, y, radius = prior
+        stretch = self.conf.max_height_error * np.linalg.norm(ground_offsets, axis=1)
+        return np.asarray([x, y]) + ground_offsets, np.nan_to_num(
+            radius + self.conf.vote_m + stretch, nan=-1.0
+        )
 
     def _checked(
         self, tile_id: int, homography: np.ndarray, src: np.ndarray, dst: np.ndarray, size: tuple[int, int]
@@ -313,6 +368,86 @@ def consensus(votes: np.ndarray, radius: float) -> np.ndarray:
     """
     if len(votes) == 0:
         return np.zeros(0, dtype=bool)
-    distances = np.linalg.norm(votes[:, None, :] - votes[None, :, :], axis=2)
-    group = distances[int(np.argmax((distances < radius).sum(axis=1)))] < radius
+    dx = votes[:, 0, None] - votes[None, :, 0]
+    dy = votes[:, 1, None] - votes[None, :, 1]
+    near = dx * dx + dy * dy < radius**2
+    group = near[int(np.argmax(near.sum(axis=1)))]
     return np.linalg.norm(votes - np.median(votes[group], axis=0), axis=1) < radius
+
+
+def _pairs_within(centres: np.ndarray, radius: np.ndarray, points: np.ndarray) -> Pairs:
+    """(centre, point) index pairs with the point within the centre's radius. Centres go in blocks
+    sorted by x, each against the points in its x range: a dense centre × point matrix of a high
+    flight is 20M pairs."""
+    order = np.argsort(np.nan_to_num(centres[:, 0], nan=np.inf), kind="stable")
+    by_x = np.argsort(points[:, 0], kind="stable")
+    xs = points[by_x, 0]
+    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for lo in range(0, len(order), PAIR_CHUNK):
+        block = order[lo : lo + PAIR_CHUNK]
+        block = block[radius[block] >= 0]
+        if not len(block):
+            continue
+        reach = radius[block].max()
+        start, stop = np.searchsorted(xs, [centres[block, 0].min() - reach, centres[block, 0].max() + reach])
+        near = by_x[start:stop]
+        dx = centres[block, 0, None] - points[None, near, 0]
+        dy = centres[block, 1, None] - points[None, near, 1]
+        r, c = np.nonzero(dx * dx + dy * dy <= radius[block, None] ** 2)
+        rows.append(block[r])
+        cols.append(near[c])
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def fit_similarity(
+    offsets: np.ndarray,
+    ground: np.ndarray,
+    tolerance: float,
+    max_scale: float,
+    max_turn: float,
+    steps: int = 6,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(camera position, members) of ``ground ≈ position + s·R(θ)·offset``, or None when fewer than 3
+    matches agree on any. s is the true height over the told one (within 1/max_scale .. max_scale), θ
+    the yaw error (within ±max_turn rad); the position is the fit at offset 0, below the camera.
+
+    Each (s, θ) on a grid turns the matches into one-point votes; the grid point whose
+    :func:`consensus` is largest (the told height and yaw on a tie) picks the members; a least squares
+    scale and turn on them and the median of their votes, refitted on the matches it explains within
+    ``tolerance``, give the result.
+    Refitting from the unscaled votes alone crept towards the true scale too slowly: their consensus
+    keeps only matches near the nadir, where a wrong scale costs little.
+    """
+    o = offsets[:, 0] + 1j * offsets[:, 1]
+    g = ground[:, 0] + 1j * ground[:, 1]
+    scales = np.exp(np.linspace(-1.0, 1.0, 2 * steps + 1) * math.log(max_scale))
+    turns = np.linspace(-max_turn, max_turn, 5)
+    # the grid is searched on an even sample: its cost grows with the square of the matches
+    sample = np.linspace(0, len(o) - 1, min(len(o), GRID_SAMPLE)).astype(np.int64)
+    best, a = (0, 0.0), 1.0 + 0j
+    for scale in scales:
+        for turn in turns:
+            guess = scale * np.exp(1j * turn)
+            votes = g[sample] - guess * o[sample]
+            rank = (
+                int(consensus(np.c_[votes.real, votes.imag], tolerance).sum()),
+                -abs(math.log(scale)) - abs(turn),
+            )
+            if rank > best:
+                best, a = rank, guess
+    votes = g - a * o
+    members = np.flatnonzero(consensus(np.c_[votes.real, votes.imag], tolerance))
+    for _ in range(2):
+        if len(members) < 3:
+            return None
+        om, gm = o[members] - o[members].mean(), g[members] - g[members].mean()
+        spread = float(np.sum(np.abs(om) ** 2))
+        if spread < 1e-9:
+            return None
+        a = np.sum(np.conj(om) * gm) / spread
+        # the median vote, not the least-squares shift: roofs and crowns displaced by parallax pull a mean
+        b = np.median((g - a * o)[members].real) + 1j * np.median((g - a * o)[members].imag)
+        members = np.flatnonzero(np.abs(g - (a * o + b)) < tolerance)
+    if len(members) < 3 or not 1.0 / max_scale <= abs(a) <= max_scale or abs(np.angle(a)) > max_turn:
+        return None
+    return np.array([b.real, b.imag]), members

@@ -160,6 +160,78 @@ def test_votes_find_the_camera_where_few_matches_are_right(ortho):
     assert verifier.verify_by_votes(7, frame_features, tile, lifted, affine).inliers < clean.inliers / 3
 
 
+def test_similarity_fit_recovers_height_and_yaw_error():
+    """Offsets told for a camera 25 % lower and 4° off in yaw, 40 % of matches wrong: the fit puts the
+    camera within centimetres and keeps exactly the true matches; a 2× height error is refused."""
+    from geolink_edge.runtime.verify import consensus, fit_similarity
+
+    rng = np.random.default_rng(3)
+    camera = np.array([512.0, -230.0])
+    offsets = rng.uniform(-30.0, 30.0, (100, 2))
+    turn = math.radians(4.0)
+    rotation = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]])
+    ground = camera + 1.25 * offsets @ rotation.T
+    wrong = rng.permutation(100)[:40]
+    ground[wrong] = camera + rng.uniform(-60.0, 60.0, (40, 2))
+    position, members = fit_similarity(offsets, ground, 4.0, 1.4, math.radians(10.0))
+    assert np.linalg.norm(position - camera) < 0.05
+    assert set(members) == set(range(100)) - set(wrong)
+    # one-point votes at the told scale agree on a small group and miss the camera by metres
+    shifted = consensus(ground - offsets, 4.0)
+    assert (
+        shifted.sum() < 40 and np.linalg.norm(np.median((ground - offsets)[shifted], axis=0) - camera) > 1.0
+    )
+    doubled = camera + 2.0 * offsets
+    assert fit_similarity(offsets, doubled, 4.0, 1.4, math.radians(10.0)) is None
+
+
+def test_votes_place_a_camera_higher_than_told(ortho):
+    """Told 60 m where the camera is 75 m above the ground (a take-off point above the valley): the
+    similarity votes find it within a metre, the one-point votes do not."""
+    from geolink_edge.runtime.intrinsics import Intrinsics
+    from geolink_edge.runtime.locate import ground_offsets
+    from geolink_edge.runtime.sources import Telemetry
+
+    centre = np.array([X0 + 90.0, Y0 - 110.0, 75.0])
+    frame = _view(ortho, centre, yaw=35.0)
+    camera = Intrinsics(520.0, 520.0, 320.0, 240.0)
+    results = {}
+    for model in ("shift", "similarity"):
+        verifier = Verifier(VerifyConf(vote_model=model))
+        frame_features = verifier.features(frame)
+        offsets = ground_offsets(camera, Telemetry(yaw=35.0, pitch=90.0, altitude=60.0), frame_features.xy)
+        results[model] = verifier.verify_by_votes(
+            7, frame_features, verifier.features(ortho), offsets, ortho_affine(GSD, X0, Y0)
+        )
+    assert results["similarity"].ok and np.linalg.norm(results["similarity"].position - centre[:2]) < 1.0
+    assert results["similarity"].inliers > 2 * results["shift"].inliers
+    assert not results["shift"].ok or np.linalg.norm(results["shift"].position - centre[:2]) > 1.0
+    # guided by a prior 8 m off: the same camera; by a prior 60 m off: no match can agree
+    tile = verifier.features(ortho)
+    guided = [
+        verifier.verify_by_votes(7, frame_features, tile, offsets, ortho_affine(GSD, X0, Y0), prior=prior)
+        for prior in ((centre[0] + 8.0, centre[1], 10.0), (centre[0] + 60.0, centre[1], 10.0))
+    ]
+    assert guided[0].ok and np.linalg.norm(guided[0].position - centre[:2]) < 1.0
+    assert not guided[1].ok and guided[1].reason.startswith("too few")
+
+
+def test_guided_matching_keeps_the_allowed_pair():
+    """A prior that allows only some pairs: each frame keypoint takes its nearest allowed partner, not
+    the nearer look-alike elsewhere, and none when its two allowed partners look the same."""
+    from geolink_edge.runtime.features.sift import Extractor
+    from geolink_edge.runtime.matchers.nn import Matcher
+    from geolink_edge.runtime.verify import Features
+
+    tile = Features(np.zeros((4, 2), np.float32), np.eye(4, 8, dtype=np.float32), (10, 10))
+    frame_descriptors = np.array([[1.0, 0, 0, 0, 0, 0, 0, 0], [0, 0.9, 0.1, 0, 0, 0, 0, 0]], np.float32)
+    frame = Features(np.zeros((2, 2), np.float32), frame_descriptors, (10, 10))
+    allowed = (np.array([0, 0, 1, 1]), np.array([2, 3, 1, 2]))
+    # frame 0: its twin (tile 0) is not allowed and tiles 2, 3 are equally far; frame 1: tile 1 allowed
+    query, train = Matcher(Extractor(100)).match(frame, tile, allowed=allowed)
+    assert query.tolist() == [1] and train.tolist() == [1]
+
+
 def test_degenerate_homographies_are_named():
     verifier = Verifier()
     pts = np.random.default_rng(0).uniform(0, 400, (50, 2))
