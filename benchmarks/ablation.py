@@ -8,8 +8,9 @@ location-clustered one (views of one place are not independent) is printed besid
 
 Why the 3D terms help or not: for every 3D variant the trained 3D branch itself is scored,
 point cloud → satellite tile R@1 on the training and on the test locations (is it learning? does it
-generalise?), and once per world the untrained Point-NN tells apart two draws of each test cloud
-(are the clouds informative at all?).
+generalise?), once per world the untrained Point-NN tells apart two draws of each test cloud
+(are the clouds informative at all?), and a closed-form linear probe maps clouds to the baseline's
+tile embeddings (could any linear 3D head generalise, whatever the training budget?).
 
     python benchmarks/ablation.py --out A --quick        # minutes: tiny world, 1 seed
     python benchmarks/ablation.py --out A                # the CPU budget (see BUDGETS)
@@ -209,6 +210,47 @@ def cloud_separability(data: CrossViewData, conf: TrainConfig) -> dict:
     }
 
 
+POINTNN_SIZES = {"tiny": {}, "paper": {"point_stages": 4, "point_dim": 72, "point_k": 90, "points": 1024}}
+
+
+@torch.inference_mode()
+def cloud_probe(data: CrossViewData, run: Path, ridge: float = 1.0, draws: int = 4) -> dict:
+    """Could any linear 3D head generalise? A closed-form ridge map from the untrained Point-NN
+    features (standardised; tiny and paper sizes) of ``draws`` draws of each training cloud to its
+    tile's embedding by ``run``'s image encoder, then R@1 of the mapped test clouds against the test
+    gallery and of the mapped training clouds against their own tiles: no SGD budget involved."""
+    nets, conf, card, _ = load_networks(run, "cpu")
+
+    def embed(paths):
+        return embed_paths(nets.encoder, card, paths, batch_size=64, device="cpu", quiet=True)
+
+    test = sorted({q.location for q in data.query_drone})
+    train = sorted(data.train_satellite)
+    gallery = embed([g.path for g in data.gallery_satellite])
+    g_labels = [g.location for g in data.gallery_satellite]
+    train_sat = embed([data.train_satellite[loc][0] for loc in train])
+    out = {}
+    for size, update in POINTNN_SIZES.items():
+        c = conf.model_copy(update=update)
+        pointnn = PointNN(stages=c.point_stages, embed_dim=c.point_dim, k=c.point_k)
+
+        def features(locations, seed, pointnn=pointnn, c=c):
+            clouds = cloud_batch(data, locations, c.points, seed)
+            return torch.cat([pointnn(part) for part in clouds.split(16)]).numpy().astype(np.float64)
+
+        x = np.concatenate([features(train, seed) for seed in range(draws)])
+        mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        design = lambda f, mean=mean, std=std: np.c_[(f - mean) / std, np.ones(len(f))]  # noqa: E731
+        a = design(x)
+        weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ np.tile(train_sat, (draws, 1)))
+        mapped_test = unit(design(features(test, draws)) @ weights)
+        out[f"{size} test"] = evaluate_embeddings(mapped_test, test, gallery, g_labels)["R@1"]
+        out[f"{size} train"] = evaluate_embeddings(unit(a[: len(train)] @ weights), train, train_sat, train)[
+            "R@1"
+        ]
+    return out
+
+
 def training_view(world: Path, view: Path) -> Path:
     """The world without its test split, for the trainer: its end-of-run validation would embed
     every query a second time (each run is scored here, once)."""
@@ -287,7 +329,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]) -> str:
+def footnote(rows: list[dict], separability: dict, probe: dict, train: dict, synth: list[str]) -> str:
     first = rows[0]
     se = np.mean([float(r["SE binomial"]) for r in rows])
     se_clustered = np.mean([float(r["SE clustered"]) for r in rows])
@@ -304,7 +346,11 @@ def footnote(rows: list[dict], separability: dict, train: dict, synth: list[str]
         f"test gallery; train: training places against their tiles). Untrained Point-NN on the "
         f"{clouds['places']} test clouds: R@1 {clouds['pc2pc R@1']:.1f} between two draws of each cloud "
         f"({clouds['pc2pc R@1 centred']:.1f} centred on the mean feature), cosine "
-        f"{clouds['cosine same place']:.3f} same place vs {clouds['cosine other places']:.3f} other places.\n"
+        f"{clouds['cosine same place']:.3f} same place vs {clouds['cosine other places']:.3f} other places. "
+        f"Linear probe (ridge, closed form) from untrained Point-NN features of the training clouds to "
+        f"the baseline (seed 0) encoder's tile embeddings, cloud → satellite R@1 on test / training "
+        f"places: tiny Point-NN {probe['tiny test']:.1f} / {probe['tiny train']:.1f}, paper-size "
+        f"{probe['paper test']:.1f} / {probe['paper train']:.1f}.\n"
         f"World: synth {' '.join(synth)}; training: tiny preset, {train}, {steps} steps of 8 places; "
         f"{minutes:.0f} min of runs.\n"
     )
@@ -365,11 +411,13 @@ def main() -> None:
     if not rows:
         parser.error(f"no runs in {csv_path}")
     separability = cloud_separability(data, resolve_config("tiny"))
+    probe = cloud_probe(data, args.out / "runs" / "baseline-seed0")
     text = table(rows) + footnote(
-        rows, separability, train, budget["synth"] if not args.data else [str(args.data)]
+        rows, separability, probe, train, budget["synth"] if not args.data else [str(args.data)]
     )
     write_text(args.out / "ablation.md", text)
-    write_json(args.out / "ablation.json", {"runs": rows, "clouds": separability, "train": train})
+    record = {"runs": rows, "clouds": separability, "probe": probe, "train": train}
+    write_json(args.out / "ablation.json", record)
     print(text)
 
 
