@@ -67,6 +67,7 @@ class LocateConf:
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
+    guided_max_prior: float = 0.5  # ... when the prior's radius is at most this share of the view's
 
 
 @dataclass
@@ -376,7 +377,10 @@ class Locator:
                         # the view's reference point lies within the prior circle: so does any match's
                         # ground point, give or take the view's radius; with the attitude told, each
                         # keypoint's own, closer (a heading measured by the last fix may have turned)
-                        prior = region if self.conf.guided and consensus == "votes" else None
+                        guide = self.conf.guided and consensus == "votes"
+                        # a prior as wide as the view would allow nearly every pair, at brute-force cost
+                        guide = guide and region[2] <= self.conf.guided_max_prior * view.radius_m
+                        prior = region if guide else None
                         reach = region[2] + view.radius_m + self.conf.verify.vote_m
                         reference = window.near(region[0], region[1], reach)
                     # the view is north-up at the window's resolution: keypoint shapes must agree

@@ -39,7 +39,7 @@ from geolink_edge.runtime.matchers import create_matcher
 from geolink_edge.runtime.matchers.base import Pairs
 
 VOTE_MODELS = ("shift", "similarity")
-GRID_SAMPLE = 300  # matches the similarity grid search looks at
+GRID_SAMPLE = 200  # matches the similarity grid search looks at
 PAIR_CHUNK = 256  # frame keypoints per block when pairing them with a window's by position
 
 
@@ -375,6 +375,13 @@ def consensus(votes: np.ndarray, radius: float) -> np.ndarray:
     return np.linalg.norm(votes - np.median(votes[group], axis=0), axis=1) < radius
 
 
+def _most_neighbours(votes: np.ndarray, radius: float) -> int:
+    """The most votes (complex) within ``radius`` of one vote: :func:`consensus`'s seed, counted."""
+    x, y = votes.real.astype(np.float32), votes.imag.astype(np.float32)
+    dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
+    return int((dx * dx + dy * dy < radius**2).sum(axis=1).max())
+
+
 def _pairs_within(centres: np.ndarray, radius: np.ndarray, points: np.ndarray) -> Pairs:
     """(centre, point) index pairs with the point within the centre's radius. Centres go in blocks
     sorted by x, each against the points in its x range: a dense centre × point matrix of a high
@@ -411,12 +418,12 @@ def fit_similarity(
     matches agree on any. s is the true height over the told one (within 1/max_scale .. max_scale), θ
     the yaw error (within ±max_turn rad); the position is the fit at offset 0, below the camera.
 
-    Each (s, θ) on a grid turns the matches into one-point votes; the grid point whose
-    :func:`consensus` is largest (the told height and yaw on a tie) picks the members; a least squares
-    scale and turn on them and the median of their votes, refitted on the matches it explains within
-    ``tolerance``, give the result.
-    Refitting from the unscaled votes alone crept towards the true scale too slowly: their consensus
-    keeps only matches near the nadir, where a wrong scale costs little.
+    Each (s, θ) on a grid turns the matches into one-point votes; the grid point whose consensus
+    seed has the most neighbours (the told height and yaw on a tie) picks the members; a least
+    squares scale and turn on them and the median of their votes, refitted on the matches it
+    explains within ``tolerance``, give the result. Refitting from the unscaled votes alone crept
+    towards the true scale too slowly: their consensus keeps only matches near the nadir, where a
+    wrong scale costs little.
     """
     o = offsets[:, 0] + 1j * offsets[:, 1]
     g = ground[:, 0] + 1j * ground[:, 1]
@@ -429,10 +436,7 @@ def fit_similarity(
         for turn in turns:
             guess = scale * np.exp(1j * turn)
             votes = g[sample] - guess * o[sample]
-            rank = (
-                int(consensus(np.c_[votes.real, votes.imag], tolerance).sum()),
-                -abs(math.log(scale)) - abs(turn),
-            )
+            rank = (_most_neighbours(votes, tolerance), -abs(math.log(scale)) - abs(turn))
             if rank > best:
                 best, a = rank, guess
     votes = g - a * o
