@@ -8,7 +8,7 @@ extrapolates the file's bytes per tile to a million tiles (what a 20 km x 20 km 
 stride needs resident); the compact types (PCA-reduced SQ8 under HNSW or IVF, PQ without re-ranking)
 aim at 1 GB there.
 
-    python benchmarks/search.py --sizes 10000 100000 [--only PCA]
+    python benchmarks/search.py --sizes 10000 100000 [--only PCA] [--nprobe 32 64]
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path, only: str):
-    """Yield one table row per index type (and the prior-gated search) as soon as it is measured."""
+def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work: Path, only: str, nprobes=()):
+    """Yield one table row per index type (and the prior-gated search, and each IVF type again at each
+    of ``nprobes``: recall against latency without a rebuild) as soon as it is measured."""
     data = Clustered(n, seed=int(rng.integers(1 << 31)))
     picks = rng.integers(0, n, n_queries)
     queries = data.rows(picks) + 0.02 * rng.standard_normal((n_queries, DIM), dtype=np.float32)
@@ -185,6 +186,11 @@ def run(n: int, n_queries: int, radius_m: float, rng: np.random.Generator, work:
         size_mb = (root / "index.faiss").stat().st_size / 2**20
         at_1m_gb = (fixed_mb + (size_mb - fixed_mb) / n * 1e6) / 1024
         yield (n, name, ms, recall_at_10(found, exact_ids), size_mb, loads, build_s, at_1m_gb)
+        for nprobe in nprobes if "IVF" in factory else ():
+            faiss.ParameterSpace().set_index_parameters(tile_index.index, f"nprobe={nprobe}")
+            ms, found = timed_queries(lambda i, q, index=tile_index: index.search(q, 10).ids, queries)
+            row = (n, f"{name} nprobe={nprobe}", ms, recall_at_10(found, exact_ids), size_mb, loads)
+            yield (*row, build_s, at_1m_gb)
         if factory == "Flat":
             gated_ms, gated_found = timed_queries(
                 lambda i, q, index=tile_index: index.search_xy(q, 10, *xy[picks[i]], radius_m).ids, queries
@@ -211,6 +217,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--radius-m", type=float, default=300.0)
     parser.add_argument("--only", default="", help="measure only index types whose name holds this")
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[], help="IVF types again at these nprobe")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(
@@ -223,7 +230,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for n in args.sizes:
             for n_, name, ms, recall, size_mb, loads, build_s, at_1m_gb in run(
-                n, args.queries, args.radius_m, rng, Path(work), args.only
+                n, args.queries, args.radius_m, rng, Path(work), args.only, args.nprobe
             ):
                 values = [
                     np.median(ms),
