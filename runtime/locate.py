@@ -67,7 +67,7 @@ class LocateConf:
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
-    guided_max_prior: float = 0.5  # ... when the prior's radius is at most this share of the view's
+    guided_max_prior: float = 1.0  # ... when the prior's radius is at most this share of the view's
 
 
 @dataclass

@@ -278,8 +278,11 @@ class Verifier:
         if conf.vote_model == "similarity":
             turn = math.radians(conf.max_yaw_error_deg)
             fitted = fit_similarity(offsets, ground, conf.vote_m, 1.0 + conf.max_height_error, turn)
-            if fitted is not None:
-                position, agree = fitted
+            # a refinement of the one-point consensus, not a search of its own: its extra freedom
+            # would otherwise let look-alikes elsewhere in a window gather enough votes
+            if fitted is not None and position is not None:
+                if np.linalg.norm(fitted[0] - position) <= 2.0 * conf.vote_m:
+                    position, agree = fitted
         needed = max(4, conf.min_votes)
         if prior is not None:
             needed = max(
@@ -368,18 +371,11 @@ def consensus(votes: np.ndarray, radius: float) -> np.ndarray:
     """
     if len(votes) == 0:
         return np.zeros(0, dtype=bool)
-    dx = votes[:, 0, None] - votes[None, :, 0]
-    dy = votes[:, 1, None] - votes[None, :, 1]
+    x, y = votes[:, 0].astype(np.float32), votes[:, 1].astype(np.float32)  # float32: half the traffic
+    dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
     near = dx * dx + dy * dy < radius**2
     group = near[int(np.argmax(near.sum(axis=1)))]
     return np.linalg.norm(votes - np.median(votes[group], axis=0), axis=1) < radius
-
-
-def _most_neighbours(votes: np.ndarray, radius: float) -> int:
-    """The most votes (complex) within ``radius`` of one vote: :func:`consensus`'s seed, counted."""
-    x, y = votes.real.astype(np.float32), votes.imag.astype(np.float32)
-    dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
-    return int((dx * dx + dy * dy < radius**2).sum(axis=1).max())
 
 
 def _pairs_within(centres: np.ndarray, radius: np.ndarray, points: np.ndarray) -> Pairs:
@@ -418,8 +414,8 @@ def fit_similarity(
     matches agree on any. s is the true height over the told one (within 1/max_scale .. max_scale), θ
     the yaw error (within ±max_turn rad); the position is the fit at offset 0, below the camera.
 
-    Each (s, θ) on a grid turns the matches into one-point votes; the grid point whose consensus
-    seed has the most neighbours (the told height and yaw on a tie) picks the members; a least
+    Each (s, θ) on a grid turns the matches into one-point votes; the grid point whose
+    :func:`consensus` is largest (the told height and yaw on a tie) picks the members; a least
     squares scale and turn on them and the median of their votes, refitted on the matches it
     explains within ``tolerance``, give the result. Refitting from the unscaled votes alone crept
     towards the true scale too slowly: their consensus keeps only matches near the nadir, where a
@@ -436,7 +432,10 @@ def fit_similarity(
         for turn in turns:
             guess = scale * np.exp(1j * turn)
             votes = g[sample] - guess * o[sample]
-            rank = (_most_neighbours(votes, tolerance), -abs(math.log(scale)) - abs(turn))
+            rank = (
+                int(consensus(np.c_[votes.real, votes.imag], tolerance).sum()),
+                -abs(math.log(scale)) - abs(turn),
+            )
             if rank > best:
                 best, a = rank, guess
     votes = g - a * o
