@@ -117,6 +117,18 @@ def figures(flight: dict, source_text: str) -> dict:
 
 
 def assert_autopilot_used_us(out: dict, flight: dict, bad_texts: tuple[str, ...]) -> None:
+    # on a failure, our side of the story too: each frame's status, reason and verify time
+    trace = [
+        (
+            r["frame"],
+            r.get("status"),
+            (r.get("fix") or {}).get("reason"),
+            (r.get("latency_ms") or {}).get("verify"),
+        )
+        for r in flight["records"]
+        if "frame" in r
+    ]
+    out = {**out, "frames": trace[:40]}
     assert out["first_3d_fix_s"] is not None and out["first_3d_fix_s"] <= FIRST_FIX_S, out
     assert out["ekf_uses_s"] is not None and out["ekf_uses_s"] <= EKF_USES_S, out
     assert out["ekf_abs_share_after_use"] >= 0.95, out
