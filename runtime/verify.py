@@ -36,11 +36,10 @@ from geolink_edge.registry import check_name
 from geolink_edge.runtime.features import Features, create_extractor
 from geolink_edge.runtime.features.base import gray
 from geolink_edge.runtime.matchers import create_matcher
-from geolink_edge.runtime.matchers.base import Pairs
+from geolink_edge.runtime.matchers.base import Pairs, Reach
 
 VOTE_MODELS = ("shift", "similarity")
 GRID_SAMPLE = 200  # matches the similarity grid search looks at
-PAIR_CHUNK = 256  # frame keypoints per block when pairing them with a window's by position
 
 
 @dataclass(frozen=True)
@@ -178,14 +177,14 @@ class Verifier:
         return features
 
     def match(
-        self, frame: Features, tile: Features, aligned: bool = False, allowed: Pairs | None = None
+        self, frame: Features, tile: Features, aligned: bool = False, reach: Reach | None = None
     ) -> Pairs | str:
         """Indices into ``frame.xy`` and ``tile.xy`` of the putative matches, or why there are too few.
 
         ``aligned``: both images are north-up at one ground resolution (a ground view against a map
         window), so a true match keeps its keypoint's orientation and size (see :mod:`matchers.nn`).
-        ``allowed`` (frame indices, tile indices): the pairs a position prior permits, for the matcher
-        to choose among (the caller drops matches outside them).
+        ``reach``: where a position prior lets each frame keypoint's match lie, for the matcher to
+        choose among (the caller drops matches out of reach).
 
         A frame detected at several turns is matched turn by turn; the turn whose matches agree best
         on one rotation-scale-shift wins (a wrong turn can still gather many scattered matches).
@@ -202,7 +201,7 @@ class Verifier:
                 )
             _, query, train = max(tries, key=lambda item: item[0])
         else:
-            query, train = self.matcher.match(frame, tile, aligned, allowed)
+            query, train = self.matcher.match(frame, tile, aligned, reach)
         if len(query) < max(4, min(conf.min_inliers, conf.min_votes)):
             return f"too few matches ({len(query)})"
         return query, train
@@ -259,15 +258,13 @@ class Verifier:
         """
         conf = self.conf
         tile_ground = tile.xy.astype(np.float64) @ tile_to_ground[:, :2].T + tile_to_ground[:, 2]
-        reach = None if prior is None else self._reach(ground_offsets, prior)
-        allowed = None if prior is None else _pairs_within(reach[0], reach[1], tile_ground)
-        matches = self.match(frame, tile, aligned, allowed)
+        reach = None if prior is None else self._reach(ground_offsets, prior, tile_ground)
+        matches = self.match(frame, tile, aligned, reach)
         if isinstance(matches, str):
             return Verification(tile_id, 0, matches)
         q, t = matches
         if reach is not None:  # a matcher that does not use the prior still only keeps what it allows
-            expected, radius = reach
-            keep = np.linalg.norm(expected[q] - tile_ground[t], axis=1) <= radius[q]
+            keep = reach.allows(q, t)
             q, t = q[keep], t[keep]
         finite = np.all(np.isfinite(ground_offsets[q]), axis=1)
         matched = len(q)
@@ -299,15 +296,14 @@ class Verifier:
         return Verification(tile_id, len(agree), "", homography, src, dst, position)
 
     def _reach(
-        self, ground_offsets: np.ndarray, prior: tuple[float, float, float]
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, ground_offsets: np.ndarray, prior: tuple[float, float, float], tile_ground: np.ndarray
+    ) -> Reach:
         """Where the prior puts each frame keypoint's ground point, and how far from there its match
         may lie: the prior's radius, the votes' tolerance and the height error's stretch."""
         x, y, radius = prior
         stretch = self.conf.max_height_error * np.linalg.norm(ground_offsets, axis=1)
-        return np.asarray([x, y]) + ground_offsets, np.nan_to_num(
-            radius + self.conf.vote_m + stretch, nan=-1.0
-        )
+        reach = np.nan_to_num(radius + self.conf.vote_m + stretch, nan=-1.0)
+        return Reach(np.asarray([x, y]) + ground_offsets, reach, tile_ground)
 
     def _checked(
         self, tile_id: int, homography: np.ndarray, src: np.ndarray, dst: np.ndarray, size: tuple[int, int]
@@ -376,30 +372,6 @@ def consensus(votes: np.ndarray, radius: float) -> np.ndarray:
     near = dx * dx + dy * dy < radius**2
     group = near[int(np.argmax(near.sum(axis=1)))]
     return np.linalg.norm(votes - np.median(votes[group], axis=0), axis=1) < radius
-
-
-def _pairs_within(centres: np.ndarray, radius: np.ndarray, points: np.ndarray) -> Pairs:
-    """(centre, point) index pairs with the point within the centre's radius. Centres go in blocks
-    sorted by x, each against the points in its x range: a dense centre × point matrix of a high
-    flight is 20M pairs."""
-    order = np.argsort(np.nan_to_num(centres[:, 0], nan=np.inf), kind="stable")
-    by_x = np.argsort(points[:, 0], kind="stable")
-    xs = points[by_x, 0]
-    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for lo in range(0, len(order), PAIR_CHUNK):
-        block = order[lo : lo + PAIR_CHUNK]
-        block = block[radius[block] >= 0]
-        if not len(block):
-            continue
-        reach = radius[block].max()
-        start, stop = np.searchsorted(xs, [centres[block, 0].min() - reach, centres[block, 0].max() + reach])
-        near = by_x[start:stop]
-        dx = centres[block, 0, None] - points[None, near, 0]
-        dy = centres[block, 1, None] - points[None, near, 1]
-        r, c = np.nonzero(dx * dx + dy * dy <= radius[block, None] ** 2)
-        rows.append(block[r])
-        cols.append(near[c])
-    return np.concatenate(rows), np.concatenate(cols)
 
 
 def fit_similarity(

@@ -216,20 +216,27 @@ def test_votes_place_a_camera_higher_than_told(ortho):
     assert not guided[1].ok and guided[1].reason.startswith("too few")
 
 
-def test_guided_matching_keeps_the_allowed_pair():
-    """A prior that allows only some pairs: each frame keypoint takes its nearest allowed partner, not
-    the nearer look-alike elsewhere, and none when its two allowed partners look the same."""
+def test_guided_matching_keeps_the_pair_in_reach():
+    """A prior that lets each frame keypoint match only nearby tile keypoints: each takes its nearest
+    partner in reach, not the nearer look-alike elsewhere, and none when its two partners in reach
+    look the same."""
     from geolink_edge.runtime.features.sift import Extractor
+    from geolink_edge.runtime.matchers.base import Reach
     from geolink_edge.runtime.matchers.nn import Matcher
     from geolink_edge.runtime.verify import Features
 
-    tile = Features(np.zeros((4, 2), np.float32), np.eye(4, 8, dtype=np.float32), (10, 10))
-    frame_descriptors = np.array([[1.0, 0, 0, 0, 0, 0, 0, 0], [0, 0.9, 0.1, 0, 0, 0, 0, 0]], np.float32)
-    frame = Features(np.zeros((2, 2), np.float32), frame_descriptors, (10, 10))
-    allowed = (np.array([0, 0, 1, 1]), np.array([2, 3, 1, 2]))
-    # frame 0: its twin (tile 0) is not allowed and tiles 2, 3 are equally far; frame 1: tile 1 allowed
-    query, train = Matcher(Extractor(100)).match(frame, tile, allowed=allowed)
+    tile = Features(np.zeros((5, 2), np.float32), np.eye(5, 8, dtype=np.float32), (10, 10))
+    frame_descriptors = np.array(
+        [[1.0, 0, 0, 0, 0, 0, 0, 0], [0, 0.9, 0.1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1.0, 0, 0, 0]], np.float32
+    )
+    frame = Features(np.zeros((3, 2), np.float32), frame_descriptors, (10, 10))
+    ground = np.array([[0.0, 0.0], [50.0, 0.0], [100.0, 0.0], [102.0, 0.0], [300.0, 300.0]])
+    # frame 0: its twin (tile 0) is out of reach and tiles 2, 3 are equally far; frame 1: only tiles 1
+    # and 2 are in reach (its twin, tile 1, and a look-alike); frame 2: nothing is in reach
+    reach = Reach(np.array([[101.0, 0.0], [75.0, 0.0], [200.0, 0.0]]), np.array([5.0, 30.0, 10.0]), ground)
+    query, train = Matcher(Extractor(100)).match(frame, tile, reach=reach)
     assert query.tolist() == [1] and train.tolist() == [1]
+    assert reach.allows(np.array([0, 0, 1, 2]), np.array([0, 3, 2, 4])).tolist() == [False, True, True, False]
 
 
 def test_degenerate_homographies_are_named():

@@ -7,7 +7,7 @@ import numpy as np
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.features.base import Extractor, Features
-from geolink_edge.runtime.matchers.base import Matcher, Pairs
+from geolink_edge.runtime.matchers.base import Matcher, Pairs, Reach
 
 
 class GlueMatcher(Matcher):
@@ -28,7 +28,7 @@ class GlueMatcher(Matcher):
         self.model = model
 
     def match(
-        self, frame: Features, tile: Features, aligned: bool = False, allowed: Pairs | None = None
+        self, frame: Features, tile: Features, aligned: bool = False, reach: Reach | None = None
     ) -> Pairs:
         empty = np.zeros(0, dtype=np.int64)
         if len(frame.xy) == 0 or len(tile.xy) == 0:

@@ -11,10 +11,10 @@ from 40 m against a 0.5 m/px map the ratio test kept almost no true SIFT match (
 never distinctly nearest), while the shape check keeps most of them and the position votes discard
 the rest.
 
-Guided (``allowed``: the pairs a position prior permits, when tracking): the candidates of a frame
-keypoint are few, so the nearest allowed one must also be distinctly nearer than the second
-(``guided_ratio``). On the synthetic 40 m flight over a 0.5 m/px map this found agreeing votes on
-every frame where unguided matching left a fifth of them under the acceptance bar.
+Guided (``reach``: where a position prior lets each frame keypoint's match lie, when tracking): the
+candidates of a frame keypoint are few, so the nearest one in reach must also be distinctly nearer
+than the second (``GUIDED_RATIO``). On the synthetic 40 m flight over a 0.5 m/px map this found
+agreeing votes on every frame where unguided matching left a fifth of them under the acceptance bar.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import numpy as np
 
 from geolink_edge.runtime.features.base import Extractor, Features
 from geolink_edge.runtime.matchers.base import Matcher as BaseMatcher
-from geolink_edge.runtime.matchers.base import Pairs
+from geolink_edge.runtime.matchers.base import Pairs, Reach
 
 ALIGNED_CANDIDATES = 8  # nearest neighbours searched for one whose keypoint shape agrees
 MAX_TURN_DEG = 20.0  # orientation change of a true match between aligned images
 MAX_SIZE_RATIO = 2.0  # size change, either way: roofs and crowns near a low camera look 1.3× larger
 GUIDED_RATIO = 0.9  # nearest allowed vs second allowed (0.8 and 1.0 each lost frames on the low flight)
-GUIDED_CHUNK = 65536  # pairs whose descriptor distances are computed at once (32 MB of SIFT gaps)
 
 
 class Matcher(BaseMatcher):
@@ -44,20 +43,23 @@ class Matcher(BaseMatcher):
 
     def prepare(self, tile: Features) -> None:
         if not self.binary and tile.descriptors is not None and len(tile.xy) >= 2:
+            # the forest's random splits come from OpenCV's RNG (per thread): seeded, a tile's matches
+            # no longer depend on what else the process has matched before
+            cv2.setRNGSeed(0)
             forest = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": self.kd_checks})
             forest.add([np.ascontiguousarray(tile.descriptors, dtype=np.float32)])
             forest.train()
             tile.index = forest
 
     def match(
-        self, frame: Features, tile: Features, aligned: bool = False, allowed: Pairs | None = None
+        self, frame: Features, tile: Features, aligned: bool = False, reach: Reach | None = None
     ) -> Pairs:
         empty = np.zeros(0, dtype=np.int64)
         if frame.descriptors is None or tile.descriptors is None or len(frame.xy) < 2 or len(tile.xy) < 2:
             return empty, empty
-        if allowed is not None and not self.binary:
+        if reach is not None and not self.binary:
             shaped = aligned and frame.shapes is not None and tile.shapes is not None
-            return _guided(frame, tile, allowed, shaped)
+            return _guided(frame, tile, reach, shaped)
         # binary descriptors keep the ratio test: their few distinct Hamming distances make look-alikes
         # many, and on the low flight ORB's shape-checked matches agreed on places hundreds of metres off
         shaped = aligned and not self.binary and frame.shapes is not None and tile.shapes is not None
@@ -101,25 +103,27 @@ def _alike(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (turn <= MAX_TURN_DEG) & sized
 
 
-def _guided(frame: Features, tile: Features, allowed: Pairs, shaped: bool) -> Pairs:
-    """Per frame keypoint, its nearest allowed tile keypoint (of alike shape when ``shaped``), kept when
-    distinctly nearer than the second allowed one. Only the allowed pairs are compared: on a high
-    flight they are a twentieth of the frame × window pairs a brute-force search would score."""
-    rows, cols = allowed
-    if shaped:
-        alike = _alike(frame.shapes[rows], tile.shapes[cols])
-        rows, cols = rows[alike], cols[alike]
+def _guided(frame: Features, tile: Features, reach: Reach, shaped: bool) -> Pairs:
+    """Per frame keypoint, its nearest tile keypoint in reach (of alike shape when ``shaped``), kept
+    when distinctly nearer than the second one in reach. Distances are computed block by block (see
+    :meth:`Reach.blocks`) as |a|² + |b|² − 2a·b: one matrix product per block instead of a gather of
+    every reachable pair's descriptors, 3–4× faster on a high flight's frame."""
     a = np.asarray(frame.descriptors, dtype=np.float32)
     b = np.asarray(tile.descriptors, dtype=np.float32)
-    distance = np.empty(len(rows), dtype=np.float32)
-    for lo in range(0, len(rows), GUIDED_CHUNK):
-        part = slice(lo, lo + GUIDED_CHUNK)
-        gap = a[rows[part]] - b[cols[part]]
-        distance[part] = np.einsum("ij,ij->i", gap, gap)
-    order = np.lexsort((distance, rows))  # by frame keypoint, nearest first
-    rows, cols, distance = rows[order], cols[order], np.sqrt(distance[order])
-    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
-    has_second = np.r_[first[1:], len(rows)] - first > 1
-    second = np.where(has_second, distance[np.minimum(first + 1, len(rows) - 1)], np.inf)
-    keep = distance[first] < GUIDED_RATIO * second
-    return rows[first[keep]].astype(np.int64), cols[first[keep]].astype(np.int64)
+    a_norm, b_norm = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+    query, train = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for rows, cols, allowed in reach.blocks():
+        if shaped:
+            allowed &= _alike(frame.shapes[rows][:, None, :], tile.shapes[cols][None, :, :])
+        distance = a_norm[rows, None] + b_norm[None, cols] - 2.0 * (a[rows] @ b[cols].T)
+        distance = np.where(allowed, np.maximum(distance, 0.0), np.inf)
+        index = np.arange(len(rows))
+        best = distance.argmin(axis=1)
+        nearest = distance[index, best]
+        distance[index, best] = np.inf
+        keep = np.isfinite(nearest) & (nearest < GUIDED_RATIO**2 * distance.min(axis=1))
+        query.append(rows[keep])
+        train.append(cols[best[keep]])
+    query, train = np.concatenate(query).astype(np.int64), np.concatenate(train).astype(np.int64)
+    order = np.argsort(query, kind="stable")
+    return query[order], train[order]
