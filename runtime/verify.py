@@ -250,14 +250,17 @@ class Verifier:
 
         ``ground_offsets`` (N, 2): east/north metres from the point below the camera to where each
         frame keypoint's ray meets level ground (NaN where it does not); ``tile_to_ground``: the tile's
-        2×3 pixel → ground affine. The votes decide; the least-squares homography of the agreeing
-        matches is kept only when it is a plausible view of the ground (bunched inliers extrapolate
-        badly), for the locator to refine the position with. ``aligned`` as for :meth:`match`;
+        2×3 pixel → ground affine (map windows' features carry their ground points). The votes
+        decide; the least-squares homography of the agreeing matches is kept only when it is a
+        plausible view of the ground (bunched inliers extrapolate badly), for the locator to refine
+        the position with. ``aligned`` as for :meth:`match`;
         ``prior`` (x, y, radius_m): where the camera is, give or take the radius: a frame keypoint
         then only matches tile keypoints where its ground point can lie (guided matching).
         """
         conf = self.conf
-        tile_ground = tile.xy.astype(np.float64) @ tile_to_ground[:, :2].T + tile_to_ground[:, 2]
+        tile_ground = tile.ground
+        if tile_ground is None:
+            tile_ground = tile.xy.astype(np.float64) @ tile_to_ground[:, :2].T + tile_to_ground[:, 2]
         reach = None if prior is None else self._reach(ground_offsets, prior, tile_ground)
         matches = self.match(frame, tile, aligned, reach)
         if isinstance(matches, str):

@@ -47,15 +47,8 @@ class Window:
     def near(self, x: float, y: float, reach_m: float) -> Features:
         """The window's features within ``reach_m`` (a square) of (x, y): matching only where the
         prior allows keeps the ratio test from failing on look-alikes elsewhere in the window."""
-        f = self.features
-        ground = f.xy.astype(np.float64) @ self.pixel_to_xy[:, :2].T + self.pixel_to_xy[:, 2]
-        keep = np.all(np.abs(ground - (x, y)) <= reach_m, axis=1)
-        if keep.all():
-            return f
-        pick = lambda a: None if a is None else a[keep]  # noqa: E731
-        return Features(
-            f.xy[keep], pick(f.descriptors), f.size, scores=pick(f.scores), kind=f.kind, shapes=pick(f.shapes)
-        )
+        keep = np.all(np.abs(self.features.ground - (x, y)) <= reach_m, axis=1)
+        return self.features if keep.all() else self.features.part(keep)
 
 
 class MapWindows:
@@ -123,7 +116,9 @@ class MapWindows:
         mask = np.asarray(read.valid, dtype=np.uint8) * 255
         features = self.verifier.features(read.image, mask)
         self.verifier.matcher.prepare(features)
-        window = Window(key, centre, half, np.asarray(read.pixel_to_xy, dtype=np.float64), features)
+        pixel_to_xy = np.asarray(read.pixel_to_xy, dtype=np.float64)
+        features.ground = features.xy.astype(np.float64) @ pixel_to_xy[:, :2].T + pixel_to_xy[:, 2]
+        window = Window(key, centre, half, pixel_to_xy, features)
         self._cache[key] = window
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)

@@ -22,16 +22,19 @@ class Features:
     turns: list[slice] = field(
         default_factory=list
     )  # parts detected on the image turned (each matched alone)
+    ground: np.ndarray | None = None  # (N, 2) metres of each keypoint, for a georeferenced image
 
-    def part(self, rows: slice) -> Features:
+    def part(self, rows: slice | np.ndarray) -> Features:
+        """The keypoints ``rows`` (a slice, indices or a mask) picks, without the search structure."""
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return Features(
             self.xy[rows],
-            self.descriptors[rows],
+            pick(self.descriptors),
             self.size,
             scores=pick(self.scores),
             kind=self.kind,
             shapes=pick(self.shapes),
+            ground=pick(self.ground),
         )
 
 
