@@ -72,7 +72,8 @@ def feature_shape(backbone: nn.Module, image_size: tuple[int, int], name: str) -
     training = backbone.training
     backbone.eval()  # a dry run in training mode would move the batch-norm statistics
     with torch.no_grad():
-        features = backbone.forward_features(torch.zeros(1, 3, *image_size))
+        device = next(backbone.parameters()).device  # the meta device when only shapes are wanted
+        features = backbone.forward_features(torch.zeros(1, 3, *image_size, device=device))
     backbone.train(training)
     if features.ndim != 4:
         raise GeolinkError(
