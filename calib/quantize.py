@@ -19,6 +19,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,34 +115,38 @@ def _reader(images: np.ndarray, input_name: str):
     return _ChunkReader()
 
 
-def _quantize_ort(
-    prepared: Path,
-    out: Path,
-    images: np.ndarray,
-    nodes: list[str],
-    excluded: list[str],
-    method: str,
-    input_name: str,
-    attention: bool,
-) -> None:
+@dataclass(frozen=True)
+class Calibration:
+    """What a quantizer is asked: the nodes to put in INT8 (the others named to leave out), the
+    calibration images for the model's input, the calibration method, INT8 attention or not."""
+
+    images: np.ndarray
+    input_name: str
+    nodes: list[str]
+    excluded: list[str]
+    method: str
+    attention: bool
+
+
+def _quantize_ort(prepared: Path, out: Path, job: Calibration) -> None:
     """ONNX Runtime's static Q/DQ quantization of ``nodes`` (the others are left out by name)."""
     q = require("onnxruntime.quantization", _ORT_HINT)
     calibration = {
         "entropy": q.CalibrationMethod.Entropy,
         "percentile": q.CalibrationMethod.Percentile,
         "minmax": q.CalibrationMethod.MinMax,
-    }[method]
+    }[job.method]
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print their progress
         q.quantize_static(
             str(prepared),
             str(out),
-            _reader(images, input_name),
+            _reader(job.images, job.input_name),
             quant_format=q.QuantFormat.QDQ,
             activation_type=q.QuantType.QInt8,  # QUInt8 would put the symmetric zero point at 128
             weight_type=q.QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=list(LINEAR_OPS),
-            nodes_to_quantize=nodes,
+            nodes_to_quantize=job.nodes,
             calibrate_method=calibration,
             extra_options={
                 "ActivationSymmetric": True,
@@ -150,7 +155,7 @@ def _quantize_ort(
                 "CalibStridedMinMax": 1,  # one chunk per pass, for every method despite the name
                 # the attention products multiply two activations; without them every quantized
                 # MatMul has a constant weight
-                "MatMulConstBOnly": not attention,
+                "MatMulConstBOnly": not job.attention,
                 # Q/DQ on the inputs only: the product and its bias Add stay in floating point.
                 "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS),
                 "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # (K, N) weight: one scale per output
@@ -158,29 +163,20 @@ def _quantize_ort(
         )
 
 
-def _quantize_modelopt(
-    prepared: Path,
-    out: Path,
-    images: np.ndarray,
-    nodes: list[str],
-    excluded: list[str],
-    method: str,
-    input_name: str,
-    attention: bool,
-) -> None:
+def _quantize_modelopt(prepared: Path, out: Path, job: Calibration) -> None:
     """NVIDIA ModelOpt's ONNX PTQ, when installed: same node selection, its own calibrator (no INT8
     attention products: ``attention`` is refused before)."""
     mo = require("modelopt.onnx.quantization", "pip install nvidia-modelopt (optional INT8 path)")
-    if method == "percentile":
+    if job.method == "percentile":
         raise GeolinkError("--quantizer modelopt supports --calib-method entropy or minmax, not percentile")
     mo.quantize(
         onnx_path=str(prepared),
         quantize_mode="int8",
-        calibration_data={input_name: images},
-        calibration_method="entropy" if method == "entropy" else "max",
+        calibration_data={job.input_name: job.images},
+        calibration_method="entropy" if job.method == "entropy" else "max",
         op_types_to_quantize=list(LINEAR_OPS),
-        nodes_to_quantize=nodes,
-        nodes_to_exclude=excluded,
+        nodes_to_quantize=job.nodes,
+        nodes_to_exclude=job.excluded,
         output_path=str(out),
         high_precision_dtype="fp32",  # the rest stays FP32 as in the ONNX Runtime path; --fp16 is separate
         use_zero_point=False,  # symmetric, as TensorRT requires
@@ -258,11 +254,11 @@ def quantize_int8(
             raise GeolinkError("INT8 attention is made with --quantizer ort only")
         nodes += products
         excluded = [name for name in excluded if name not in products]
-    input_name = source.graph.input[0].name
     parts = list(batches)
     if not parts:
         raise GeolinkError("no calibration images were given")
     images = np.concatenate(parts, axis=0).astype(np.float32)
+    job = Calibration(images, source.graph.input[0].name, nodes, excluded, method, attention)
 
     shape_inference = require("onnxruntime.quantization.shape_inference", _ORT_HINT)
     start = time.perf_counter()
@@ -270,7 +266,7 @@ def quantize_int8(
         prepared = Path(tmp) / "prepared.onnx"
         shapes = _infer_shapes(shape_inference, fp32_onnx, prepared)
         raw = Path(tmp) / "int8.onnx"
-        quantize(prepared, raw, images, nodes, excluded, method, input_name, attention)
+        quantize(prepared, raw, job)
         model = onnx.load(str(raw))
     copy_metadata(source, model, "int8")
     bad = {name: value for name, value in zero_points(model).items() if np.any(value != 0)}
