@@ -239,6 +239,25 @@ def test_guided_matching_keeps_the_pair_in_reach():
     assert reach.allows(np.array([0, 0, 1, 2]), np.array([0, 3, 2, 4])).tolist() == [False, True, True, False]
 
 
+def test_guided_matching_between_aligned_views_keeps_only_alike_shapes():
+    """North-up views at one GSD: a frame keypoint (orientation 5°, size 4 px) skips a nearer tile
+    keypoint turned 30° and one of 2.5× its size, and takes the one at 350° (15° away across north)."""
+    from geolink_edge.runtime.features.sift import Extractor
+    from geolink_edge.runtime.matchers.base import Reach
+    from geolink_edge.runtime.matchers.nn import Matcher
+    from geolink_edge.runtime.verify import Features
+
+    descriptors = np.array([[1.0, 0.0], [1.0, 0.05], [1.0, 0.1], [1.0, 0.4], [0.0, 1.0]], np.float32)
+    tile = Features(np.zeros((5, 2), np.float32), descriptors, (10, 10))
+    tile.shapes = np.array([[35.0, 4.0], [5.0, 10.0], [350.0, 4.5], [5.0, 4.0], [5.0, 4.0]], np.float32)
+    # a second frame keypoint, out of reach of everything (a negative radius)
+    frame = Features(np.zeros((2, 2), np.float32), np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), (10, 10))
+    frame.shapes = np.array([[5.0, 4.0], [5.0, 4.0]], np.float32)
+    reach = Reach(np.zeros((2, 2)), np.array([10.0, -1.0]), np.zeros((5, 2)))
+    query, train = Matcher(Extractor(100)).match(frame, tile, aligned=True, reach=reach)
+    assert query.tolist() == [0] and train.tolist() == [2]  # tile 3 (5°, 4 px) is next, but 4× farther
+
+
 def test_degenerate_homographies_are_named():
     verifier = Verifier()
     pts = np.random.default_rng(0).uniform(0, 400, (50, 2))
