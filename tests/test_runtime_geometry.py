@@ -239,23 +239,35 @@ def test_guided_matching_keeps_the_pair_in_reach():
     assert reach.allows(np.array([0, 0, 1, 2]), np.array([0, 3, 2, 4])).tolist() == [False, True, True, False]
 
 
-def test_guided_matching_between_aligned_views_keeps_only_alike_shapes():
+@pytest.mark.parametrize("guided", [True, False])
+def test_matching_between_aligned_views_keeps_only_alike_shapes(guided):
     """North-up views at one GSD: a frame keypoint (orientation 5°, size 4 px) skips a nearer tile
-    keypoint turned 30° and one of 2.5× its size, and takes the one at 350° (15° away across north)."""
+    keypoint turned 30° and one of 2.5× its size, and takes the one at 350° (15° away across north),
+    guided by a prior or not; the shape codes of a window's part are computed once, from the whole."""
     from geolink_edge.runtime.features.sift import Extractor
     from geolink_edge.runtime.matchers.base import Reach
     from geolink_edge.runtime.matchers.nn import Matcher
     from geolink_edge.runtime.verify import Features
 
     descriptors = np.array([[1.0, 0.0], [1.0, 0.05], [1.0, 0.1], [1.0, 0.4], [0.0, 1.0]], np.float32)
-    tile = Features(np.zeros((5, 2), np.float32), descriptors, (10, 10))
-    tile.shapes = np.array([[35.0, 4.0], [5.0, 10.0], [350.0, 4.5], [5.0, 4.0], [5.0, 4.0]], np.float32)
-    # a second frame keypoint, out of reach of everything (a negative radius)
+    window = Features(np.zeros((6, 2), np.float32), np.r_[descriptors, [[9.0, 9.0]]], (10, 10))
+    window.shapes = np.array(
+        [[35.0, 4.0], [5.0, 10.0], [350.0, 4.5], [5.0, 4.0], [5.0, 4.0], [0, 1]], np.float32
+    )
+    tile = window.part(np.arange(5))
+    assert window.codes is not None and tile.codes[0] is not window.codes[0]
+    assert np.allclose(tile.codes[0][2], [np.cos(np.radians(350.0)), np.sin(np.radians(350.0))])
     frame = Features(np.zeros((2, 2), np.float32), np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), (10, 10))
     frame.shapes = np.array([[5.0, 4.0], [5.0, 4.0]], np.float32)
-    reach = Reach(np.zeros((2, 2)), np.array([10.0, -1.0]), np.zeros((5, 2)))
-    query, train = Matcher(Extractor(100)).match(frame, tile, aligned=True, reach=reach)
-    assert query.tolist() == [0] and train.tolist() == [2]  # tile 3 (5°, 4 px) is next, but 4× farther
+    matcher = Matcher(Extractor(100))
+    if guided:  # the second frame keypoint is out of reach of everything (a negative radius)
+        reach = Reach(np.zeros((2, 2)), np.array([10.0, -1.0]), np.zeros((5, 2)))
+        query, train = matcher.match(frame, tile, aligned=True, reach=reach)
+        assert query.tolist() == [0] and train.tolist() == [2]  # tile 3 (5°, 4 px) is next, but 4× farther
+    else:  # the nearest alike of each frame keypoint among its nearest neighbours, no ratio test
+        matcher.prepare(tile)
+        query, train = matcher.match(frame, tile, aligned=True)
+        assert query.tolist() == [0, 1] and train.tolist() == [2, 4]
 
 
 def test_degenerate_homographies_are_named():

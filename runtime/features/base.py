@@ -23,9 +23,20 @@ class Features:
         default_factory=list
     )  # parts detected on the image turned (each matched alone)
     ground: np.ndarray | None = None  # (N, 2) metres of each keypoint, for a georeferenced image
+    codes: tuple[np.ndarray, np.ndarray] | None = None  # shape_codes(), kept: a window serves many frames
+
+    def shape_codes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``shapes`` as unit direction vectors (N, 2) and log sizes (N,), so that matchers compare
+        orientations and sizes by products and differences."""
+        if self.codes is None and self.shapes is not None:
+            turn = np.radians(self.shapes[:, 0].astype(np.float64))
+            directions = np.c_[np.cos(turn), np.sin(turn)].astype(np.float32)
+            self.codes = directions, np.log(self.shapes[:, 1]).astype(np.float32)
+        return self.codes
 
     def part(self, rows: slice | np.ndarray) -> Features:
-        """The keypoints ``rows`` (a slice, indices or a mask) picks, without the search structure."""
+        """The keypoints ``rows`` (a slice, indices or a mask) picks, without the search structure; the
+        shape codes come from the whole, computed once however many parts are taken."""
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return Features(
             self.xy[rows],
@@ -35,6 +46,7 @@ class Features:
             kind=self.kind,
             shapes=pick(self.shapes),
             ground=pick(self.ground),
+            codes=None if self.shapes is None else tuple(c[rows] for c in self.shape_codes()),
         )
 
 

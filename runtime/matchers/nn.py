@@ -32,6 +32,9 @@ from geolink_edge.runtime.matchers.base import Pairs, Reach
 ALIGNED_CANDIDATES = 8  # nearest neighbours searched for one whose keypoint shape agrees
 MAX_TURN_DEG = 20.0  # orientation change of a true match between aligned images
 MAX_SIZE_RATIO = 2.0  # size change, either way: roofs and crowns near a low camera look 1.3× larger
+# the same rule on shape codes (Features.shape_codes): a turn's cosine and a log size change
+MIN_TURN_COSINE = math.cos(math.radians(MAX_TURN_DEG))
+MAX_LOG_SIZE_CHANGE = math.log(MAX_SIZE_RATIO)
 # one BLAS thread for the distance products: on two cores OpenBLAS's idle workers spin for a while
 # after each product and slowed SIFT and the encoder by a third (low flight: 45 → 75 ms a frame)
 BLAS = ThreadpoolController()
@@ -71,7 +74,7 @@ class Matcher(BaseMatcher):
         shaped = aligned and not self.binary and frame.shapes is not None and tile.shapes is not None
         pairs = self._nearest(frame, tile, min(ALIGNED_CANDIDATES, len(tile.xy)) if shaped else 2)
         if shaped:
-            return _first_alike(pairs, frame.shapes, tile.shapes)
+            return _first_alike(pairs, frame.shape_codes(), tile.shape_codes())
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
         return (
             np.array([m.queryIdx for m in good], dtype=np.int64),
@@ -84,7 +87,7 @@ class Matcher(BaseMatcher):
         return self.brute.knnMatch(frame.descriptors, tile.descriptors, k=k)
 
 
-def _first_alike(pairs, frame_shapes: np.ndarray, tile_shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _first_alike(pairs, frame_codes, tile_codes) -> tuple[np.ndarray, np.ndarray]:
     """Per frame keypoint, the nearest of its candidates (``knnMatch`` rows, nearest first) whose
     keypoint has its orientation and size; keypoints with none are left out."""
     rows = [p for p in pairs if p]
@@ -96,17 +99,17 @@ def _first_alike(pairs, frame_shapes: np.ndarray, tile_shapes: np.ndarray) -> tu
     train = np.full((len(rows), k), -1, dtype=np.int64)
     for i, p in enumerate(rows):
         train[i, : len(p)] = [m.trainIdx for m in p]
-    alike = (train >= 0) & _alike(frame_shapes[query][:, None, :], tile_shapes[train])
+    (frame_turn, frame_size), (tile_turn, tile_size) = frame_codes, tile_codes
+    cosine = np.einsum("nk,nmk->nm", frame_turn[query], tile_turn[train])
+    alike = (train >= 0) & _alike(cosine, frame_size[query, None] - tile_size[train])
     found = alike.any(axis=1)
     first = alike.argmax(axis=1)
     return query[found], train[found, first[found]]
 
 
-def _alike(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Whether keypoint shapes (orientation in degrees, size) ``a`` and ``b`` (broadcast) agree."""
-    turn = np.abs((a[..., 0] - b[..., 0] + 180.0) % 360.0 - 180.0)
-    sized = (a[..., 1] >= b[..., 1] / MAX_SIZE_RATIO) & (a[..., 1] <= b[..., 1] * MAX_SIZE_RATIO)
-    return (turn <= MAX_TURN_DEG) & sized
+def _alike(cosine: np.ndarray, log_size_change: np.ndarray) -> np.ndarray:
+    """Whether keypoints agree in shape, from their directions' dot products and log size differences."""
+    return (cosine >= MIN_TURN_COSINE) & (np.abs(log_size_change) <= MAX_LOG_SIZE_CHANGE)
 
 
 def _guided(frame: Features, tile: Features, reach: Reach, shaped: bool) -> Pairs:
@@ -119,14 +122,12 @@ def _guided(frame: Features, tile: Features, reach: Reach, shaped: bool) -> Pair
     a_norm, b_norm = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
     query, train = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     if shaped:
-        frame_turn, frame_size = _shape_codes(frame.shapes)
-        tile_turn, tile_size = _shape_codes(tile.shapes)
+        (frame_turn, frame_size), (tile_turn, tile_size) = frame.shape_codes(), tile.shape_codes()
     with BLAS.limit(limits=1, user_api="blas"):
         for rows, cols, allowed in reach.blocks():
-            if shaped:  # _alike's rule as matrix products: a 20° turn is a cosine of its directions
-                allowed &= frame_turn[rows] @ tile_turn[cols].T >= math.cos(math.radians(MAX_TURN_DEG))
-                sized = frame_size[rows, None] - tile_size[None, cols]
-                allowed &= np.abs(sized, out=sized) <= math.log(MAX_SIZE_RATIO)
+            if shaped:
+                cosine = frame_turn[rows] @ tile_turn[cols].T
+                allowed &= _alike(cosine, frame_size[rows, None] - tile_size[cols])
             distance = a[rows] @ b[cols].T
             distance *= -2.0
             distance += a_norm[rows, None]
@@ -136,15 +137,9 @@ def _guided(frame: Features, tile: Features, reach: Reach, shaped: bool) -> Pair
             keep, best = _ratio_tested(distance)
             query.append(rows[keep])
             train.append(cols[best[keep]])
-    query, train = np.concatenate(query).astype(np.int64), np.concatenate(train).astype(np.int64)
+    query, train = np.concatenate(query), np.concatenate(train)
     order = np.argsort(query, kind="stable")
     return query[order], train[order]
-
-
-def _shape_codes(shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoint shapes (orientation in degrees, size) as unit direction vectors and log sizes."""
-    turn = np.radians(shapes[:, 0].astype(np.float64))
-    return np.c_[np.cos(turn), np.sin(turn)].astype(np.float32), np.log(shapes[:, 1]).astype(np.float32)
 
 
 def _ratio_tested(distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
