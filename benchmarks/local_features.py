@@ -50,7 +50,8 @@ def timed(fn, repeats: int) -> tuple[object, float, float]:
 
 
 def row(features: str, matcher: str | None, frame, tile, truth, args) -> list[str]:
-    verifier = Verifier(VerifyConf(features=features, matcher=matcher, max_features=args.max_features))
+    conf = VerifyConf(features=features, matcher=matcher, max_features=args.max_features, rotations=1)
+    verifier = Verifier(conf)  # one turn: the pair is 15° apart
     backend = getattr(getattr(verifier.matcher, "model", None), "name", "opencv")
     verifier.features(frame)  # warm-up: lazy initialisation, first-run allocations
     frame_features, frame_ms, _ = timed(lambda: verifier.features(frame), args.repeats)

@@ -192,6 +192,11 @@ def main() -> None:
     parser.add_argument("--video-every", type=int, default=20)
     parser.add_argument("--video-frames", type=int, default=None, help="sampled video frames (default all)")
     parser.add_argument("--paths", type=Path, help="write the campus path per matcher as PNGs here")
+    parser.add_argument(
+        "--rotations",
+        type=int,
+        help="1, 2 or 4 turns tried on a frame of unknown heading (default: by features)",
+    )
     args = parser.parse_args()
     from geolink_edge.commands.run import parse_near
 
@@ -203,16 +208,16 @@ def main() -> None:
     for case in args.cases:
         for spec in args.features:
             features, _, matcher = spec.partition(":")
-            locate = LocateConf(verify=VerifyConf(features=features, matcher=matcher or None))
+            verify = VerifyConf(features=features, matcher=matcher or None, rotations=args.rotations)
+            locate = LocateConf(verify=verify)
             conf = loop.RunConf(locate=locate, realtime=False)
             if case == "campus":
                 index = campus_index(args.work, args.campus, args.model)
                 frames = video_frames(args.campus / "flight.mp4", args.video_every, args.video_frames)
                 result = run_case(frames, args.model, index, replace(conf, near=parse_near(args.near)))
                 if args.paths:
-                    draw_path(
-                        index, result["records"], args.paths / f"campus_path_{spec.replace(':', '_')}.png"
-                    )
+                    name = "_".join(Path(part).stem for part in spec.split(":"))  # names or files
+                    draw_path(index, result["records"], args.paths / f"campus_path_{name}.png")
             else:
                 flight, index = synth_case(args.work, case, synth[case], args.model, args.frames)
                 camera = load_intrinsics(flight / "camera.yaml")

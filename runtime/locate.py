@@ -37,9 +37,6 @@ from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
 from geolink_edge.runtime.windows import MapWindows, WindowKey
 
-# detectors whose descriptors do not change when the image turns: no need to turn frames north-up
-ROTATION_INVARIANT = frozenset({"sift", "orb", "akaze"})
-
 
 @dataclass(frozen=True)
 class LocateConf:
@@ -336,7 +333,7 @@ class Locator:
             return "learned", [view]
         guesses = [self.frame_gsd] if self.frame_gsd else list(self.conf.frame_gsd_tries)
         heading = None
-        if self.conf.verify.features not in ROTATION_INVARIANT and self._heading_known(telemetry):
+        if not self.verifier.extractor.rotation_invariant and self._heading_known(telemetry):
             heading = telemetry.yaw
         gsd = self._match_gsd(guesses[0])  # one resolution for every guess: the windows are shared
         return "homography", [scaled_view(image, g, gsd, heading) for g in guesses]

@@ -66,8 +66,9 @@ class VerifyConf:
     # guided by a prior of radius R, a random match's vote still lands within R + vote_m: the agreeing
     # votes must exceed this many times the share of them that chance puts in one vote_m circle
     over_chance: float = 2.0
-    rotations: int = 1  # 2 or 4: also detect on the frame turned by 180° or by each 90°, keep the best
-    # matching turn (for learned extractors when the heading is unknown; they are not rotation-invariant)
+    # 2 or 4: a frame of unknown heading is also detected turned by 180° or by each 90°, and the best
+    # matching turn kept; None: 4 for extractors that are not rotation-invariant (the learned ones), else 1
+    rotations: int | None = None
 
 
 @dataclass
@@ -91,10 +92,11 @@ class Verifier:
 
     def __init__(self, conf: VerifyConf = VerifyConf(), tile_cache: int = 512):
         self.conf = conf
-        if conf.rotations not in (1, 2, 4):
+        if conf.rotations not in (None, 1, 2, 4):
             raise GeolinkError(f"rotations must be 1, 2 or 4, got {conf.rotations}")
         check_name("vote model", conf.vote_model, VOTE_MODELS)
         self.extractor = create_extractor(conf.features, conf.max_features, conf.features_weights)
+        self.rotations = conf.rotations or (1 if self.extractor.rotation_invariant else 4)
         self.matcher = create_matcher(
             conf.matcher,
             self.extractor,
@@ -111,9 +113,10 @@ class Verifier:
         """Keypoints (in the image's own pixels) and descriptors; none where ``mask`` is zero
         (nodata, the black outside of a resampled frame).
 
-        ``rotations`` (default ``conf.rotations``) 2 or 4 also detects on the image turned by 180°
-        or by each 90° (exact turns, no resampling); each turn's part is matched on its own and the
-        best is kept. A caller that knows the heading turns the frame north-up instead and passes 1.
+        ``rotations`` (default: the conf's, see :class:`VerifyConf`) 2 or 4 also detects on the image
+        turned by 180° or by each 90° (exact turns, no resampling); each turn's part is matched on its
+        own and the best is kept. A caller that knows the heading turns the frame north-up instead and
+        passes 1, as do maps (north-up).
 
         The classical detectors are rotation-invariant, so a frame is not warped north-up for them:
         on a 200-frame synthetic flight warping cost 30 ms a frame (the rotated canvas has twice the
@@ -121,7 +124,7 @@ class Verifier:
         corners' edges. The heading enters the geometry instead.
         """
         parts = [self._detect(image, mask)]
-        turns = rotations or self.conf.rotations
+        turns = rotations or self.rotations
         for quarter in range(4 // turns, 4, 4 // turns):
             turned = self._detect(np.rot90(image, quarter), None if mask is None else np.rot90(mask, quarter))
             turned.xy = _unturn(turned.xy, quarter, image.shape[1], image.shape[0])

@@ -114,7 +114,7 @@ class MapWindows:
         centre, half = key.centre(self.factor), key.half_size(self.factor)
         read = self.read(centre[0], centre[1], half, key.gsd_m)
         mask = np.asarray(read.valid, dtype=np.uint8) * 255
-        features = self.verifier.features(read.image, mask)
+        features = self.verifier.features(read.image, mask, rotations=1)  # maps are north-up
         self.verifier.matcher.prepare(features)
         pixel_to_xy = np.asarray(read.pixel_to_xy, dtype=np.float64)
         features.ground = features.xy.astype(np.float64) @ pixel_to_xy[:, :2].T + pixel_to_xy[:, 2]

@@ -52,7 +52,8 @@ def _verify(conf: VerifyConf, ortho, frame):
     "features, matcher", [("xfeat", "lighterglue"), ("disk", "lightglue"), ("aliked", "lightglue")]
 )
 def test_learned_pair_through_torch_recovers_the_view(ortho, features, matcher):
-    verifier, result = _verify(VerifyConf(features=features, max_features=512), ortho, _frame(ortho, 20.0))
+    conf = VerifyConf(features=features, max_features=512, rotations=1)  # 20° off north-up: no turns needed
+    verifier, result = _verify(conf, ortho, _frame(ortho, 20.0))
     assert verifier.matcher.name == matcher  # each extractor's natural matcher
     assert result.ok, result.reason
     assert result.inliers >= 30 and _centre_error_m(result.homography) < 1.5
@@ -60,10 +61,12 @@ def test_learned_pair_through_torch_recovers_the_view(ortho, features, matcher):
 
 @pytest.mark.slow
 def test_rotated_tries_find_a_frame_whose_heading_is_unknown(ortho):
-    """XFeat is not rotation-invariant: turned by 100°, the frame matches only when tried at 90° turns."""
+    """XFeat is not rotation-invariant: turned by 100°, the frame matches only when tried at 90° turns,
+    which learned features of unknown heading take by default."""
     frame = _frame(ortho, 100.0)
-    _, upright = _verify(VerifyConf(features="xfeat", max_features=512), ortho, frame)
-    _, turned = _verify(VerifyConf(features="xfeat", max_features=512, rotations=4), ortho, frame)
+    _, upright = _verify(VerifyConf(features="xfeat", max_features=512, rotations=1), ortho, frame)
+    verifier, turned = _verify(VerifyConf(features="xfeat", max_features=512), ortho, frame)
+    assert verifier.rotations == 4 and Verifier(VerifyConf()).rotations == 1  # SIFT is rotation-invariant
     assert not upright.ok
     assert turned.ok, turned.reason
     assert _centre_error_m(turned.homography) < 1.5
@@ -149,7 +152,7 @@ def test_exported_matcher_agrees_with_torch(exported, ortho, name, features):
     from geolink_edge.backends import load_backend
     from geolink_edge.localnets import MATCHER_IO, create_net
 
-    verifier = Verifier(VerifyConf(features=features, max_features=KEYPOINTS))
+    verifier = Verifier(VerifyConf(features=features, max_features=KEYPOINTS, rotations=1))
     frame = verifier.features(_frame(ortho, 20.0))
     tile = verifier.features(ortho).part(slice(0, KEYPOINTS - 60))
     feeds = {
@@ -178,7 +181,7 @@ def test_exported_matcher_agrees_with_torch(exported, ortho, name, features):
 
 @pytest.mark.slow
 def test_exported_files_by_path_locate_like_torch(exported, ortho):
-    conf = VerifyConf(features=str(exported["xfeat"]), matcher=str(exported["lighterglue"]))
+    conf = VerifyConf(features=str(exported["xfeat"]), matcher=str(exported["lighterglue"]), rotations=1)
     verifier, result = _verify(conf, ortho, _frame(ortho, 20.0))
     assert verifier.extractor.name == "xfeat" and "onnxruntime" in verifier.matcher.model.name
     assert result.ok, result.reason
@@ -218,7 +221,7 @@ def test_exported_extractor_tiles_a_window_larger_than_its_input(exported):
         ("torch", VerifyConf(features="xfeat", max_features=budget)),
         ("ort", VerifyConf(features=features, matcher=matcher, max_features=budget)),
     ]:
-        verifier = Verifier(replace(conf, max_side=1024))
+        verifier = Verifier(replace(conf, max_side=1024, rotations=1))
         tile = verifier.tile_features(0, lambda _: window)
         if backend == "ort":
             assert np.ptp(tile.xy[:, 0]) > 2 * SIZE and np.ptp(tile.xy[:, 1]) > 1.5 * SIZE
@@ -227,5 +230,5 @@ def test_exported_extractor_tiles_a_window_larger_than_its_input(exported):
         assert result.ok, (backend, result.reason)
         assert result.inliers >= 30 and _centre_error_m(result.homography) < 1.5, backend
     # the same window shrunk into one 320-px input: 4× the frame's GSD, and no fix
-    shrunk = Verifier(VerifyConf(features=features, matcher=matcher, max_side=SIZE))
+    shrunk = Verifier(VerifyConf(features=features, matcher=matcher, max_side=SIZE, rotations=1))
     assert not shrunk.verify(0, shrunk.features(frame), shrunk.tile_features(0, lambda _: window)).ok

@@ -16,7 +16,8 @@ MATCHER_HELP = (
 )
 
 ROTATIONS_HELP = (
-    "1, 2 or 4: also match the frame turned by 180° or each 90° (learned features, unknown heading)"
+    "1, 2 or 4: a frame of unknown heading is also matched turned by 180° or each 90°; "
+    "default (None): 4 for learned features, 1 for sift, orb and akaze (rotation-invariant)"
 )
 
 

@@ -61,6 +61,7 @@ class Extractor(ABC):
     matcher: str = "nn"
     binary: bool = False
     grayscale: bool = False  # detects on intensity only: the verifier converts before it shrinks the image
+    rotation_invariant: bool = False  # descriptors of a turned image match: no turned tries needed
 
     @abstractmethod
     def detect(
@@ -77,9 +78,10 @@ def gray(image: np.ndarray) -> np.ndarray:
 
 
 class OpenCVExtractor(Extractor):
-    """An OpenCV ``Feature2D`` detector-descriptor."""
+    """An OpenCV ``Feature2D`` detector-descriptor (oriented keypoints: rotation-invariant)."""
 
     grayscale = True
+    rotation_invariant = True
 
     def __init__(self, detector: cv2.Feature2D):
         self.detector = detector
