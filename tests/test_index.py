@@ -184,7 +184,14 @@ def _grid_bundle(root, vectors, xy, factory, params=""):
     return TileIndex.load(root)
 
 
-@pytest.mark.parametrize("preset", ["flat", "sq8", "hnsw", "ivfpq", "PCA16,HNSW32,SQ8"])
+def test_auto_index_is_compact_beyond_a_hundred_thousand_tiles():
+    """Float vectors of 1M 4096-d tiles are 16 GB; the compact type keeps 768 bytes of each."""
+    assert choose_index("auto", 100_000, 4096) == ("Flat", "")
+    assert choose_index("auto", 1_000_000, 4096) == ("PCA768,IVF4000,SQ8", "nprobe=16")
+    assert choose_index("compact", 2000, 32)[0] == "IVF51,SQ8"  # short descriptors are not reduced
+
+
+@pytest.mark.parametrize("preset", ["flat", "sq8", "hnsw", "ivfpq", "compact", "PCA16,HNSW32,SQ8"])
 def test_gated_search_is_exact_for_every_index_type(tmp_path, preset):
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((2000, 32)).astype(np.float32)

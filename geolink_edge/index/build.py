@@ -46,9 +46,10 @@ from geolink_edge.index.tiling import (
 CHUNK_TILES = 256
 WORK_JSON = "work.json"
 
-# Named index types → (faiss factory string, ParameterSpace search parameters); "{nlist}" and
-# "{pq}" are filled from the tile count and the descriptor dimension. The parameters were chosen
-# with benchmarks/search.py (recall@10 ≥ 0.98 against exact search on clustered 4096-d vectors).
+# Named index types → (faiss factory string, ParameterSpace search parameters); "{nlist}", "{pq}"
+# and "{pca}" are filled from the tile count and the descriptor dimension. The parameters were chosen
+# with benchmarks/search.py (recall@10 ≥ 0.98 against exact search on clustered 4096-d vectors;
+# compact: every query's own tile among its 10 found at 1M tiles, 0.8 GB, 2.2 ms).
 INDEX_TYPES = {
     "flat": ("Flat", ""),
     "sqfp16": ("SQfp16", ""),
@@ -59,9 +60,12 @@ INDEX_TYPES = {
         "IVF{nlist},PQ{pq}x8np,RFlat",
         "nprobe=16,k_factor_rf=8",
     ),  # np: no polysemous training (slow, unused)
+    # 8-bit codes of a PCA-reduced descriptor under an inverted file: 0.8 kB a tile, where the float
+    # vectors kept by flat, hnsw and ivfpq's re-ranking are 16 kB (16 GB at 1M 4096-d tiles)
+    "compact": ("{pca}IVF{nlist},SQ8", "nprobe=16"),
 }
-AUTO_FLAT_MAX = 100_000
-AUTO_HNSW_MAX = 1_000_000
+COMPACT_DIM = 768  # the compact type's PCA output; descriptors this short are not reduced
+AUTO_FLAT_MAX = 100_000  # beyond this auto picks compact: a companion computer shares 8-16 GB
 
 
 class BuildConfig(BaseModel):
@@ -99,11 +103,17 @@ def choose_index(index_type: str, count: int, dim: int) -> tuple[str, str]:
     """(factory string, search parameters) for a named index type, ``auto`` or a raw factory string."""
     name = index_type.strip()
     if name.lower() == "auto":
-        name = "flat" if count <= AUTO_FLAT_MAX else "hnsw" if count <= AUTO_HNSW_MAX else "ivfpq"
+        name = "flat" if count <= AUTO_FLAT_MAX else "compact"
     factory, params = INDEX_TYPES.get(name.lower(), (name, ""))
     pq = next(m for m in (dim // 16, dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
-    nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))  # faiss wants ≥ 39 training points a list
-    return factory.format(nlist=nlist, pq=pq), params
+    pca = f"PCA{COMPACT_DIM}," if dim > COMPACT_DIM else ""
+    return factory.format(nlist=ivf_lists(count), pq=pq, pca=pca), params
+
+
+def ivf_lists(count: int) -> int:
+    """Inverted lists of an IVF index over ``count`` tiles: 4√count, with ≥ 39 tiles a list (faiss's
+    least training points per centroid)."""
+    return max(1, min(int(4 * math.sqrt(count)), count // 39))
 
 
 def make_faiss(factory: str, dim: int):
@@ -288,7 +298,8 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
     started = time.perf_counter()
     if not index.is_trained:
         rng = np.random.default_rng(0)
-        share = min(1.0, 100_000 / count)  # a bounded random sample is enough to train IVF/PQ
+        # a bounded random sample is enough to train PCA/IVF/PQ: 40 a list, as faiss asks
+        share = min(1.0, max(100_000, 40 * ivf_lists(count)) / count)
         sample = np.concatenate([d[rng.random(len(d)) < share] for _, d, _ in map(_load_chunk, chunks)])
         index.train(sample)
     tiles, sources = [], []
