@@ -54,7 +54,8 @@ def build(
     index_type: str | None = conf_option(
         BUILD_CONF,
         "index_type",
-        help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, auto or a faiss factory string",
+        help="flat, sqfp16, sq8, hnsw, hnsw-sq8, ivfpq, compact (PCA768,IVF,SQ8), "
+        "auto (flat up to 100k tiles, then compact) or a faiss factory string",
     ),
     batch_size: int | None = conf_option(BUILD_CONF, "batch_size", help="tiles per embedding batch"),
     workers: int | None = conf_option(BUILD_CONF, "workers", help="threads that read and warp tiles"),
