@@ -208,7 +208,8 @@ def main() -> None:
     for case in args.cases:
         for spec in args.features:
             features, _, matcher = spec.partition(":")
-            verify = VerifyConf(features=features, matcher=matcher or None, rotations=args.rotations)
+            turns = {} if args.rotations is None else {"rotations": args.rotations}
+            verify = VerifyConf(features=features, matcher=matcher or None, **turns)
             locate = LocateConf(verify=verify)
             conf = loop.RunConf(locate=locate, realtime=False)
             if case == "campus":

@@ -67,8 +67,8 @@ class VerifyConf:
     # votes must exceed this many times the share of them that chance puts in one vote_m circle
     over_chance: float = 2.0
     # 2 or 4: a frame of unknown heading is also detected turned by 180° or by each 90°, and the best
-    # matching turn kept; None: 4 for extractors that are not rotation-invariant (the learned ones), else 1
-    rotations: int | None = None
+    # matching turn kept; "auto": 4 for extractors that are not rotation-invariant (the learned ones), else 1
+    rotations: int | str = "auto"
 
 
 @dataclass
@@ -92,11 +92,12 @@ class Verifier:
 
     def __init__(self, conf: VerifyConf = VerifyConf(), tile_cache: int = 512):
         self.conf = conf
-        if conf.rotations not in (None, 1, 2, 4):
-            raise GeolinkError(f"rotations must be 1, 2 or 4, got {conf.rotations}")
+        if conf.rotations not in ("auto", 1, 2, 4):
+            raise GeolinkError(f"rotations must be 1, 2, 4 or auto, got {conf.rotations}")
         check_name("vote model", conf.vote_model, VOTE_MODELS)
         self.extractor = create_extractor(conf.features, conf.max_features, conf.features_weights)
-        self.rotations = conf.rotations or (1 if self.extractor.rotation_invariant else 4)
+        automatic = 1 if self.extractor.rotation_invariant else 4
+        self.rotations = automatic if conf.rotations == "auto" else conf.rotations
         self.matcher = create_matcher(
             conf.matcher,
             self.extractor,

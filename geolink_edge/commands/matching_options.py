@@ -17,7 +17,7 @@ MATCHER_HELP = (
 
 ROTATIONS_HELP = (
     "1, 2 or 4: a frame of unknown heading is also matched turned by 180° or each 90°; "
-    "default (None): 4 for learned features, 1 for sift, orb and akaze (rotation-invariant)"
+    "auto: 4 for learned features, 1 for sift, orb and akaze (rotation-invariant)"
 )
 
 
