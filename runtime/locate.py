@@ -220,8 +220,7 @@ class Locator:
                 conf.verify,
                 max_side=conf.max_window_px,
                 max_features=(budget or CLASSICAL_FEATURES) * conf.window_features,
-                rotations=1,  # the map is north-up: only frames are turned
-            )
+            )  # windows are detected at one turn (MapWindows): the map is north-up
             self.windows = MapWindows(index.map_window, Verifier(window_conf), conf.window_factor)
             self.canvas_verifier = Verifier(replace(conf.verify, max_side=conf.max_canvas_px))
         self._gsd: float | None = None  # the matching GSD in use
