@@ -189,6 +189,7 @@ def test_auto_index_is_compact_beyond_a_hundred_thousand_tiles():
     assert choose_index("auto", 100_000, 4096) == ("Flat", "")
     assert choose_index("auto", 1_000_000, 4096) == ("PCA768,IVF4000,SQ8", "nprobe=16")
     assert choose_index("compact", 2000, 32)[0] == "IVF51,SQ8"  # short descriptors are not reduced
+    assert choose_index("compact", 1000, 4096)[0] == "IVF25,SQ8"  # too few tiles to train a 768-d PCA
 
 
 @pytest.mark.parametrize("preset", ["flat", "sq8", "hnsw", "ivfpq", "compact", "PCA16,HNSW32,SQ8"])
@@ -325,6 +326,7 @@ def test_cli_build_info_and_bad_inputs(cli, ortho, tiny_onnx, tmp_path):
         (["--tile-m", "5000"], "smaller than one 5000 m tile"),  # the area holds no tile
         (["--stride-m", "-3", "--tile-m", "100"], "--stride-m"),
         (["--tile-m", "100", "--index-type", "NotAnIndex"], "NotAnIndex"),
+        (["--tile-m", "100", "--index-type", "PCA999,Flat"], "cannot output 999 dimensions"),
         ([], "--tile-m"),  # the tiny card has no training footprint
     ]
     for extra, message in cases:

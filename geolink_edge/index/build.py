@@ -106,7 +106,8 @@ def choose_index(index_type: str, count: int, dim: int) -> tuple[str, str]:
         name = "flat" if count <= AUTO_FLAT_MAX else "compact"
     factory, params = INDEX_TYPES.get(name.lower(), (name, ""))
     pq = next(m for m in (dim // 16, dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
-    pca = f"PCA{COMPACT_DIM}," if dim > COMPACT_DIM else ""
+    # a PCA gives at most as many components as it has training vectors
+    pca = f"PCA{COMPACT_DIM}," if dim > COMPACT_DIM and count >= 2 * COMPACT_DIM else ""
     return factory.format(nlist=ivf_lists(count), pq=pq, pca=pca), params
 
 
@@ -123,8 +124,13 @@ def make_faiss(factory: str, dim: int):
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise GeolinkError(
-            f"--index-type {factory!r}: not a valid faiss factory string ({first_line(exc, 120)})"
+            f"--index-type {factory!r}: not a valid faiss factory string ({_reason(exc)})"
         ) from None
+
+
+def _reason(exc: RuntimeError) -> str:
+    """What a faiss error says, without its "Error in FUNCTION at FILE:LINE" preamble."""
+    return first_line(exc, 1000).rsplit(": ", 1)[-1][:120]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -301,7 +307,12 @@ def assemble(workdirs: list[Path], out: Path, manifest: dict, index_type: str, f
         # a bounded random sample is enough to train PCA/IVF/PQ: 40 a list, as faiss asks
         share = min(1.0, max(100_000, 40 * ivf_lists(count)) / count)
         sample = np.concatenate([d[rng.random(len(d)) < share] for _, d, _ in map(_load_chunk, chunks)])
-        index.train(sample)
+        try:  # a factory string can parse and still not fit these tiles (a PCA wider than the descriptor)
+            index.train(sample)
+        except RuntimeError as exc:
+            raise GeolinkError(
+                f"--index-type {factory!r}: cannot be trained on these tiles ({_reason(exc)})"
+            ) from None
     tiles, sources = [], []
     for path in chunks:
         _, descriptors, metas = _load_chunk(path)
