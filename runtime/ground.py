@@ -72,10 +72,12 @@ def _canvas(
     box: tuple[float, float, float, float],
     gsd_m: float,
     intrinsics: Intrinsics | None = None,
+    detail_m: float | None = None,
 ) -> GroundView:
     """Resample ``image`` onto the ground box (west, south, east, north) in metres at ``gsd_m``.
 
-    ``frame_to_ground`` maps ideal frame pixels to ground metres (east, north) about the reference point.
+    ``frame_to_ground`` maps ideal frame pixels to ground metres (east, north) about the reference point;
+    ``detail_m``: the finest ground detail kept (default and least: ``gsd_m``).
     """
     west, south, east, north = box
     width = max(1, math.ceil((east - west) / gsd_m - 1e-6))
@@ -86,7 +88,8 @@ def _canvas(
     if intrinsics is not None and any(intrinsics.dist):
         image = cv2.undistort(image, intrinsics.K, intrinsics.dist_array)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    canvas = cv2.warpPerspective(image, canvas_to_frame, (width, height), flags=flags)
+    source, source_from_canvas = _prefiltered(image, canvas_to_frame, max(detail_m or gsd_m, gsd_m) / gsd_m)
+    canvas = cv2.warpPerspective(source, source_from_canvas, (width, height), flags=flags)
     inside = np.full(image.shape[:2], 255, np.uint8)
     mask = cv2.warpPerspective(
         inside, canvas_to_frame, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
@@ -99,6 +102,28 @@ def _canvas(
     mask = cv2.erode(mask, np.ones((7, 7), np.uint8))
     origin = np.array([-west / gsd_m, north / gsd_m])
     return GroundView(canvas, mask, gsd_m, canvas_to_frame, origin, intrinsics)
+
+
+def _prefiltered(
+    image: np.ndarray, canvas_to_frame: np.ndarray, cell_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` area-averaged to one pixel per detail cell of ``cell_px`` canvas pixels (measured at
+    the frame centre; only ever shrunk), and the canvas → averaged-image homography. Warping a frame
+    finer than the canvas without it aliases; the map's windows are averaged the same way."""
+    h, w = image.shape[:2]
+    centre = cv2.perspectiveTransform(np.array([[[w / 2.0, h / 2.0]]]), np.linalg.inv(canvas_to_frame))[0, 0]
+    probe = np.array([[centre, centre + (1.0, 0.0), centre + (0.0, 1.0)]])
+    a, b, c = cv2.perspectiveTransform(probe, canvas_to_frame)[0]
+    factor = math.sqrt(abs(np.cross(b - a, c - a))) * cell_px  # frame pixels per detail cell
+    if not np.isfinite(factor) or factor <= 1.05:
+        return image, canvas_to_frame
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    scale = np.array([size[0] / w, size[1] / h])
+    to_small = np.eye(3)
+    to_small[[0, 1], [0, 1]] = scale
+    to_small[:2, 2] = 0.5 * (scale - 1.0)  # pixel centres: x_small + 0.5 = (x + 0.5) · scale
+    return small, to_small @ canvas_to_frame
 
 
 def ground_to_image(intrinsics: Intrinsics, world_to_camera: np.ndarray, altitude: float) -> np.ndarray:
@@ -116,12 +141,14 @@ def nadir_view(
     gsd_m: float,
     max_px: int = 1024,
     max_range: float = 3.0,
+    detail_m: float | None = None,
 ) -> GroundView | None:
     """The frame as a north-up orthophoto at ``gsd_m`` (level ground ``altitude`` below the camera),
     coarser (up the :func:`quantize_up` ladder) when the canvas would be longer than ``max_px``.
 
     Ground farther than ``max_range`` × altitude from the point below is left out (rays near the
-    horizon stretch without bound); None when no part of the frame sees the ground.
+    horizon stretch without bound); None when no part of the frame sees the ground. ``detail_m`` as
+    for :func:`scaled_view`.
     """
     height, width = image.shape[:2]
     to_image = ground_to_image(intrinsics, world_to_camera, altitude)
@@ -149,14 +176,19 @@ def nadir_view(
     if extent <= 0:
         return None
     gsd_m = max(gsd_m, quantize_up(extent / max_px, 4))
-    return _canvas(image, to_ground, (west, south, east, north), gsd_m, intrinsics)
+    return _canvas(image, to_ground, (west, south, east, north), gsd_m, intrinsics, detail_m)
 
 
 def scaled_view(
-    image: np.ndarray, frame_gsd_m: float, gsd_m: float, heading_deg: float | None = None
+    image: np.ndarray,
+    frame_gsd_m: float,
+    gsd_m: float,
+    heading_deg: float | None = None,
+    detail_m: float | None = None,
 ) -> GroundView:
     """The frame scaled from ``frame_gsd_m`` to ``gsd_m`` and, with a heading (of the frame's top,
-    clockwise from north), turned north-up; the reference point is the frame centre."""
+    clockwise from north), turned north-up; the reference point is the frame centre. ``detail_m``:
+    the finest ground detail kept (default and least: ``gsd_m``), the frame averaged to it first."""
     height, width = image.shape[:2]
     psi = math.radians(heading_deg or 0.0)
     # frame pixel (u, v) → ground: u grows along the heading's right, v against the heading
@@ -171,4 +203,4 @@ def scaled_view(
     ground = (corners - centre) @ linear.T
     west, south = ground.min(axis=0)
     east, north = ground.max(axis=0)
-    return _canvas(image, to_ground, (west, south, east, north), gsd_m)
+    return _canvas(image, to_ground, (west, south, east, north), gsd_m, detail_m=detail_m)

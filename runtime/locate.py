@@ -60,6 +60,8 @@ class LocateConf:
     max_window_px: int = 4096
     k_windows: int = 8  # windows verified after a global search
     frame_gsd_tries: tuple[float, ...] = (0.3, 0.15, 0.6)  # m/px guesses without height or intrinsics
+    retry_gsd_factor: float = 1.0  # > 1: no window verified, try once more this much coarser (√2 tried)
+    view_detail_factor: float = 0.0  # > 0: frame views keep detail only down to this × the map's GSD
     window_floor_m: float = 10.0  # least radius of a near search through windows
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
@@ -269,24 +271,33 @@ class Locator:
         t1 = time.perf_counter()
         timing["search_ms"] = (t1 - t0) * 1e3
         fix = Fix(False, search=mode, topk_ids=ids, topk_scores=scores, timing_ms=timing)
-        if self.windows is not None:
-            fix.consensus, candidates, check = self._window_checker(image, telemetry, region, ids, exhaustive)
-            what = "window"
-        else:
-            fix.consensus, check = self._checker(image, telemetry)
-            candidates, what = ids, "tile"
-        if not candidates:
-            fix.reason = f"no {what}s near the prediction" if region else "empty index"
-            return fix
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
-        order = list(range(len(candidates))) if what == "window" else candidates
-        best, rejections = self._verify(order, check, enough)
+        best, rejected, what = None, [], "window" if self.windows is not None else "tile"
+        # retry_gsd_factor > 1: a frame no window verifies gets one coarser try (where the texture
+        # is finer than the map holds, the coarser matches often survive); off: it opens wrong locks
+        for coarser in self._coarser_tries():
+            if self.windows is not None:
+                fix.consensus, candidates, check = self._window_checker(
+                    image, telemetry, region, ids, exhaustive, coarser
+                )
+                order = list(range(len(candidates)))
+            else:
+                fix.consensus, check = self._checker(image, telemetry)
+                candidates = order = ids
+            if not candidates:
+                break
+            best, rejections = self._verify(order, check, enough)
+            rejected += [(v, self._candidate_name(what, candidates, v.tile_id)) for v in rejections]
+            if best is not None:
+                break
         t2 = time.perf_counter()
         timing["verify_ms"] = (t2 - t1) * 1e3
-        fix.verified = len(rejections) + (best is not None)
+        fix.verified = len(rejected) + (best is not None)
+        if not rejected and best is None:
+            fix.reason = f"no {what}s near the prediction" if region else "empty index"
+            return fix
         if best is None:
-            worst = max(rejections, key=lambda v: v.inliers)
-            name = f"tile {worst.tile_id}" if what == "tile" else self._window_name(candidates[worst.tile_id])
+            worst, name = max(rejected, key=lambda r: r[0].inliers)
             fix.reason = f"no {what} verified (best: {name}: {worst.reason})"
             return fix
         if what == "window":
@@ -305,37 +316,65 @@ class Locator:
         timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
         return fix
 
-    # -- verification at one ground resolution ---------------------------------------------------
-    def _match_gsd(self, frame_gsd: float) -> float:
-        if self.conf.match_gsd_m is not None:
-            return self.conf.match_gsd_m
-        gsd = quantize_up(max(frame_gsd, self.index.map_gsd_m) * self.conf.match_gsd_factor, 4)
-        # a steady resolution keeps the cached windows: move only when a whole ladder step off
-        if self._gsd is None or abs(math.log2(gsd / self._gsd)) > 0.3:
-            self._gsd = gsd
-        return self._gsd
+    def _coarser_tries(self) -> tuple[float, ...]:
+        retry = self.conf.retry_gsd_factor
+        return (1.0, retry) if self.windows is not None and retry > 1.0 else (1.0,)
 
-    def _views(self, image: np.ndarray, telemetry: Telemetry | None) -> tuple[str, list[GroundView]]:
+    def _candidate_name(self, what: str, candidates: list, i: int) -> str:
+        if what == "tile":
+            return f"tile {i}"
+        key = candidates[i]
+        x, y = key.centre(self.conf.window_factor)
+        return f"window at ({x:.0f}, {y:.0f}) m, {key.gsd_m:.2f} m/px"
+
+    # -- verification at one ground resolution ---------------------------------------------------
+    def _match_gsd(self, frame_gsd: float, coarser: float = 1.0) -> float:
+        """The matching GSD; ``coarser`` > 1: that much coarser, on the ladder (a retry)."""
+        if self.conf.match_gsd_m is not None:
+            gsd = self.conf.match_gsd_m
+        else:
+            gsd = quantize_up(max(frame_gsd, self.index.map_gsd_m) * self.conf.match_gsd_factor, 4)
+            # a steady resolution keeps the cached windows: move only when a whole ladder step off
+            if self._gsd is None or abs(math.log2(gsd / self._gsd)) > 0.3:
+                self._gsd = gsd
+            gsd = self._gsd
+        return gsd if coarser == 1.0 else quantize_up(gsd * coarser, 4)
+
+    def _detail(self, gsd: float) -> float:
+        """The finest ground detail a view at ``gsd`` keeps: ``gsd``, or with ``view_detail_factor``
+        what the map holds (its upsampled windows lack the frame's finer texture)."""
+        return max(gsd, self.conf.view_detail_factor * self.index.map_gsd_m)
+
+    def _views(
+        self, image: np.ndarray, telemetry: Telemetry | None, coarser: float = 1.0
+    ) -> tuple[str, list[GroundView]]:
         """The consensus this frame allows and its ground views (one per GSD guess)."""
         intrinsics = self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None
         if intrinsics is not None and attitude_known(telemetry):
             slant = telemetry.altitude / max(math.sin(math.radians(telemetry.pitch)), 0.1)
-            gsd = self._match_gsd(slant / intrinsics.fx)
+            gsd = self._match_gsd(slant / intrinsics.fx, coarser)
             world_to_camera = _world_to_camera(telemetry)
             view = nadir_view(
-                image, intrinsics, world_to_camera, telemetry.altitude, gsd, self.conf.max_canvas_px
+                image,
+                intrinsics,
+                world_to_camera,
+                telemetry.altitude,
+                gsd,
+                self.conf.max_canvas_px,
+                detail_m=self._detail(gsd),
             )
             return "votes", [view] if view is not None else []
         if self.frame_gsd is not None and self.heading is not None:
             # the camera a recent fix measured: a north-up view whose matches vote, like a known camera's
-            view = scaled_view(image, self.frame_gsd, self._match_gsd(self.frame_gsd), self.heading)
+            gsd = self._match_gsd(self.frame_gsd, coarser)
+            view = scaled_view(image, self.frame_gsd, gsd, self.heading, self._detail(gsd))
             return "learned", [view]
         guesses = [self.frame_gsd] if self.frame_gsd else list(self.conf.frame_gsd_tries)
         heading = None
         if not self.verifier.extractor.rotation_invariant and self._heading_known(telemetry):
             heading = telemetry.yaw
-        gsd = self._match_gsd(guesses[0])  # one resolution for every guess: the windows are shared
-        return "homography", [scaled_view(image, g, gsd, heading) for g in guesses]
+        gsd = self._match_gsd(guesses[0], coarser)  # one resolution for every guess: the windows are shared
+        return "homography", [scaled_view(image, g, gsd, heading, self._detail(gsd)) for g in guesses]
 
     def _window_checker(
         self,
@@ -344,9 +383,11 @@ class Locator:
         region: tuple[float, float, float] | None,
         ids: list[int],
         exhaustive: bool,
+        coarser: float = 1.0,
     ) -> tuple[str, list[WindowKey], Callable[[int], Verification]]:
-        """Candidate windows (covering ``region``, or holding the retrieved tiles) and a check of one."""
-        consensus, views = self._views(image, telemetry)
+        """Candidate windows (covering ``region``, or holding the retrieved tiles) and a check of one,
+        at the matching GSD or ``coarser`` times it."""
+        consensus, views = self._views(image, telemetry, coarser)
         if not views:
             return consensus, [], lambda i: Verification(i, 0, "the frame does not see the ground")
         footprint = views[0].radius_m  # the likeliest guess sizes the windows: the others still overlap
@@ -404,10 +445,6 @@ class Locator:
     @staticmethod
     def _heading_known(telemetry: Telemetry | None) -> bool:
         return telemetry is not None and telemetry.yaw is not None
-
-    def _window_name(self, key: WindowKey) -> str:
-        x, y = key.centre(self.conf.window_factor)
-        return f"window at ({x:.0f}, {y:.0f}) m"
 
     def _learn_camera(self, fix: Fix, match: Verification, shape: tuple[int, ...]) -> None:
         """Keep the frame's GSD and heading a fix measured, for the next frame's ground view."""

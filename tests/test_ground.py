@@ -91,6 +91,30 @@ def test_scaled_view_turns_the_frame_north_up():
     np.testing.assert_allclose(view.frame_pixels(east[None]), [[150.0, 80.0]], atol=1e-9)
 
 
+def test_a_view_averages_a_finer_frame_instead_of_sampling_it():
+    """Frame noise shrunk 4× keeps at most a quarter of its spread when each canvas pixel averages its
+    16 frame pixels; sampled at the canvas pixels' centres it kept all of it (aliasing)."""
+    frame = np.random.default_rng(0).normal(128.0, 64.0, (800, 800)).clip(0, 255).astype(np.uint8)
+    spread = float(frame.std())
+    view = scaled_view(frame, frame_gsd_m=0.05, gsd_m=0.2)
+    inner = view.image[view.mask > 0].astype(np.float64)
+    assert inner.std() < spread / 4
+    coarse = scaled_view(frame, frame_gsd_m=0.05, gsd_m=0.2, detail_m=0.4)  # a 0.4 m/px map's detail
+    assert coarse.image.shape == view.image.shape
+    assert coarse.image[coarse.mask > 0].std() < 0.85 * inner.std()
+
+
+def test_averaging_the_frame_moves_nothing_on_the_canvas():
+    frame = np.zeros((400, 600), np.uint8)
+    frame[100:160, 380:440] = 255  # a bright square centred on frame pixel (409.5, 129.5)
+    for detail in (None, 0.3, 0.6):
+        view = scaled_view(frame, frame_gsd_m=0.05, gsd_m=0.15, heading_deg=30.0, detail_m=detail)
+        weights = view.image.astype(np.float64)
+        v, u = np.mgrid[: weights.shape[0], : weights.shape[1]]
+        centroid = np.array([(u * weights).sum(), (v * weights).sum()]) / weights.sum()
+        np.testing.assert_allclose(view.frame_pixels(centroid[None])[0], [409.5, 129.5], atol=0.1)
+
+
 def test_window_lattice_holds_the_footprint_of_any_position_in_the_search_circle():
     windows = MapWindows(read=None, verifier=None, factor=1.5)
     footprint = 37.0

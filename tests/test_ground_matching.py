@@ -114,6 +114,27 @@ def test_low_flight_keeps_its_track_over_roofs_and_trees(long_low, tiny_onnx):
     assert max(r["fix_error_m"] for r in records if r["status"] == "accepted") <= 8.0
 
 
+def test_the_coarser_retry_verifies_the_windows_again(season, tiny_onnx):
+    """A frame no window verifies (noise) is matched once more √2 coarser when asked, not by default."""
+    from geolink_edge.backends import load_embedder
+    from geolink_edge.index.search import TileIndex
+    from geolink_edge.runtime.intrinsics import load_intrinsics
+
+    flight, index = season
+    raw = open_reader(f"sim://{flight}").read()
+    noise = np.random.default_rng(0).integers(0, 256, raw.image.shape, dtype=np.uint8)
+
+    def fix(**locate) -> dict:
+        conf = loop.RunConf(realtime=False, near=_start(flight, 60.0), locate=LocateConf(**locate))
+        intrinsics = load_intrinsics(flight / "camera.yaml")
+        pipeline = loop.Pipeline(load_embedder(tiny_onnx), TileIndex.load(index), conf, intrinsics)
+        return pipeline.process(Frame(noise, 0, 0.0, 0.0, 0.0, raw.truth, raw.telemetry))["fix"]
+
+    once, twice = fix(), fix(retry_gsd_factor=2**0.5)
+    assert not once["ok"] and not twice["ok"]
+    assert twice["verified"] == 2 * once["verified"] > 0
+
+
 def test_an_unknown_camera_is_measured_by_its_first_fix(season, tiny_onnx):
     """No intrinsics, no attitude: GSD guesses and homographies until a fix, then the frame's GSD
     and heading from that fix turn the next frames north-up for the position votes."""
