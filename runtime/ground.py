@@ -107,9 +107,10 @@ def _canvas(
 def _prefiltered(
     image: np.ndarray, canvas_to_frame: np.ndarray, cell_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` area-averaged to one pixel per detail cell of ``cell_px`` canvas pixels (measured at
-    the frame centre; only ever shrunk), and the canvas → averaged-image homography. Warping a frame
-    finer than the canvas without it aliases; the map's windows are averaged the same way."""
+    """``image`` area-averaged to one pixel per detail cell of ``cell_px`` canvas pixels (only ever
+    shrunk), and the canvas → averaged-image homography. Warping a frame finer than the canvas
+    without it aliases; the map's windows are averaged the same way. One factor, measured at the
+    frame centre: an oblique frame's far side is averaged more than it needs, its near side less."""
     h, w = image.shape[:2]
     centre = cv2.perspectiveTransform(np.array([[[w / 2.0, h / 2.0]]]), np.linalg.inv(canvas_to_frame))[0, 0]
     probe = np.array([[centre, centre + (1.0, 0.0), centre + (0.0, 1.0)]])
