@@ -287,7 +287,7 @@ class Locator:
             if not candidates:
                 break
             best, rejections = self._verify(order, check, enough)
-            rejected += [(v, self._candidate_name(what, candidates, v.tile_id)) for v in rejections]
+            rejected += [(v, candidates) for v in rejections]
             if best is not None:
                 break
         t2 = time.perf_counter()
@@ -297,7 +297,8 @@ class Locator:
             fix.reason = f"no {what}s near the prediction" if region else "empty index"
             return fix
         if best is None:
-            worst, name = max(rejected, key=lambda r: r[0].inliers)
+            worst, among = max(rejected, key=lambda r: r[0].inliers)
+            name = self._candidate_name(what, among, worst.tile_id)
             fix.reason = f"no {what} verified (best: {name}: {worst.reason})"
             return fix
         if what == "window":
@@ -340,10 +341,10 @@ class Locator:
             gsd = self._gsd
         return gsd if coarser == 1.0 else quantize_up(gsd * coarser, 4)
 
-    def _detail(self, gsd: float) -> float:
-        """The finest ground detail a view at ``gsd`` keeps: ``gsd``, or with ``view_detail_factor``
-        what the map holds (its upsampled windows lack the frame's finer texture)."""
-        return max(gsd, self.conf.view_detail_factor * self.index.map_gsd_m)
+    def _detail(self) -> float | None:
+        """The finest ground detail views keep beyond their own GSD: with ``view_detail_factor``, what
+        the map holds (its upsampled windows lack the frame's finer texture)."""
+        return self.conf.view_detail_factor * self.index.map_gsd_m or None
 
     def _views(
         self, image: np.ndarray, telemetry: Telemetry | None, coarser: float = 1.0
@@ -361,20 +362,20 @@ class Locator:
                 telemetry.altitude,
                 gsd,
                 self.conf.max_canvas_px,
-                detail_m=self._detail(gsd),
+                detail_m=self._detail(),
             )
             return "votes", [view] if view is not None else []
         if self.frame_gsd is not None and self.heading is not None:
             # the camera a recent fix measured: a north-up view whose matches vote, like a known camera's
             gsd = self._match_gsd(self.frame_gsd, coarser)
-            view = scaled_view(image, self.frame_gsd, gsd, self.heading, self._detail(gsd))
+            view = scaled_view(image, self.frame_gsd, gsd, self.heading, self._detail())
             return "learned", [view]
         guesses = [self.frame_gsd] if self.frame_gsd else list(self.conf.frame_gsd_tries)
         heading = None
         if not self.verifier.extractor.rotation_invariant and self._heading_known(telemetry):
             heading = telemetry.yaw
         gsd = self._match_gsd(guesses[0], coarser)  # one resolution for every guess: the windows are shared
-        return "homography", [scaled_view(image, g, gsd, heading, self._detail(gsd)) for g in guesses]
+        return "homography", [scaled_view(image, g, gsd, heading, self._detail()) for g in guesses]
 
     def _window_checker(
         self,
