@@ -2,8 +2,10 @@
 
 States: ``acquiring`` (no track: fixes are held until ``confirm`` of them agree, so a single wrong
 global match never starts a track), ``tracking`` (predict, gate each fix by its Mahalanobis
-distance, coast with a growing covariance when a frame has no fix) and back to ``acquiring``
-after ``max_misses`` frames without an accepted fix — which sends the locator back to a global search.
+distance, coast with a growing covariance when a frame has no fix; gated fixes in a row that agree
+with one another start it again where they are, as after a turn the constant-velocity prediction
+overshot) and back to ``acquiring`` after ``max_misses`` frames without an accepted fix — when the
+locator searches where the lost track could now be (:meth:`TrackFilter.lost_region`), then everywhere.
 
 The autopilot output reads the track from another thread (:meth:`TrackFilter.state`), so every
 method holds one lock. ``resets`` counts discontinuities only — a new track that starts where the
@@ -29,6 +31,7 @@ class FilterConf:
     max_speed: float = 40.0  # m/s, bounds how far apart two confirming fixes may be
     confirm_slack_m: float = 15.0
     init_speed_sigma: float = 15.0  # when the two confirming fixes are too close in time to tell a speed
+    restart_after_gated: int = 2  # gated fixes in a row that agree restart the track there; 0: never
     converged_speed_sigma: float = 1.0  # m/s: a velocity this certain may be told to the autopilot
 
 
@@ -61,6 +64,14 @@ def propagate(x: np.ndarray, p: np.ndarray, dt: float, accel_sigma: float) -> tu
     q[np.ix_([0, 2], [0, 2])] = q1
     q[np.ix_([1, 3], [1, 3])] = q1
     return f @ x, f @ p @ f.T + q
+
+
+def _region(
+    position: np.ndarray, cov: np.ndarray, sigmas: float, floor_m: float
+) -> tuple[float, float, float]:
+    """A circle of ``sigmas`` along the worst axis of ``cov``, at least ``floor_m`` wide."""
+    radius = sigmas * float(np.sqrt(np.max(np.linalg.eigvalsh(cov))))
+    return float(position[0]), float(position[1]), max(radius, floor_m)
 
 
 class TrackFilter:
@@ -114,15 +125,34 @@ class TrackFilter:
     ) -> tuple[float, float, float] | None:
         """(east, north, radius_m) where the drone should be at ``t`` — the locator's prior."""
         pred = self.predict(t)
-        if pred is None:
-            return None
-        pos, cov = pred
-        radius = sigmas * float(np.sqrt(np.max(np.linalg.eigvalsh(cov))))
-        return float(pos[0]), float(pos[1]), max(radius, floor_m)
+        return None if pred is None else _region(*pred, sigmas, floor_m)
+
+    def lost_region(
+        self, t: float, sigmas: float = 3.0, floor_m: float = 10.0
+    ) -> tuple[float, float, float] | None:
+        """(east, north, radius_m) where the last lost track, predicted on to ``t``, could be: where to
+        look again before searching everywhere. None while tracking or before a track was lost."""
+        with self._lock:
+            if self.tracking or self._previous is None:
+                return None
+            t0, x0, p0 = self._previous
+            x, p = propagate(x0, p0, max(0.0, t - t0), self.conf.accel_sigma)
+            return _region(x[:2], p[:2, :2], sigmas, floor_m)
+
+    def pending(self) -> tuple[float, np.ndarray] | None:
+        """(t, east/north) of the latest fix awaiting confirmation, if any."""
+        with self._lock:
+            return (self._pending[-1][0], self._pending[-1][1].copy()) if self._pending else None
 
     # -- updates -------------------------------------------------------------------------
     def miss(self, t: float) -> Update:
         """A frame without a usable fix: coast on the prediction, or give the track up."""
+        with self._lock:
+            if self.tracking:
+                self._pending.clear()  # gated fixes restart a track only in a row
+            return self._coast(t)
+
+    def _coast(self, t: float) -> Update:
         with self._lock:
             if not self.tracking:
                 return Update("acquiring")
@@ -149,8 +179,13 @@ class TrackFilter:
             s = h @ p @ h.T + r
             d2 = float(innovation @ np.linalg.solve(s, innovation))
             if d2 > self.conf.gate_chi2:
-                update = self.miss(t)
+                # fixes the track rejects but that agree with one another (a turn the constant-velocity
+                # prediction overshot) start it again there, as agreeing fixes start a new track
+                if self.conf.restart_after_gated and self._confirmed(t, z, r, self.conf.restart_after_gated):
+                    return Update("accepted", d2)
+                update = self._coast(t)
                 return Update("lost" if update.status == "lost" else "gated", d2)
+            self._pending.clear()
             gain = p @ h.T @ np.linalg.inv(s)
             self.x = x + gain @ innovation
             joseph = np.eye(4) - gain @ h  # Joseph form keeps P symmetric positive definite
@@ -193,6 +228,12 @@ class TrackFilter:
         self._pending.clear()
 
     def _acquire(self, t: float, z: np.ndarray, r: np.ndarray) -> Update:
+        return Update("accepted", 0.0) if self._confirmed(t, z, r, self.conf.confirm) else Update("acquiring")
+
+    def _confirmed(self, t: float, z: np.ndarray, r: np.ndarray, confirm: int) -> bool:
+        """Hold the fix with those before it that agree with it; once ``confirm`` of them agree, start
+        a track from the first and the last (a tracking one is replaced: a discontinuity if it could
+        not have been there)."""
         conf = self.conf
         if self._pending:
             t0, z0, _ = self._pending[-1]
@@ -200,8 +241,10 @@ class TrackFilter:
             if np.linalg.norm(z - z0) > limit:
                 self._pending.clear()  # disagreeing fixes: start over from this one
         self._pending.append((t, z, r))
-        if len(self._pending) < conf.confirm:
-            return Update("acquiring")
+        if len(self._pending) < confirm:
+            return False
+        if self.tracking:
+            self._previous = (self.t, self.x.copy(), self.P.copy())
         (t0, z0, r0), (t1, z1, r1) = self._pending[0], self._pending[-1]
         dt = t1 - t0
         self.P = np.zeros((4, 4))
@@ -215,7 +258,7 @@ class TrackFilter:
             velocity = np.zeros(2)
             self.P[2:, 2:] = np.eye(2) * conf.init_speed_sigma**2
         self._start(t1, z1, r1, velocity)
-        return Update("accepted", 0.0)
+        return True
 
     def warm_start_search_at(self, t: float, z: np.ndarray, r: np.ndarray) -> None:
         """A warm start that only narrows the search: a track at a position known otherwise (the

@@ -115,7 +115,8 @@ def _prefiltered(
     centre = cv2.perspectiveTransform(np.array([[[w / 2.0, h / 2.0]]]), np.linalg.inv(canvas_to_frame))[0, 0]
     probe = np.array([[centre, centre + (1.0, 0.0), centre + (0.0, 1.0)]])
     a, b, c = cv2.perspectiveTransform(probe, canvas_to_frame)[0]
-    factor = math.sqrt(abs(np.cross(b - a, c - a))) * cell_px  # frame pixels per detail cell
+    (ux, uy), (vx, vy) = b - a, c - a
+    factor = math.sqrt(abs(ux * vy - uy * vx)) * cell_px  # frame pixels per detail cell (area's root)
     if not np.isfinite(factor) or factor <= 1.05:
         return image, canvas_to_frame
     size = (max(1, round(w / factor)), max(1, round(h / factor)))

@@ -60,7 +60,10 @@ class LocateConf:
     max_window_px: int = 4096
     k_windows: int = 8  # windows verified after a global search
     frame_gsd_tries: tuple[float, ...] = (0.3, 0.15, 0.6)  # m/px guesses without height or intrinsics
-    retry_gsd_factor: float = 1.0  # > 1: no window verified, try once more this much coarser (√2 tried)
+    # > 1: no window verified, try once more this much coarser (2 × the default match_gsd_factor: the
+    # coarser of the frame's and the map's own GSD, where detail the map lacks no longer splits
+    # matches); 1: off
+    retry_gsd_factor: float = 2.0
     view_detail_factor: float = 0.0  # > 0: frame views keep detail only down to this × the map's GSD
     window_floor_m: float = 10.0  # least radius of a near search through windows
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
@@ -85,7 +88,7 @@ class Fix:
     inliers: int = 0
     tile_id: int | None = None
     window: list[float] | None = None  # [x, y, half_size_m, gsd_m] of the map window it matched
-    search: str = ""  # "global", "near" (track prediction) or "start" (--near: every candidate)
+    search: str = ""  # "global", "near" (track prediction) or "area" (every candidate of a known area)
     consensus: str = ""  # "votes" (attitude, height and intrinsics known) or "homography"
     topk_ids: list[int] = field(default_factory=list)
     topk_scores: list[float] = field(default_factory=list)
@@ -236,10 +239,10 @@ class Locator:
         if region is None:
             return self.index.search(query, self.conf.k_global), "global"
         x, y, radius = region
-        if exhaustive:  # a known start area: every tile in it, nearest first, whatever its descriptor
+        if exhaustive:  # a known area: every tile in it, nearest first, whatever its descriptor
             ids = self.index.ids_within(x, y, radius)
             distance = np.hypot(*(self.index.centers_xy[ids] - (x, y)).T) if len(ids) else []
-            return SimpleNamespace(ids=ids[np.argsort(distance, kind="stable")], scores=[]), "start"
+            return SimpleNamespace(ids=ids[np.argsort(distance, kind="stable")], scores=[]), "area"
         result = self.index.search_xy(query, self.conf.k_track, x, y, radius)
         # nearest first: the tile centred closest to the prediction is the likeliest to hold the frame
         ids = np.asarray(result.ids).reshape(-1)
@@ -258,12 +261,12 @@ class Locator:
         exhaustive: bool = False,
     ) -> Fix:
         """``region`` (x, y, radius_m): verify only there; ``exhaustive``: every candidate in it (a
-        known start area) instead of the descriptor's best."""
+        known area) instead of the descriptor's best."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         if self.windows is not None and region is not None:
             # the windows covering the region are the candidates: no descriptor search needed
-            result, mode = SimpleNamespace(ids=[], scores=[]), "start" if exhaustive else "near"
+            result, mode = SimpleNamespace(ids=[], scores=[]), "area" if exhaustive else "near"
         else:
             result, mode = self.retrieve(descriptor, region, exhaustive)
         ids = [int(i) for i in np.asarray(result.ids).reshape(-1) if int(i) >= 0]
@@ -273,8 +276,7 @@ class Locator:
         fix = Fix(False, search=mode, topk_ids=ids, topk_scores=scores, timing_ms=timing)
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
         best, rejected, what = None, [], "window" if self.windows is not None else "tile"
-        # retry_gsd_factor > 1: a frame no window verifies gets one coarser try (where the texture
-        # is finer than the map holds, the coarser matches often survive); off: it opens wrong locks
+        # a frame no window verifies gets one coarser try (conf.retry_gsd_factor)
         for coarser in self._coarser_tries():
             if self.windows is not None:
                 fix.consensus, candidates, check = self._window_checker(

@@ -48,6 +48,9 @@ class RunConf:
     camera_lost_s: float = 2.0  # no frame for this long: report the camera lost (the loop goes on)
     warm_start: bool = True  # start a track from the autopilot's GNSS while it has a 3D fix
     near: tuple[float, float, float] | None = None  # (lat, lon, radius_m) known start area
+    # after a track is lost, every candidate where it could now be is verified while that area's
+    # radius is within this (a global search of a weak descriptor mostly finds look-alikes); 0: off
+    reacquire_max_m: float = 200.0
 
 
 def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:
@@ -91,7 +94,6 @@ class Pipeline:
         floor = conf.locate.window_floor_m if self.locator.windows is not None else float(tile_m)
         self.search_floor_m = conf.search_floor_m or floor
         self.start_region = near_region(index, conf.near) if conf.near is not None else None
-        self.last_fix: tuple[float, float, float] | None = None  # (t, x, y) of the latest fix
         self.predictor = TrackPredictor(self.filter, self._to_geodetic)
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
@@ -133,23 +135,13 @@ class Pipeline:
         telemetry = self.telemetry(frame)
         gnss = self.gnss() if self.gnss is not None else None
         self._warm_start(frame, gnss)
-        region = self.filter.search_region(frame.t_sensor, self.conf.search_sigmas, self.search_floor_m)
-        # until the first track, a known start area is searched candidate by candidate (around the
-        # last fix while a second one is awaited)
-        exhaustive = region is None and self.start_region is not None and self.filter.starts == 0
-        if exhaustive:
-            region = self.start_region
-            if self.last_fix is not None:
-                t, x, y = self.last_fix
-                reach = self.conf.filter.max_speed * abs(frame.t_sensor - t) + self.search_floor_m
-                region = (x, y, reach) if reach < region[2] else region
+        region, exhaustive = self._search_region(frame.t_sensor)
         fix = self.locator.locate(frame.image, descriptor, region, telemetry, exhaustive)
         t2 = time.perf_counter()
         for stage in ("search", "verify", "pose"):
             latency[stage] = fix.timing_ms.get(f"{stage}_ms", 0.0)
         was_tracking = self.has_track()
         if fix.ok:
-            self.last_fix = (frame.t_sensor, fix.x, fix.y)
             update = self.filter.update(frame.t_sensor, np.array([fix.x, fix.y]), np.asarray(fix.cov))
         else:
             update = self.filter.miss(frame.t_sensor)
@@ -187,6 +179,28 @@ class Pipeline:
         record["latency_ms"] = latency
         record["t_done"] = time.time()
         return record
+
+    def _search_region(self, t: float) -> tuple[tuple[float, float, float] | None, bool]:
+        """Where to verify at ``t`` and whether every candidate there: near the track's prediction;
+        without a track, every candidate of a known area — the start area before the first track,
+        the lost track's predicted area while it is narrow enough — around the fix awaiting
+        confirmation when that is narrower; else nowhere in particular (a global search)."""
+        region = self.filter.search_region(t, self.conf.search_sigmas, self.search_floor_m)
+        if region is not None:
+            return region, False
+        if self.filter.starts == 0:
+            area = self.start_region
+        else:
+            area = self.filter.lost_region(t, self.conf.search_sigmas, self.search_floor_m)
+            area = area if area is not None and area[2] <= self.conf.reacquire_max_m else None
+        if area is None:
+            return None, False
+        pending = self.filter.pending()
+        if pending is not None:
+            t0, (x, y) = pending
+            reach = self.conf.filter.max_speed * abs(t - t0) + self.search_floor_m
+            area = (x, y, reach) if reach < area[2] else area
+        return area, True
 
     def _warm_start(self, frame: Frame, gnss: GnssFix | None) -> None:
         """No track, but the autopilot has a GNSS fix: start the track there (a near search at once)."""

@@ -42,9 +42,11 @@ def low(tmp_path_factory, tiny_onnx):
     return _world(tmp_path_factory.mktemp("low"), tiny_onnx, flight_altitude=40.0, map_gsd=0.5)
 
 
-def _fly(flight, index, model, conf: loop.RunConf, camera: bool = True, frames: int = FRAMES) -> list[dict]:
+def _fly(
+    flight, index, model, conf: loop.RunConf, camera: bool = True, frames: int = FRAMES, blank=()
+) -> list[dict]:
     """Every frame of a sim flight through the pipeline; ``camera=False`` hides the intrinsics and
-    the attitude, as on a video with no telemetry."""
+    the attitude, as on a video with no telemetry; the frames numbered in ``blank`` see only grey."""
     from geolink_edge.backends import load_embedder
     from geolink_edge.index.search import TileIndex
     from geolink_edge.runtime.intrinsics import load_intrinsics
@@ -57,7 +59,8 @@ def _fly(flight, index, model, conf: loop.RunConf, camera: bool = True, frames: 
         raw = reader.read()
         t = raw.timestamp
         telemetry = raw.telemetry if camera else None
-        records.append(pipeline.process(Frame(raw.image, i, t, t, 0.0, raw.truth, telemetry)))
+        image = np.full_like(raw.image, 128) if i in blank else raw.image
+        records.append(pipeline.process(Frame(image, i, t, t, 0.0, raw.truth, telemetry)))
     return records
 
 
@@ -104,18 +107,19 @@ def long_low(tmp_path_factory, tiny_onnx):
 def test_low_flight_keeps_its_track_over_roofs_and_trees(long_low, tiny_onnx):
     """Over roofs and tree crowns seen from 40 m the ratio test kept almost no true SIFT match
     against the blurred 0.5 m/px map (27 % of frames accepted); north-up views matched by keypoint
-    orientation and size accept 70 %."""
+    orientation and size accepted 70 %, guided and averaged views 90 %, and a frame no window
+    verifies retried at the map's own GSD 95 % (the first frame only starts the track)."""
     flight, index = long_low
     conf = loop.RunConf(realtime=False, near=_start(flight, 60.0))
     records = _fly(flight, index, tiny_onnx, conf, frames=LONG_LOW_FRAMES)
     fix_rate, median = _rates(records)
-    assert fix_rate >= 0.6
+    assert fix_rate >= 0.925
     assert median <= 3.0
     assert max(r["fix_error_m"] for r in records if r["status"] == "accepted") <= 8.0
 
 
 def test_the_coarser_retry_verifies_the_windows_again(season, tiny_onnx):
-    """A frame no window verifies (noise) is matched once more √2 coarser when asked, not by default."""
+    """A frame no window verifies (noise) is matched once more, at the map's own GSD by default."""
     from geolink_edge.backends import load_embedder
     from geolink_edge.index.search import TileIndex
     from geolink_edge.runtime.intrinsics import load_intrinsics
@@ -130,7 +134,7 @@ def test_the_coarser_retry_verifies_the_windows_again(season, tiny_onnx):
         pipeline = loop.Pipeline(load_embedder(tiny_onnx), TileIndex.load(index), conf, intrinsics)
         return pipeline.process(Frame(noise, 0, 0.0, 0.0, 0.0, raw.truth, raw.telemetry))["fix"]
 
-    once, twice = fix(), fix(retry_gsd_factor=2**0.5)
+    once, twice = fix(retry_gsd_factor=1.0), fix()
     assert not once["ok"] and not twice["ok"]
     assert twice["verified"] == 2 * once["verified"] > 0
 
@@ -144,7 +148,7 @@ def test_an_unknown_camera_is_measured_by_its_first_fix(season, tiny_onnx):
     fix_rate, median = _rates(pipeline_records)
     assert fix_rate >= 12 / 16
     assert median <= 5.0  # the frame centre, 12 m σ: no nadir pixel without the camera
-    assert {r["fix"]["search"] for r in pipeline_records[:1]} == {"start"}
+    assert {r["fix"]["search"] for r in pipeline_records[:1]} == {"area"}
     assert "votes" in {r["fix"]["consensus"] for r in pipeline_records if r["fix"]["ok"]}
 
 
@@ -154,8 +158,26 @@ def test_near_verifies_every_window_of_the_start_area(season, tiny_onnx):
     far = (lat + 0.01, lon, 50.0)  # 1.1 km north: nothing of the map there
     conf = loop.RunConf(realtime=False, near=far, locate=LocateConf(k_windows=1))
     records = _fly(flight, index, tiny_onnx, conf)
-    assert {r["fix"]["search"] for r in records} == {"start"}
+    assert {r["fix"]["search"] for r in records} == {"area"}
     assert not any(r["fix"]["ok"] for r in records)
+
+
+@pytest.mark.parametrize("reacquire_max_m", [200.0, 0.0])
+def test_a_lost_track_is_searched_for_where_it_was_going(season, tiny_onnx, reacquire_max_m):
+    """Three grey frames lose the track (max_misses 3); the next frame verifies every window where
+    the lost track could now be, and two fixes there start it again. Off, a global search."""
+    from geolink_edge.runtime.filter import FilterConf
+
+    flight, index = season
+    conf = loop.RunConf(realtime=False, filter=FilterConf(max_misses=3), reacquire_max_m=reacquire_max_m)
+    records = _fly(flight, index, tiny_onnx, conf, blank={4, 5, 6})
+    assert [r["status"] for r in records[4:7]] == ["coasting", "coasting", "lost"]
+    searches = [r["fix"]["search"] for r in records[7:9]]
+    if reacquire_max_m:
+        assert searches == ["area", "area"] and records[8]["status"] == "accepted"
+        assert records[8]["fix_error_m"] <= 1.5
+    else:
+        assert searches == ["global", "global"]
 
 
 def _start(flight, radius_m: float) -> tuple[float, float, float]:

@@ -353,6 +353,56 @@ def test_filter_tracks_gates_coasts_and_loses():
     assert f.miss(10.0).status == "lost" and f.search_region(11.0) is None
 
 
+def _straight_track(conf: FilterConf) -> TrackFilter:
+    """A track flying east at 10 m/s for 8 s, a fix each half second (σ 2 m)."""
+    f = TrackFilter(conf)
+    for i in range(17):
+        f.update(i / 2, [5.0 * i, 0.0], np.eye(2) * 4.0)
+    assert f.tracking and abs(f.velocity[0] - 10.0) < 1.0
+    return f
+
+
+def test_gated_fixes_in_a_row_that_agree_restart_the_track():
+    """A sharp turn north: the prediction runs on east, the next two fixes are gated, and agreeing
+    with each other they start the track again there (a discontinuity, counted)."""
+    f = _straight_track(FilterConf())
+    r = np.eye(2) * 4.0
+    turned = [f.update(8.0 + k / 2, [80.0 + 0.5, 20.0 + 5.0 * k], r) for k in range(2)]
+    assert turned[0].status == "gated" and turned[0].mahalanobis2 > 13.816
+    assert turned[1].status == "accepted" and turned[1].mahalanobis2 > 13.816
+    assert np.allclose(f.position, [80.5, 25.0]) and f.velocity[1] > 5.0 and f.resets == 1
+    assert f.update(9.0, [80.5, 30.0], r).status == "accepted"  # the new track follows on north
+
+
+@pytest.mark.parametrize("between", ["miss", "accepted"])
+def test_gated_fixes_restart_nothing_unless_in_a_row(between):
+    f = _straight_track(FilterConf())
+    r = np.eye(2) * 4.0
+    assert f.update(8.5, [85.0, 40.0], r).status == "gated"
+    if between == "miss":
+        assert f.miss(9.0).status == "coasting"
+    else:
+        assert f.update(9.0, [90.0, 0.0], r).status == "accepted"
+    assert f.update(9.5, [95.0, 45.0], r).status == "gated"
+    assert f.resets == 0 and abs(f.position[1]) < 5.0
+    off = _straight_track(FilterConf(restart_after_gated=0))
+    assert [off.update(8.0 + k / 2, [80.0, 20.0 + 5.0 * k], r).status for k in range(3)] == ["gated"] * 3
+
+
+def test_a_lost_track_leaves_where_to_look_again():
+    """After a loss the predicted area of the lost track, growing with time, is where to search."""
+    f = _straight_track(FilterConf(max_misses=3))
+    assert f.lost_region(9.0) is None  # still tracking
+    for t in (8.5, 9.0, 9.5):
+        status = f.miss(t).status
+    assert status == "lost" and f.search_region(10.0) is None
+    x, y, radius = f.lost_region(10.0)
+    assert abs(x - 100.0) < 3.0 and abs(y) < 3.0  # the lost track flown on at 10 m/s
+    assert f.lost_region(14.0)[2] > 2 * radius > 0
+    f.update(10.5, [105.0, 0.0], np.eye(2))
+    assert f.pending()[0] == 10.5 and f.lost_region(11.0) is not None
+
+
 def test_filter_does_not_start_on_disagreeing_fixes():
     f = TrackFilter(FilterConf(confirm=2, max_speed=20.0))
     r = np.eye(2)
