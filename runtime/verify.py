@@ -66,6 +66,9 @@ class VerifyConf:
     # guided by a prior of radius R, a random match's vote still lands within R + vote_m: the agreeing
     # votes must exceed this many times the share of them that chance puts in one vote_m circle
     over_chance: float = 2.0
+    # ... or exceed that share by this many of its standard deviations (√share, Poisson), if fewer:
+    # with many matches, twice chance lies far beyond anything chance gathers; 0: off
+    over_chance_sigmas: float = 4.0
     # 2 or 4: a frame of unknown heading is also detected turned by 180° or by each 90°, and the best
     # matching turn kept; "auto": 4 for extractors that are not rotation-invariant (the learned ones), else 1
     rotations: int | str = "auto"
@@ -289,9 +292,7 @@ class Verifier:
                     position, agree = fitted
         needed = max(4, conf.min_votes)
         if prior is not None:
-            needed = max(
-                needed, math.ceil(conf.over_chance * len(q) * (conf.vote_m / (prior[2] + conf.vote_m)) ** 2)
-            )
+            needed = max(needed, self._over_chance(len(q), prior[2]))
         if len(agree) < needed:
             return Verification(
                 tile_id, len(agree), f"too few agreeing votes ({len(agree)} of {matched}, {needed} needed)"
@@ -301,6 +302,17 @@ class Verifier:
         if homography is not None and self.degenerate(homography, src, frame.size):
             homography = None
         return Verification(tile_id, len(agree), "", homography, src, dst, position)
+
+    def _over_chance(self, matches: int, radius_m: float) -> int:
+        """Agreeing votes that ``matches`` random matches within ``radius_m`` of a prior rarely gather
+        in one vote circle: ``over_chance`` times their share there, or that share plus
+        ``over_chance_sigmas`` of its standard deviations when that is less."""
+        conf = self.conf
+        chance = matches * (conf.vote_m / (radius_m + conf.vote_m)) ** 2
+        bar = conf.over_chance * chance
+        if conf.over_chance_sigmas > 0:
+            bar = min(bar, chance + conf.over_chance_sigmas * math.sqrt(chance))
+        return math.ceil(bar)
 
     def _reach(
         self, ground_offsets: np.ndarray, prior: tuple[float, float, float], tile_ground: np.ndarray

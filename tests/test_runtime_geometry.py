@@ -122,6 +122,17 @@ def test_consensus_keeps_the_agreeing_votes_only():
     assert consensus(np.zeros((0, 2)), 4.0).shape == (0,)
 
 
+def test_the_vote_bar_is_twice_chance_or_chance_plus_four_sigmas():
+    """Random matches within a 10 m prior land in one 4-m vote circle at a share of (4 / 14)²: the
+    bar is twice what chance puts there, or chance plus 4 of its Poisson σ when that is less."""
+    share = (4.0 / 14.0) ** 2
+    verifier = Verifier(VerifyConf())
+    assert verifier._over_chance(148, 10.0) == math.ceil(2 * 148 * share) == 25  # few matches: 2×
+    chance = 423 * share  # 34.5: twice is 69.1, chance + 4σ 58.0
+    assert verifier._over_chance(423, 10.0) == math.ceil(chance + 4 * math.sqrt(chance)) == 59
+    assert Verifier(VerifyConf(over_chance_sigmas=0))._over_chance(423, 10.0) == 70
+
+
 def test_votes_find_the_camera_where_few_matches_are_right(ortho):
     """Two of every three matches are wrong: the votes still place the camera within a metre."""
     from geolink_edge.runtime.intrinsics import Intrinsics
