@@ -66,7 +66,7 @@ class VerifyConf:
     # guided by a prior of radius R, a random match's vote still lands within R + vote_m: the agreeing
     # votes must exceed this many times the share of them that chance puts in one vote_m circle
     over_chance: float = 2.0
-    # ... or exceed that share by this many of its standard deviations (√share, Poisson), if fewer:
+    # ... or exceed that share by this many of its standard deviations (its square root), if fewer:
     # with many matches, twice chance lies far beyond anything chance gathers; 0: off
     over_chance_sigmas: float = 4.0
     # 2 or 4: a frame of unknown heading is also detected turned by 180° or by each 90°, and the best
