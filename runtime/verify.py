@@ -69,6 +69,7 @@ class VerifyConf:
     # ... or exceed that share by this many of its standard deviations (its square root), if fewer:
     # with many matches, twice chance lies far beyond anything chance gathers; 0: off
     over_chance_sigmas: float = 4.0
+    homography_refine_m: float = 0.5  # the votes' homography keeps matches this close on the ground; 0: all
     # 2 or 4: a frame of unknown heading is also detected turned by 180° or by each 90°, and the best
     # matching turn kept; "auto": 4 for extractors that are not rotation-invariant (the learned ones), else 1
     rotations: int | str = "auto"
@@ -298,10 +299,26 @@ class Verifier:
                 tile_id, len(agree), f"too few agreeing votes ({len(agree)} of {matched}, {needed} needed)"
             )
         src, dst = frame.xy[q[agree]], tile.xy[t[agree]]
-        homography, _ = cv2.findHomography(src, dst, 0)  # least squares: the votes already chose the inliers
+        homography = self._votes_homography(src, dst, tile_to_ground)
         if homography is not None and self.degenerate(homography, src, frame.size):
             homography = None
         return Verification(tile_id, len(agree), "", homography, src, dst, position)
+
+    def _votes_homography(
+        self, src: np.ndarray, dst: np.ndarray, tile_to_ground: np.ndarray
+    ) -> np.ndarray | None:
+        """Frame → tile homography of the agreeing votes: least squares on those a RANSAC fit keeps
+        within ``homography_refine_m`` on the ground (the votes' 4 m let parallax and near misses pull
+        a fit of them all, and the point below the camera with it), or on them all."""
+        keep = np.ones(len(src), dtype=bool)
+        if self.conf.homography_refine_m > 0 and len(src) > self.conf.min_votes:
+            gsd = math.sqrt(abs(np.linalg.det(tile_to_ground[:, :2])))  # metres per tile pixel
+            cv2.setRNGSeed(0)  # the same frame gives the same fix
+            fitted, inliers = cv2.findHomography(src, dst, cv2.RANSAC, self.conf.homography_refine_m / gsd)
+            if fitted is not None and inliers is not None and inliers.sum() >= self.conf.min_votes:
+                keep = inliers.ravel().astype(bool)
+        homography, _ = cv2.findHomography(src[keep], dst[keep], 0)
+        return homography
 
     def _over_chance(self, matches: int, radius_m: float) -> int:
         """Agreeing votes that ``matches`` random matches within ``radius_m`` of a prior rarely gather

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from _runtime_fixtures import ortho_affine, render_view, textured_ground
@@ -131,6 +132,29 @@ def test_the_vote_bar_is_twice_chance_or_chance_plus_four_sigmas():
     chance = 423 * share  # 34.5: twice is 69.1, chance + 4σ 58.0
     assert verifier._over_chance(423, 10.0) == math.ceil(chance + 4 * math.sqrt(chance)) == 59
     assert Verifier(VerifyConf(over_chance_sigmas=0))._over_chance(423, 10.0) == 70
+
+
+def test_the_votes_homography_leaves_out_near_misses():
+    """40 matches on a known homography and 10 that still agree as votes, 2–3.5 m off to one side
+    (roofs leaning away from the camera): least squares on all of them moves the frame centre's
+    ground point by decimetres; fitted on what lies within 0.5 m it stays within a centimetre."""
+    rng = np.random.default_rng(0)
+    truth = np.array([[0.9, -0.1, 40.0], [0.12, 1.05, 25.0], [1e-4, -5e-5, 1.0]])
+    src = rng.uniform(0, 640, (50, 2))
+    dst = cv2.perspectiveTransform(src.reshape(-1, 1, 2), truth).reshape(-1, 2)
+    gsd = 0.25  # m per tile pixel
+    turn = rng.uniform(0.0, 0.5, 10)
+    dst[40:] += (rng.uniform(2.0, 3.5, 10) / gsd)[:, None] * np.c_[np.cos(turn), np.sin(turn)]
+    to_ground = np.array([[gsd, 0.0, 0.0], [0.0, -gsd, 0.0]])
+    centre = np.array([[[320.0, 240.0]]])
+    expected = cv2.perspectiveTransform(centre, truth)[0, 0]
+
+    def miss_m(refine_m: float) -> float:
+        fitted = Verifier(VerifyConf(homography_refine_m=refine_m))._votes_homography(src, dst, to_ground)
+        return float(np.hypot(*(cv2.perspectiveTransform(centre, fitted)[0, 0] - expected))) * gsd
+
+    assert miss_m(0.5) < 0.01
+    assert miss_m(0.0) > 0.15
 
 
 def test_votes_find_the_camera_where_few_matches_are_right(ortho):
