@@ -104,6 +104,11 @@ def _canvas(
     return GroundView(canvas, mask, gsd_m, canvas_to_frame, origin, intrinsics)
 
 
+def linear_scale(linear: np.ndarray) -> float:
+    """The length scale of a 2×2 linear map: the square root of the factor it scales areas by."""
+    return math.sqrt(abs(float(np.linalg.det(linear))))
+
+
 def _prefiltered(
     image: np.ndarray, canvas_to_frame: np.ndarray, cell_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +120,7 @@ def _prefiltered(
     centre = cv2.perspectiveTransform(np.array([[[w / 2.0, h / 2.0]]]), np.linalg.inv(canvas_to_frame))[0, 0]
     probe = np.array([[centre, centre + (1.0, 0.0), centre + (0.0, 1.0)]])
     a, b, c = cv2.perspectiveTransform(probe, canvas_to_frame)[0]
-    (ux, uy), (vx, vy) = b - a, c - a
-    factor = math.sqrt(abs(ux * vy - uy * vx)) * cell_px  # frame pixels per detail cell (area's root)
+    factor = linear_scale(np.c_[b - a, c - a]) * cell_px  # frame pixels per detail cell
     if not np.isfinite(factor) or factor <= 1.05:
         return image, canvas_to_frame
     size = (max(1, round(w / factor)), max(1, round(h / factor)))

@@ -30,7 +30,7 @@ import numpy as np
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.features import CLASSICAL_FEATURES
-from geolink_edge.runtime.ground import GroundView, nadir_view, quantize_up, scaled_view
+from geolink_edge.runtime.ground import GroundView, linear_scale, nadir_view, quantize_up, scaled_view
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.mount import world_to_camera
 from geolink_edge.runtime.sources import Telemetry
@@ -457,8 +457,7 @@ class Locator:
         denom = h[2] @ centre
         mapped = (h[:2] @ centre) / denom
         jac = (h[:2, :2] - np.outer(mapped, h[2, :2])) / denom
-        pixel_m = math.sqrt(abs(np.linalg.det(match.pixel_to_xy[:, :2])))
-        gsd = math.sqrt(abs(np.linalg.det(jac))) * pixel_m
+        gsd = linear_scale(jac) * linear_scale(match.pixel_to_xy[:, :2])
         if np.isfinite(gsd) and gsd > 0:
             self.frame_gsd = gsd
         self.heading = fix.heading

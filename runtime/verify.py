@@ -35,6 +35,7 @@ from geolink_edge.errors import GeolinkError
 from geolink_edge.registry import check_name
 from geolink_edge.runtime.features import Features, create_extractor
 from geolink_edge.runtime.features.base import gray
+from geolink_edge.runtime.ground import linear_scale
 from geolink_edge.runtime.matchers import create_matcher
 from geolink_edge.runtime.matchers.base import Pairs, Reach
 
@@ -312,7 +313,7 @@ class Verifier:
         a fit of them all, and the point below the camera with it), or on them all."""
         keep = np.ones(len(src), dtype=bool)
         if self.conf.homography_refine_m > 0 and len(src) > self.conf.min_votes:
-            gsd = math.sqrt(abs(np.linalg.det(tile_to_ground[:, :2])))  # metres per tile pixel
+            gsd = linear_scale(tile_to_ground[:, :2])  # metres per tile pixel
             cv2.setRNGSeed(0)  # the same frame gives the same fix
             fitted, inliers = cv2.findHomography(src, dst, cv2.RANSAC, self.conf.homography_refine_m / gsd)
             if fitted is not None and inliers is not None and inliers.sum() >= self.conf.min_votes:
