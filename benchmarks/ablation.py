@@ -76,7 +76,7 @@ VARIANTS: dict[str, dict] = {
 THREE_D_ONLY = ("+MME", "+MME (2× steps)")  # 3D branch, no extra term
 SPLITS = ("cross-style", "in-style")
 IN_STYLE_EVERY = 4  # every 4th training place is held out for the in-style split
-# world size and training length of each budget. cpu: 100 cross-style places × 25 views = 2500
+# world size and training length of each budget. cpu: 200 cross-style places × 25 views = 5000
 # drone queries; training is capped in steps, not in images.
 BUDGETS = {
     "cpu": {
