@@ -274,7 +274,8 @@ def run_one(
     run = trainer.main(conf, train_root, out / "runs" / slug, force=True, quiet=True)
     train_s = time.perf_counter() - started
     embed = embedder(run, conf.device)
-    row: dict = {"variant": variant, "seed": seed, "steps": conf.epochs * steps}
+    pretrain = Path(conf.weights).stem.removeprefix("backbone-") if conf.weights else "0"
+    row: dict = {"variant": variant, "seed": seed, "steps": conf.epochs * steps, "pretrain steps": pretrain}
     hits = {}
     for name, data in splits.items():
         scores, hits[name] = score_split(embed, data)
@@ -390,7 +391,7 @@ def difference_table(rows: list[dict], out: Path, places: dict[str, list[str]]) 
     return "\n".join(lines) + "\n"
 
 
-def footnote(rows: list[dict], splits: dict[str, CrossViewData], check: dict, train: dict, world: str) -> str:
+def footnote(rows: list[dict], splits: dict[str, CrossViewData], check: dict, world: str) -> str:
     sizes = ", ".join(
         f"{name}: {len(d.query_drone)} drone queries of {len({q.location for q in d.query_drone})} places, "
         f"{len(d.gallery_satellite)} tiles"
@@ -399,7 +400,8 @@ def footnote(rows: list[dict], splits: dict[str, CrossViewData], check: dict, tr
     rho = check["rank correlation"]
     rhos = "; ".join(f"{name} ({v['places']} places) {v['spearman']:+.2f}" for name, v in rho.items())
     minutes = sum(float(r["total s"]) for r in rows) / 60
-    steps = "/".join(sorted({str(r["steps"]) for r in rows}))
+    steps = "/".join(sorted({str(r["steps"]) for r in rows}, key=int))
+    pretrain = "/".join(sorted({str(r.get("pretrain steps", "0")) for r in rows}))
     return (
         f"\nd2s = drone→satellite, s2d = satellite→drone, %; mean ± std over seeds. {sizes}. "
         f"Δ: paired by seed, mean [t-based 95 % interval over seeds]; bootstrap: 95 % interval over "
@@ -407,7 +409,8 @@ def footnote(rows: list[dict], splits: dict[str, CrossViewData], check: dict, tr
         f"Pre-check, Spearman ρ between untrained Point-NN and baseline (seed 0) tile-embedding "
         f"distances over pairs of places: {rhos}. Untrained Point-NN, two draws of each cross-style "
         f"cloud: R@1 {check['pc2pc R@1 cross-style']:.1f}.\n"
-        f"World: {world}; training: tiny preset, {train}, {steps} steps of 8 places; "
+        f"World: {world}; training: tiny preset, {steps} steps of 8 places after {pretrain} steps "
+        f"pretraining the backbone; "
         f"{minutes:.0f} min of runs.\n"
     )
 
@@ -476,10 +479,10 @@ def main() -> None:
         score_table(rows)
         + "\n"
         + difference_table(rows, args.out, places)
-        + footnote(rows, splits, check, train, f"synth {described}")
+        + footnote(rows, splits, check, f"synth {described}")
     )
     write_text(args.out / "ablation.md", text)
-    write_json(args.out / "ablation.json", {"runs": rows, "pre_check": check, "train": train})
+    write_json(args.out / "ablation.json", {"runs": rows, "pre_check": check})
     print(text)
 
 
