@@ -45,8 +45,8 @@ GRID_SAMPLE = 200  # matches the similarity grid search looks at
 
 @dataclass(frozen=True)
 class VerifyConf:
-    features: str = "sift"  # a name of runtime.features.EXTRACTORS
-    matcher: str | None = None  # a name of runtime.matchers.MATCHERS; None: the extractor's natural one
+    features: str = "sift"  # an extractor of runtime.features, or an exported one (.onnx, .engine)
+    matcher: str | None = None  # a matcher of runtime.matchers or an exported one; None: the features' own
     features_weights: str | None = None  # a state-dict file for a learned extractor (else the package's)
     matcher_weights: str | None = None  # the same for a learned matcher
     max_features: int | None = None  # None: the extractor's own budget (3000 classical, 1024 learned)

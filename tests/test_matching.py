@@ -37,10 +37,13 @@ def _centre_error_m(homography: np.ndarray) -> float:
 @pytest.mark.parametrize(
     "conf, message",
     [
-        (VerifyConf(features="surf"), "unknown local features 'surf' (choose from sift, orb, akaze, disk"),
+        (
+            VerifyConf(features="surf"),
+            "unknown local features 'surf' (choose from akaze, aliked, disk, orb, sift, xfeat",
+        ),
         (
             VerifyConf(matcher="superglue"),
-            "unknown matcher 'superglue' (choose from nn, lightglue, lighterglue)",
+            "unknown matcher 'superglue' (choose from lighterglue, lightglue, nn)",
         ),
     ],
 )

