@@ -15,7 +15,7 @@ from _runtime_fixtures import MAX_SENT_ERROR_M
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.geo import haversine_m
-from geolink_edge.runtime import loop
+from geolink_edge.runtime import conf_yaml, loop
 from geolink_edge.runtime.sources import Capture, SimReader
 
 FLIGHT_FRAMES = 16
@@ -71,6 +71,7 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path, monkeypa
         listener.close()
     records = [_strict_json(line) for line in log.read_text().splitlines()]
     frames, last = [r for r in records[:-1] if "status" in r], records[-1]["summary"]
+    assert records[0] == {"config": conf_yaml.to_dict(conf)}  # the settings it ran with, first
     assert last == summary and summary["frames"] == FLIGHT_FRAMES == len(frames)
     assert summary["log"] == str(log) and summary["stopped_by"] is None
     assert summary["fix_rate"] >= MIN_FIX_RATE, summary

@@ -11,7 +11,7 @@ from geolink_edge.commands.matching_options import (
     MATCHER_HELP,
     features_option,
     rotations_option,
-    verify_conf,
+    run_conf,
 )
 
 
@@ -45,6 +45,7 @@ def parse_near(value: str | None) -> tuple[float, float, float] | None:
 
 
 NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
+CONFIG_HELP = "YAML of run settings (geolink-edge config show run); options given here win over it"
 RUN_CONF = "geolink_edge.runtime.loop:RunConf"
 SINK = "geolink_edge.runtime.mavlink:MavlinkSink"  # its keyword defaults are the link's
 
@@ -144,27 +145,31 @@ def run(
     ),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
     import json
 
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
-    from geolink_edge.runtime.locate import LocateConf
 
     positive("--altitude", altitude)
     positive("--fps", fps)
     positive("--camera-lost", camera_lost)
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
-    conf = loop.RunConf(
-        locate=LocateConf(verify=verify_conf(features, matcher, rotations)),
-        realtime=not every_frame,
+    conf = run_conf(
+        config,
+        (features, matcher, rotations),
+        realtime=False if every_frame else None,
         max_frames=max_frames,
         altitude=altitude,
-        warm_start=not no_warm_start,
+        warm_start=False if no_warm_start else None,
         near=parse_near(near),
-        **given(width=width, height=height, fps=fps, camera_lost_s=camera_lost),
+        width=width,
+        height=height,
+        fps=fps,
+        camera_lost_s=camera_lost,
     )
     link = autopilot_link(
         mavlink,
