@@ -223,9 +223,9 @@ class ConsoleSink:
 def tally_text(total: int, seen: int, fixed: int) -> str:
     """Frames of a flight of ``total``: ``30 of 60 fixed (50.0 %); 31 seen, 29 dropped; 96.8 % of
     those seen`` — a fix rate over the frames seen alone hides the ones never looked at."""
-    share = f"; {fixed / seen:.1%} of those seen" if seen else ""
-    rate = fixed / total if total else 0.0
-    return f"{fixed} of {total} fixed ({rate:.1%}); {seen} seen, {total - seen} dropped{share}"
+    share = f"; {100 * fixed / seen:.1f} % of those seen" if seen else ""
+    rate = 100 * fixed / total if total else 0.0
+    return f"{fixed} of {total} fixed ({rate:.1f} %); {seen} seen, {total - seen} dropped{share}"
 
 
 def read_flight_log(path: Path) -> tuple[list[dict], dict]:
