@@ -6,12 +6,8 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import (
-    MATCHER_HELP,
-    features_option,
-    rotations_option,
-    run_conf,
-)
+from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
+from geolink_edge.commands.settings import run_conf
 
 bench_app = typer.Typer(help="Measure speed and memory.", no_args_is_help=True)
 

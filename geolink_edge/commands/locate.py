@@ -6,13 +6,9 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import (
-    MATCHER_HELP,
-    features_option,
-    rotations_option,
-    run_conf,
-)
+from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
 from geolink_edge.commands.run import CONFIG_HELP, NEAR_HELP
+from geolink_edge.commands.settings import run_conf
 
 
 def locate(
@@ -42,12 +38,11 @@ def locate(
     import json
     import math
 
-    from geolink_edge.commands.run import parse_near, positive
+    from geolink_edge.commands.run import parse_near
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.locate import locate_image
     from geolink_edge.runtime.sinks import clean
 
-    positive("--altitude", altitude)
     for name, value in (("--heading", heading), ("--pitch", pitch), ("--roll", roll)):
         if value is not None and not math.isfinite(value):
             raise GeolinkError(f"{name} must be a finite number of degrees, got {value}")

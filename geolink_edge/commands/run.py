@@ -7,24 +7,8 @@ from pathlib import Path
 import typer
 
 from geolink_edge.commands.conf_options import conf_option, given
-from geolink_edge.commands.matching_options import (
-    MATCHER_HELP,
-    features_option,
-    rotations_option,
-    run_conf,
-)
-
-
-def positive(name: str, value: float | None) -> None:
-    """Refuse a negative, zero or non-finite numeric option in one line."""
-    import math
-
-    from geolink_edge.errors import GeolinkError
-
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0:
-        raise GeolinkError(f"{name} must be a positive number, got {value}")
+from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
+from geolink_edge.commands.settings import run_conf
 
 
 def parse_near(value: str | None) -> tuple[float, float, float] | None:
@@ -150,14 +134,8 @@ def run(
     """Localize the drone from its camera and send the position to the log and the autopilot."""
     import json
 
-    from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
 
-    positive("--altitude", altitude)
-    positive("--fps", fps)
-    positive("--camera-lost", camera_lost)
-    if max_frames is not None and max_frames < 1:
-        raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     conf = run_conf(
         config,
         (features, matcher, rotations),
