@@ -52,3 +52,10 @@ def load_module(kind: str, name: str, package: str) -> ModuleType:
     chosen), or the one-line error that lists them."""
     check_name(kind, name, choices(package))
     return importlib.import_module(f"{package}.{name}")
+
+
+def implementations(kind: str, package: str, attribute: str, base: type) -> dict[str, type]:
+    """The class ``attribute`` of each of the package's :func:`choices` that subclasses ``base``
+    (every choice is imported)."""
+    classes = {name: getattr(load_module(kind, name, package), attribute) for name in choices(package)}
+    return {name: cls for name, cls in classes.items() if issubclass(cls, base)}

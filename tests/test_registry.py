@@ -28,9 +28,12 @@ def test_a_new_module_is_a_choice_and_helpers_are_not(tmp_path, monkeypatch):
 
 
 def test_the_runtime_offers_its_extractors_and_matchers():
-    from geolink_edge.runtime.features import extractor_names
-    from geolink_edge.runtime.matchers import matcher_names
+    from geolink_edge.runtime.features import learned_extractors
+    from geolink_edge.runtime.matchers import learned_matchers
 
-    assert set(extractor_names()) >= {"sift", "orb", "akaze", "disk", "aliked", "xfeat"}
-    assert set(matcher_names()) >= {"nn", "lightglue", "lighterglue"}
-    assert not {"base", "learned", "glue"} & set(extractor_names() + matcher_names())
+    extractors, matchers = choices("geolink_edge.runtime.features"), choices("geolink_edge.runtime.matchers")
+    assert set(extractors) >= {"sift", "orb", "akaze", "disk", "aliked", "xfeat"}
+    assert set(matchers) >= {"nn", "lightglue", "lighterglue"}
+    assert not {"base", "learned", "glue"} & set(extractors + matchers)
+    assert set(learned_extractors()) == {"disk", "aliked", "xfeat"}
+    assert set(learned_matchers()) == {"lightglue", "lighterglue"}

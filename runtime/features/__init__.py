@@ -5,15 +5,11 @@
 from __future__ import annotations
 
 from geolink_edge.errors import GeolinkError
-from geolink_edge.registry import choices, load_module
+from geolink_edge.registry import implementations, load_module
 from geolink_edge.runtime.features.base import Extractor, Features
 from geolink_edge.runtime.registry import is_model_file, open_exported
 
 CLASSICAL_FEATURES = 3000  # a 512-px reference crop yields more than 1500 SIFT features: keep them all
-
-
-def extractor_names() -> tuple[str, ...]:
-    return choices(__name__)
 
 
 def extractor_class(name: str) -> type[Extractor]:
@@ -25,8 +21,7 @@ def learned_extractors() -> dict[str, type[Extractor]]:
     """The extractors that run a network (each has a torch module of its name in ``localnets``)."""
     from geolink_edge.runtime.features.learned import LearnedExtractor
 
-    classes = {name: extractor_class(name) for name in extractor_names()}
-    return {name: cls for name, cls in classes.items() if issubclass(cls, LearnedExtractor)}
+    return implementations("local features", __name__, "Extractor", LearnedExtractor)
 
 
 def create_extractor(name: str, max_features: int | None = None, weights: str | None = None) -> Extractor:
@@ -53,6 +48,5 @@ __all__ = [
     "Features",
     "create_extractor",
     "extractor_class",
-    "extractor_names",
     "learned_extractors",
 ]

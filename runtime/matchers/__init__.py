@@ -4,14 +4,10 @@
 
 from __future__ import annotations
 
-from geolink_edge.registry import choices, load_module
+from geolink_edge.registry import implementations, load_module
 from geolink_edge.runtime.features.base import Extractor
 from geolink_edge.runtime.matchers.base import Matcher
 from geolink_edge.runtime.registry import is_model_file, open_exported
-
-
-def matcher_names() -> tuple[str, ...]:
-    return choices(__name__)
 
 
 def matcher_class(name: str) -> type[Matcher]:
@@ -23,8 +19,7 @@ def learned_matchers() -> dict[str, type[Matcher]]:
     """The matchers that run a network (each has a torch module of its name in ``localnets``)."""
     from geolink_edge.runtime.matchers.glue import GlueMatcher
 
-    classes = {name: matcher_class(name) for name in matcher_names()}
-    return {name: cls for name, cls in classes.items() if issubclass(cls, GlueMatcher)}
+    return implementations("matcher", __name__, "Matcher", GlueMatcher)
 
 
 def create_matcher(name: str | None, extractor: Extractor, **options) -> Matcher:
@@ -36,4 +31,4 @@ def create_matcher(name: str | None, extractor: Extractor, **options) -> Matcher
     return matcher_class(name or extractor.matcher)(extractor, **options)
 
 
-__all__ = ["Matcher", "create_matcher", "learned_matchers", "matcher_class", "matcher_names"]
+__all__ = ["Matcher", "create_matcher", "learned_matchers", "matcher_class"]
