@@ -3,10 +3,9 @@ another season, a low flight over a coarse map, a camera nothing is known about,
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from _runtime_fixtures import synthetic_flight_world
 
 from geolink_edge.cli import main as cli_main
 from geolink_edge.runtime import loop
@@ -17,18 +16,7 @@ FRAMES = 16  # 2 fps, 10 m/s: 75 m of flight
 
 
 def _world(root, tiny_onnx, frames: int = FRAMES, area_px: int = 1024, **options):
-    from geolink_edge.data.synthetic import writer
-    from geolink_edge.index.build import BuildConfig
-    from geolink_edge.index.build import main as build
-
-    conf = writer.SynthConfig(
-        locations=2, views=1, size=64, flight_frames=frames, area_px=area_px, workers=1, **options
-    )
-    writer.main(conf, root / "synth")
-    flight = root / "synth" / "flight"
-    area = json.loads((flight / "flight.json").read_text())["area"]
-    ortho = root / "synth" / "areas" / area / "ortho.tif"
-    index = build(BuildConfig(tile_m=80.0, workers=1), tiny_onnx, root / "index", ortho=[ortho])
+    flight, index, _ = synthetic_flight_world(root, tiny_onnx, frames, area_px, **options)
     return flight, index
 
 
