@@ -68,17 +68,19 @@ def draw_trajectory(records: list[dict], truth: np.ndarray, ortho: Path, path: P
     tally = frame_tally(records, len(truth))
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(rgb)
-    ax.plot(*to_pixels(truth[:, 0], truth[:, 1]), "-", color="white", lw=2.5, label="ground truth")
-    for key, marker, colour, label in (
-        ("dropped", "s", "grey", "dropped: never processed"),
-        ("unfixed", "x", "orange", "processed, no accepted fix"),
+    # the truth drawn over the marks of the frames it passes, so that its line stays whole
+    ax.plot(*to_pixels(truth[:, 0], truth[:, 1]), "-", color="white", lw=1.5, zorder=3, label="ground truth")
+    for key, marker, colour, size, label in (
+        ("dropped", "o", "black", 5, "dropped: never processed"),
+        ("unfixed", "X", "orange", 7, "processed, no accepted fix"),
     ):
         if tally[key]:
-            where = truth[tally[key]]
-            ax.plot(*to_pixels(where[:, 0], where[:, 1]), marker, color=colour, ms=4, label=label)
+            lat, lon = truth[tally[key]].T
+            ax.plot(*to_pixels(lat, lon), marker, color=colour, ms=size, zorder=2, label=label)
     estimate = np.array([(r["estimate"]["lat"], r["estimate"]["lon"]) for r in records if r.get("estimate")])
     if len(estimate):
-        ax.plot(*to_pixels(estimate[:, 0], estimate[:, 1]), "o", color="red", ms=3.5, label="estimate sent")
+        where = to_pixels(estimate[:, 0], estimate[:, 1])
+        ax.plot(*where, "o", color="red", ms=3.5, zorder=4, label="estimate sent")
     ax.legend(loc="lower right")
     counts = tally_text(len(truth), len(tally["seen"]), len(tally["fixed"]))
     ax.set_title(f"Flight over the orthophoto: {counts}", fontsize=9)
