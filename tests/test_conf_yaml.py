@@ -20,7 +20,7 @@ def test_show_prints_every_default_with_a_comment_and_reads_back_as_them():
 
 def test_the_command_line_wins_over_the_file_and_the_file_over_the_defaults(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("width: 640\nnear: [47.1, 8.2, 300]\nlocate:\n  k_global: 30\n  verify: {features: orb}\n")
+    path.write_text("width: 640\nnear: [47.1, 8.2, 300]\nlocate: {k_global: 30, verify: {features: orb}}\n")
     conf = conf_yaml.load(RunConf, path, {"width": 800, "locate": {"verify": {"ratio": 0.8}}})
     assert (conf.width, conf.near, conf.locate.k_global) == (800, (47.1, 8.2, 300.0), 30)
     assert (conf.locate.verify.features, conf.locate.verify.ratio) == ("orb", 0.8)
@@ -49,7 +49,8 @@ def test_a_bad_file_is_one_line_naming_the_key(tmp_path, text, message):
 def test_run_refuses_an_unknown_key_before_opening_anything(tmp_path, cli):
     path = tmp_path / "run.yaml"
     path.write_text("locate:\n  verify:\n    vote_mm: 3\n")
-    run = cli("run", "--camera", "x", "--model", "m.onnx", "--index", "idx", "--config", path, block_torch=True)
+    options = ("--camera", "x", "--model", "m.onnx", "--index", "idx", "--config", path)
+    run = cli("run", *options, block_torch=True)
     assert run.returncode == 2 and run.stderr.count("\n") == 1
     assert run.stderr.startswith(f"error: {path}: unknown key locate.verify.vote_mm (choose from features,")
 
