@@ -8,6 +8,7 @@ does not have, or a value of the wrong type, is a one-line error naming the key.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import io
 import json
@@ -34,8 +35,16 @@ def conf_classes() -> dict[str, type]:
 
 
 def to_dict(conf: Any) -> dict:
-    """A config as plain data (tuples as lists), for YAML and JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(conf)))
+    """A config as plain data (tuples as lists, enums as their values), for YAML and JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(conf), default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a config value")
 
 
 def merged(base: dict, over: dict) -> dict:
@@ -133,5 +142,5 @@ def _show(cls: type, conf: Any, depth: int, lines: list[str]) -> None:
             lines.append(f"{pad}{f.name}:  # {comment or 'the ' + hints[f.name].__name__ + ' fields'}")
             _show(hints[f.name], value, depth + 1, lines)
         else:
-            text = json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
+            text = json.dumps(value, ensure_ascii=False, default=_plain)
             lines.append(f"{pad}{f.name}: {text}" + (f"  # {comment}" if comment else ""))
