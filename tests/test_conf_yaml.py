@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from geolink_edge.cli import main as cli_main
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime import conf_yaml
 from geolink_edge.runtime.loop import RunConf
@@ -55,10 +56,14 @@ def test_run_refuses_an_unknown_key_before_opening_anything(tmp_path, cli):
     assert run.stderr.startswith(f"error: {path}: unknown key locate.verify.vote_mm (choose from features,")
 
 
-def test_config_show_prints_the_yaml_run_reads(cli, tmp_path):
-    shown = cli("config", "show", "run", block_torch=True)
+def test_config_show_prints_the_yaml_run_reads(cli, capsys):
+    shown = cli("config", "show", "run", block_torch=True)  # the runtime's settings need no torch
     assert shown.returncode == 0 and yaml.safe_load(shown.stdout) == conf_yaml.to_dict(RunConf())
-    verify = cli("config", "show", "verify", block_torch=True)
-    assert yaml.safe_load(verify.stdout) == conf_yaml.to_dict(RunConf().locate.verify)
-    wrong = cli("config", "show", "runn")
-    assert wrong.returncode == 2 and "unknown config 'runn' (choose from run, locate" in wrong.stderr
+    with pytest.raises(SystemExit) as done:
+        cli_main(["config", "show", "verify"])
+    assert done.value.code == 0
+    assert yaml.safe_load(capsys.readouterr().out) == conf_yaml.to_dict(RunConf().locate.verify)
+    with pytest.raises(SystemExit) as wrong:
+        cli_main(["config", "show", "runn"])
+    err = capsys.readouterr().err
+    assert wrong.value.code == 2 and "unknown config 'runn' (choose from run, locate" in err

@@ -145,7 +145,7 @@ def test_near_verifies_every_window_of_the_start_area(season, tiny_onnx):
     lat, lon, _ = _start(flight, 0.0)
     far = (lat + 0.01, lon, 50.0)  # 1.1 km north: nothing of the map there
     conf = loop.RunConf(realtime=False, near=far, locate=LocateConf(k_windows=1))
-    records = _fly(flight, index, tiny_onnx, conf)
+    records = _fly(flight, index, tiny_onnx, conf, frames=4)  # with no fix, every frame the same
     assert {r["fix"]["search"] for r in records} == {"area"}
     assert not any(r["fix"]["ok"] for r in records)
 
@@ -158,7 +158,7 @@ def test_a_lost_track_is_searched_for_where_it_was_going(season, tiny_onnx, reac
 
     flight, index = season
     conf = loop.RunConf(realtime=False, filter=FilterConf(max_misses=3), reacquire_max_m=reacquire_max_m)
-    records = _fly(flight, index, tiny_onnx, conf, blank={4, 5, 6})
+    records = _fly(flight, index, tiny_onnx, conf, frames=9, blank={4, 5, 6})  # lost at 6, back at 8
     assert [r["status"] for r in records[4:7]] == ["coasting", "coasting", "lost"]
     searches = [r["fix"]["search"] for r in records[7:9]]
     if reacquire_max_m:
