@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 from scipy import stats
 
 from geolink_edge.atomic import write_json, write_text
@@ -445,6 +446,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="tables from ablation.csv, no training")
     parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args()
+    publish_tables("Ablation of the GeoLink losses")
     budget = BUDGETS["quick" if args.quick else "gpu" if args.gpu else "cpu"]
     train = dict(budget["train"])
     train.update({k: v for k, v in (("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v})

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 from train_speed import random_batch  # a sibling script: random tensors in place of a batch
 
 from geolink_edge.card import ModelCard
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3, help="batches to average over")
     args = parser.parse_args()
+    publish_tables("Loss scales")
     conf = resolve_config(args.preset, overrides={"batch_size": args.batch_size})
     card = card_for_preset(conf.model, conf.backbone)
     if args.checkpoint is not None:  # the run's own architecture and options

@@ -57,7 +57,7 @@ class LocateConf:
     max_canvas_px: int = 1024  # longest side of the resampled frame (its GSD is raised to fit)
     window_factor: float = 1.5  # window half-size in frame-footprint radii
     window_features: int = 6  # a window keeps this many times the frame's feature budget
-    max_window_px: int = 4096
+    max_window_px: int = 4096  # longest side of a map window for detection
     k_windows: int = 8  # windows verified after a global search
     frame_gsd_tries: tuple[float, ...] = (0.3, 0.15, 0.6)  # m/px guesses without height or intrinsics
     # > 1: no window verified, try once more this much coarser (2 × the default match_gsd_factor: the

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-from _dataset_fixtures import write_sues200, write_university1652
+from _dataset_fixtures import write_sues200
 from onnx import TensorProto, helper, numpy_helper
 
 from geolink_edge.backends import OnnxEmbedder
@@ -32,16 +32,8 @@ TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)
 
 
 @pytest.fixture(scope="module")
-def u1652(tmp_path_factory):
-    root = tmp_path_factory.mktemp("u1652")
-    return open_dataset(
-        write_university1652(
-            root,
-            train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
-            test_ids=("0100", "0101", "0102"),
-            drone_per_id=3,
-        )
-    )
+def u1652(u1652_root):
+    return open_dataset(u1652_root)
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,14 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from _dataset_fixtures import write_university1652
 
 from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.quantize import zero_points
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "u1652"
-    return write_university1652(
-        root,
-        train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
-        test_ids=("0100", "0101", "0102"),
-        drone_per_id=3,
-    )
+def dataset(u1652_root):
+    return u1652_root
 
 
 @pytest.fixture(scope="module")

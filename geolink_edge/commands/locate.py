@@ -6,13 +6,9 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import (
-    MATCHER_HELP,
-    features_option,
-    rotations_option,
-    verify_conf,
-)
-from geolink_edge.commands.run import NEAR_HELP
+from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
+from geolink_edge.commands.run import CONFIG_HELP, NEAR_HELP
+from geolink_edge.commands.settings import run_conf
 
 
 def locate(
@@ -36,17 +32,17 @@ def locate(
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
     import math
 
-    from geolink_edge.commands.run import parse_near, positive
+    from geolink_edge.commands.run import parse_near
     from geolink_edge.errors import GeolinkError
-    from geolink_edge.runtime.locate import LocateConf, locate_image
+    from geolink_edge.runtime.locate import locate_image
     from geolink_edge.runtime.sinks import clean
 
-    positive("--altitude", altitude)
     for name, value in (("--heading", heading), ("--pitch", pitch), ("--roll", roll)):
         if value is not None and not math.isfinite(value):
             raise GeolinkError(f"{name} must be a finite number of degrees, got {value}")
@@ -54,18 +50,18 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
-    conf = LocateConf(verify=verify_conf(features, matcher, rotations))
+    conf = run_conf(config, (features, matcher, rotations), altitude=altitude, near=parse_near(near))
     result = locate_image(
         image,
         model,
         index,
         intrinsics,
         heading,
-        altitude,
-        conf,
+        conf.altitude,
+        conf.locate,
         pitch=pitch,
         roll=roll,
-        near=parse_near(near),
+        near=conf.near,
     )
     typer.echo(json.dumps(clean(result)))
 
