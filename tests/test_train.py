@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -284,21 +283,25 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(cli, finished_ru
         "1",
         "--quiet",
     ]
-    proc = subprocess.Popen(cli.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    killed = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        last = run / "last.pt"
-        if last.is_file():
-            ckpt = read_checkpoint(last)
-            if ckpt["epoch"] == 1 and ckpt["position"] == 1:  # one batch into the second epoch
-                os.kill(proc.pid, signal.SIGKILL)
-                killed = True
-                break
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert killed, proc.stderr.read().decode()[-500:]
-    assert proc.returncode == -signal.SIGKILL
+    # the trainer kills itself right after writing the checkpoint one batch into epoch 2: a real
+    # SIGKILL at a known point, whatever the machine's speed (polling for it from here races the
+    # next step on a busy CPU)
+    hook = (
+        "import os, signal\n"
+        "from geolink_edge.train import trainer\n"
+        "save = trainer.Trainer.save\n"
+        "def save_then_die(self, name):\n"
+        "    save(self, name)\n"
+        "    if (self.progress.epoch, self.progress.position) == (1, 1):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "trainer.Trainer.save = save_then_die\n"
+    )
+    argv = cli.argv(*args)
+    argv[2] = "import sys\n" + hook + argv[2].split("\n", 1)[1]
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-500:]
+    killed_at = read_checkpoint(run / "last.pt")
+    assert (killed_at["epoch"], killed_at["position"]) == (1, 1)
     done = subprocess.run(cli.argv(*args, "--resume"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-800:]
     final = read_checkpoint(run / "last.pt")
