@@ -117,8 +117,8 @@ class MavlinkSink:
         sysid: int = 1,
         compid: int = 191,  # MAV_COMP_ID_ONBOARD_COMPUTER
         gps_id: int = 0,
-        rate_hz: float = 5.0,
-        max_track_age_s: float = 3.0,
+        rate_hz: float = 10.0,  # margin over ArduPilot's GPS health limit (an average under 215 ms)
+        max_track_age_s: float = 1.5,
         mount: CameraMount = CameraMount(),
         send: bool = True,
         home_alt_msl: float | None = None,

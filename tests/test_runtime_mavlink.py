@@ -174,6 +174,43 @@ def _track(times, speed=10.0, sigma=3.0, conf=FilterConf()) -> TrackFilter:
     return track
 
 
+def _turning_flight(seconds: float, step: float, speed: float = 10.0, accel: float = 2.5) -> np.ndarray:
+    """(t, east, north) every ``step`` s of a vehicle at ``speed`` that flies 8 s straight, then turns
+    90° at ``accel`` (ArduCopter's default WPNAV_ACCEL), and again."""
+    turn_s = math.pi / 2 * speed / accel
+    rows, heading, position = [], 0.0, np.zeros(2)
+    for t in np.arange(0.0, seconds, step):
+        rows.append((t, *position))
+        if (t % (8.0 + turn_s)) >= 8.0:
+            heading += accel / speed * step
+        position = position + speed * step * np.array([math.sin(heading), math.cos(heading)])
+    return np.array(rows)
+
+
+def test_the_accuracy_told_stays_under_5m_and_honest_at_2_fixes_a_second_of_1_5m():
+    """EKF3 refuses a GPS whose accuracy exceeds 5 m: at 2 fixes/s of 1.5 m (1σ per axis), the
+    accuracy streamed at 10 Hz between fixes must stay under it through turns, never claim better
+    than a fix, and hold the true error within 2× itself nearly always."""
+    rng = np.random.default_rng(1)
+    truth = _turning_flight(60.0, 0.1)
+    track = TrackFilter()
+    accuracies, errors, statuses = [], [], []
+    for i, (t, east, north) in enumerate(truth):
+        if i % 5 == 0:  # a fix every 0.5 s
+            z = np.array([east, north]) + rng.normal(0.0, 1.5, 2)
+            statuses.append(track.update(t, z, np.eye(2) * 1.5**2).status)
+        state = track.state(t)
+        if state is not None:
+            accuracies.append(math.sqrt(np.max(np.linalg.eigvalsh(state.covariance[:2, :2]))))
+            errors.append(float(np.hypot(*(state.position - [east, north]))))
+    assert statuses[0] == "acquiring" and set(statuses[1:]) == {"accepted"}  # turns are no surprise
+    accuracies, errors = np.array(accuracies[20:]), np.array(errors[20:])  # past the first 2 s
+    assert accuracies.max() < 5.0 and accuracies.min() >= 1.5 - 1e-9, (accuracies.min(), accuracies.max())
+    within = float(np.mean(errors <= 2 * accuracies))
+    print(f"accuracy {accuracies.min():.2f}–{accuracies.max():.2f} m, {within:.1%} of errors within 2×")
+    assert within >= 0.9, within
+
+
 def test_the_stream_sends_at_a_fixed_rate_between_fixes(sink_factory):
     listener, make = sink_factory
     sink = make(rate_hz=5.0)
@@ -233,7 +270,7 @@ def test_the_first_velocity_of_a_track_is_honest_and_not_converged():
 
 
 def test_velocity_converges_on_a_steady_track():
-    track = _track(np.arange(0, 30, 0.2), sigma=2.0, conf=FilterConf(accel_sigma=1.0))
+    track = _track(np.arange(0, 30, 0.2), sigma=2.0, conf=FilterConf(accel_sigma=0.5))
     state = track.state(29.8)
     assert state.converged and np.allclose(state.velocity, [10.0, 0.0], atol=1.0)
 
