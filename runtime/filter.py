@@ -98,6 +98,19 @@ def _region(
     return float(position[0]), float(position[1]), max(radius, floor_m)
 
 
+def _covering(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The smallest circle (east, north, radius) holding circles ``a`` and ``b``."""
+    (xa, ya, ra), (xb, yb, rb) = a, b
+    d = float(np.hypot(xb - xa, yb - ya))
+    if d + rb <= ra:
+        return a
+    if d + ra <= rb:
+        return b
+    radius = (d + ra + rb) / 2
+    w = (radius - ra) / d
+    return xa + w * (xb - xa), ya + w * (yb - ya), radius
+
+
 class TrackFilter:
     def __init__(self, conf: FilterConf = FilterConf()):
         self.conf = conf
@@ -149,9 +162,19 @@ class TrackFilter:
     def search_region(
         self, t: float, sigmas: float = 3.0, floor_m: float = 10.0
     ) -> tuple[float, float, float] | None:
-        """(east, north, radius_m) where the drone should be at ``t`` — the locator's prior."""
-        pred = self.predict(t)
-        return None if pred is None else _region(*pred, sigmas, floor_m)
+        """(east, north, radius_m) where the drone should be at ``t`` — the locator's prior: around
+        the prediction and, while a gated fix awaits one that agrees with it, around that fix moved
+        on at the track's velocity too (a turn the prediction overshot is found again there)."""
+        with self._lock:
+            pred = self.predict(t)
+            if pred is None:
+                return None
+            region = _region(*pred, sigmas, floor_m)
+            if not self._pending:
+                return region
+            t0, z0, _ = self._pending[-1]
+            gated = _region(z0 + self.x[2:] * max(0.0, t - t0), pred[1], sigmas, floor_m)
+            return _covering(region, gated)
 
     def lost_region(
         self, t: float, sigmas: float = 3.0, floor_m: float = 10.0

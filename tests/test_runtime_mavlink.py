@@ -275,6 +275,19 @@ def test_velocity_converges_on_a_steady_track():
     assert state.converged and np.allclose(state.velocity, [10.0, 0.0], atol=1.0)
 
 
+def test_a_turn_the_prediction_overshot_is_searched_for_and_restarts_the_track():
+    """Flying east at 10 m/s, the vehicle turns north harder than the track expects: the fix is
+    gated, the next frame is searched for around it as well as around the prediction, and a second
+    fix there restarts the track."""
+    track = _track(np.arange(0.0, 2.1, 0.5), sigma=1.5)
+    assert track.update(2.5, np.array([20.0, 8.0]), np.eye(2) * 1.5**2).status == "gated"
+    east, north, radius = track.search_region(3.0, floor_m=5.0)
+    for point in ([30.0, 0.0], [20.0 + 10.0 * 0.5, 8.0]):  # the prediction, the gated fix moved on
+        assert np.hypot(point[0] - east, point[1] - north) <= radius
+    assert track.update(3.0, np.array([20.5, 13.0]), np.eye(2) * 1.5**2).status == "accepted"
+    assert np.allclose(track.position, [20.5, 13.0]) and track.search_region(3.0, floor_m=5.0)[2] < radius
+
+
 def test_reset_counter_changes_only_on_a_discontinuity():
     conf = FilterConf(max_misses=2)
     track = _track([0.0, 0.2, 0.4], conf=conf)
