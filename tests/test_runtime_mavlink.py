@@ -141,12 +141,15 @@ def test_home_position_from_the_autopilot_wins_over_the_configured_one(sink_fact
     )
 
 
-def test_without_an_altitude_the_fix_is_2d(sink_factory):
+def test_without_an_altitude_the_fix_is_2d_and_that_is_said(sink_factory, monkeypatch):
+    monkeypatch.setattr("geolink_edge.runtime.mavlink.TELL_2D_S", 0.3)
     listener, make = sink_factory
     sink = make(gps_id=1)
     gps = _receive(listener, "GPS_INPUT", action=lambda: sink.send(_estimate()))
     assert gps.fix_type == 2 and gps.gps_id == 1
     assert gps.ignore_flags & m.GPS_INPUT_IGNORE_FLAG_ALT
+    text = _receive(listener, "STATUSTEXT", action=lambda: (sink.send(_estimate()), time.sleep(0.05)))
+    assert text.text == "geolink: 2D fix, no altitude: EKF3 ignores it"
 
 
 def test_velocity_is_withheld_until_it_has_converged(sink_factory):
