@@ -375,7 +375,7 @@ def test_ardupilot_odometry_frames_covariance_and_body_velocity(sink_factory):
     assert (odo.pose_covariance[0], odo.pose_covariance[6], odo.pose_covariance[11]) == (
         pytest.approx(9.0),
         pytest.approx(4.0),
-        pytest.approx(25.0),  # N, E, and z from PnP with its 5 m sigma
+        pytest.approx(9.0),  # N, E, and z (from PnP) at the worst horizontal variance: ArduPilot folds them
     )
     assert np.linalg.norm(odo.q) == pytest.approx(1.0, abs=1e-6)
     # no attitude from the autopilot: the heading (east) orients the body; 3 m/s east is forward
@@ -398,7 +398,7 @@ def test_ardupilot_gets_the_position_alone_until_the_velocity_has_converged(sink
     assert (alone.covariance[0], alone.covariance[6], alone.covariance[11]) == (
         pytest.approx(9.0),
         pytest.approx(4.0),
-        pytest.approx(25.0),
+        pytest.approx(9.0),
     )
     assert alone.yaw == pytest.approx(math.pi / 2) and alone.reset_counter == 2  # the heading: east
 
