@@ -66,7 +66,7 @@ class Estimate:
     v_north: float
     cov_en: np.ndarray  # 2×2 position covariance (east, north), m²
     cov_v_en: np.ndarray  # 2×2 velocity covariance, (m/s)²
-    age_s: float = 0.0  # time since the last accepted fix came in
+    age_s: float = 0.0  # time since the last accepted fix
     velocity_converged: bool = False
     heading: float | None = None  # degrees clockwise from north, as measured by the vision
     alt: float | None = None  # metres above the ground (PnP), None when not estimated
@@ -447,9 +447,7 @@ class TrackPredictor:
     """``predict(t_unix) -> Estimate | None`` over a :class:`TrackFilter` fed on the frames' clock.
 
     A replayed recording runs on its own clock; :meth:`observe` (called for every frame) ties it
-    to unix time and keeps the latest vision-only facts (heading, height, match quality) and when the
-    latest accepted fix came in: an estimate's age counts from there, so a slow computer (a fix
-    already 0.6 s old when it lands) is not taken for one that has lost its fixes.
+    to unix time and keeps the latest vision-only facts (heading, height, match quality).
     """
 
     def __init__(self, track: TrackFilter, to_geodetic: Callable[[float, float], tuple[float, float]]):
@@ -459,23 +457,13 @@ class TrackPredictor:
         self.heading: float | None = None
         self.alt: float | None = None
         self.quality = 0
-        self.fix_in: float | None = None  # unix time the latest accepted fix came in
 
     def observe(
-        self,
-        t_sensor: float,
-        t_unix: float,
-        heading: float | None = None,
-        alt=None,
-        quality: int = 0,
-        received: float | None = None,
+        self, t_sensor: float, t_unix: float, heading: float | None = None, alt=None, quality: int = 0
     ) -> None:
-        """A frame taken at ``t_sensor`` (its clock) = ``t_unix``; with ``quality``, an accepted fix,
-        which came in at ``received`` (unix; default ``t_unix``)."""
         self.clock_offset = t_sensor - t_unix
         if quality:
             self.heading, self.alt, self.quality = heading, alt, int(quality)
-            self.fix_in = t_unix if received is None else received
 
     def __call__(self, t_unix: float) -> Estimate | None:
         state = self.track.state(t_unix + self.clock_offset)
@@ -492,7 +480,7 @@ class TrackPredictor:
             v_north=float(state.velocity[1]),
             cov_en=state.covariance[:2, :2],
             cov_v_en=state.covariance[2:, 2:],
-            age_s=state.age_s if self.fix_in is None else max(0.0, t_unix - self.fix_in),
+            age_s=state.age_s,
             velocity_converged=state.converged,
             heading=self.heading,
             alt=self.alt,

@@ -148,12 +148,7 @@ class Pipeline:
             update = self.filter.miss(frame.t_sensor)
         accepted = update.status == "accepted"
         self.predictor.observe(
-            frame.t_sensor,
-            frame.t_capture,
-            fix.heading,
-            fix.alt,
-            fix.inliers if accepted else 0,
-            received=time.time(),
+            frame.t_sensor, frame.t_capture, fix.heading, fix.alt, fix.inliers if accepted else 0
         )
         self._report_track(was_tracking)
         latency["filter"] = (time.perf_counter() - t2) * 1e3
