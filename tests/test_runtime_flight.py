@@ -87,7 +87,8 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path, monkeypa
             f"sim://{flight}",
             model,
             index,
-            mavlink={"url": f"udpout:127.0.0.1:{port}"},
+            # an unpaced replay queues its frames, so each fix is old when it lands: keep sending it
+            mavlink={"url": f"udpout:127.0.0.1:{port}", "max_track_age_s": 3.0},
             log=log,
             console=False,
         )

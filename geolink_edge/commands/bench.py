@@ -57,7 +57,9 @@ def bench_runtime(
     console.print(f"frames: {tally} (unpaced, a replay looped)")
     console.print(
         f"FPS {result['fps'] or 0:.2f} | "
-        f"median error {_metres(result['error_m']['median'])} | non-inference share "
+        f"median error {_metres(result['error_m']['median'])} | accuracy told "
+        f"{_metres(result['accuracy_m']['median'])}, errors within 2x "
+        f"{_share(result['within_2x_accuracy'])} | non-inference share "
         f"{'-' if share is None else f'{share:.1%}'} | RSS {rss['after_warmup']:.0f} → {rss['end']:.0f} MiB "
         f"(growth {result['rss_growth']:+.1%}, peak {rss['peak']:.0f} MiB) | errors {len(result['errors'])}"
     )
@@ -70,6 +72,10 @@ def bench_runtime(
 
 def _metres(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} m"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ def parse_near(value: str | None) -> tuple[float, float, float] | None:
 NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
 CONFIG_HELP = "YAML of run settings (geolink-edge config show run); options given here win over it"
 RUN_CONF = "geolink_edge.runtime.loop:RunConf"
+FILTER_CONF = "geolink_edge.runtime.filter:FilterConf"
 SINK = "geolink_edge.runtime.mavlink:MavlinkSink"  # its keyword defaults are the link's
 
 
@@ -128,6 +129,12 @@ def run(
         False, "--every-frame", help="replay recordings frame by frame, unpaced"
     ),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
+    accel_sigma: float | None = conf_option(
+        FILTER_CONF,
+        "accel_sigma",
+        "--accel-sigma",
+        help="m/s², 1σ of the vehicle's acceleration: how fast the accuracy told the autopilot grows",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
@@ -140,6 +147,7 @@ def run(
         config,
         (features, matcher, rotations),
         realtime=False if every_frame else None,
+        filter=given(accel_sigma=accel_sigma) or None,
         max_frames=max_frames,
         altitude=altitude,
         warm_start=False if no_warm_start else None,
