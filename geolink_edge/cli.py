@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "synth",
     "index",
     "demo",
+    "sitl",
 ]
 
 app = typer.Typer(

@@ -46,6 +46,7 @@ STREAMS = {
 KEPT = {*STREAMS, "STATUSTEXT", "HEARTBEAT", "MISSION_ITEM_REACHED", "COMMAND_ACK", "MISSION_ACK"}
 KEPT |= {"MISSION_REQUEST", "MISSION_REQUEST_INT", "PARAM_VALUE"}
 MAV_MODE_FLAG_SAFETY_ARMED = 128
+AUTOPILOT_COMPONENT = 1
 COPTER_MODES = {"STABILIZE": 0, "AUTO": 3, "GUIDED": 4, "LAND": 9, "RTL": 6}
 MAV_CMD_COMPONENT_ARM_DISARM = 400
 MAV_CMD_DO_SET_MODE = 176
@@ -158,8 +159,8 @@ class Sitl:
             if msg is None:
                 continue
             kind = msg.get_type()
-            if kind not in KEPT:
-                continue
+            if kind not in KEPT or (kind == "HEARTBEAT" and msg.get_srcComponent() != AUTOPILOT_COMPONENT):
+                continue  # the autopilot routes other components' heartbeats (the runtime's) to every link
             now = time.time()
             if kind == "SIM_STATE":
                 self._pose = pose_of(now, msg) or self._pose
@@ -204,6 +205,17 @@ class Sitl:
 
     def set_param(self, name: str, value: float) -> None:
         self.link.mav.param_set_send(1, 1, name.encode(), float(value), 9)  # MAV_PARAM_TYPE_REAL32
+
+    def set_param_checked(self, name: str, value: float, timeout_s: float = 5.0) -> None:
+        """Set a parameter and wait for the autopilot to echo the new value."""
+        t0 = time.time()
+        self.set_param(name, value)
+
+        def echoed() -> bool:
+            values = [m.param_value for _, m in self.seen.of("PARAM_VALUE", t0) if m.param_id == name]
+            return bool(values) and abs(values[-1] - value) < 1e-6
+
+        self.wait(echoed, timeout_s, f"the autopilot's echo of {name} {value:g}")
 
     def set_mode(self, mode: str) -> bool:
         return self.command_acked(MAV_CMD_DO_SET_MODE, 1, COPTER_MODES[mode])
