@@ -7,6 +7,14 @@ with one another start it again where they are, as after a turn the constant-vel
 overshot) and back to ``acquiring`` after ``max_misses`` frames without an accepted fix — when the
 locator searches where the lost track could now be (:meth:`TrackFilter.lost_region`), then everywhere.
 
+Between fixes the vehicle is taken to accelerate as it can (``accel_sigma``, about what a
+multicopter's position controller asks of it) but not to hold one acceleration for long: the
+acceleration is white noise of spectral density ``accel_sigma² × accel_time_s``, so over
+``accel_time_s`` the velocity wanders by ``accel_sigma × accel_time_s`` (1σ) and beyond that as a
+random walk, and the position's uncertainty grows as the gap to the power 3/2, not 2. The accuracy
+the track reports is never better than its latest fix's: consecutive fixes share much of their
+error (the map's georeferencing, the terrain), which averaging them does not remove.
+
 The autopilot output reads the track from another thread (:meth:`TrackFilter.state`), so every
 method holds one lock. ``resets`` counts discontinuities only — a new track that starts where the
 old one, predicted forward, could not have been — which is what an ODOMETRY reset counter means.
@@ -24,7 +32,10 @@ CHI2_2DOF_999 = 13.816  # 99.9 % quantile of chi-square with 2 degrees of freedo
 
 @dataclass(frozen=True)
 class FilterConf:
-    accel_sigma: float = 8.0  # m/s², white-acceleration process noise (drones turn hard)
+    # m/s², 1σ of the vehicle's acceleration: a multicopter's waypoint controller asks for about 2.5
+    # (ArduCopter's WPNAV_ACCEL), its tilt limit allows g·tan(30°) ≈ 5.7 at most
+    accel_sigma: float = 2.0
+    accel_time_s: float = 1.0  # s an acceleration lasts (a turn, a stop) before it changes
     gate_chi2: float = CHI2_2DOF_999
     max_misses: int = 8
     confirm: int = 2
@@ -33,6 +44,11 @@ class FilterConf:
     init_speed_sigma: float = 15.0  # when the two confirming fixes are too close in time to tell a speed
     restart_after_gated: int = 2  # gated fixes in a row that agree restart the track there; 0: never
     converged_speed_sigma: float = 1.0  # m/s: a velocity this certain may be told to the autopilot
+
+    @property
+    def accel_psd(self) -> float:
+        """Spectral density of the white acceleration, m²/s³."""
+        return self.accel_sigma**2 * self.accel_time_s
 
 
 @dataclass(frozen=True)
@@ -55,15 +71,23 @@ class Update:
     mahalanobis2: float | None = None
 
 
-def propagate(x: np.ndarray, p: np.ndarray, dt: float, accel_sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Constant-velocity prediction of state ``x`` and covariance ``p`` over ``dt`` seconds."""
+def propagate(x: np.ndarray, p: np.ndarray, dt: float, accel_psd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Constant-velocity prediction of state ``x`` and covariance ``p`` over ``dt`` seconds, under a
+    white acceleration of spectral density ``accel_psd`` (m²/s³)."""
     f = np.eye(4)
     f[0, 2] = f[1, 3] = dt
-    q1 = np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]]) * accel_sigma**2
+    q1 = np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]]) * accel_psd
     q = np.zeros((4, 4))
     q[np.ix_([0, 2], [0, 2])] = q1
     q[np.ix_([1, 3], [1, 3])] = q1
     return f @ x, f @ p @ f.T + q
+
+
+def floored(cov: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``cov`` with no direction more certain than the smallest variance of ``floor``."""
+    least = float(np.min(np.linalg.eigvalsh(floor)))
+    values, vectors = np.linalg.eigh(cov)
+    return (vectors * np.maximum(values, least)) @ vectors.T
 
 
 def _region(
@@ -72,6 +96,19 @@ def _region(
     """A circle of ``sigmas`` along the worst axis of ``cov``, at least ``floor_m`` wide."""
     radius = sigmas * float(np.sqrt(np.max(np.linalg.eigvalsh(cov))))
     return float(position[0]), float(position[1]), max(radius, floor_m)
+
+
+def _covering(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The smallest circle (east, north, radius) holding circles ``a`` and ``b``."""
+    (xa, ya, ra), (xb, yb, rb) = a, b
+    d = float(np.hypot(xb - xa, yb - ya))
+    if d + rb <= ra:
+        return a
+    if d + ra <= rb:
+        return b
+    radius = (d + ra + rb) / 2
+    w = (radius - ra) / d
+    return xa + w * (xb - xa), ya + w * (yb - ya), radius
 
 
 class TrackFilter:
@@ -85,6 +122,7 @@ class TrackFilter:
         self.starts = 0  # tracks started
         self.resets = 0  # tracks that started off the previous one's prediction: discontinuities
         self.t_fix: float | None = None  # time of the last accepted fix
+        self.r_fix = np.zeros((2, 2))  # its covariance: the reported accuracy's floor
         self._previous: tuple[float, np.ndarray, np.ndarray] | None = None  # (t, x, P) of the lost track
         self._pending: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._lock = threading.RLock()
@@ -92,7 +130,7 @@ class TrackFilter:
     # -- prediction -----------------------------------------------------------------------
     def _propagate(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         dt = max(0.0, t - self.t) if self.t is not None else 0.0
-        return propagate(self.x, self.P, dt, self.conf.accel_sigma)
+        return propagate(self.x, self.P, dt, self.conf.accel_psd)
 
     def predict(self, t: float) -> tuple[np.ndarray, np.ndarray] | None:
         """Predicted (position, 2×2 covariance) at ``t``, or None without a track."""
@@ -108,6 +146,7 @@ class TrackFilter:
             if not self.tracking or self.t_fix is None:
                 return None
             x, p = self._propagate(t)
+            p[:2, :2] = floored(p[:2, :2], self.r_fix)
             speed_sigma = float(np.sqrt(max(float(np.max(np.linalg.eigvalsh(p[2:, 2:]))), 0.0)))
             return TrackState(
                 t=t,
@@ -123,9 +162,19 @@ class TrackFilter:
     def search_region(
         self, t: float, sigmas: float = 3.0, floor_m: float = 10.0
     ) -> tuple[float, float, float] | None:
-        """(east, north, radius_m) where the drone should be at ``t`` — the locator's prior."""
-        pred = self.predict(t)
-        return None if pred is None else _region(*pred, sigmas, floor_m)
+        """(east, north, radius_m) where the drone should be at ``t`` — the locator's prior: around
+        the prediction and, while a gated fix awaits one that agrees with it, around that fix moved
+        on at the track's velocity too (a turn the prediction overshot is found again there)."""
+        with self._lock:
+            pred = self.predict(t)
+            if pred is None:
+                return None
+            region = _region(*pred, sigmas, floor_m)
+            if not self._pending:
+                return region
+            t0, z0, _ = self._pending[-1]
+            gated = _region(z0 + self.x[2:] * max(0.0, t - t0), pred[1], sigmas, floor_m)
+            return _covering(region, gated)
 
     def lost_region(
         self, t: float, sigmas: float = 3.0, floor_m: float = 10.0
@@ -136,7 +185,7 @@ class TrackFilter:
             if self.tracking or self._previous is None:
                 return None
             t0, x0, p0 = self._previous
-            x, p = propagate(x0, p0, max(0.0, t - t0), self.conf.accel_sigma)
+            x, p = propagate(x0, p0, max(0.0, t - t0), self.conf.accel_psd)
             return _region(x[:2], p[:2, :2], sigmas, floor_m)
 
     def pending(self) -> tuple[float, np.ndarray] | None:
@@ -191,6 +240,7 @@ class TrackFilter:
             joseph = np.eye(4) - gain @ h  # Joseph form keeps P symmetric positive definite
             self.P = joseph @ p @ joseph.T + gain @ r @ gain.T
             self.t = self.t_fix = t
+            self.r_fix = r
             self.misses = 0
             return Update("accepted", d2)
 
@@ -222,6 +272,7 @@ class TrackFilter:
             self.resets += 1
         self.x = np.concatenate([z, velocity])
         self.t = self.t_fix = t
+        self.r_fix = r
         self.tracking = True
         self.misses = 0
         self.starts += 1
@@ -274,7 +325,7 @@ class TrackFilter:
         if self._previous is None:
             return True
         t0, x0, p0 = self._previous
-        x, p = propagate(x0, p0, max(0.0, t - t0), self.conf.accel_sigma)
+        x, p = propagate(x0, p0, max(0.0, t - t0), self.conf.accel_psd)
         innovation = z - x[:2]
         d2 = float(innovation @ np.linalg.solve(p[:2, :2] + r, innovation))
         return d2 <= self.conf.gate_chi2

@@ -97,7 +97,8 @@ class Pipeline:
         self.predictor = TrackPredictor(self.filter, self._to_geodetic)
 
     def telemetry(self, frame: Frame) -> Telemetry | None:
-        source = self.mavlink.telemetry() if self.mavlink is not None else None
+        # the attitude when the frame was taken (a body-fixed camera turns with the vehicle)
+        source = self.mavlink.telemetry(frame.t_capture) if self.mavlink is not None else None
         if source is None and self.conf.sim_telemetry:
             source = frame.telemetry
         if self.conf.altitude is not None:
@@ -147,7 +148,12 @@ class Pipeline:
             update = self.filter.miss(frame.t_sensor)
         accepted = update.status == "accepted"
         self.predictor.observe(
-            frame.t_sensor, frame.t_capture, fix.heading, fix.alt, fix.inliers if accepted else 0
+            frame.t_sensor,
+            frame.t_capture,
+            fix.heading,
+            fix.alt,
+            fix.inliers if accepted else 0,
+            received=time.time(),
         )
         self._report_track(was_tracking)
         latency["filter"] = (time.perf_counter() - t2) * 1e3
@@ -369,11 +375,13 @@ def main(
                 "log": str(jsonl.path) if jsonl is not None else None,
             }
             if link is not None:
+                link.close()  # the stream stops here, so the counts are final
                 extra.update(
                     mavlink_sent=link.sent,
                     mavlink_refused=link.refused,
                     mavlink_no_fix=link.no_fix_sent,
                     mavlink_stream_errors=link.stream_errors,
+                    autopilot_problems=link.problems,
                 )
             summary_dict = summary.result(**extra)
             if link is not None:

@@ -8,6 +8,10 @@ Three threads: the heartbeat (1 Hz), the receiver (attitude, height, home, the a
 GNSS, the gimbal's attitude; TIMESYNC answered) and, after :meth:`MavlinkSink.start_stream`, the
 position stream: at a fixed rate it asks the track for its prediction and sends what the target
 needs (:mod:`autopilot`), so the autopilot hears from us between frames and between fixes.
+
+At the autopilot's first heartbeat the link reads the parameters that decide whether it will use
+what the target sends (PARAM_REQUEST_READ) and says in one STATUSTEXT, and line by line on stderr,
+what is wrong with them — and when a GPS target has no altitude to make a 3D fix of.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,17 +27,8 @@ from dataclasses import replace
 
 from geolink_edge.errors import GeolinkError, first_line, require
 from geolink_edge.geo import LocalFrame
-from geolink_edge.runtime.autopilot import (
-    MAX_GPS_DELAY_S,
-    Estimate,
-    FlightState,
-    check_target,
-    delay_advice,
-    delay_parameters,
-    gps_input,
-    no_fix_gps_input,
-    odometry,
-)
+from geolink_edge.runtime.attitude_history import AttitudeHistory
+from geolink_edge.runtime.autopilot import MAX_GPS_DELAY_S, Estimate, FlightState, delay_advice, make_output
 from geolink_edge.runtime.health import SEVERITY
 from geolink_edge.runtime.mount import (
     BodyAttitude,
@@ -46,6 +42,8 @@ from geolink_edge.runtime.sources import GnssFix, Telemetry
 TELEMETRY_MAX_AGE_S = 1.0
 GNSS_MAX_AGE_S = 2.0
 DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
+PARAMS_RETRY_S = 2.0  # parameters not answered by then are asked for once more
+PARAMS_WAIT_S = 5.0  # and judged by then with what has come
 # what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
 STREAMS = {
     "GPS_GLOBAL_ORIGIN": (49, 0.2),
@@ -66,6 +64,7 @@ LISTENED = [
     "MOUNT_STATUS",
     "TIMESYNC",
     "GPS_GLOBAL_ORIGIN",
+    "PARAM_VALUE",
 ]
 
 
@@ -101,6 +100,17 @@ def _gimbal_from_quaternion(msg, flags_earth_yaw: int) -> GimbalAttitude:
     return GimbalAttitude(-pitch, roll, yaw, bool(msg.flags & flags_earth_yaw))
 
 
+def _fitted(head: str, names: list[str], width: int = 50) -> str:
+    """``head`` and as many of ``names`` as a STATUSTEXT holds, then how many more."""
+    text = head
+    for i, name in enumerate(names):
+        more = f" +{len(names) - i}"
+        if len(text) + 1 + len(name) + (len(more) if i < len(names) - 1 else 0) > width:
+            return text + more
+        text += f" {name}"
+    return text
+
+
 class MavlinkSink:
     """One MAVLink link to the autopilot (see the module docstring).
 
@@ -117,8 +127,8 @@ class MavlinkSink:
         sysid: int = 1,
         compid: int = 191,  # MAV_COMP_ID_ONBOARD_COMPUTER
         gps_id: int = 0,
-        rate_hz: float = 5.0,
-        max_track_age_s: float = 3.0,
+        rate_hz: float = 10.0,  # margin over ArduPilot's GPS health limit (an average under 215 ms)
+        max_track_age_s: float = 1.5,
         mount: CameraMount = CameraMount(),
         send: bool = True,
         home_alt_msl: float | None = None,
@@ -126,7 +136,7 @@ class MavlinkSink:
         origin: tuple[float, float, float] | None = None,
         heartbeat_hz: float = 1.0,
     ):
-        check_target(target)
+        output = make_output(target, gps_id)
         if not (1 <= sysid <= 255 and 1 <= compid <= 255 and 0 <= gps_id <= 1):
             raise GeolinkError(
                 f"--sysid {sysid}, --compid {compid}, --gps-id {gps_id}: need 1–255, 1–255 and 0 or 1"
@@ -149,7 +159,7 @@ class MavlinkSink:
             self.link = self.mavutil.mavlink_connection(device, **kwargs)
         except Exception as exc:  # pymavlink raises OSError, SerialException, ... for a bad device
             raise GeolinkError(f"--mavlink {url}: cannot open ({first_line(exc, 120)})") from None
-        self.target, self.gps_id, self.rate_hz = target, gps_id, rate_hz
+        self.output, self.rate_hz = output, rate_hz
         self.max_track_age_s, self.mount, self.sending = max_track_age_s, mount, send
         self.home_alt_msl, self.delay_s, self.origin = home_alt_msl, delay_s, origin
         self.sent = 0
@@ -166,6 +176,12 @@ class MavlinkSink:
         self._lost = True  # what the last STATUSTEXT said: start as "no position"
         self._streams_asked = -math.inf
         self._ekf_origin: LocalFrame | None = None  # the autopilot's local frame, once it reports it
+        self._attitudes = AttitudeHistory()
+        self.parameters: dict[str, float] = {}  # the autopilot's, as read at start
+        self.problems: list[str] | None = None  # what is wrong with them, once judged
+        self._params_asked: tuple[float, int, int] | None = None  # (monotonic time, system, component)
+        self._params_retried = False
+        self._told_2d = False
         self._threads = [
             threading.Thread(
                 target=self._heartbeat_loop, args=(1.0 / heartbeat_hz,), name="mav-heartbeat", daemon=True
@@ -200,6 +216,7 @@ class MavlinkSink:
             except (OSError, ValueError):
                 msg = None
             if msg is None:
+                self._check_parameters()
                 self._stop.wait(poll_s)
                 continue
             kind = msg.get_type()
@@ -209,6 +226,13 @@ class MavlinkSink:
             if kind == "TIMESYNC":
                 self._answer_timesync(msg)
                 continue
+            if kind == "PARAM_VALUE":
+                self.parameters[msg.param_id] = float(msg.param_value)
+                continue
+            if kind == "ATTITUDE":
+                self._attitudes.add(
+                    msg.time_boot_ms / 1000.0, BodyAttitude(msg.roll, msg.pitch, msg.yaw), time.time()
+                )
             if kind == "HOME_POSITION":
                 self._home = msg.altitude / 1000.0
             if kind == "GPS_GLOBAL_ORIGIN":
@@ -224,7 +248,9 @@ class MavlinkSink:
             return
         self._streams_asked = now
         system, component = heartbeat.get_srcSystem(), heartbeat.get_srcComponent()
-        if self.origin is not None and self._ekf_origin is None and self.target != "ardupilot-gps":
+        if self._params_asked is None and self.sending:  # shadow mode tells the autopilot nothing
+            self._request_parameters(self.output.parameters(), system, component)
+        if self.origin is not None and self._ekf_origin is None and self.output.offers_origin:
             # without a GPS the autopilot has no origin for our local positions: offer the map's
             lat, lon, alt = self.origin
             fields = (system, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(alt * 1000)))
@@ -233,6 +259,38 @@ class MavlinkSink:
             if self._fresh(kind, 5.0 / hz) is None:
                 interval = (SET_MESSAGE_INTERVAL, 0, msg_id, 1e6 / hz, 0, 0, 0, 0, 0)
                 self._transmit(self.link.mav.command_long_send, system, component, *interval)
+
+    def _request_parameters(self, names, system: int, component: int) -> None:
+        self._params_asked = (time.monotonic(), system, component)
+        for name in names:
+            self._transmit(self.link.mav.param_request_read_send, system, component, name.encode(), -1)
+
+    def _check_parameters(self) -> None:
+        """Once every parameter has answered or time is up: say what keeps the autopilot from using us."""
+        if self._params_asked is None or self.problems is not None:
+            return
+        asked, system, component = self._params_asked
+        missing = [name for name in self.output.parameters() if name not in self.parameters]
+        waited = time.monotonic() - asked
+        if missing and waited < PARAMS_WAIT_S:
+            if waited >= PARAMS_RETRY_S and not self._params_retried:
+                self._params_retried = True
+                self._request_parameters(missing, system, component)
+                self._params_asked = (asked, system, component)
+            return
+        problems = self.output.problems(self.parameters, self.delay_s)
+        if self.output.needs_altitude and self.home_alt_msl is None and self._home is None:
+            problems.append("no home altitude: the fix is 2D, which EKF3 ignores (give --home-alt)")
+        problems += [f"{name} not read (another firmware?)" for name in missing]
+        self.problems = problems
+        for line in problems:
+            print(f"geolink: autopilot: {line}", file=sys.stderr)
+        names = [line.split(" ")[0] for line in problems if not line.startswith("no home")]
+        if not problems:
+            self.statustext(f"geolink: {self.output.name} settings OK", SEVERITY["info"])
+        else:
+            text = _fitted("geolink: check", names) if names else "geolink: no home altitude (--home-alt)"
+            self.statustext(text, SEVERITY["warning"])
 
     def _answer_timesync(self, msg) -> None:
         """A request (tc1 = 0) is answered with our clock, the one ODOMETRY's time_usec is stamped in."""
@@ -246,7 +304,10 @@ class MavlinkSink:
         return entry[1] if entry is not None and time.monotonic() - entry[0] < max_age_s else None
 
     # -- what the autopilot knows ----------------------------------------------------------
-    def body_attitude(self) -> BodyAttitude | None:
+    def body_attitude(self, t_unix: float | None = None) -> BodyAttitude | None:
+        """The vehicle's attitude at unix time ``t_unix`` (interpolated between reports), else the latest."""
+        if t_unix is not None:
+            return self._attitudes.at(t_unix)
         msg = self._fresh("ATTITUDE")
         return None if msg is None else BodyAttitude(msg.roll, msg.pitch, msg.yaw)
 
@@ -274,9 +335,10 @@ class MavlinkSink:
         position = self._fresh("GLOBAL_POSITION_INT")
         return None if home is None or position is None else home + position.relative_alt / 1000.0
 
-    def telemetry(self) -> Telemetry | None:
-        """The CAMERA's attitude (through the mount model) and height, from fresh reports; None if none."""
-        body = self.body_attitude()
+    def telemetry(self, t_unix: float | None = None) -> Telemetry | None:
+        """The CAMERA's attitude (through the mount model) at ``t_unix`` (a frame's capture; default
+        now) and the height, from fresh reports; None if none."""
+        body = self.body_attitude(t_unix)
         camera = self.mount.camera(body, self.gimbal_attitude())
         height = self.height(body)
         if camera is None and height is None:
@@ -286,7 +348,7 @@ class MavlinkSink:
 
     def autopilot_gnss(self) -> GnssFix | None:
         """The autopilot's own 3D GNSS fix while it is fresh — never our own fix echoed back."""
-        if self.sending and self.target == "ardupilot-gps" and self.gps_id == 0:
+        if self.sending and self.output.is_gps1:
             return None  # GPS_RAW_INT reports GPS 1, which is us
         msg = self._fresh("GPS_RAW_INT", GNSS_MAX_AGE_S)
         if msg is None or msg.fix_type < 3:
@@ -314,20 +376,21 @@ class MavlinkSink:
         if not estimate.finite():
             self.refused += 1
             return False
-        body = self.body_attitude()
+        body = self.body_attitude(estimate.t_unix)
         state = FlightState(body, self.altitude_msl(), self.height(body))
+        if self.output.needs_altitude and state.alt_msl is None and not self._told_2d:
+            self._told_2d = True
+            self.statustext("geolink: 2D fix, no altitude: EKF3 ignores it", SEVERITY["warning"])
         try:
-            if self.target == "ardupilot-gps":
-                fields = gps_input(estimate, state, self.gps_id)
-                ok = self._transmit(self.link.mav.gps_input_send, **fields)
-            else:
-                fields = odometry(self._in_ekf_frame(estimate), state, self.target)
-                ok = self._transmit(self.link.mav.odometry_send, **fields)
+            ok = self._send_message(*self.output.message(self._in_ekf_frame(estimate), state))
         except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
             ok = False
         self.sent += ok
         self.refused += not ok
         return ok
+
+    def _send_message(self, name: str, fields: dict) -> bool:
+        return self._transmit(getattr(self.link.mav, f"{name.lower()}_send"), **fields)
 
     def _in_ekf_frame(self, estimate: Estimate) -> Estimate:
         """The estimate's east/north re-expressed from the autopilot's origin, once that is known:
@@ -373,9 +436,9 @@ class MavlinkSink:
                 age = "no track" if estimate is None else f"no fix for {estimate.age_s:.0f} s"
                 self.statustext(f"geolink: position lost ({age})", SEVERITY["warning"])
                 self._lost = True
-            if self.sending and self.target == "ardupilot-gps":
-                fields = no_fix_gps_input(t_unix, self.gps_id)
-                self.no_fix_sent += self._transmit(self.link.mav.gps_input_send, **fields)
+            no_fix = self.output.no_fix(t_unix)
+            if self.sending and no_fix is not None:
+                self.no_fix_sent += self._send_message(*no_fix)
             return "stale"
         if self._lost:
             self.statustext("geolink: position fix", SEVERITY["notice"])
@@ -388,8 +451,8 @@ class MavlinkSink:
         """The autopilot's delay parameter for this output, and with the run's per-stage latency
         (the summary's ``latency_ms``) the settings it suggests (:func:`autopilot.delay_advice`)."""
         if latency_ms is None:
-            return delay_parameters(self.target, self.gps_id, self.delay_s)
-        return delay_advice(self.target, self.gps_id, self.delay_s, latency_ms)
+            return self.output.delay_parameters(self.delay_s)
+        return delay_advice(self.output, self.delay_s, latency_ms)
 
     def close(self) -> None:
         """Stop every thread and close the link; safe to call twice."""

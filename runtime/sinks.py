@@ -38,6 +38,21 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def worst_sigma(cov) -> float | None:
+    """1-sigma of the worst direction of a 2×2 covariance (a logged list), None without one."""
+    if cov is None:
+        return None
+    values = np.linalg.eigvalsh(np.asarray(cov, float))
+    return float(np.sqrt(max(float(values[-1]), 0.0))) if np.all(np.isfinite(values)) else None
+
+
+def share_within(errors: list[float], sigmas: list[float], factor: float) -> float | None:
+    """The share of errors within ``factor`` × the accuracy reported with them (for a 2D normal
+    error of that sigma on both axes, 86 % lie within 2 sigma)."""
+    pairs = list(zip(errors, sigmas, strict=True))
+    return sum(e <= factor * s for e, s in pairs) / len(pairs) if pairs else None
+
+
 class Summary:
     """Accumulates per-frame records into the figures a flight is judged by."""
 
@@ -46,7 +61,9 @@ class Summary:
         self.accepted = 0
         self.statuses: dict[str, int] = {}
         self.errors: list[float] = []  # error of every estimate sent (accepted frames)
+        self.accuracies: list[float] = []  # the accuracy (worst-axis sigma) reported with each of them
         self.fix_errors: list[float] = []  # error of every raw verified fix, accepted or not
+        self.fix_sigmas: list[float] = []  # the sigma each of those fixes came with
         self.gnss_errors: list[
             float
         ] = []  # distance of every estimate from the autopilot's GNSS (shadow mode)
@@ -62,10 +79,14 @@ class Summary:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if status == "accepted":
             self.accepted += 1
-            if record.get("error_m") is not None:
+            accuracy = worst_sigma((record.get("estimate") or {}).get("cov"))
+            if record.get("error_m") is not None and accuracy is not None:
                 self.errors.append(record["error_m"])
-        if record.get("fix_error_m") is not None:
+                self.accuracies.append(accuracy)
+        fix_sigma = worst_sigma((record.get("fix") or {}).get("cov"))
+        if record.get("fix_error_m") is not None and fix_sigma is not None:
             self.fix_errors.append(record["fix_error_m"])
+            self.fix_sigmas.append(fix_sigma)
         if record.get("gnss_error_m") is not None:
             self.gnss_errors.append(record["gnss_error_m"])
         if record.get("error") is not None:
@@ -86,6 +107,7 @@ class Summary:
         return (self.frames - 1) / duration if duration > 0 else None
 
     def result(self, **extra: Any) -> dict:
+        ratios = [e / s for e, s in zip(self.fix_errors, self.fix_sigmas, strict=True) if s > 0]
         out = {
             "frames": self.frames,
             "accepted": self.accepted,
@@ -98,9 +120,18 @@ class Summary:
                 "max": max(self.errors) if self.errors else None,
                 "count": len(self.errors),
             },
+            # the accuracy told to the autopilot, and how honest it was where the truth is known
+            "accuracy_m": {"median": percentile(self.accuracies, 50), "p90": percentile(self.accuracies, 90)},
+            "within_2x_accuracy": share_within(self.errors, self.accuracies, 2.0),
             "raw_fix_error_m": {
                 "median": percentile(self.fix_errors, 50),
                 "p90": percentile(self.fix_errors, 90),
+                # true error over the fix's own sigma: the calibration of the per-fix sigma model
+                "over_sigma": {
+                    "median": percentile(ratios, 50),
+                    "p90": percentile(ratios, 90),
+                },
+                "within_2_sigma": share_within(self.fix_errors, self.fix_sigmas, 2.0),
             },
             "gnss_error_m": {
                 "median": percentile(self.gnss_errors, 50),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "runtime" / "params"  # what a user sets for each target
 SITL_DIR = Path(os.environ.get("GEOLINK_SITL", REPO.parent / "shared" / "sitl"))
 BOOT_FAST_SPEEDUP = 10  # measured stable on 2 shared cores (5× and 10× both keep lockstep)
 BOOT_S = 40.0  # the EKF uses no position source before ~38 s after boot
@@ -41,9 +42,10 @@ class Sitl:
     """One SITL instance: started by :meth:`start`, stopped by its process id in :meth:`stop`."""
 
     def __init__(
-        self, instance: int, home: tuple[float, float, float, float], params: str | None, run_dir: Path
+        self, instance: int, home: tuple[float, float, float, float], params: tuple[str, ...], run_dir: Path
     ):
-        """``params``: a .parm file beside the binary applied after copter.parm (None: the simulated GPS)."""
+        """``params``: .parm files applied in turn after copter.parm — a name beside the binary (the
+        simulation's side), else a path (the integration's own, runtime/params); none: the simulated GPS."""
         self.instance, self.home, self.params, self.run_dir = instance, home, params, run_dir
         self.url = f"tcp:127.0.0.1:{5762 + 10 * instance}"  # for the runtime
         self.seen = Seen()
@@ -60,7 +62,7 @@ class Sitl:
         )
         env.pop("SITL_PARAMS", None)
         if self.params:
-            env["SITL_PARAMS"] = str(SITL_DIR / self.params)
+            env["SITL_PARAMS"] = ",".join(str(SITL_DIR / name) for name in self.params)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with (self.run_dir / "sitl.out").open("wb") as out:
             self.process = subprocess.Popen(

@@ -213,3 +213,32 @@ def test_roll_turns_the_image_about_the_optical_axis():
     level, rolled = world_to_camera(30.0, 70.0), world_to_camera(30.0, 70.0, 20.0)
     c, s = math.cos(math.radians(20.0)), math.sin(math.radians(20.0))
     assert np.allclose(rolled, [c * level[0] + s * level[1], c * level[1] - s * level[0], level[2]])
+
+
+def test_the_attitude_history_interpolates_at_a_time_through_the_links_delay():
+    """Reports at 10 Hz of a vehicle yawing at 30°/s across north (−180°/180°), arriving 5–60 ms
+    after they were made: the attitude at a time between two reports is the interpolation, the
+    yaw the short way round, the clock offset the fastest report's."""
+    from geolink_edge.runtime.attitude_history import AttitudeHistory
+
+    rng = np.random.default_rng(3)
+    history = AttitudeHistory()
+    boot_to_unix = 1_700_000_000.0  # unix time of the autopilot's boot
+    for i in range(50):
+        boot_s = 100.0 + 0.1 * i
+        yaw = math.radians(170.0 + 30.0 * 0.1 * i)  # 170° → 317°: through 180°
+        attitude = BodyAttitude(
+            math.radians(0.5 * i), math.radians(-5.0), math.atan2(math.sin(yaw), math.cos(yaw))
+        )
+        history.add(boot_s, attitude, boot_to_unix + boot_s + (0.005 if i == 7 else rng.uniform(0.02, 0.06)))
+    at = history.at(boot_to_unix + 100.0 + 0.005 + 0.35)  # between reports 3 and 4, in our clock
+    assert math.degrees(at.yaw) % 360 == pytest.approx(170.0 + 30.0 * 0.35, abs=1e-4)
+    assert math.degrees(at.roll) == pytest.approx(0.5 * 3.5, abs=1e-4) and math.degrees(
+        at.pitch
+    ) == pytest.approx(-5.0)
+    assert history.at(boot_to_unix + 99.0) is None  # before the history
+    newest = history.at(boot_to_unix + 100.005 + 4.9 + 0.2)  # just past the newest: the newest
+    assert math.degrees(newest.yaw) % 360 == pytest.approx(170.0 + 30.0 * 4.9)
+    assert history.at(boot_to_unix + 100.005 + 4.9 + 1.0) is None  # too far past it
+    history.add(3.0, attitude, boot_to_unix + 200.0)  # the autopilot rebooted: its clock restarted
+    assert history.at(boot_to_unix + 200.0) == attitude

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import threading
 import time
 
 import cv2
@@ -52,22 +53,31 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path, monkeypa
     log = tmp_path / "flight.jsonl"
     conf = loop.RunConf(realtime=False)
     received = []
+    done = threading.Event()
+
+    def listen() -> None:  # all along: the 10 Hz stream would overflow a socket read only at the end
+        while not done.is_set():
+            msg = listener.recv_match(type="GPS_INPUT", blocking=True, timeout=0.2)
+            if msg is not None:
+                received.append(msg)
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
     try:
         summary = loop.main(
             conf,
             f"sim://{flight}",
             model,
             index,
-            mavlink={"url": f"udpout:127.0.0.1:{port}"},
+            # an unpaced replay queues its frames, so each fix is old when it lands: keep sending it
+            mavlink={"url": f"udpout:127.0.0.1:{port}", "max_track_age_s": 3.0},
             log=log,
             console=False,
         )
-        deadline = time.time() + 2.0
-        while time.time() < deadline:
-            msg = listener.recv_match(type="GPS_INPUT", blocking=True, timeout=0.2)
-            if msg is not None:
-                received.append(msg)
+        time.sleep(1.0)
     finally:
+        done.set()
+        reader.join(timeout=2.0)
         listener.close()
     records = [_strict_json(line) for line in log.read_text().splitlines()]
     frames, last = [r for r in records[:-1] if "status" in r], records[-1]["summary"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.autopilot import Estimate, TrackPredictor, delay_advice, delay_parameters, gps_time
+from geolink_edge.runtime.autopilot import Estimate, TrackPredictor, delay_advice, gps_time, make_output
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.mavlink import MavlinkSink, load_mavutil, parse_url
 from geolink_edge.runtime.mount import CameraMount
@@ -174,6 +174,43 @@ def _track(times, speed=10.0, sigma=3.0, conf=FilterConf()) -> TrackFilter:
     return track
 
 
+def _turning_flight(seconds: float, step: float, speed: float = 10.0, accel: float = 2.5) -> np.ndarray:
+    """(t, east, north) every ``step`` s of a vehicle at ``speed`` that flies 8 s straight, then turns
+    90° at ``accel`` (ArduCopter's default WPNAV_ACCEL), and again."""
+    turn_s = math.pi / 2 * speed / accel
+    rows, heading, position = [], 0.0, np.zeros(2)
+    for t in np.arange(0.0, seconds, step):
+        rows.append((t, *position))
+        if (t % (8.0 + turn_s)) >= 8.0:
+            heading += accel / speed * step
+        position = position + speed * step * np.array([math.sin(heading), math.cos(heading)])
+    return np.array(rows)
+
+
+def test_the_accuracy_told_stays_under_5m_and_honest_at_2_fixes_a_second_of_1_5m():
+    """EKF3 refuses a GPS whose accuracy exceeds 5 m: at 2 fixes/s of 1.5 m (1σ per axis), the
+    accuracy streamed at 10 Hz between fixes must stay under it through turns, never claim better
+    than a fix, and hold the true error within 2× itself nearly always."""
+    rng = np.random.default_rng(1)
+    truth = _turning_flight(60.0, 0.1)
+    track = TrackFilter()
+    accuracies, errors, statuses = [], [], []
+    for i, (t, east, north) in enumerate(truth):
+        if i % 5 == 0:  # a fix every 0.5 s
+            z = np.array([east, north]) + rng.normal(0.0, 1.5, 2)
+            statuses.append(track.update(t, z, np.eye(2) * 1.5**2).status)
+        state = track.state(t)
+        if state is not None:
+            accuracies.append(math.sqrt(np.max(np.linalg.eigvalsh(state.covariance[:2, :2]))))
+            errors.append(float(np.hypot(*(state.position - [east, north]))))
+    assert statuses[0] == "acquiring" and set(statuses[1:]) == {"accepted"}  # turns are no surprise
+    accuracies, errors = np.array(accuracies[20:]), np.array(errors[20:])  # past the first 2 s
+    assert accuracies.max() < 5.0 and accuracies.min() >= 1.5 - 1e-9, (accuracies.min(), accuracies.max())
+    within = float(np.mean(errors <= 2 * accuracies))
+    print(f"accuracy {accuracies.min():.2f}–{accuracies.max():.2f} m, {within:.1%} of errors within 2×")
+    assert within >= 0.9, within
+
+
 def test_the_stream_sends_at_a_fixed_rate_between_fixes(sink_factory):
     listener, make = sink_factory
     sink = make(rate_hz=5.0)
@@ -214,6 +251,21 @@ def test_accuracy_grows_with_the_age_of_the_last_fix_and_the_stream_stops_when_s
     assert "position fix" in _receive(listener, "STATUSTEXT").text
 
 
+def test_the_stream_stops_1_5s_after_the_last_fix_came_in_however_old_it_was_then(sink_factory):
+    """A slow computer: each fix comes in 0.8 s after its frame was taken. The position is still
+    extrapolated from the frame's time (its accuracy grows from there), but "no fix" counts from
+    when the fix came in."""
+    listener, make = sink_factory
+    sink = make(connect=True)
+    track = _track([0.0, 0.5, 1.0], sigma=1.5)
+    predictor = TrackPredictor(track, lambda e, n: (47.0, 8.0))
+    t0 = 1_700_000_000.0
+    predictor.observe(1.0, t0 + 1.0, quality=50, received=t0 + 1.8)
+    assert predictor(t0 + 2.9).age_s == pytest.approx(1.1)  # 1.9 s after the frame
+    assert sink.stream_once(predictor, t0 + 2.9) == "sent"
+    assert sink.stream_once(predictor, t0 + 3.4) == "stale"  # 1.6 s after it came in
+
+
 def test_shadow_mode_sends_no_position(sink_factory):
     listener, make = sink_factory
     sink = make(send=False)
@@ -233,9 +285,22 @@ def test_the_first_velocity_of_a_track_is_honest_and_not_converged():
 
 
 def test_velocity_converges_on_a_steady_track():
-    track = _track(np.arange(0, 30, 0.2), sigma=2.0, conf=FilterConf(accel_sigma=1.0))
+    track = _track(np.arange(0, 30, 0.2), sigma=2.0, conf=FilterConf(accel_sigma=0.5))
     state = track.state(29.8)
     assert state.converged and np.allclose(state.velocity, [10.0, 0.0], atol=1.0)
+
+
+def test_a_turn_the_prediction_overshot_is_searched_for_and_restarts_the_track():
+    """Flying east at 10 m/s, the vehicle turns north harder than the track expects: the fix is
+    gated, the next frame is searched for around it as well as around the prediction, and a second
+    fix there restarts the track."""
+    track = _track(np.arange(0.0, 2.1, 0.5), sigma=1.5)
+    assert track.update(2.5, np.array([20.0, 8.0]), np.eye(2) * 1.5**2).status == "gated"
+    east, north, radius = track.search_region(3.0, floor_m=5.0)
+    for point in ([30.0, 0.0], [20.0 + 10.0 * 0.5, 8.0]):  # the prediction, the gated fix moved on
+        assert np.hypot(point[0] - east, point[1] - north) <= radius
+    assert track.update(3.0, np.array([20.5, 13.0]), np.eye(2) * 1.5**2).status == "accepted"
+    assert np.allclose(track.position, [20.5, 13.0]) and track.search_region(3.0, floor_m=5.0)[2] < radius
 
 
 def test_reset_counter_changes_only_on_a_discontinuity():
@@ -283,12 +348,13 @@ def test_a_warm_start_narrows_the_search_but_reports_nothing_until_our_own_fix()
 
 
 def test_delay_parameters_per_target():
-    assert delay_parameters("ardupilot-gps", 1, 0.12) == {"GPS2_DELAY_MS": 125}
-    assert delay_parameters("ardupilot-gps", 0, 0.5) == {"GPS1_DELAY_MS": 250}  # ArduPilot's maximum
-    assert delay_parameters("ardupilot-odometry", 0, 0.12) == {"VISO_DELAY_MS": 5}
-    assert delay_parameters("px4-odometry", 0, 0.12) == {"EKF2_EV_DELAY": 5}
+    assert make_output("ardupilot-gps", 1).delay_parameters(0.12) == {"GPS2_DELAY_MS": 125}
+    assert make_output("ardupilot-gps").delay_parameters(0.5) == {"GPS1_DELAY_MS": 250}  # ArduPilot's maximum
+    # ArduPilot's jitter correction absorbs a steady send delay: VISO_DELAY_MS must hold it
+    assert make_output("ardupilot-odometry").delay_parameters(0.12) == {"VISO_DELAY_MS": 125}
+    assert make_output("px4-odometry").delay_parameters(0.12) == {"EKF2_EV_DELAY": 5}  # TIMESYNC
     latency = {"age": {"median": 20.0}, "total": {"median": 160.0}, "embed": {"median": 90.0}}
-    advice = delay_advice("ardupilot-gps", 0, 0.0, latency)
+    advice = delay_advice(make_output("ardupilot-gps"), 0.0, latency)
     assert advice["fix_age_ms"] == 180.0 and advice["parameters"] == {"GPS1_DELAY_MS": 5}
     assert advice["suggested"] == {"--mavlink-delay": 0.18, "GPS1_DELAY_MS": 185}
 
@@ -317,6 +383,23 @@ def test_ardupilot_odometry_frames_covariance_and_body_velocity(sink_factory):
     assert odo.reset_counter == 2 and odo.quality == 70
 
 
+def test_ardupilot_gets_the_position_alone_until_the_velocity_has_converged(sink_factory):
+    """ArduPilot weighs external-navigation velocity at VISO_VEL_M_NSE whatever its covariance:
+    an unconverged velocity never reaches it (VISION_POSITION_ESTIMATE has none)."""
+    listener, make = sink_factory
+    sink = make("ardupilot-odometry")
+    alone = _receive(
+        listener, "VISION_POSITION_ESTIMATE", action=lambda: sink.send(_estimate(velocity_converged=False))
+    )
+    assert (alone.x, alone.y, alone.z) == (pytest.approx(-30.0), pytest.approx(12.0), pytest.approx(-85.0))
+    assert (alone.covariance[0], alone.covariance[6], alone.covariance[11]) == (
+        pytest.approx(9.0),
+        pytest.approx(4.0),
+        pytest.approx(25.0),
+    )
+    assert alone.yaw == pytest.approx(math.pi / 2) and alone.reset_counter == 2  # the heading: east
+
+
 def test_ardupilot_odometry_without_height_keeps_the_error_horizontal(sink_factory):
     listener, make = sink_factory
     sink = make("ardupilot-odometry")
@@ -325,17 +408,28 @@ def test_ardupilot_odometry_without_height_keeps_the_error_horizontal(sink_facto
     assert odo.z == 0.0
 
 
-def test_px4_odometry_is_local_ned_with_nan_where_unknown(sink_factory):
+def test_px4_odometry_is_local_ned_with_a_finite_z_and_nan_where_unknown(sink_factory):
+    """PX4 drops a position whose z is not finite: z is the autopilot's own height with a large
+    variance when we measured none, and a finite "unknown" without any."""
     listener, make = sink_factory
-    sink = make("px4-odometry")
+    sink = make("px4-odometry", connect=True)
     odo = _receive(listener, "ODOMETRY", action=lambda: sink.send(_estimate(alt=None, heading=None)))
     assert (odo.frame_id, odo.child_frame_id) == (m.MAV_FRAME_LOCAL_NED, m.MAV_FRAME_LOCAL_NED)
-    assert (odo.x, odo.y) == (pytest.approx(-30.0), pytest.approx(12.0)) and math.isnan(odo.z)
+    assert (odo.x, odo.y, odo.z) == (pytest.approx(-30.0), pytest.approx(12.0), 0.0)
+    assert odo.pose_covariance[11] == pytest.approx(1e4)
     assert (odo.vx, odo.vy) == (pytest.approx(4.0), pytest.approx(3.0))  # north, east
-    assert (
-        math.isnan(odo.q[0]) and math.isnan(odo.pose_covariance[11]) and math.isnan(odo.pose_covariance[15])
-    )
+    assert math.isnan(odo.q[0]) and math.isnan(odo.pose_covariance[15])
     assert odo.pose_covariance[0] == pytest.approx(9.0)
+    _feed(
+        listener,
+        sink,
+        lambda: sink.height(None),
+        lambda: listener.mav.global_position_int_send(0, 0, 0, 0, 42_000, 0, 0, 0, 0),
+    )
+    echoed = _receive(listener, "ODOMETRY", action=lambda: sink.send(_estimate(alt=None)))
+    assert echoed.z == pytest.approx(-42.0) and echoed.pose_covariance[11] == pytest.approx(100.0)
+    measured = _receive(listener, "ODOMETRY", action=lambda: sink.send(_estimate()))
+    assert measured.z == pytest.approx(-85.0) and measured.pose_covariance[11] == pytest.approx(25.0)
     withheld = _receive(listener, "ODOMETRY", action=lambda: sink.send(_estimate(velocity_converged=False)))
     assert math.isnan(withheld.vx) and math.isnan(withheld.velocity_covariance[0])
 
@@ -492,3 +586,131 @@ def test_bad_sink_options_are_one_line_errors(kw, message):
 
 def test_serial_url_carries_the_baud_rate():
     assert parse_url("/dev/ttyTHS1:921600") == ("/dev/ttyTHS1", 921600)
+
+
+# -- what the autopilot must be set to -----------------------------------------------------------
+
+
+def _answer_parameters(listener, values: dict[str, float], names: set[str], seconds: float = 3.0) -> set[str]:
+    """Play an ArduPilot whose parameters are ``values``: heartbeat, answer each PARAM_REQUEST_READ
+    for a parameter it has (others go unanswered, as for a name the firmware lacks), until all of
+    ``names`` were asked for; what was asked for."""
+    beat = (m.MAV_TYPE_QUADROTOR, m.MAV_AUTOPILOT_ARDUPILOTMEGA, 0, 0, m.MAV_STATE_STANDBY)
+    asked = set()
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        listener.mav.heartbeat_send(*beat)
+        msg = listener.recv_match(type="PARAM_REQUEST_READ", blocking=True, timeout=0.2)
+        if msg is None:
+            continue
+        asked.add(msg.param_id)
+        if msg.param_id in values:
+            listener.mav.param_value_send(msg.param_id.encode(), values[msg.param_id], 9, 0, 0)
+        if asked >= names:
+            break
+    return asked
+
+
+def test_the_autopilots_parameters_are_read_and_what_is_wrong_is_said(sink_factory, capsys):
+    listener, make = sink_factory
+    sink = make(home_alt_msl=500.0, connect=True)
+    values = {f"EK3_SRC{n}_{a}": 0.0 for n in (1, 2, 3) for a in ("POSXY", "VELXY", "POSZ")}
+    values |= {"GPS1_TYPE": 1.0, "EK3_SRC1_POSXY": 3.0, "EK3_SRC1_POSZ": 1.0, "EK3_CHECK_SCALE": 400.0}
+    names = set(values) | {"GPS1_DELAY_MS"}
+    assert _answer_parameters(listener, values, names) == names
+    text = _receive(listener, "STATUSTEXT", seconds=8.0)
+    assert text.text == "geolink: check GPS1_TYPE EK3_CHECK_SCALE +1"  # a STATUSTEXT holds 50
+    assert text.severity == m.MAV_SEVERITY_WARNING
+    assert sink.problems == [
+        "GPS1_TYPE 1: not a MAVLink GPS (set 14)",
+        "EK3_CHECK_SCALE 400: outside its documented 50-200 (set 100)",
+        "GPS1_DELAY_MS not read (another firmware?)",
+    ]
+    assert "geolink: autopilot: GPS1_TYPE 1: not a MAVLink GPS (set 14)" in capsys.readouterr().err
+
+
+def test_settings_that_suit_the_target_are_said_to_be_ok_and_a_missing_altitude_is_not(sink_factory):
+    listener, make = sink_factory
+    sink = make(connect=True)
+    values = {f"EK3_SRC{n}_{a}": 0.0 for n in (1, 2, 3) for a in ("POSXY", "VELXY", "POSZ")}
+    values |= {"GPS1_TYPE": 14.0, "EK3_SRC1_POSXY": 3.0, "EK3_SRC1_POSZ": 1.0}
+    values |= {"EK3_CHECK_SCALE": 100.0, "GPS1_DELAY_MS": 0.0}
+    _answer_parameters(listener, values, set(values))
+    text = _receive(listener, "STATUSTEXT", seconds=8.0)
+    assert text.text == "geolink: no home altitude (--home-alt)"
+    assert sink.problems == ["no home altitude: the fix is 2D, which EKF3 ignores (give --home-alt)"]
+    sink.problems, sink.home_alt_msl = None, 480.0  # judged again with an altitude: nothing is wrong
+    assert _receive(listener, "STATUSTEXT", seconds=8.0).text == "geolink: ardupilot-gps settings OK"
+
+
+@pytest.mark.parametrize(
+    ("target", "values", "expected"),
+    [
+        (
+            "ardupilot-gps",
+            {"GPS2_TYPE": 14, "GPS_AUTO_SWITCH": 0},
+            ["GPS_AUTO_SWITCH 0: never switches to GPS2 (set 1)"],
+        ),
+        (
+            "ardupilot-gps",
+            {"EK3_SRC1_POSXY": 3, "EK3_SRC1_VELXY": 0, "EK3_SRC1_POSZ": 3},
+            ["EK3_SRC1_POSZ 3: our height is the autopilot's own (set 1)"],
+        ),
+        (
+            "ardupilot-gps",
+            {"EK3_SRC1_POSXY": 3, "EK3_SRC1_VELXY": 3},
+            ["EK3_SRC1_VELXY 3: it reuses a velocity we withhold (set 0)"],
+        ),
+        # a GNSS receiver first (set 1), then us without velocity (set 2): nothing is wrong
+        (
+            "ardupilot-gps",
+            {"GPS2_TYPE": 14, "GPS_AUTO_SWITCH": 1, "EK3_SRC1_POSXY": 3, "EK3_SRC1_VELXY": 3}
+            | {"EK3_SRC2_POSXY": 3, "EK3_SRC2_VELXY": 0},
+            [],
+        ),
+        (
+            "ardupilot-odometry",
+            {"VISO_TYPE": 1, "EK3_SRC1_POSXY": 6, "EK3_SRC1_VELXY": 6, "VISO_DELAY_MS": 10},
+            ["EK3_SRC1_VELXY 6: our velocity weighed at 0.1 m/s (set 0)"],
+        ),
+        (
+            "ardupilot-odometry",
+            {"VISO_DELAY_MS": 50},
+            ["VISO_DELAY_MS 50: positions reach it 5 ms old (set 5)"],
+        ),
+        ("px4-odometry", {"EKF2_EV_CTRL": 5}, []),
+        (
+            "px4-odometry",
+            {"EKF2_EV_CTRL": 2},
+            [
+                "EKF2_EV_CTRL 2: no vision position (set bit 0)",
+                "EKF2_EV_CTRL 2: our height/yaw echo PX4's (clear bits 1, 3)",
+            ],
+        ),
+    ],
+)
+def test_each_target_judges_the_parameters_it_needs(target, values, expected):
+    output = make_output(target, 1 if "GPS2_TYPE" in values else 0)
+    assert set(values) <= set(output.parameters())
+    assert output.problems({k: float(v) for k, v in values.items()}, 0.0) == expected
+
+
+def test_the_attitude_of_a_frame_is_the_one_at_its_capture(sink_factory):
+    """4 s of ATTITUDE reports (20 Hz by the autopilot's clock) of a vehicle yawing at 30°/s: the
+    attitude asked for at two times 1 s apart differs by the 30° turned between them, not by what
+    arrived last."""
+    listener, make = sink_factory
+    sink = make(connect=True)
+    for i in range(80):
+        yaw = math.radians(-100.0 + 30.0 * i * 0.05)
+        listener.mav.attitude_send(5000 + 50 * i, 0.0, 0.0, yaw, 0.0, 0.0, 0.0)
+    _feed(
+        listener,
+        sink,
+        lambda: (a := sink.body_attitude()) and a.yaw > math.radians(15.0) or None,
+        lambda: None,
+    )
+    now = time.time()  # the newest report's time, or a little after it
+    earlier, later = sink.body_attitude(now - 2.0), sink.body_attitude(now - 1.0)
+    assert math.degrees(later.yaw - earlier.yaw) == pytest.approx(30.0, abs=1e-3)
+    assert math.degrees(sink.body_attitude().yaw) == pytest.approx(-100.0 + 30.0 * 79 * 0.05, abs=1e-3)

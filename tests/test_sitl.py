@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from _sitl_fixtures import EKF_POS_HORIZ_ABS, Sitl, hover_flight, sitl_available
+from _sitl_fixtures import EKF_POS_HORIZ_ABS, PARAMS, Sitl, hover_flight, sitl_available
 
 from geolink_edge.geo import haversine_m
 
@@ -31,12 +31,11 @@ FIRST_FIX_S = 5.0
 EKF_USES_S = 20.0  # and its EKF uses it this soon (the 38 s start-up floor is fast-forwarded)
 MAX_MEDIAN_ERROR_M = 5.0  # GLOBAL_POSITION_INT against the truth, tiny random encoder
 MAX_P90_ERROR_M = 8.0
-# EKF3 takes a GPS only while its reported accuracy is under 5 m × EK3_CHECK_SCALE/100. The sent
-# accuracy is the track's prediction between fixes (1.5 m sigma at a fix here, within 0.2 m of the
-# truth), grown at the filter's 8 m/s² over the time to the next fix: 6–14 m on a CPU that verifies
-# a frame in 0.55 s. The checks are scaled as docs/runtime.md advises, with room for a slow machine.
-GPS_PARAMS = {"EK3_CHECK_SCALE": 400.0}
-GPS = {"instance": 1, "params": "gps_input.parm", "target": "ardupilot-gps", "set_params": GPS_PARAMS}
+# ArduPilot at its stock settings but for what a user sets for the target (runtime/params): EKF3
+# takes a GPS only while its reported accuracy is under 5 m (EK3_CHECK_SCALE 100), and the accuracy
+# sent is the track's honest one (1.5–2 m here)
+GPS = {"instance": 1, "params": ("gps_input.parm", PARAMS / "ardupilot-gps.parm"), "target": "ardupilot-gps"}
+ODOMETRY = ("odometry.parm", PARAMS / "ardupilot-odometry.parm")
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +43,7 @@ def mavlink2(monkeypatch):
     monkeypatch.setenv("MAVLINK20", "1")
 
 
-def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_params=None, extra=()) -> dict:
+def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, extra=()) -> dict:
     """Hover over frame ``HOVER_FRAME`` for ``seconds`` into a fresh SITL; what both sides reported."""
     from pymavlink import mavutil
 
@@ -56,8 +55,6 @@ def fly(world, tmp_path, *, instance, params, target, seconds, hole=None, set_pa
     try:
         sitl.start(mavutil)
         sitl.boot()
-        for name, value in (set_params or {}).items():
-            sitl.set_param(name, value)
         t_start = time.time()
         run = subprocess.run(
             [
@@ -177,7 +174,7 @@ def test_sitl_odometry_is_used_as_external_navigation(flight_world, tmp_path):
         flight_world,
         tmp_path,
         instance=2,
-        params="odometry.parm",
+        params=ODOMETRY,
         target="ardupilot-odometry",
         seconds=26,
     )
@@ -195,7 +192,7 @@ def test_sitl_shadow_mode_measures_us_against_the_autopilots_own_gps(flight_worl
         flight_world,
         tmp_path,
         instance=2,
-        params=None,
+        params=(),
         target="ardupilot-gps",
         seconds=14,
         extra=("--no-send",),
