@@ -57,7 +57,7 @@ def sitl(
 
     from geolink_edge.errors import GeolinkError
     from geolink_edge.sim.camera import Exposure, MapScene
-    from geolink_edge.sim.flight import FlightConf, runtime_target
+    from geolink_edge.sim.flight import FlightConf, check_route, runtime_target
     from geolink_edge.sim.mission import MissionPlan
     from geolink_edge.sim.sitl import find_sitl
 
@@ -84,6 +84,7 @@ def sitl(
     )
     folder = find_sitl(sitl_dir)
     scene = MapScene(map_, dem)
+    check_route(scene, conf)
     check_model_and_index(model, index)
     from geolink_edge.sim.run import fly
 

@@ -4,12 +4,14 @@ The scenario, driven over MAVLink the way a ground station would: SITL boots wit
 map's launch point and the integration's parameters; the runtime (the same loop that flies,
 ``runtime.loop.main``) starts with a simulated camera that renders the map at SITL's true pose;
 the vehicle arms and takes off on the simulated GNSS and flies the AUTO mission; once at altitude,
-with our position flowing, the simulated GNSS is switched off (``SIM_GPS1_ENABLE 0``) — for
-ODOMETRY the EKF's source set 2 (external navigation) is selected at that moment — and the
-mission goes on to its landing at home on geolink-edge alone.
+with our position flowing, the EKF is switched to its source set 2 (``MAV_CMD_SET_EKF_SOURCE_SET``)
+and the simulated GNSS off (``SIM_GPS1_ENABLE 0``), and the mission goes on to its landing at home
+on geolink-edge alone.
 
-Two variants (``target``): ``ardupilot-gps`` sends GPS_INPUT as GPS 2, which ArduPilot switches to
-when GPS 1 loses its fix; ``ardupilot-odometry`` sends ODOMETRY as external navigation.
+Two variants (``target``), each with the runtime's recommended parameters for flying behind a GNSS
+receiver (``runtime/params/<target>2.parm``): ``ardupilot-gps`` sends GPS_INPUT as GPS 2, which
+ArduPilot switches to when GPS 1 loses its fix; ``ardupilot-odometry`` sends ODOMETRY as external
+navigation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from geolink_edge import atomic
 from geolink_edge.errors import GeolinkError, describe
 from geolink_edge.registry import check_name
-from geolink_edge.runtime.autopilot import delay_parameters
+from geolink_edge.runtime.autopilot import make_output
 from geolink_edge.runtime.mount import CameraMount
 from geolink_edge.sim.camera import (
     Exposure,
@@ -35,9 +37,11 @@ from geolink_edge.sim.camera import (
 )
 from geolink_edge.sim.mission import MissionPlan
 from geolink_edge.sim.sitl import (
+    COPTER_MODES,
     MAV_CMD_COMPONENT_ARM_DISARM,
     MAV_CMD_MISSION_START,
     MAV_CMD_SET_EKF_SOURCE_SET,
+    MAV_MODE_FLAG_SAFETY_ARMED,
     Sitl,
 )
 
@@ -58,27 +62,28 @@ def runtime_target(name: str) -> str:
     return TARGETS[name]
 
 
-def integration_params(target: str, delay_s: float = 0.0) -> tuple[dict[str, float], dict[str, float]]:
-    """The autopilot parameters a user sets for this integration (docs/sitl.md says why, each):
-    (set before boot, set once airborne).
+def recommended_parm(target: str) -> dict[str, float]:
+    """The runtime's recommended parameters for ``target`` behind a GNSS receiver (the ``…2.parm``
+    beside the runtime; docs/autopilot.md says why each is there)."""
+    import geolink_edge.runtime
 
-    GPS 2 is enabled only in the air: ArduPilot counts a ``GPSn_TYPE 14`` receiver from boot and refuses
-    to arm while it lacks a 3D fix ("GPS 2: Bad fix"), which a camera on the ground cannot give."""
-    if target == "ardupilot-gps":
-        boot = {
-            "GPS_AUTO_SWITCH": 4,  # GPS 1 while it has a 3D fix, else the best other
-            **delay_parameters(target, GPS_ID, delay_s),
-        }
-        return boot, {"GPS2_TYPE": 14}  # GPS 2 is MAVLink GPS_INPUT
-    boot = {
-        "VISO_TYPE": 1,  # external navigation from MAVLink (ODOMETRY)
-        "EK3_SRC2_POSXY": 6,  # source set 2: horizontal position from external navigation
-        "EK3_SRC2_VELXY": 0,  # no horizontal velocity source (ours is derived from the positions)
-        "EK3_SRC2_POSZ": 1,  # height from the barometer, as in set 1
-        "EK3_SRC2_YAW": 1,  # heading from the compass, as in set 1
-        **delay_parameters(target, GPS_ID, delay_s),
-    }
-    return boot, {}
+    path = Path(geolink_edge.runtime.__file__).parent / "params" / f"{target}2.parm"
+    params = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, value = line.split()[:2]
+            params[name] = float(value)
+    return params
+
+
+def integration_params(target: str, delay_s: float = 0.0) -> tuple[dict[str, float], dict[str, float]]:
+    """The autopilot parameters a user sets for this integration: (set before boot, set once airborne).
+
+    ``GPSn_TYPE 14`` waits until the vehicle is airborne: ArduPilot counts that receiver from boot and
+    refuses to arm while it lacks a 3D fix ("GPS 2: Bad fix"), which a camera on the ground cannot give."""
+    boot = {**recommended_parm(target), **make_output(target, GPS_ID).delay_parameters(delay_s)}
+    airborne = {name: boot.pop(name) for name in list(boot) if name[:3] == "GPS" and name.endswith("_TYPE")}
+    return boot, airborne
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,10 @@ def write_parm(path: Path, params: dict[str, float]) -> Path:
     return atomic.write_text(path, "".join(f"{name} {value:g}\n" for name, value in params.items()))
 
 
-def check_route(scene: MapScene, plan: MissionPlan, home: tuple[float, float], margin_m: float) -> None:
+def check_route(scene: MapScene, conf: FlightConf) -> None:
     """Every turning point (and home) on the map with room for the camera's footprint: a bad input."""
+    plan, home = conf.mission, conf.home or scene.centre()
+    margin_m = footprint_m(conf) + 20.0
     for lat, lon in [home, *plan.waypoints(*home)]:
         if not scene.contains(lat, lon, margin_m):
             raise GeolinkError(
@@ -141,7 +148,6 @@ class Flight:
     def __init__(self, conf: FlightConf, scene: MapScene, sitl_folder: Path, model, index, out: Path):
         self.conf, self.scene, self.model, self.index, self.out = conf, scene, model, index, out
         home = conf.home or scene.centre()
-        check_route(scene, conf.mission, home, footprint_m(conf) + 20.0)
         ground = scene.ground_at(*home)
         self.result = FlightResult((home[0], home[1], ground))
         boot, self.airborne_params = integration_params(conf.target)
@@ -223,7 +229,7 @@ class Flight:
         )
         result.t_takeoff_done = time.time()
         self._wait_for_our_position()
-        if self.conf.target == "ardupilot-odometry" and not sitl.command_acked(MAV_CMD_SET_EKF_SOURCE_SET, 2):
+        if not sitl.command_acked(MAV_CMD_SET_EKF_SOURCE_SET, 2):  # the sources without GNSS
             raise GeolinkError("the autopilot refused EKF source set 2 (MAV_CMD_SET_EKF_SOURCE_SET)")
         sitl.set_param("SIM_GPS1_ENABLE", 0)
         result.gnss_cut_unix = time.time()
@@ -231,9 +237,17 @@ class Flight:
         # landed and disarmed, by the mission's end or by a failsafe's landing anywhere
         sitl.wait(lambda: sitl.on_ground() and not sitl.armed(), route_s, "the mission and the landing")
         result.t_landed, result.landed = time.time(), True
-        result.mission_completed = sitl.mission_seq() >= plan.land_item or any(
-            m.seq == plan.land_item for _, m in sitl.seen.of("MISSION_ITEM_REACHED")
-        )
+        result.mission_completed = self._flew_to_the_end()
+
+    def _flew_to_the_end(self) -> bool:
+        """The mission reached its landing and the autopilot stayed in AUTO while armed (a failsafe's
+        LAND or RTL is not a completed mission)."""
+        seen, cut = self.sitl.seen, self.result.gnss_cut_unix
+        reached = any(m.seq == self.conf.mission.land_item for _, m in seen.of("MISSION_CURRENT", cut))
+        modes = {
+            m.custom_mode for _, m in seen.of("HEARTBEAT", cut) if m.base_mode & MAV_MODE_FLAG_SAFETY_ARMED
+        }
+        return reached and modes <= {COPTER_MODES["AUTO"]}
 
     def _wait_for_our_position(self) -> None:
         """Our position has flowed for POSITION_READY_S: GPS 2 has a 3D fix, or the runtime's log shows
