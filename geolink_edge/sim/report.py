@@ -202,6 +202,7 @@ def draw_path(
         ax.plot(
             *to_pixels(lat, lon), "-", color="deepskyblue", lw=1.3, label="autopilot (GLOBAL_POSITION_INT)"
         )
+    fixes = [f for f in fixes if math.isfinite(f["lat"]) and math.isfinite(f["lon"])]
     if fixes:
         lat, lon = (np.array([f[k] for f in fixes]) for k in ("lat", "lon"))
         ax.plot(*to_pixels(lat, lon), "o", color="red", ms=2.5, label="geolink-edge fixes")
