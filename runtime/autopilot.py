@@ -11,8 +11,8 @@ per target (the link is :mod:`mavlink`; docs/autopilot.md lists the parameters a
   track's velocity has converged the position goes out alone (VISION_POSITION_ESTIMATE), then as
   ODOMETRY (LOCAL_FRD/BODY_FRD; our LOCAL_FRD is north-aligned). ArduPilot folds the three
   position variances into one error and turns any NaN into a NaN error, so nothing unknown is NaN
-  here: an unknown height gets the worst horizontal variance (neither inflating nor shrinking
-  that error), angles we do not measure get π².
+  here: the height (which it takes from its barometer) gets the worst horizontal variance, neither
+  inflating nor shrinking that error; angles we do not measure get π².
 - ``px4-odometry`` (:class:`Px4Odometry`): ODOMETRY in LOCAL_NED for EKF2. PX4 drops a position
   whose x, y or z is not finite, so z is always a number: the height we measured, else the
   autopilot's own with a large variance; NaN wherever else we know nothing (PX4 then skips that
@@ -292,8 +292,9 @@ class ArduPilotOdometry(Output):
     def message(self, e: Estimate, state: FlightState) -> tuple[str, dict]:
         cov_ne = _swap_ne(e.cov_en)
         worst = float(np.max(np.linalg.eigvalsh(cov_ne)))
-        # height: ours when PnP measured it; otherwise the autopilot's own at the horizontal error
-        z, var_z = (-e.alt, e.alt_sigma**2) if e.alt is not None else (-(state.height or 0.0), worst)
+        # height: ours when PnP measured it, else the autopilot's own; its variance the worst horizontal
+        # one, since ArduPilot folds all three into one position error and takes its height elsewhere
+        z, var_z = -(e.alt if e.alt is not None else (state.height or 0.0)), worst
         body_to_ned = _body_to_ned(e, state)
         body_to_ned = np.eye(3) if body_to_ned is None else body_to_ned
         pose = np.diag([0.0, 0.0, var_z, math.pi**2, math.pi**2, math.pi**2])  # angles: echoed, not measured

@@ -44,6 +44,7 @@ GNSS_MAX_AGE_S = 2.0
 DOWNWARD = 25  # MAV_SENSOR_ROTATION_PITCH_270: a rangefinder looking down
 PARAMS_RETRY_S = 2.0  # parameters not answered by then are asked for once more
 PARAMS_WAIT_S = 5.0  # and judged by then with what has come
+TELL_2D_S = 3.0  # fixes 2D for this long are said to be of no use
 # what we ask the autopilot to stream (message id, Hz); a link may have none of it on by default
 STREAMS = {
     "GPS_GLOBAL_ORIGIN": (49, 0.2),
@@ -182,6 +183,7 @@ class MavlinkSink:
         self._params_asked: tuple[float, int, int] | None = None  # (monotonic time, system, component)
         self._params_retried = False
         self._told_2d = False
+        self._2d_since: float | None = None  # monotonic time fixes began to go out 2D
         self._threads = [
             threading.Thread(
                 target=self._heartbeat_loop, args=(1.0 / heartbeat_hz,), name="mav-heartbeat", daemon=True
@@ -305,9 +307,11 @@ class MavlinkSink:
 
     # -- what the autopilot knows ----------------------------------------------------------
     def body_attitude(self, t_unix: float | None = None) -> BodyAttitude | None:
-        """The vehicle's attitude at unix time ``t_unix`` (interpolated between reports), else the latest."""
-        if t_unix is not None:
-            return self._attitudes.at(t_unix)
+        """The vehicle's attitude at unix time ``t_unix`` (interpolated between reports) when the
+        reports cover it, else the latest fresh one."""
+        then = self._attitudes.at(t_unix) if t_unix is not None else None
+        if then is not None:
+            return then
         msg = self._fresh("ATTITUDE")
         return None if msg is None else BodyAttitude(msg.roll, msg.pitch, msg.yaw)
 
@@ -378,9 +382,7 @@ class MavlinkSink:
             return False
         body = self.body_attitude(estimate.t_unix)
         state = FlightState(body, self.altitude_msl(), self.height(body))
-        if self.output.needs_altitude and state.alt_msl is None and not self._told_2d:
-            self._told_2d = True
-            self.statustext("geolink: 2D fix, no altitude: EKF3 ignores it", SEVERITY["warning"])
+        self._tell_if_2d(state.alt_msl is None)
         try:
             ok = self._send_message(*self.output.message(self._in_ekf_frame(estimate), state))
         except struct.error:  # a field out of its wire range (a time before 1980, a latitude of 300°)
@@ -388,6 +390,18 @@ class MavlinkSink:
         self.sent += ok
         self.refused += not ok
         return ok
+
+    def _tell_if_2d(self, no_altitude: bool) -> None:
+        """Say once when fixes have gone out 2D (no altitude) for ``TELL_2D_S``: EKF3 ignores them.
+        (The first ones may, until the autopilot's height has come in.)"""
+        if not (self.output.needs_altitude and no_altitude):
+            self._2d_since = None
+            return
+        now = time.monotonic()
+        self._2d_since = now if self._2d_since is None else self._2d_since
+        if now - self._2d_since >= TELL_2D_S and not self._told_2d:
+            self._told_2d = True
+            self.statustext("geolink: 2D fix, no altitude: EKF3 ignores it", SEVERITY["warning"])
 
     def _send_message(self, name: str, fields: dict) -> bool:
         return self._transmit(getattr(self.link.mav, f"{name.lower()}_send"), **fields)

@@ -141,12 +141,15 @@ def test_home_position_from_the_autopilot_wins_over_the_configured_one(sink_fact
     )
 
 
-def test_without_an_altitude_the_fix_is_2d(sink_factory):
+def test_without_an_altitude_the_fix_is_2d_and_that_is_said(sink_factory, monkeypatch):
+    monkeypatch.setattr("geolink_edge.runtime.mavlink.TELL_2D_S", 0.3)
     listener, make = sink_factory
     sink = make(gps_id=1)
     gps = _receive(listener, "GPS_INPUT", action=lambda: sink.send(_estimate()))
     assert gps.fix_type == 2 and gps.gps_id == 1
     assert gps.ignore_flags & m.GPS_INPUT_IGNORE_FLAG_ALT
+    text = _receive(listener, "STATUSTEXT", action=lambda: (sink.send(_estimate()), time.sleep(0.05)))
+    assert text.text == "geolink: 2D fix, no altitude: EKF3 ignores it"
 
 
 def test_velocity_is_withheld_until_it_has_converged(sink_factory):
@@ -372,7 +375,7 @@ def test_ardupilot_odometry_frames_covariance_and_body_velocity(sink_factory):
     assert (odo.pose_covariance[0], odo.pose_covariance[6], odo.pose_covariance[11]) == (
         pytest.approx(9.0),
         pytest.approx(4.0),
-        pytest.approx(25.0),  # N, E, and z from PnP with its 5 m sigma
+        pytest.approx(9.0),  # N, E, and z (from PnP) at the worst horizontal variance: ArduPilot folds them
     )
     assert np.linalg.norm(odo.q) == pytest.approx(1.0, abs=1e-6)
     # no attitude from the autopilot: the heading (east) orients the body; 3 m/s east is forward
@@ -395,7 +398,7 @@ def test_ardupilot_gets_the_position_alone_until_the_velocity_has_converged(sink
     assert (alone.covariance[0], alone.covariance[6], alone.covariance[11]) == (
         pytest.approx(9.0),
         pytest.approx(4.0),
-        pytest.approx(25.0),
+        pytest.approx(9.0),
     )
     assert alone.yaw == pytest.approx(math.pi / 2) and alone.reset_counter == 2  # the heading: east
 

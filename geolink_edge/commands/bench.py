@@ -58,7 +58,9 @@ def bench_runtime(
     share = result["non_inference_share"]
     console.print(
         f"FPS {result['fps'] or 0:.2f} | fix rate {result['fix_rate']:.1%} | "
-        f"median error {_metres(result['error_m']['median'])} | non-inference share "
+        f"median error {_metres(result['error_m']['median'])} | accuracy told "
+        f"{_metres(result['accuracy_m']['median'])}, errors within 2x "
+        f"{_share(result['within_2x_accuracy'])} | non-inference share "
         f"{'-' if share is None else f'{share:.1%}'} | RSS {rss['after_warmup']:.0f} → {rss['end']:.0f} MiB "
         f"(growth {result['rss_growth']:+.1%}, peak {rss['peak']:.0f} MiB) | errors {len(result['errors'])}"
     )
@@ -71,6 +73,10 @@ def bench_runtime(
 
 def _metres(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} m"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def register(app: typer.Typer) -> None:

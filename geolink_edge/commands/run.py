@@ -46,6 +46,7 @@ def parse_near(value: str | None) -> tuple[float, float, float] | None:
 
 NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
 RUN_CONF = "geolink_edge.runtime.loop:RunConf"
+FILTER_CONF = "geolink_edge.runtime.filter:FilterConf"
 SINK = "geolink_edge.runtime.mavlink:MavlinkSink"  # its keyword defaults are the link's
 
 
@@ -143,6 +144,12 @@ def run(
         False, "--every-frame", help="replay recordings frame by frame, unpaced"
     ),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
+    accel_sigma: float | None = conf_option(
+        FILTER_CONF,
+        "accel_sigma",
+        "--accel-sigma",
+        help="m/s², 1σ of the vehicle's acceleration: how fast the accuracy told the autopilot grows",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
@@ -155,10 +162,14 @@ def run(
     positive("--altitude", altitude)
     positive("--fps", fps)
     positive("--camera-lost", camera_lost)
+    positive("--accel-sigma", accel_sigma)
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
+    from geolink_edge.runtime.filter import FilterConf
+
     conf = loop.RunConf(
         locate=LocateConf(verify=verify_conf(features, matcher, rotations)),
+        filter=FilterConf(**given(accel_sigma=accel_sigma)),
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
