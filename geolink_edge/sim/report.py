@@ -83,9 +83,9 @@ def per_second(seen, truth: Truth) -> list[dict]:
             "truth": {"lat": float(lat), "lon": float(lon), "alt": float(truth.alt[i])},
         }
         if positions and positions[p][0] <= second:
-            m = positions[p][1]
+            t_sent, m = positions[p]
             row["autopilot"] = {"lat": m.lat / 1e7, "lon": m.lon / 1e7, "relative_alt": m.relative_alt / 1e3}
-            row["autopilot_error_m"] = float(haversine_m(lat, lon, m.lat / 1e7, m.lon / 1e7))
+            row["autopilot_error_m"] = float(truth.error_m(t_sent, m.lat / 1e7, m.lon / 1e7))  # at its time
         if flags and flags[f][0] <= second:
             row["ekf_flags"] = int(flags[f][1].flags)
         rows.append(row)
