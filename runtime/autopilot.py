@@ -411,10 +411,11 @@ def _odometry(e: Estimate, frame: int, child: int, z: float, q, velocity, pose, 
     )
 
 
-OUTPUTS = {
+# each target's output from the GPS_INPUT gps_id (which only GPS_INPUT uses)
+OUTPUTS: dict[str, Callable[[int], Output]] = {
     "ardupilot-gps": ArduPilotGps,
-    "ardupilot-odometry": ArduPilotOdometry,
-    "px4-odometry": Px4Odometry,
+    "ardupilot-odometry": lambda _gps_id: ArduPilotOdometry(),
+    "px4-odometry": lambda _gps_id: Px4Odometry(),
 }
 TARGETS = tuple(OUTPUTS)
 
@@ -426,8 +427,8 @@ def check_target(target: str) -> str:
 
 
 def make_output(target: str, gps_id: int = 0) -> Output:
-    check_target(target)
-    return ArduPilotGps(gps_id) if target == "ardupilot-gps" else OUTPUTS[target]()
+    """The output for ``--mavlink-target`` (a one-line error for an unknown one)."""
+    return OUTPUTS[check_target(target)](gps_id)
 
 
 def delay_advice(output: Output, delay_s: float, latency_ms: dict) -> dict:

@@ -138,6 +138,8 @@ def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses(flight_world, tmp
     flight = fly(flight_world, tmp_path, seconds=26, **GPS)
     out = figures(flight, "is using GPS")
     assert_autopilot_used_us(out, flight, ("Bad fix", "Glitch", "glitching", "position lost"))
+    # the runtime read ArduPilot's parameters at start and found them right for GPS_INPUT
+    assert "geolink: ardupilot-gps settings OK" in [text for _, text in flight["seen"].texts()]
     # the fix never dropped once it was there
     fixes = [m.fix_type for _, m in flight["seen"].of("GPS_RAW_INT", flight["first_sent"] + FIRST_FIX_S)]
     assert fixes and min(fixes) >= 3
@@ -181,6 +183,7 @@ def test_sitl_odometry_is_used_as_external_navigation(flight_world, tmp_path):
     out = figures(flight, "is using external nav data")
     out["first_3d_fix_s"] = 0.0  # no GPS here: the EKF's use of ODOMETRY is the measure
     assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
+    assert "geolink: ardupilot-odometry settings OK" in [text for _, text in flight["seen"].texts()]
 
 
 def test_sitl_shadow_mode_measures_us_against_the_autopilots_own_gps(flight_world, tmp_path):
