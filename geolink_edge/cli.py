@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "index",
     "demo",
     "config",
+    "sitl",
 ]
 
 app = typer.Typer(

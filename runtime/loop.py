@@ -27,7 +27,7 @@ from geolink_edge.runtime.health import CameraWatch, Events, Stop, stop_on_signa
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
 from geolink_edge.runtime.locate import LocateConf, Locator, near_region, open_index
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
-from geolink_edge.runtime.sources import Capture, Frame, GnssFix, SimReader, Telemetry, open_reader
+from geolink_edge.runtime.sources import Capture, Frame, GnssFix, Reader, SimReader, Telemetry, open_reader
 
 POLL_S = 0.25  # how often the loop looks at the stop flag and the camera while no frame comes
 
@@ -297,7 +297,7 @@ def source_counters(capture: Capture) -> dict:
 
 def main(
     conf: RunConf,
-    camera: str,
+    camera: str | Reader,
     model: str | Path,
     index_dir: str | Path,
     intrinsics: str | Path | None = None,
@@ -308,14 +308,15 @@ def main(
 ) -> dict:
     """Run the onboard localization until the source ends, ``max_frames``, SIGTERM or SIGINT.
 
-    ``mavlink`` holds the keyword arguments of :class:`MavlinkSink` (``url`` first). Returns the
+    ``camera`` is a camera URI or an opened reader (a simulated camera). ``mavlink`` holds the
+    keyword arguments of :class:`MavlinkSink` (``url`` first). Returns the
     summary (also the last line of the log, whose actual name — never an existing file — it names).
     """
     from geolink_edge.backends import load_embedder
 
     stop = stop or Stop()
     with ExitStack() as resources:
-        reader = open_reader(camera, conf.width, conf.height, conf.fps)
+        reader = open_reader(camera, conf.width, conf.height, conf.fps) if isinstance(camera, str) else camera
         options = {"threads": conf.threads} if conf.threads and str(model).endswith(".onnx") else {}
         embedder = load_embedder(model, **options)
         if hasattr(embedder, "close"):  # TensorRT: GPU memory and the CUDA context
@@ -367,7 +368,7 @@ def main(
                 "sink_errors": events.sink_errors,
                 "stopped_by": stop.reason,
                 "model": embedder.name,
-                "camera": camera,
+                "camera": camera if isinstance(camera, str) else type(camera).__name__,
                 "intrinsics": camera_model is not None,
                 "log": str(jsonl.path) if jsonl is not None else None,
             }
