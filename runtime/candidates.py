@@ -119,12 +119,17 @@ def candidate_keys(
     return windows.keys_for_points(centres, footprint, gsd)[: conf.k_windows]
 
 
-def best_of(count: int, check: Check, enough: int) -> tuple[Verification | None, list[Verification]]:
-    """The accepted candidate with the most inliers (the first to reach ``enough`` ends the search)
-    and the rejected ones."""
+def best_of(
+    order: range, check: Check, enough: int, out_of_time: Callable[[int], bool] = lambda i: False
+) -> tuple[Verification | None, list[Verification], int]:
+    """The accepted candidate with the most inliers (the first to reach ``enough`` ends the search),
+    the rejected ones, and where the search stopped (``order.stop`` unless cut: ``out_of_time(i)``
+    before checking candidate i)."""
     best: Verification | None = None
     rejected: list[Verification] = []
-    for i in range(count):
+    for i in order:
+        if out_of_time(i):
+            return best, rejected, i
         try:
             result = check(i)
         except GeolinkError as exc:  # one broken window must not stop the flight
@@ -137,7 +142,7 @@ def best_of(count: int, check: Check, enough: int) -> tuple[Verification | None,
             best = result
         if best.inliers >= enough:
             break
-    return best, rejected
+    return best, rejected, order.stop
 
 
 def window_name(key: WindowKey, factor: float) -> str:

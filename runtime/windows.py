@@ -11,6 +11,7 @@ slowly changing height keeps hitting the cache.
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class MapWindows:
         self._cache: OrderedDict[WindowKey, Window] = OrderedDict()
         self._size = cache
         self._radius: float | None = None
+        self.extract_s = 0.0  # seconds spent reading windows and detecting their features, in all
+
+    def cached(self, key: WindowKey) -> bool:
+        return key in self._cache
 
     def keys_near(
         self, x: float, y: float, radius_m: float, footprint_m: float, gsd_m: float
@@ -111,6 +116,7 @@ class MapWindows:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
+        start = time.perf_counter()
         centre, half = key.centre(self.factor), key.half_size(self.factor)
         read = self.read(centre[0], centre[1], half, key.gsd_m)
         mask = np.asarray(read.valid, dtype=np.uint8) * 255
@@ -119,6 +125,7 @@ class MapWindows:
         pixel_to_xy = np.asarray(read.pixel_to_xy, dtype=np.float64)
         features.ground = features.xy.astype(np.float64) @ pixel_to_xy[:, :2].T + pixel_to_xy[:, 2]
         window = Window(key, centre, half, pixel_to_xy, features)
+        self.extract_s += time.perf_counter() - start
         self._cache[key] = window
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)

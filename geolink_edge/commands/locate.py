@@ -40,6 +40,9 @@ def locate(
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
+    budget: float = typer.Option(
+        8.0, "--budget", help="seconds the search may take before it answers no fix, the best window and why"
+    ),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
@@ -58,7 +61,9 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
-    conf = LocateConf(verify=verify_conf(features, matcher, rotations))
+    if not budget >= 0:
+        raise GeolinkError(f"--budget must be 0 or more seconds, got {budget}")
+    conf = LocateConf(verify=verify_conf(features, matcher, rotations), budget_s=budget)
     result = locate_image(
         image,
         model,
