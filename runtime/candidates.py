@@ -120,16 +120,24 @@ def candidate_keys(
 
 
 def best_of(
-    order: range, check: Check, enough: int, out_of_time: Callable[[int], bool] = lambda i: False
-) -> tuple[Verification | None, list[Verification], int]:
+    count: int,
+    check: Check,
+    enough: int,
+    out_of_time: Callable[[int], bool] = lambda i: False,
+    ready: Callable[[int], bool] = lambda i: True,
+) -> tuple[Verification | None, list[Verification], list[int], bool]:
     """The accepted candidate with the most inliers (the first to reach ``enough`` ends the search),
-    the rejected ones, and where the search stopped (``order.stop`` unless cut: ``out_of_time(i)``
-    before checking candidate i)."""
+    the rejected ones, the candidates left unchecked (not ``ready`` yet, or all from the first one
+    for which it was ``out_of_time``) and whether the time ran out."""
     best: Verification | None = None
     rejected: list[Verification] = []
-    for i in order:
+    left: list[int] = []
+    for i in range(count):
+        if not ready(i):
+            left.append(i)
+            continue
         if out_of_time(i):
-            return best, rejected, i
+            return best, rejected, left + list(range(i, count)), True
         try:
             result = check(i)
         except GeolinkError as exc:  # one broken window must not stop the flight
@@ -142,7 +150,7 @@ def best_of(
             best = result
         if best.inliers >= enough:
             break
-    return best, rejected, order.stop
+    return best, rejected, left, False
 
 
 def window_name(key: WindowKey, factor: float) -> str:

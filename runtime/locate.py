@@ -54,7 +54,7 @@ class LocateConf:
         3.0  # PnP RMS reprojection error (of its RANSAC inliers) beyond which it is refused
     )
     pnp_ransac_px: float = 3.0  # PnP leaves out matches farther than this from a RANSAC pose
-    max_attitude_gap_deg: float = 10.0  # a told attitude farther than this from the solved one is refused
+    max_attitude_gap_deg: float = 10.0  # a PnP solution farther than this from a told attitude is refused
     sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
     sigma_homography_m: float = 5.0  # fallback without PnP, attitude known
     sigma_votes_m: float = 2.5  # the position votes' median (parallax of roofs and trees spreads them)
@@ -63,6 +63,9 @@ class LocateConf:
 
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
     budget_s: float | None = None  # seconds a frame's search may take (None: no limit)
+    # windows not read yet are read on a thread of their own while the frames go on, and a frame
+    # checks only those already read (a paced run: a cold search never holds the camera up)
+    background_windows: bool = False
     # ground-resolution matching against map windows
     match_gsd_m: float | None = None  # None: match_gsd_factor × the coarser of the frame's and map's GSD
     match_gsd_factor: float = 0.5  # a real 40 m flight over a 0.5 m/px map registered best at 0.25 m/px
@@ -129,10 +132,10 @@ class Fix:
 class _Pending:
     """A search the time budget cut short: where the next frame of the same search goes on."""
 
-    signature: object  # None: a global search; the region of a known area
+    signature: object  # None: a global search; else its region
     found: Candidates
     coarser: float  # the GSD try it was in
-    done: int  # windows of that try already checked
+    keys: list[WindowKey]  # the windows of that try not checked yet, in order
 
 
 class Locator:
@@ -156,6 +159,7 @@ class Locator:
         self._pending: _Pending | None = None  # a search the budget cut short
         self._check_s: dict[bool, float] = {}  # how long the last check of a cached / new window took
         self._frame_checks = 0  # windows checked for the frame in hand
+        self._prepare_s = 0.0  # seconds the frame's side of the last checks took
         frames = Verifier(conf.verify, headroom=conf.window_features)
         canvas = frames.sized(conf.max_canvas_px)
         # windows keep more keypoints than a frame; they are detected at one turn: the map is north-up
@@ -187,10 +191,12 @@ class Locator:
         (judged by how long the last window of its kind, cached or not, took), except a frame's
         first, so that a search always moves on (a budget of 0 checks none); a search cut short
         answers "no fix" with the best window so far and why, and a global or known-area search
-        goes on with the windows left on the next frame that asks for the same search."""
+        goes on with the windows left on the next frame that asks for the same search. With
+        ``conf.background_windows`` windows not read yet are read on a thread of their own and left
+        for a later frame."""
         t0 = self.clock()
         deadline = t0 + self.conf.budget_s if self.conf.budget_s is not None else math.inf
-        signature = None if region is None else (region if exhaustive else False)
+        signature = region  # a track's prediction moves: only a global or known-area search goes on
         pending = (
             self._pending if self._pending is not None and self._pending.signature == signature else None
         )
@@ -216,33 +222,46 @@ class Locator:
             consensus, views = self.views.views(
                 image, telemetry, intrinsics, self.rotation_invariant, coarser
             )
-            keys = (
-                candidate_keys(self.conf, self.windows, views, region, exhaustive, centres) if views else []
-            )
-            done = pending.done if pending is not None and pending.coarser == coarser else 0
-            if len(keys) <= done:
+            if pending is not None and pending.coarser == coarser:
+                keys = pending.keys
+            else:
+                keys = (
+                    candidate_keys(self.conf, self.windows, views, region, exhaustive, centres)
+                    if views
+                    else []
+                )
+            if not keys:
                 if not rejected:
                     fix.reason = "no windows near the prediction" if region else "no candidates"
                     fix.reason = fix.reason if views else "the frame does not see the ground"
                 break
             job = FrameJob(views, consensus, keys, region, exhaustive, heading_known(telemetry))
-            check = self._timed(self.verifier.prepare(job), keys)
             views_s += self.clock() - t
-            best, rejections, stop = best_of(
-                range(done, len(keys)),
+            check = self._prepared(job)
+            if self.conf.background_windows:
+                self.windows.prefetch(keys)
+            best, rejections, left, cut = best_of(
+                len(keys),
                 check,
                 enough,
                 lambda i, keys=keys: self._out_of_time(deadline, keys[i]),
+                lambda i, keys=keys: not self.conf.background_windows or self.windows.cached(keys[i]),
             )
             rejected += [(v, keys) for v in rejections]
-            if best is None and stop < len(keys):
-                self._pending = _Pending(signature, found, coarser, stop)
-                fix.windows_left = len(keys) - stop
-                fix.reason = (
-                    f"time budget of {self.conf.budget_s:g} s spent, {fix.windows_left} window(s) left"
-                )
+            views_s += self._prepare_s
+            if best is not None and self.conf.background_windows:
+                # a search that goes on over frames tries the window that verified first
+                verified = [keys[best.tile_id]] + [keys[i] for i in left]
+                self._pending = _Pending(signature, found, coarser, verified)
+            elif best is None and left:
+                self._pending = _Pending(signature, found, coarser, [keys[i] for i in left])
+                fix.windows_left = len(left)
+                spent = f"time budget of {self.conf.budget_s:g} s spent" if cut else "still being read"
+                fix.reason = f"{spent}, {fix.windows_left} window(s) left"
             if best is not None or fix.windows_left:
                 break
+        if self.conf.background_windows:  # what the search no longer needs is not read
+            self.windows.cancel_reads(self._pending.keys if self._pending is not None else keys)
         t2 = self.clock()
         timing["verify_ms"] = (t2 - t1) * 1e3
         timing["views_ms"] = views_s * 1e3
@@ -265,18 +284,26 @@ class Locator:
         timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix
 
-    def _timed(self, check: Check, keys: list[WindowKey]) -> Check:
-        """``check`` keeping how long each takes, by whether its window was cached (for the budget)."""
+    def _prepared(self, job: FrameJob) -> Check:
+        """A check of ``job``'s windows, the frame's side prepared on the first window checked (a
+        frame with no window ready costs no features); each check's time is kept by whether its
+        window was read already (for the budget), the preparation's in ``_prepare_s``."""
+        prepared: list[Check] = []
+        self._prepare_s = 0.0
 
-        def timed(i: int) -> Verification:
-            cached, start = self.windows.cached(keys[i]), self.clock()
+        def check(i: int) -> Verification:
+            if not prepared:
+                start = self.clock()
+                prepared.append(self.verifier.prepare(job))
+                self._prepare_s = self.clock() - start
+            cached, start = self.windows.cached(job.keys[i]), self.clock()
             self._frame_checks += 1
             try:
-                return check(i)
+                return prepared[0](i)
             finally:
                 self._check_s[cached] = self.clock() - start
 
-        return timed
+        return check
 
     def _out_of_time(self, deadline: float, key: WindowKey) -> bool:
         """Whether checking ``key`` would not end by ``deadline``, judged by the last check of its kind;

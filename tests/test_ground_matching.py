@@ -247,3 +247,31 @@ def test_a_search_cut_by_the_budget_goes_on_with_the_next_frames(season):
     assert fresh.verified == 1 and fresh.windows_left > 0
     again = locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True)
     assert again.windows_left == total - 1  # the cut search there was dropped: it starts over
+
+
+def test_new_windows_are_read_beside_the_frames(season):
+    """With background reading, a frame never waits for a window: while the map is held up the
+    frames check nothing and say so; once read, the search goes on with the windows left."""
+    import threading
+    import time
+
+    flight, index = season
+    gate = threading.Event()
+    conf = LocateConf(budget_s=30.0, background_windows=True, retry_gsd_factor=1.0)  # one GSD: no retry
+    locator, area = _locator(flight, index, conf)
+    read = locator.windows.read
+    locator.windows.read = lambda *args: gate.wait() and read(*args)  # the map's reads wait for the gate
+    raw = open_reader(f"sim://{flight}").read()
+    grey = np.full_like(raw.image, 128)
+    first = locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert first.verified == 0 and first.windows_left > 1
+    assert first.reason == f"still being read, {first.windows_left} window(s) left"
+    gate.set()
+    deadline = time.monotonic() + 300.0
+    checked = 0
+    while checked < first.windows_left and time.monotonic() < deadline:
+        later = locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True)
+        checked += later.verified
+        assert later.verified + later.windows_left == first.windows_left - (checked - later.verified)
+        time.sleep(0.2)
+    assert checked == first.windows_left  # every window once, none twice

@@ -79,13 +79,15 @@ def test_a_told_attitude_keeps_the_camera_on_sloping_ground(ortho, verifier):
     assert placed.attitude is not None  # PnP's own attitude is still reported
 
 
-def test_a_told_attitude_far_from_the_solved_one_is_refused(ortho, verifier):
+def test_a_solution_far_from_the_told_attitude_is_refused(ortho, verifier):
     frame, centre = _frame(ortho, 200.0, 30.0, 100.0)
     match = _match(verifier, ortho, frame)
+    agreeing = place(match, AFFINE, (640, 480), CAMERA, Telemetry(200.0, 62.0, 0.0, 100.0), CONF)
+    assert agreeing.method == "nadir" and agreeing.attitude is not None and not agreeing.note
     wrong = Telemetry(200.0, 80.0, 0.0, 100.0)  # 20° off in pitch
     placed = place(match, AFFINE, (640, 480), CAMERA, wrong, CONF)
-    assert placed.method == "pnp" and "told attitude is 20° from the solved one" in placed.note
-    assert np.linalg.norm(placed.xy - centre[:2]) < 1.0
+    assert placed.method == "nadir" and placed.note == "PnP attitude 20° from the told one"
+    assert placed.attitude is None and placed.alt is None
 
 
 def test_without_intrinsics_the_answer_says_it_is_the_image_centre(ortho, verifier):

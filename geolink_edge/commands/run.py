@@ -171,7 +171,11 @@ def run(
     if frame_budget is None and not every_frame:
         frame_budget = PACED_BUDGET_S
     conf = loop.RunConf(
-        locate=LocateConf(verify=verify_conf(features, matcher, rotations), budget_s=frame_budget),
+        locate=LocateConf(
+            verify=verify_conf(features, matcher, rotations),
+            budget_s=frame_budget,
+            background_windows=not every_frame,  # paced: new windows are read beside the frames
+        ),
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
