@@ -215,8 +215,11 @@ def place(
 ) -> Placement:
     """Where ``match`` (frame pixels ↔ reference pixels, ``affine`` reference pixel → ground) puts the
     drone, for a frame of ``size`` (width, height)."""
+    width, height = size
+    cx, cy = (intrinsics.cx, intrinsics.cy) if intrinsics else (width / 2.0, height / 2.0)
+    probe = np.array([[cx, cy], [cx, cy - 0.1 * height]])  # the image centre and a point above it
     if intrinsics is None:
-        return _from_homography(match, affine, size, intrinsics, telemetry, conf, "no intrinsics")
+        return _from_homography(match, affine, probe, telemetry, conf, "no intrinsics")
     told = telemetry_rotation(telemetry) if _rotation_told(telemetry) else None
     ground = np.c_[to_ground(affine, match.tile_xy), np.zeros(len(match.tile_xy))]
     pose, note = planar_pnp(match.frame_xy, ground, intrinsics, conf.max_reproj_px, conf.pnp_ransac_px, told)
@@ -240,7 +243,7 @@ def place(
         return Placement(
             "pnp", pose.centre[:2], cov, pose.heading, float(pose.centre[2]), attitude=solved, note=note
         )
-    return _from_homography(match, affine, size, intrinsics, telemetry, conf, note)
+    return _from_homography(match, affine, probe, telemetry, conf, note)
 
 
 def _rotation_told(telemetry: Telemetry | None) -> bool:
@@ -271,15 +274,13 @@ def _below_camera(
 def _from_homography(
     match: Verification,
     affine: np.ndarray,
-    size: tuple[int, int],
-    intrinsics: Intrinsics | None,
+    probe: np.ndarray,
     telemetry: Telemetry | None,
     conf: PoseConf,
     note: str,
 ) -> Placement:
-    width, height = size
-    centre = (intrinsics.cx, intrinsics.cy) if intrinsics else (width / 2.0, height / 2.0)
-    probe = np.array([[centre[0], centre[1]], [centre[0], centre[1] - 0.1 * height]], dtype=np.float64)
+    """The ground point ``probe[0]`` (the image centre) sees through the homography, and the heading
+    towards what ``probe[1]`` (a point above it) sees."""
     mapped = cv2.perspectiveTransform(probe.reshape(-1, 1, 2), match.homography).reshape(-1, 2)
     ground = to_ground(affine, mapped)
     up = ground[1] - ground[0]
