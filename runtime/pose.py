@@ -232,12 +232,12 @@ def place(
         if below is not None:
             # the point below the camera through the verified homography: exact on sloping ground,
             # where level-ground PnP tilts the camera to fit the slope and slides sideways
+            # (PnP's residuals say nothing of this point's error: the told attitude's sigmas do)
             method, xy = below
             sigma = conf.sigma_votes_m if method == "votes" else conf.sigma_floor_m
-            cov = (np.zeros((2, 2)) if pose is None else pose.cov) + np.eye(2) * sigma**2
-            heading = heading_from_rotation(told if pose is None else pose.rotation)
             alt = None if pose is None else float(pose.centre[2])
-            return Placement(method, xy, cov, heading, alt, attitude=solved, note=note)
+            heading = heading_from_rotation(told)
+            return Placement(method, xy, np.eye(2) * sigma**2, heading, alt, attitude=solved, note=note)
     if pose is not None:
         cov = pose.cov + np.eye(2) * conf.sigma_floor_m**2
         return Placement(
