@@ -11,9 +11,14 @@ The default path, one module per step:
    matches vote for the camera's position when the view's camera is known, else a RANSAC
    homography must hold; the accepted window with the most inliers is kept, and a frame no window
    verifies is tried once more at a coarser GSD.
-4. Position (:mod:`pose`): with intrinsics, the camera centre from planar PnP on the verified
-   matches (a told attitude picks and checks the solution; PnP refused, the told attitude maps the
-   point below the camera); without, the ground point at the image centre through the homography.
+4. Position (:mod:`pose`), always the camera's when the intrinsics are known: with the attitude
+   told, the point below the camera through the verified homography (PnP's attitude and height
+   reported when they agree with it); without, the camera centre from planar PnP. No intrinsics:
+   the ground point at the image centre (``position_of`` says which).
+
+A time budget (``budget_s``) bounds each frame's search: a search cut short answers "no fix" with
+the best window and why, and a global or known-area search goes on over the next frames, with
+new windows read on a thread of their own when ``background_windows`` (a paced run).
 """
 
 from __future__ import annotations
