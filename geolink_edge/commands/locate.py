@@ -41,7 +41,9 @@ def locate(
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
     budget: float = typer.Option(
-        8.0, "--budget", help="seconds the search may take before it answers no fix, the best window and why"
+        8.0,
+        "--budget",
+        help="seconds the search may take before it answers no fix, the best window and why (inf: no limit)",
     ),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
