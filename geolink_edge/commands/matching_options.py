@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from geolink_edge.commands.conf_options import conf_option, given
+from geolink_edge.commands.conf_options import conf_option
+from geolink_edge.registry import choices
 
 VERIFY_CONF = "geolink_edge.runtime.verify:VerifyConf"
+FEATURES = "geolink_edge.runtime.features"
+MATCHERS = "geolink_edge.runtime.matchers"
 
 FEATURES_HELP = (
-    "local features for verification: sift, orb, akaze, disk, aliked, xfeat, "
+    f"local features for verification: {', '.join(choices(FEATURES))}, "
     "or an exported extractor (.onnx, .engine)"
 )
 MATCHER_HELP = (
-    "matcher: nn (nearest neighbour + ratio test), lightglue, lighterglue, or an exported matcher "
-    "(.onnx, .engine); default: the features' own"
+    f"matcher: {', '.join(choices(MATCHERS))}, or an exported matcher (.onnx, .engine); "
+    "default: the features' own"
 )
 
 ROTATIONS_HELP = (
@@ -27,22 +30,3 @@ def features_option():
 
 def rotations_option():
     return conf_option(VERIFY_CONF, "rotations", "--rotations", help=ROTATIONS_HELP)
-
-
-def verify_conf(features: str | None, matcher: str | None, rotations: int | None = None):
-    """The verification conf of these options (``None``: the conf's default); an unknown name is
-    refused before any model loads."""
-    from geolink_edge.errors import GeolinkError
-    from geolink_edge.registry import check_name
-    from geolink_edge.runtime.features import EXTRACTORS
-    from geolink_edge.runtime.matchers import MATCHERS
-    from geolink_edge.runtime.registry import is_model_file
-    from geolink_edge.runtime.verify import VerifyConf
-
-    if features is not None and not is_model_file(features):
-        check_name("local features", features, EXTRACTORS)
-    if matcher is not None and not is_model_file(matcher):
-        check_name("matcher", matcher, MATCHERS)
-    if rotations not in (None, 1, 2, 4):
-        raise GeolinkError(f"--rotations must be 1, 2 or 4, got {rotations}")
-    return VerifyConf(matcher=matcher, **given(features=features, rotations=rotations))
