@@ -50,6 +50,9 @@ def autopilot_link(url: str | None, target: str | None, mount: str | None, **sin
     return {"url": url, **given(target=target, mount=camera_mount, **sink)}
 
 
+PACED_BUDGET_S = 0.8  # a paced frame's search: with the embedding, under a second
+
+
 def run(
     camera: str = typer.Option(
         ..., "--camera", help="/dev/videoN, v4l2://, csi://N, rtsp://, a video, a folder, sim://FLIGHT"
@@ -135,14 +138,24 @@ def run(
         "--accel-sigma",
         help="m/s², 1σ of the vehicle's acceleration: how fast the accuracy told the autopilot grows",
     ),
+    frame_budget: float | None = typer.Option(
+        None,
+        "--frame-budget",
+        help="seconds a frame's search may take; a longer search goes on over the next frames "
+        f"(default: the config's locate.budget_s, else {PACED_BUDGET_S:g} s when paced, no limit with "
+        "--every-frame)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
     import json
 
+    from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
 
+    if frame_budget is not None and not frame_budget >= 0:
+        raise GeolinkError(f"--frame-budget must be 0 or more seconds, got {frame_budget}")
     conf = run_conf(
         config,
         (features, matcher, rotations),
@@ -157,6 +170,7 @@ def run(
         fps=fps,
         camera_lost_s=camera_lost,
     )
+    conf = paced(conf, frame_budget)
     link = autopilot_link(
         mavlink,
         mavlink_target,
@@ -172,6 +186,18 @@ def run(
     )
     summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
+
+
+def paced(conf, frame_budget: float | None):
+    """``conf`` with the frame budget given, else the config's, else ``PACED_BUDGET_S`` when paced; a
+    paced run reads new map windows beside the frames."""
+    from dataclasses import replace
+
+    budget = frame_budget if frame_budget is not None else conf.locate.budget_s
+    if budget is None and conf.realtime:
+        budget = PACED_BUDGET_S
+    background = conf.locate.background_windows or conf.realtime
+    return replace(conf, locate=replace(conf.locate, budget_s=budget, background_windows=background))
 
 
 def register(app: typer.Typer) -> None:

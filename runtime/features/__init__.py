@@ -24,10 +24,14 @@ def learned_extractors() -> dict[str, type[Extractor]]:
     return implementations("local features", __name__, "Extractor", LearnedExtractor)
 
 
-def create_extractor(name: str, max_features: int | None = None, weights: str | None = None) -> Extractor:
+def create_extractor(
+    name: str, max_features: int | None = None, weights: str | None = None, headroom: int = 1
+) -> Extractor:
     """The extractor called ``name``, or the exported one in the file ``name`` (.onnx, .engine).
 
-    ``max_features`` None: the extractor's own budget; ``weights``: a state-dict file for a learned one.
+    ``max_features`` None: the extractor's own budget; ``weights``: a state-dict file for a learned one;
+    ``headroom``: calls may ask for up to this many times the budget (a learned network run through
+    torch has its number of keypoints built in).
     """
     from geolink_edge.runtime.features.learned import LearnedExtractor
 
@@ -37,7 +41,7 @@ def create_extractor(name: str, max_features: int | None = None, weights: str | 
         return extractor_class(spec["name"])(budget, model=model, spec=spec)
     cls = extractor_class(name)
     if issubclass(cls, LearnedExtractor):
-        return cls(max_features or LearnedExtractor.default_features, weights=weights)
+        return cls(max_features or LearnedExtractor.default_features, weights=weights, headroom=headroom)
     if weights is not None:
         raise GeolinkError(f"{name} features take no weights file")
     return cls(max_features or CLASSICAL_FEATURES)

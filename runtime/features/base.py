@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +55,11 @@ class Extractor(ABC):
     """Keypoints and descriptors of one image at the size it is handed.
 
     ``name`` picks the module, ``matcher`` is the natural matcher of these descriptors and ``binary``
-    says they are compared by Hamming distance.
+    says they are compared by Hamming distance. ``max_features`` is the budget a call gets unless
+    it asks for another (a map window keeps more keypoints than a frame, from the same extractor).
     """
+
+    max_features: int
 
     name: str
     matcher: str = "nn"
@@ -65,12 +69,12 @@ class Extractor(ABC):
 
     @abstractmethod
     def detect(
-        self, image: np.ndarray, mask: np.ndarray | None
+        self, image: np.ndarray, mask: np.ndarray | None, budget: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """``(xy (N, 2) float32, descriptors (N, D) or None, scores (N,) or None, shapes (N, 2) or
         None)`` of a BGR or gray uint8 image, ``shapes`` being each keypoint's orientation (degrees)
         and size (px) where the detector gives them; keypoints only where ``mask`` (uint8, same
-        size) is non-zero."""
+        size) is non-zero; at most ``budget`` of them (default ``max_features``)."""
 
 
 def gray(image: np.ndarray) -> np.ndarray:
@@ -78,16 +82,29 @@ def gray(image: np.ndarray) -> np.ndarray:
 
 
 class OpenCVExtractor(Extractor):
-    """An OpenCV ``Feature2D`` detector-descriptor (oriented keypoints: rotation-invariant)."""
+    """An OpenCV ``Feature2D`` detector-descriptor (oriented keypoints: rotation-invariant).
+
+    OpenCV detectors hold their budget as state: each thread keeps its own per budget (map windows
+    may be read on a thread of their own while frames are detected)."""
 
     grayscale = True
     rotation_invariant = True
 
-    def __init__(self, detector: cv2.Feature2D):
-        self.detector = detector
+    def __init__(self, max_features: int):
+        self.max_features = max_features
+        self._local = threading.local()
+        self.create(max_features)  # an OpenCV without this detector fails here, not on the first frame
 
-    def detect(self, image, mask):
-        keypoints, descriptors = self.detector.detectAndCompute(gray(image), mask)
+    @abstractmethod
+    def create(self, budget: int) -> cv2.Feature2D:
+        """A detector that keeps up to ``budget`` keypoints."""
+
+    def detect(self, image, mask, budget=None):
+        budget = budget or self.max_features
+        detectors = self._local.__dict__.setdefault("detectors", {})
+        if budget not in detectors:
+            detectors[budget] = self.create(budget)
+        keypoints, descriptors = detectors[budget].detectAndCompute(gray(image), mask)
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
         scores = np.array([kp.response for kp in keypoints], dtype=np.float32)
         shapes = np.array([(kp.angle, kp.size) for kp in keypoints], dtype=np.float32).reshape(-1, 2)
