@@ -7,6 +7,11 @@ Cases (each built once under ``--work`` and reused):
 
   both flown as ``run --camera sim://…`` flies them (the flight's ``camera.yaml`` and attitude, so
   the position votes decide) and started within 60 m of the first position, as a pilot would give it;
+- ``oblique15``, ``oblique30``, ``oblique45``: flights 15°, 30° and 45° off nadir at 120, 100 and
+  80 m over rolling terrain, every ``--oblique-every``-th frame located **alone** (a fresh locator,
+  nothing learned from earlier frames, as ``locate --near`` places one photo: every window within
+  60 m of the true position), once with the attitude and height told (``told``) and once with only
+  the intrinsics (``free``); the figure is the camera's horizontal position error;
 - ``campus``: the real campus video (``--campus DIR`` with ``flight.mp4`` and ``map.tif``), every
   ``--video-every``-th frame, started with ``--near``; no ground truth, so the figure is the largest
   jump between consecutive fixes beyond what the drone flies at its median speed.
@@ -33,7 +38,8 @@ import numpy as np
 from geolink_edge.backends import load_embedder
 from geolink_edge.runtime import loop
 from geolink_edge.runtime.intrinsics import load_intrinsics
-from geolink_edge.runtime.locate import LocateConf, open_index
+from geolink_edge.runtime.locate import LocateConf, Locator
+from geolink_edge.runtime.retrieval import open_index
 from geolink_edge.runtime.sources import Frame, open_reader
 from geolink_edge.runtime.verify import VerifyConf
 
@@ -104,6 +110,42 @@ def flight_start(flight: Path) -> tuple[float, float, float]:
     """(lat, lon, radius_m) about a synthetic flight's first position."""
     first = (flight / "gt.csv").read_text().splitlines()[1].split(",")
     return float(first[2]), float(first[3]), START_RADIUS_M
+
+
+def locate_alone(
+    flight: Path, model: Path, index_dir: Path, conf: LocateConf, every: int, told: bool
+) -> dict:
+    """Each ``every``-th frame of a synthetic flight located on its own (see the module's doc)."""
+    embedder = load_embedder(model)
+    index = open_index(index_dir, embedder.card, model)
+    camera = load_intrinsics(flight / "camera.yaml")
+    locator = Locator(index, conf, camera)
+    errors, times, located, records = [], [], 0, []
+    frames = list(sim_frames(flight, 100000))[::every]
+    for frame in frames:
+        locator.forget()  # nothing carried over from the previous frame
+        truth = index.frame.to_enu(frame.truth.lat, frame.truth.lon)[:2]
+        region = (float(truth[0]), float(truth[1]), START_RADIUS_M)
+        t0 = time.perf_counter()
+        descriptor = embedder.embed([frame.image])[0]
+        fix = locator.locate(frame.image, descriptor, region, frame.telemetry if told else None, True)
+        times.append(time.perf_counter() - t0)
+        record = {"frame": frame.index, **fix.to_dict()}
+        if fix.ok:
+            located += 1
+            record["error_m"] = float(np.hypot(fix.x - truth[0], fix.y - truth[1]))
+            errors.append(record["error_m"])
+        records.append(record)
+    return {
+        "records": records,
+        "frames": len(frames),
+        "fix_rate": located / max(len(frames), 1),
+        "median_m": float(np.median(errors)) if errors else None,
+        "p90_m": float(np.percentile(errors, 90)) if errors else None,
+        "max_m": float(np.max(errors)) if errors else None,
+        "median_s": float(np.median(times)) if times else None,
+        "max_s": float(np.max(times)) if times else None,
+    }
 
 
 def largest_excess_jump(records: list[dict]) -> tuple[float | None, float | None]:
@@ -192,6 +234,9 @@ def main() -> None:
     parser.add_argument("--video-every", type=int, default=20)
     parser.add_argument("--video-frames", type=int, default=None, help="sampled video frames (default all)")
     parser.add_argument("--paths", type=Path, help="write the campus path per matcher as PNGs here")
+    parser.add_argument("--oblique-frames", type=int, default=80, help="frames of each oblique flight")
+    parser.add_argument("--oblique-every", type=int, default=4, help="locate every n-th oblique frame")
+    parser.add_argument("--records", type=Path, help="write each oblique case's fixes here (JSON)")
     parser.add_argument(
         "--rotations",
         type=int,
@@ -203,8 +248,11 @@ def main() -> None:
     synth = {
         "season": {"map_season": "winter"},
         "low": {"flight_altitude": 40.0, "map_gsd": 0.5},
+        "oblique15": {"flight_altitude": 120.0, "flight_pitch": 75.0},
+        "oblique30": {"flight_altitude": 100.0, "flight_pitch": 60.0},
+        "oblique45": {"flight_altitude": 80.0, "flight_pitch": 45.0, "hfov": 40.0},
     }
-    rows = []
+    rows, alone = [], []
     for case in args.cases:
         for spec in args.features:
             features, _, matcher = spec.partition(":")
@@ -212,6 +260,17 @@ def main() -> None:
             verify = VerifyConf(features=features, matcher=matcher or None, **turns)
             locate = LocateConf(verify=verify)
             conf = loop.RunConf(locate=locate, realtime=False)
+            if case.startswith("oblique"):
+                flight, index = synth_case(args.work, case, synth[case], args.model, args.oblique_frames)
+                for told in (True, False):
+                    result = locate_alone(flight, args.model, index, locate, args.oblique_every, told)
+                    alone.append((case, spec, "told" if told else "free", result))
+                    if args.records:
+                        name = f"{case}_{Path(spec).stem}_{'told' if told else 'free'}.json"
+                        args.records.mkdir(parents=True, exist_ok=True)
+                        (args.records / name).write_text(json.dumps(result["records"], indent=1))
+                    print(f"{case} {spec} {alone[-1][2]}: located {result['fix_rate']:.3f}", flush=True)
+                continue
             if case == "campus":
                 index = campus_index(args.work, args.campus, args.model)
                 frames = video_frames(args.campus / "flight.mp4", args.video_every, args.video_frames)
@@ -226,6 +285,18 @@ def main() -> None:
                 result = run_case(sim_frames(flight, args.frames), args.model, index, conf, camera)
             rows.append((case, spec, result))
             print(f"{case} {spec}: fix rate {result['fix_rate']:.3f}", flush=True)
+    if alone:
+        print()
+        print("| case | features | attitude | frames | located | median / p90 / max m | s median / max |")
+        print("|---|---|---|---:|---:|---|---|")
+        for case, spec, attitude, r in alone:
+            print(
+                f"| {case} | {spec} | {attitude} | {r['frames']} | {100 * r['fix_rate']:.1f} % "
+                f"| {fmt(r['median_m'], '.2f')} / {fmt(r['p90_m'], '.2f')} / {fmt(r['max_m'], '.2f')} "
+                f"| {fmt(r['median_s'], '.1f')} / {fmt(r['max_s'], '.1f')} |"
+            )
+    if not rows:
+        return
     print()
     print(
         "| case | features:matcher | frames | fix rate | median / p90 m | largest jump (excess) m "

@@ -81,24 +81,13 @@ def draw_errors(records: list[dict], path: Path) -> Path:
     return path
 
 
-def _side_by_side(
-    frame: np.ndarray, tile: np.ndarray, frame_xy: np.ndarray, tile_xy: np.ndarray
-) -> np.ndarray:
-    """Frame left, tile right (same height), inlier matches as lines."""
+def _side_by_side(frame: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Frame left, map window right, at the same height."""
     height = 360
-    fs, ts = height / frame.shape[0], height / tile.shape[0]
+    fs, ws = height / frame.shape[0], height / window.shape[0]
     left = cv2.resize(frame, (int(frame.shape[1] * fs), height))
-    right = cv2.resize(tile, (int(tile.shape[1] * ts), height))
-    canvas = np.concatenate([left, right], axis=1)
-    rng = np.random.default_rng(0)
-    for (fx, fy), (tx, ty) in zip(frame_xy, tile_xy, strict=True):
-        colour = tuple(int(c) for c in rng.integers(64, 256, 3))
-        a = (int(fx * fs), int(fy * fs))
-        b = (int(tx * ts) + left.shape[1], int(ty * ts))
-        cv2.line(canvas, a, b, colour, 1, cv2.LINE_AA)
-        cv2.circle(canvas, a, 2, colour, -1)
-        cv2.circle(canvas, b, 2, colour, -1)
-    return canvas
+    right = cv2.resize(window, (int(window.shape[1] * ws), height))
+    return np.concatenate([left, right], axis=1)
 
 
 def _window_with_marks(index, record: dict) -> np.ndarray:
@@ -120,42 +109,21 @@ def _window_with_marks(index, record: dict) -> np.ndarray:
 
 
 def draw_match_panels(records: list[dict], flight: Path, index_dir: Path, path: Path, count: int = 3) -> Path:
-    """Query frame | what it was matched against, for a few accepted frames: the map window (fix green,
-    truth red) under ground-resolution matching, else the retrieved tile with its inlier matches."""
+    """Query frame | the map window it was matched against (fix green, truth red), for a few accepted
+    frames."""
     from geolink_edge.index.search import TileIndex
-    from geolink_edge.runtime.intrinsics import load_intrinsics
-    from geolink_edge.runtime.locate import Locator
-    from geolink_edge.runtime.sources import Telemetry
 
     plt = _pyplot()
-    camera = flight / "camera.yaml"
     index = TileIndex.load(index_dir)
-    locator = Locator(index, intrinsics=load_intrinsics(camera) if camera.is_file() else None)
-    chosen = [
-        r
-        for r in records
-        if r.get("status") == "accepted" and (r["fix"].get("window") or r["fix"].get("tile_id") is not None)
-    ]
+    chosen = [r for r in records if r.get("status") == "accepted" and r["fix"].get("window")]
     picks = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(count, len(chosen))).astype(int)]
     fig, axes = plt.subplots(max(1, len(picks)), 1, figsize=(9, 3.6 * max(1, len(picks))), squeeze=False)
     for ax, record in zip(axes[: len(picks), 0], picks, strict=True):
         frame = cv2.imread(str(flight / "frames" / f"{record['frame']:06d}.jpg"), cv2.IMREAD_COLOR)
-        if record["fix"].get("window"):
-            panel = _side_by_side(
-                frame, _window_with_marks(index, record), np.zeros((0, 2)), np.zeros((0, 2))
-            )
-            against = "map window"
-        else:
-            tile_id = record["fix"]["tile_id"]
-            telemetry = Telemetry(**record["telemetry"]) if record.get("telemetry") else None
-            result = locator.verify_tile(frame, tile_id, telemetry)
-            empty = np.zeros((0, 2))
-            tile_xy, frame_xy = (result.tile_xy, result.frame_xy) if result.ok else (empty, empty)
-            panel = _side_by_side(frame, index.tile_image(tile_id), frame_xy, tile_xy)
-            against = f"tile {tile_id}"
+        panel = _side_by_side(frame, _window_with_marks(index, record))
         ax.imshow(cv2.cvtColor(panel, cv2.COLOR_BGR2RGB))
         error = record.get("error_m")
-        title = f"frame {record['frame']}: {against}, {record['fix']['inliers']} inliers"
+        title = f"frame {record['frame']}: map window, {record['fix']['inliers']} inliers"
         ax.set_title(title + (f", error {error:.1f} m" if error is not None else ""))
         ax.set_axis_off()
     if not picks:

@@ -24,7 +24,8 @@ from geolink_edge.runtime.autopilot import Estimate, TrackPredictor
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.health import CameraWatch, Events, Stop, stop_on_signals
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
-from geolink_edge.runtime.locate import LocateConf, Locator, near_region, open_index
+from geolink_edge.runtime.locate import LocateConf, Locator
+from geolink_edge.runtime.retrieval import near_region, open_index
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, GnssFix, SimReader, Telemetry, open_reader
 

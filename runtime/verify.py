@@ -26,17 +26,17 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from geolink_edge.errors import GeolinkError
 from geolink_edge.registry import check_name
-from geolink_edge.runtime.features import Features, create_extractor
+from geolink_edge.runtime.features import Extractor, Features, create_extractor
 from geolink_edge.runtime.features.base import gray
 from geolink_edge.runtime.ground import linear_scale
-from geolink_edge.runtime.matchers import create_matcher
+from geolink_edge.runtime.matchers import Matcher, create_matcher
 from geolink_edge.runtime.matchers.base import Pairs, Reach
 
 VOTE_MODELS = ("shift", "similarity")
@@ -93,25 +93,39 @@ class Verification:
 
 
 class Verifier:
-    """Features and matches by name (:mod:`features`, :mod:`matchers`), then a consensus."""
+    """Features and matches by name (:mod:`features`, :mod:`matchers`), then a consensus.
 
-    def __init__(self, conf: VerifyConf = VerifyConf(), tile_cache: int = 512):
-        self.conf = conf
+    ``headroom``: :meth:`sized` siblings may detect up to this many times the budget; ``shared``: the
+    extractor and matcher of another verifier (one network session however many image sizes).
+    """
+
+    def __init__(
+        self,
+        conf: VerifyConf = VerifyConf(),
+        tile_cache: int = 512,
+        headroom: int = 1,
+        shared: tuple[Extractor, Matcher] | None = None,
+    ):
         if conf.rotations not in ("auto", 1, 2, 4):
             raise GeolinkError(f"rotations must be 1, 2, 4 or auto, got {conf.rotations}")
         check_name("vote model", conf.vote_model, VOTE_MODELS)
-        self.extractor = create_extractor(conf.features, conf.max_features, conf.features_weights)
+        self.conf = conf
+        if shared is None:
+            extractor = create_extractor(conf.features, conf.max_features, conf.features_weights, headroom)
+            options = {"ratio": conf.ratio, "kd_checks": conf.kd_checks, "weights": conf.matcher_weights}
+            shared = extractor, create_matcher(conf.matcher, extractor, **options)
+        self.extractor, self.matcher = shared
+        self.budget = conf.max_features or self.extractor.max_features
         automatic = 1 if self.extractor.rotation_invariant else 4
         self.rotations = automatic if conf.rotations == "auto" else conf.rotations
-        self.matcher = create_matcher(
-            conf.matcher,
-            self.extractor,
-            ratio=conf.ratio,
-            kd_checks=conf.kd_checks,
-            weights=conf.matcher_weights,
-        )
         self._tiles: OrderedDict[Hashable, Features] = OrderedDict()
         self._tile_cache = tile_cache
+
+    def sized(self, max_side: int, max_features: int | None = None) -> Verifier:
+        """A verifier of the same extractor and matcher for images shrunk to ``max_side`` and
+        ``max_features`` keypoints (default: this one's budget), with its own reference cache."""
+        conf = replace(self.conf, max_side=max_side, max_features=max_features or self.budget)
+        return Verifier(conf, self._tile_cache, shared=(self.extractor, self.matcher))
 
     def features(
         self, image: np.ndarray, mask: np.ndarray | None = None, rotations: int | None = None
@@ -162,7 +176,7 @@ class Verifier:
                 )
         if mask is not None:
             mask = (np.asarray(mask) > 0).astype(np.uint8)
-        xy, descriptors, scores, shapes = self.extractor.detect(image, mask)
+        xy, descriptors, scores, shapes = self.extractor.detect(image, mask, self.budget)
         if descriptors is None:  # OpenCV gives None when it finds nothing
             xy, scores = xy[:0], scores[:0]
             shapes = None if shapes is None else shapes[:0]

@@ -49,7 +49,7 @@ def flaky_camera(flight) -> FlakyCamera:
 def flaky_flight(world, tmp_path_factory):
     """Run the loop on the flaky camera, logging like ``run --log`` does; the run is then 'killed'."""
     from geolink_edge.backends import load_embedder
-    from geolink_edge.runtime.locate import open_index
+    from geolink_edge.runtime.retrieval import open_index
 
     flight, index_dir, model = world
     embedder = load_embedder(model)

@@ -20,8 +20,8 @@ import pytest
 from _runtime_fixtures import ortho_affine, textured_ground
 
 from geolink_edge.runtime.intrinsics import Intrinsics
-from geolink_edge.runtime.locate import ground_offsets, nadir_pixel
 from geolink_edge.runtime.mount import BodyAttitude, CameraMount, world_to_camera
+from geolink_edge.runtime.pose import ground_offsets, nadir_pixel
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verifier
 
@@ -200,11 +200,11 @@ def test_bad_mounts_are_one_line_errors(text):
 def test_the_frames_top_points_to_the_nose_whatever_the_tilt():
     """A nose-down body camera looks backward (camera yaw + 180°, roll 180°): its image top still
     points to the nose, which is the heading a fix reports."""
-    from geolink_edge.runtime.locate import _heading_from_rotation
+    from geolink_edge.runtime.pose import heading_from_rotation
 
     for roll, pitch in ((0.0, 0.0), (0.0, -10.0), (0.0, 10.0), (10.0, 0.0), (8.0, -8.0)):
         camera = CameraMount("body", 90.0).camera(BodyAttitude(math.radians(roll), math.radians(pitch), 1.0))
-        heading = _heading_from_rotation(world_to_camera(*camera))
+        heading = heading_from_rotation(world_to_camera(*camera))
         assert abs((heading - math.degrees(1.0) + 180.0) % 360.0 - 180.0) < 2.0
 
 

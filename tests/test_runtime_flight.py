@@ -95,7 +95,7 @@ def test_sim_flight_is_localized_and_sent_over_mavlink(world, tmp_path, monkeypa
 
 def test_faults_do_not_stop_the_loop_and_no_nan_leaves_it(world):
     from geolink_edge.backends import load_embedder
-    from geolink_edge.runtime.locate import open_index
+    from geolink_edge.runtime.retrieval import open_index
 
     flight, index_dir, model = world
     embedder = load_embedder(model)
@@ -243,7 +243,7 @@ def test_warm_start_and_shadow_errors_from_the_autopilot_gnss(world):
     already accepted, no two-fix acquisition) and every record measures us against that GNSS."""
     from geolink_edge.runtime.backends import load_embedder
     from geolink_edge.runtime.health import Events
-    from geolink_edge.runtime.locate import open_index
+    from geolink_edge.runtime.retrieval import open_index
     from geolink_edge.runtime.sources import Frame, GnssFix
 
     flight, index_dir, model = world

@@ -12,7 +12,7 @@ from _runtime_fixtures import ortho_affine, render_view, textured_ground
 from geolink_edge.errors import GeolinkError
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.intrinsics import load_intrinsics
-from geolink_edge.runtime.locate import _heading_from_rotation, planar_pnp
+from geolink_edge.runtime.pose import heading_from_rotation, planar_pnp
 from geolink_edge.runtime.verify import Verifier, VerifyConf
 
 K = np.array([[520.0, 0.0, 320.0], [0.0, 520.0, 240.0], [0.0, 0.0, 1.0]])
@@ -94,7 +94,7 @@ def test_an_unrelated_image_is_rejected(ortho):
 
 def test_ground_offsets_follow_the_camera_convention():
     from geolink_edge.runtime.intrinsics import Intrinsics
-    from geolink_edge.runtime.locate import ground_offsets
+    from geolink_edge.runtime.pose import ground_offsets
     from geolink_edge.runtime.sources import Telemetry
 
     camera = Intrinsics(100.0, 100.0, 50.0, 50.0)
@@ -160,7 +160,7 @@ def test_the_votes_homography_leaves_out_near_misses():
 def test_votes_find_the_camera_where_few_matches_are_right(ortho):
     """Two of every three matches are wrong: the votes still place the camera within a metre."""
     from geolink_edge.runtime.intrinsics import Intrinsics
-    from geolink_edge.runtime.locate import ground_offsets
+    from geolink_edge.runtime.pose import ground_offsets
     from geolink_edge.runtime.sources import Telemetry
     from geolink_edge.runtime.verify import Features
 
@@ -224,7 +224,7 @@ def test_votes_place_a_camera_higher_than_told(ortho):
     """Told 60 m where the camera is 75 m above the ground (a take-off point above the valley): the
     similarity votes find it within a metre, the one-point votes do not."""
     from geolink_edge.runtime.intrinsics import Intrinsics
-    from geolink_edge.runtime.locate import ground_offsets
+    from geolink_edge.runtime.pose import ground_offsets
     from geolink_edge.runtime.sources import Telemetry
 
     centre = np.array([X0 + 90.0, Y0 - 110.0, 75.0])
@@ -344,7 +344,7 @@ def test_planar_pnp_finds_the_camera_not_the_footprint(ortho, yaw, pitch):
 def test_known_attitude_beats_pnp_on_sloping_ground(ortho):
     """Level-ground PnP tilts the camera to fit a slope and slides sideways; the nadir ray does not."""
     from geolink_edge.runtime.intrinsics import Intrinsics
-    from geolink_edge.runtime.locate import nadir_pixel
+    from geolink_edge.runtime.pose import nadir_pixel
     from geolink_edge.runtime.sources import Telemetry
 
     centre = np.array([X0 + 100.0, Y0 - 100.0, 0.08 * (X0 + 100.0) + 90.0])  # 90 m above an 8 % slope
@@ -367,7 +367,7 @@ def test_heading_matches_the_camera_convention():
     from _runtime_fixtures import world_to_camera
 
     for yaw in (0.0, 45.0, 181.0, 300.0):
-        assert abs(_heading_from_rotation(world_to_camera(yaw, 70.0)) - yaw) < 1e-9
+        assert abs(heading_from_rotation(world_to_camera(yaw, 70.0)) - yaw) < 1e-9
 
 
 def test_filter_tracks_gates_coasts_and_loses():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,6 +14,9 @@ from geolink_edge.commands.matching_options import (
     verify_conf,
 )
 from geolink_edge.commands.run import NEAR_HELP
+
+if TYPE_CHECKING:
+    from geolink_edge.runtime.locate import LocateConf
 
 
 def locate(
@@ -43,7 +47,7 @@ def locate(
 
     from geolink_edge.commands.run import parse_near, positive
     from geolink_edge.errors import GeolinkError
-    from geolink_edge.runtime.locate import LocateConf, locate_image
+    from geolink_edge.runtime.locate import LocateConf
     from geolink_edge.runtime.sinks import clean
 
     positive("--altitude", altitude)
@@ -59,15 +63,62 @@ def locate(
         image,
         model,
         index,
+        conf,
         intrinsics,
         heading,
         altitude,
-        conf,
         pitch=pitch,
         roll=roll,
         near=parse_near(near),
     )
     typer.echo(json.dumps(clean(result)))
+
+
+def locate_image(
+    image_path: str | Path,
+    model: str | Path,
+    index_dir: str | Path,
+    conf: LocateConf,
+    intrinsics: str | Path | None = None,
+    heading: float | None = None,
+    altitude: float | None = None,
+    pitch: float | None = None,
+    roll: float | None = None,
+    near: tuple[float, float, float] | None = None,
+) -> dict:
+    """One photo → one fix: a global search, or with ``near`` (lat, lon, radius_m) every candidate
+    in that circle (a single image has no track to narrow it).
+
+    ``heading``, ``pitch`` and ``roll`` are the camera's (the convention of :mod:`mount`); with
+    them, the height and the intrinsics the matches vote for the position."""
+    import time
+
+    import cv2
+
+    from geolink_edge.backends import load_embedder
+    from geolink_edge.errors import GeolinkError
+    from geolink_edge.runtime.intrinsics import load_intrinsics
+    from geolink_edge.runtime.locate import Locator
+    from geolink_edge.runtime.retrieval import near_region, open_index
+    from geolink_edge.runtime.sources import Telemetry
+
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise GeolinkError(f"{image_path}: not a readable image")
+    embedder = load_embedder(model)
+    index = open_index(index_dir, embedder.card, model)
+    camera = load_intrinsics(intrinsics) if intrinsics is not None else None
+    known = [v for v in (heading, pitch, roll, altitude) if v is not None]
+    telemetry = Telemetry(heading, pitch, roll, altitude) if known else None
+    t0 = time.perf_counter()
+    descriptor = embedder.embed([image])[0]
+    embed_ms = (time.perf_counter() - t0) * 1e3
+    region = near_region(index, near) if near is not None else None
+    fix = Locator(index, conf, camera).locate(
+        image, descriptor, region, telemetry, exhaustive=region is not None
+    )
+    fix.timing_ms["embed_ms"] = embed_ms
+    return {"image": str(image_path), **fix.to_dict()}
 
 
 def register(app: typer.Typer) -> None:

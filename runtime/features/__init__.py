@@ -12,10 +12,14 @@ EXTRACTORS = ("sift", "orb", "akaze", "disk", "aliked", "xfeat")
 CLASSICAL_FEATURES = 3000  # a 512-px reference crop yields more than 1500 SIFT features: keep them all
 
 
-def create_extractor(name: str, max_features: int | None = None, weights: str | None = None) -> Extractor:
+def create_extractor(
+    name: str, max_features: int | None = None, weights: str | None = None, headroom: int = 1
+) -> Extractor:
     """The extractor called ``name``, or the exported one in the file ``name`` (.onnx, .engine).
 
-    ``max_features`` None: the extractor's own budget; ``weights``: a state-dict file for a learned one.
+    ``max_features`` None: the extractor's own budget; ``weights``: a state-dict file for a learned one;
+    ``headroom``: calls may ask for up to this many times the budget (a learned network run through
+    torch has its number of keypoints built in).
     """
     from geolink_edge.runtime.features.learned import LearnedExtractor
 
@@ -26,7 +30,8 @@ def create_extractor(name: str, max_features: int | None = None, weights: str | 
         return module.Extractor(budget, model=model, spec=spec)
     module = load_module("local features", name, __name__, EXTRACTORS)
     if issubclass(module.Extractor, LearnedExtractor):
-        return module.Extractor(max_features or LearnedExtractor.default_features, weights=weights)
+        budget = max_features or LearnedExtractor.default_features
+        return module.Extractor(budget, weights=weights, headroom=headroom)
     if weights is not None:
         raise GeolinkError(f"{name} features take no weights file")
     return module.Extractor(max_features or CLASSICAL_FEATURES)

@@ -22,13 +22,13 @@ class Extractor(OpenCVExtractor):
             raise GeolinkError(
                 f"this OpenCV ({cv2.__version__}) has no AKAZE; use sift or orb, or opencv-contrib"
             )
-        super().__init__(create(threshold=5e-4))
-        self.max_features = max_features
+        super().__init__(create(threshold=5e-4), max_features)
 
-    def detect(self, image, mask):
+    def detect(self, image, mask, budget=None):
         # AKAZE has no feature budget of its own: keep the strongest responses
         xy, descriptors, scores, shapes = super().detect(image, mask)
-        if len(xy) > self.max_features:
-            keep = np.argsort(-scores, kind="stable")[: self.max_features]
+        budget = budget or self.max_features
+        if len(xy) > budget:
+            keep = np.argsort(-scores, kind="stable")[:budget]
             xy, descriptors, scores, shapes = xy[keep], descriptors[keep], scores[keep], shapes[keep]
         return xy, descriptors, scores, shapes

@@ -54,8 +54,11 @@ class Extractor(ABC):
     """Keypoints and descriptors of one image at the size it is handed.
 
     ``name`` picks the module, ``matcher`` is the natural matcher of these descriptors and ``binary``
-    says they are compared by Hamming distance.
+    says they are compared by Hamming distance. ``max_features`` is the budget a call gets unless
+    it asks for another (a map window keeps more keypoints than a frame, from the same extractor).
     """
+
+    max_features: int
 
     name: str
     matcher: str = "nn"
@@ -65,12 +68,12 @@ class Extractor(ABC):
 
     @abstractmethod
     def detect(
-        self, image: np.ndarray, mask: np.ndarray | None
+        self, image: np.ndarray, mask: np.ndarray | None, budget: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """``(xy (N, 2) float32, descriptors (N, D) or None, scores (N,) or None, shapes (N, 2) or
         None)`` of a BGR or gray uint8 image, ``shapes`` being each keypoint's orientation (degrees)
         and size (px) where the detector gives them; keypoints only where ``mask`` (uint8, same
-        size) is non-zero."""
+        size) is non-zero; at most ``budget`` of them (default ``max_features``)."""
 
 
 def gray(image: np.ndarray) -> np.ndarray:
@@ -83,10 +86,15 @@ class OpenCVExtractor(Extractor):
     grayscale = True
     rotation_invariant = True
 
-    def __init__(self, detector: cv2.Feature2D):
+    def __init__(self, detector: cv2.Feature2D, max_features: int):
         self.detector = detector
+        self.max_features = max_features
 
-    def detect(self, image, mask):
+    def set_budget(self, budget: int) -> None:  # noqa: B027 — a detector without a budget keeps all
+        """Tell the detector how many keypoints to keep (OpenCV holds it as a setting)."""
+
+    def detect(self, image, mask, budget=None):
+        self.set_budget(budget or self.max_features)
         keypoints, descriptors = self.detector.detectAndCompute(gray(image), mask)
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
         scores = np.array([kp.response for kp in keypoints], dtype=np.float32)

@@ -29,19 +29,28 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
 class LearnedExtractor(Extractor):
     default_features = 1024
 
-    def __init__(self, max_features: int, model=None, weights: str | None = None, spec: dict | None = None):
+    def __init__(
+        self,
+        max_features: int,
+        model=None,
+        weights: str | None = None,
+        spec: dict | None = None,
+        headroom: int = 1,
+    ):
+        """``headroom``: a network run through torch finds this many times ``max_features`` keypoints,
+        for the calls that ask for more (an exported network finds its own number per tile)."""
         if model is None:
             from geolink_edge.backends.torch_checkpoint import ModuleBackend
             from geolink_edge.localnets import EXTRACTOR_IO, create_net, describe_extractor
 
-            net = create_net(self.name, max_features, weights)
-            spec = describe_extractor(self.name, net, max_features, input_size=None)
+            net = create_net(self.name, max_features * headroom, weights)
+            spec = describe_extractor(self.name, net, max_features * headroom, input_size=None)
             model = ModuleBackend(net, *EXTRACTOR_IO, device="cpu")
         self.model = model
         self.spec = spec
         self.max_features = max_features
 
-    def detect(self, image, mask):
+    def detect(self, image, mask, budget=None):
         rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
         if self.spec["input_size"] is None:
@@ -57,7 +66,8 @@ class LearnedExtractor(Extractor):
             row = np.clip(np.round(xy[:, 1]).astype(int), 0, height - 1)
             keep &= mask[row, col] > 0
         keep = np.flatnonzero(keep)
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_features]  # strongest first
+        strongest = keep[np.argsort(-scores[keep], kind="stable")]
+        keep = strongest[: budget or self.max_features]
         return (
             xy[keep].astype(np.float32),
             descriptors[keep].astype(np.float32),

@@ -12,4 +12,8 @@ class Extractor(OpenCVExtractor):
     binary = True
 
     def __init__(self, max_features: int):
-        super().__init__(cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=8, fastThreshold=10))
+        orb = cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=8, fastThreshold=10)
+        super().__init__(orb, max_features)
+
+    def set_budget(self, budget: int) -> None:
+        self.detector.setMaxFeatures(budget)

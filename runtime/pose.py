@@ -1,0 +1,249 @@
+"""The drone's position from a verified match: the camera's pose, the point below it, or the image centre.
+
+Which point a verification gives, by what is known of the camera (:func:`place`):
+
+- attitude, height and intrinsics told: the pixel straight below the camera mapped through the
+  votes' homography (``nadir``), or the position votes' median when the two disagree by more than
+  a vote's tolerance (``votes``);
+- intrinsics but no attitude: the camera centre from planar PnP on the inlier matches (``pnp``);
+- neither, or PnP refused: the image centre through the homography (``homography``), moved back
+  along the heading by ``altitude · cot(pitch)`` when pitch and height are told.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from geolink_edge.runtime.intrinsics import Intrinsics
+from geolink_edge.runtime.mount import world_to_camera
+from geolink_edge.runtime.sources import Telemetry
+from geolink_edge.runtime.verify import Verification
+
+
+@dataclass(frozen=True)
+class PoseConf:
+    max_reproj_px: float  # PnP RMS reprojection error beyond which PnP is not trusted
+    sigma_floor_m: float  # georeferencing and terrain error not seen by the residuals
+    sigma_homography_m: float  # no PnP, attitude known
+    sigma_votes_m: float  # the position votes' median
+    sigma_nadir_m: float  # no PnP or attitude (a nadir guess)
+    vote_m: float  # votes within this distance agree
+
+
+@dataclass
+class Placement:
+    """Where a verified match puts the drone."""
+
+    method: str  # "nadir", "votes", "pnp" or "homography"
+    xy: np.ndarray
+    cov: np.ndarray  # 2×2 (east, north) m²
+    heading: float  # degrees clockwise from north of the frame's top
+    alt: float | None  # camera height above the ground plane (PnP only)
+    note: str = ""  # why PnP was not used, when it was not
+
+
+def to_ground(affine: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    return pixels @ affine[:, :2].T + affine[:, 2]
+
+
+def heading_from_rotation(rotation: np.ndarray) -> float:
+    """Heading of the frame's top from a world→camera rotation (camera convention of docs/artifacts.md)."""
+    return math.degrees(math.atan2(-rotation[0, 1], rotation[0, 0])) % 360.0
+
+
+def _camera_centre(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    rotation, _ = cv2.Rodrigues(rvec)
+    return -rotation.T @ tvec.reshape(3)
+
+
+@dataclass
+class Pose:
+    centre: np.ndarray  # (east, north, up) of the camera in the index frame
+    heading: float
+    cov: np.ndarray  # 2×2 from the residuals (before the floor)
+
+
+def planar_pnp(
+    frame_xy: np.ndarray, ground_xyz: np.ndarray, intrinsics: Intrinsics, max_reproj_px: float
+) -> tuple[Pose | None, str]:
+    """Camera pose from pixel ↔ ground matches of a (near-)planar scene, or (None, why not)."""
+    if len(frame_xy) < 6:
+        return None, "fewer than 6 matches"
+    offset = ground_xyz.mean(axis=0)  # centred coordinates keep the solver well conditioned
+    obj = (ground_xyz - offset).astype(np.float64)
+    img = np.asarray(frame_xy, dtype=np.float64).reshape(-1, 1, 2)
+    k, dist = intrinsics.K, intrinsics.dist_array
+    try:
+        ok, rvec, tvec = cv2.solvePnP(obj, img, k, dist, flags=cv2.SOLVEPNP_IPPE)
+        if not ok:
+            return None, "PnP found no pose"
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, k, dist, rvec, tvec)
+    except cv2.error as exc:
+        return None, f"PnP failed ({str(exc).strip().splitlines()[-1][:80]})"
+    projected, jacobian = cv2.projectPoints(obj, rvec, tvec, k, dist)
+    residuals = (projected - img).reshape(-1)
+    rms = float(np.sqrt(np.mean(residuals**2) * 2.0))
+    if not np.isfinite(rms) or rms > max_reproj_px:
+        return None, f"PnP reprojection error {rms:.1f} px"
+    rotation, _ = cv2.Rodrigues(rvec)
+    depths = (obj @ rotation.T + tvec.reshape(1, 3))[:, 2]
+    centre = _camera_centre(rvec, tvec)
+    if np.any(depths <= 0) or centre[2] <= 0:
+        return None, "PnP pose below the ground"
+    # pose covariance from the residuals, propagated to the camera centre by finite differences
+    j = jacobian[:, :6]
+    dof = max(residuals.size - 6, 1)
+    sigma2 = float(residuals @ residuals) / dof
+    try:
+        cov_pose = sigma2 * np.linalg.inv(j.T @ j)
+    except np.linalg.LinAlgError:
+        return None, "PnP pose is not determined"
+    pose = np.concatenate([rvec.ravel(), tvec.ravel()])
+    jc = np.zeros((3, 6))
+    for i in range(6):
+        step = np.zeros(6)
+        step[i] = 1e-6 * max(1.0, abs(pose[i]))
+        jc[:, i] = (_camera_centre(*np.split(pose + step, 2)) - _camera_centre(*np.split(pose - step, 2))) / (
+            2 * step[i]
+        )
+    cov = (jc @ cov_pose @ jc.T)[:2, :2]
+    if not np.all(np.isfinite(cov)):
+        return None, "PnP covariance is not finite"
+    return Pose(centre + offset, heading_from_rotation(rotation), cov), ""
+
+
+def telemetry_rotation(telemetry: Telemetry) -> np.ndarray:
+    """World→camera rotation of the camera's yaw, pitch and roll (docs/artifacts.md; roll 0 if unknown)."""
+    return world_to_camera(telemetry.yaw, telemetry.pitch, telemetry.roll or 0.0)
+
+
+def attitude_known(telemetry: Telemetry | None) -> bool:
+    return telemetry is not None and None not in (telemetry.yaw, telemetry.pitch, telemetry.altitude)
+
+
+def heading_known(telemetry: Telemetry | None) -> bool:
+    return telemetry is not None and telemetry.yaw is not None
+
+
+def ground_offsets(intrinsics: Intrinsics, telemetry: Telemetry, pixels: np.ndarray) -> np.ndarray:
+    """East/north metres from the point below the camera to where each pixel's ray meets level
+    ground ``telemetry.altitude`` below; NaN for rays at or above the horizon."""
+    if len(pixels) == 0:
+        return np.zeros((0, 2))
+    rays = np.c_[intrinsics.undistort_points(pixels), np.ones(len(pixels))] @ np.linalg.inv(intrinsics.K).T
+    world = rays @ telemetry_rotation(telemetry)  # each row: R^T · ray
+    down = -world[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        offsets = world[:, :2] * (telemetry.altitude / down)[:, None]
+    offsets[down <= 1e-3] = np.nan
+    return offsets
+
+
+def nadir_pixel(intrinsics: Intrinsics, telemetry: Telemetry | None) -> np.ndarray | None:
+    """Pixel (u, v) that sees the ground straight below the camera, from the attitude; None if the
+    attitude is unknown or that point is outside the frame."""
+    if telemetry is None or telemetry.yaw is None or telemetry.pitch is None:
+        return None
+    ray = intrinsics.K @ telemetry_rotation(telemetry) @ np.array([0.0, 0.0, -1.0])
+    if ray[2] <= 1e-6:
+        return None
+    uv = ray[:2] / ray[2]
+    width, height = intrinsics.width or 2 * intrinsics.cx, intrinsics.height or 2 * intrinsics.cy
+    return uv if 0 <= uv[0] < width and 0 <= uv[1] < height else None
+
+
+def place(
+    match: Verification,
+    affine: np.ndarray,
+    size: tuple[int, int],
+    intrinsics: Intrinsics | None,
+    telemetry: Telemetry | None,
+    conf: PoseConf,
+    last_heading: float | None,
+) -> Placement:
+    """Where ``match`` (frame pixels ↔ reference pixels, ``affine`` reference pixel → ground) puts the
+    drone, for a frame of ``size`` (width, height); ``last_heading`` the last fix's, when nothing
+    else gives one."""
+    pose, why_not = None, "no intrinsics"
+    if intrinsics is not None:
+        ground = np.c_[to_ground(affine, match.tile_xy), np.zeros(len(match.tile_xy))]
+        pose, why_not = planar_pnp(match.frame_xy, ground, intrinsics, conf.max_reproj_px)
+    below = _below_camera(match, affine, intrinsics, telemetry, conf.vote_m)
+    if intrinsics is None and match.homography is not None:
+        below = None  # an unknown camera: the homography gives the position and the heading
+    if below is not None:
+        # With the attitude known, the ground point below the camera gives the position without
+        # assuming level ground; PnP on sloping terrain would tilt the camera and shift it sideways.
+        method, xy = below
+        sigma = conf.sigma_votes_m if method == "votes" else conf.sigma_floor_m
+        cov = (pose.cov if pose is not None else np.zeros((2, 2))) + np.eye(2) * sigma**2
+        heading = _fix_heading(pose, telemetry, last_heading)
+        return Placement(method, xy, cov, heading, float(pose.centre[2]) if pose is not None else None)
+    if pose is not None:
+        cov = pose.cov + np.eye(2) * conf.sigma_floor_m**2
+        return Placement("pnp", pose.centre[:2], cov, pose.heading, float(pose.centre[2]))
+    placement = _from_homography(match, affine, size, intrinsics, telemetry, conf)
+    placement.note = why_not
+    return placement
+
+
+def _fix_heading(pose: Pose | None, telemetry: Telemetry | None, last_heading: float | None) -> float:
+    """The image top's heading: from PnP, else from the whole camera attitude (yaw alone is 180° off
+    once a body camera looks past the vertical), else the yaw, else the heading the last fix measured."""
+    if pose is not None:
+        return pose.heading
+    if telemetry is not None and telemetry.yaw is not None and telemetry.pitch is not None:
+        return heading_from_rotation(telemetry_rotation(telemetry))
+    return float(telemetry.yaw if heading_known(telemetry) else last_heading)
+
+
+def _below_camera(
+    match: Verification,
+    affine: np.ndarray,
+    intrinsics: Intrinsics | None,
+    telemetry: Telemetry | None,
+    vote_m: float,
+) -> tuple[str, np.ndarray] | None:
+    """("nadir", xy): the pixel straight below the camera mapped through the homography; or
+    ("votes", xy): the position votes' median, when there is no such homography or the two
+    disagree (the votes are robust, the homography is the more precise when it holds)."""
+    nadir = nadir_pixel(intrinsics, telemetry) if intrinsics is not None else None
+    xy = None
+    if nadir is not None and match.homography is not None:
+        xy = to_ground(affine, cv2.perspectiveTransform(nadir.reshape(1, 1, 2), match.homography))[0]
+    if match.position is None:
+        return None if xy is None else ("nadir", xy)
+    if xy is not None and np.hypot(*(xy - match.position)) <= vote_m:
+        return "nadir", xy
+    return "votes", np.asarray(match.position, dtype=np.float64)
+
+
+def _from_homography(
+    match: Verification,
+    affine: np.ndarray,
+    size: tuple[int, int],
+    intrinsics: Intrinsics | None,
+    telemetry: Telemetry | None,
+    conf: PoseConf,
+) -> Placement:
+    width, height = size
+    centre = (intrinsics.cx, intrinsics.cy) if intrinsics else (width / 2.0, height / 2.0)
+    probe = np.array([[centre[0], centre[1]], [centre[0], centre[1] - 0.1 * height]], dtype=np.float64)
+    mapped = cv2.perspectiveTransform(probe.reshape(-1, 1, 2), match.homography).reshape(-1, 2)
+    ground = to_ground(affine, mapped)
+    up = ground[1] - ground[0]
+    heading = math.degrees(math.atan2(up[0], up[1])) % 360.0
+    position = ground[0]
+    sigma = conf.sigma_nadir_m
+    if telemetry is not None and telemetry.pitch is not None and telemetry.altitude is not None:
+        # the optical axis meets the ground this far from the point below the camera
+        yaw = telemetry.yaw if telemetry.yaw is not None else heading
+        axis = world_to_camera(yaw, max(telemetry.pitch, 1.0), telemetry.roll or 0.0)[2]
+        position = position - axis[:2] * telemetry.altitude / -axis[2]
+        sigma = conf.sigma_homography_m
+    return Placement("homography", position, np.eye(2) * sigma**2, heading, None)
