@@ -1,4 +1,4 @@
-"""Area correlation on the synthetic flights: its acceptance calibrated, its representations compared.
+"""Area correlation on the synthetic flights: its acceptance calibrated, frames located alone.
 
 Cases (built once under ``--work`` by ``matching.synth_case``, each from its own seed):
 
@@ -10,8 +10,15 @@ over the whole map twice: as it is (the true peak, or a look-alike that won) and
 frame sees blanked (every peak left is a look-alike). It prints the statistics of the best peak per
 field and case, as JSON lines when ``--out`` is given; docs/design/correlation.md reads them.
 
+``alone`` locates each frame on its own through the locator (``matching.locate_alone``: a fresh
+locator per frame, heading, pitch and height told) with each ``--verifiers`` mode, over two search
+areas: ``near`` (every window within 60 m of the truth, as ``locate --near`` places one photo) and
+``map`` (the whole map: no prior at all beyond it).
+
     python benchmarks/correlation.py calibrate --model encoder.onnx --work /tmp/matching \\
         --cases cal-low cal-season --fields orientation channels intensity --every 2
+    python benchmarks/correlation.py alone --model encoder.onnx --work /tmp/matching \\
+        --cases low season --verifiers features correlation auto --areas near map
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from matching import synth_case
+from matching import fmt, locate_alone, synth_case
 
 from geolink_edge.index.search import TileIndex
+from geolink_edge.runtime.candidates import VerifierMode
 from geolink_edge.runtime.correlate import (
     CorrelateConf,
     Correlator,
@@ -34,6 +42,7 @@ from geolink_edge.runtime.correlate import (
     map_area,
 )
 from geolink_edge.runtime.intrinsics import load_intrinsics
+from geolink_edge.runtime.locate import LocateConf
 from geolink_edge.runtime.sources import open_reader
 
 LOW = {"flight_altitude": 40.0, "map_gsd": 0.5}
@@ -42,12 +51,17 @@ CASES = {"low": LOW, "season": SEASON, "cal-low": {**LOW, "seed": 1}, "cal-seaso
 TRUE_M = 3.0  # a best peak this close to the truth is the true one; any other is a look-alike
 
 
-def whole_map(index: TileIndex, gsd_m: float):
-    """The index's whole map as one window at ``gsd_m``."""
+def map_square(index: TileIndex) -> tuple[float, float, float]:
+    """(x, y, half_size_m) of the square holding the index's whole map."""
     low, high = index.centers_xy.min(axis=0), index.centers_xy.max(axis=0)
     centre = (low + high) / 2
     half = float(np.max(high - low)) / 2 + float(np.max([t.tile_m for t in index.tiles])) / 2
-    return index.map_window(centre[0], centre[1], half, gsd_m)
+    return float(centre[0]), float(centre[1]), half
+
+
+def whole_map(index: TileIndex, gsd_m: float):
+    """The index's whole map as one window at ``gsd_m``."""
+    return index.map_window(*map_square(index), gsd_m)
 
 
 def blanked(window, xy: np.ndarray, radius_m: float):
@@ -134,9 +148,26 @@ def summary(rows: list[dict]) -> None:
         )
 
 
+def alone(work: Path, case: str, model: Path, verifier: str, area: str, frames: int, records: Path | None):
+    flight, index_dir = synth_case(work, case, CASES[case], model, frames)
+    region = None
+    if area == "map":
+        # the points below the camera lie in the map's square: a circle through its corners holds them
+        x, y, half = map_square(TileIndex.load(index_dir))
+        region = (x, y, half)
+    conf = LocateConf(verifier=VerifierMode(verifier))
+    result = locate_alone(flight, model, index_dir, conf, 1, True, region)
+    if records:
+        records.mkdir(parents=True, exist_ok=True)
+        (records / f"{case}_{verifier}_{area}.json").write_text(json.dumps(result["records"], indent=1))
+    errors = [r["error_m"] for r in result["records"] if "error_m" in r]
+    result["over_10m"] = sum(e > 10.0 for e in errors)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["calibrate"])
+    parser.add_argument("what", choices=["calibrate", "alone"])
     parser.add_argument(
         "--model", type=Path, required=True, help="encoder (.onnx) the indexes are built with"
     )
@@ -146,7 +177,31 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40, help="frames of each synthetic flight")
     parser.add_argument("--every", type=int, default=1, help="use every n-th frame")
     parser.add_argument("--out", type=Path, help="also write the rows here as JSON lines")
+    parser.add_argument(
+        "--verifiers", nargs="+", default=["correlation"], choices=[m.value for m in VerifierMode]
+    )
+    parser.add_argument("--areas", nargs="+", default=["near", "map"], choices=["near", "map"])
+    parser.add_argument("--records", type=Path, help="alone: write each run's fixes here (JSON)")
     args = parser.parse_args()
+    if args.what == "alone":
+        print(
+            "| case | verifier | area | frames | located | median / p90 / max m | > 10 m | s median / max |"
+        )
+        print("|---|---|---|---:|---:|---|---:|---|")
+        for case in args.cases:
+            for verifier in args.verifiers:
+                for area in args.areas:
+                    r = alone(args.work, case, args.model, verifier, area, args.frames, args.records)
+                    errors = (
+                        f"{fmt(r['median_m'], '.2f')} / {fmt(r['p90_m'], '.2f')} / {fmt(r['max_m'], '.2f')}"
+                    )
+                    print(
+                        f"| {case} | {verifier} | {area} | {r['frames']} | {100 * r['fix_rate']:.1f} % "
+                        f"| {errors} | {r['over_10m']} "
+                        f"| {fmt(r['median_s'], '.2f')} / {fmt(r['max_s'], '.2f')} |",
+                        flush=True,
+                    )
+        return
     rows = []
     out = open(args.out, "w") if args.out else None  # noqa: SIM115 - closed below, rows flushed as made
     try:

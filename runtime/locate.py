@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from geolink_edge.runtime.area_correlation import AreaCorrelation, applies, finite
 from geolink_edge.runtime.candidates import (
     FeatureWindows,
     FrameJob,
@@ -32,6 +33,7 @@ from geolink_edge.runtime.candidates import (
     candidate_keys,
     window_name,
 )
+from geolink_edge.runtime.correlate import CorrelateConf
 from geolink_edge.runtime.intrinsics import Intrinsics
 from geolink_edge.runtime.pose import PoseConf, heading_known, place
 from geolink_edge.runtime.retrieval import Candidates, Region, Search, retrieve
@@ -65,6 +67,7 @@ class LocateConf:
         )
 
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
+    correlate: CorrelateConf = field(default_factory=CorrelateConf)  # verifier correlation or auto
     # ground-resolution matching against map windows
     match_gsd_m: float | None = None  # None: match_gsd_factor × the coarser of the frame's and map's GSD
     match_gsd_factor: float = 0.5  # a real 40 m flight over a 0.5 m/px map registered best at 0.25 m/px
@@ -106,6 +109,9 @@ class Fix:
     topk_ids: list[int] = field(default_factory=list)
     topk_scores: list[float] = field(default_factory=list)
     verified: int = 0
+    correlation: dict[str, float | str] = field(
+        default_factory=dict
+    )  # the peak's statistics, when correlated
     timing_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -130,10 +136,11 @@ class Locator:
         self.windows = MapWindows(index.map_window, window_verifier, conf.window_factor)
         self.views = FrameViews(conf, index.map_gsd_m)
         self.rotation_invariant = frames.extractor.rotation_invariant
-        verifiers: dict[VerifierMode, WindowVerifier] = {
-            VerifierMode.FEATURES: FeatureWindows(conf, self.windows, canvas)
-        }
-        self.verifier = verifiers[conf.verifier]
+        # features check windows in every mode: correlation needs the camera known, auto falls back
+        self.verifier: WindowVerifier = FeatureWindows(conf, self.windows, canvas)
+        self.correlation = None
+        if conf.verifier != VerifierMode.FEATURES:
+            self.correlation = AreaCorrelation(index, conf.correlate, self.windows, conf.k_windows)
 
     def forget(self) -> None:
         """Drop what earlier frames taught (the camera a fix measured): the next frame stands alone."""
@@ -163,6 +170,11 @@ class Locator:
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
         intrinsics = self._intrinsics(image)
         centres = [tuple(self.index.centers_xy[i]) for i in found.ids]
+        if self.correlation is not None and self._correlate(
+            fix, image, intrinsics, telemetry, region, centres
+        ):
+            timing["verify_ms"] = (time.perf_counter() - t1) * 1e3
+            return fix
         best, rejected, consensus = None, [], Consensus.HOMOGRAPHY
         for coarser in self.views.coarser_tries():
             consensus, views = self.views.views(
@@ -198,6 +210,46 @@ class Locator:
         timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
         return fix
 
+    def _correlate(
+        self,
+        fix: Fix,
+        image: np.ndarray,
+        intrinsics: Intrinsics | None,
+        telemetry: Telemetry | None,
+        region: Region | None,
+        centres: list[tuple[float, float]],
+    ) -> bool:
+        """Place the frame by area correlation (:mod:`area_correlation`); True when that decides the
+        fix. ``correlation``: it always does; ``auto``: a frame of unknown camera, too little texture
+        or no distinct peak goes on to the features."""
+        only = self.conf.verifier == VerifierMode.CORRELATION
+        if not applies(intrinsics, telemetry):
+            fix.reason = "correlation needs intrinsics, heading, pitch and height" if only else ""
+            return only
+        placed = self.correlation.place(image, intrinsics, telemetry, region, centres)
+        result = placed.result
+        fix.correlation = placed.stats()
+        if not only and result.texture < self.conf.correlate.min_texture:
+            fix.correlation["refused"] = "too little texture"
+            return False
+        if not result.ok or not finite(placed):
+            fix.correlation["refused"] = result.reason or "a non-finite position"
+            fix.reason = f"correlation: {fix.correlation['refused']}" if only else ""
+            return only
+        fix.ok = True
+        fix.method = fix.consensus = VerifierMode.CORRELATION.value
+        fix.x, fix.y = float(result.xy[0]), float(result.xy[1])
+        fix.heading, fix.alt, fix.window = placed.heading, placed.alt, placed.window
+        fix.cov = [[float(v) for v in row] for row in result.cov]
+        self._geodetic(fix)
+        return True
+
+    def _geodetic(self, fix: Fix) -> None:
+        frame = self.index.frame
+        if frame is not None:
+            lat, lon, _ = frame.to_geodetic(fix.x, fix.y)
+            fix.lat, fix.lon = float(lat), float(lon)
+
     def _intrinsics(self, image: np.ndarray) -> Intrinsics | None:
         return self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None
 
@@ -225,7 +277,4 @@ class Locator:
         fix.x, fix.y = float(placed.xy[0]), float(placed.xy[1])
         fix.heading, fix.alt = float(placed.heading), placed.alt
         fix.cov = [[float(v) for v in row] for row in placed.cov]
-        frame = self.index.frame
-        if frame is not None:
-            lat, lon, _ = frame.to_geodetic(fix.x, fix.y)
-            fix.lat, fix.lon = float(lat), float(lon)
+        self._geodetic(fix)

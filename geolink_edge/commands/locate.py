@@ -11,6 +11,8 @@ from geolink_edge.commands.matching_options import (
     MATCHER_HELP,
     features_option,
     rotations_option,
+    verifier_mode,
+    verifier_option,
     verify_conf,
 )
 from geolink_edge.commands.run import NEAR_HELP
@@ -40,11 +42,13 @@ def locate(
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
+    verifier: str | None = verifier_option(),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
     import math
 
+    from geolink_edge.commands.conf_options import given
     from geolink_edge.commands.run import parse_near, positive
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime.locate import LocateConf
@@ -58,7 +62,9 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
-    conf = LocateConf(verify=verify_conf(features, matcher, rotations))
+    conf = LocateConf(
+        verify=verify_conf(features, matcher, rotations), **given(verifier=verifier_mode(verifier))
+    )
     result = locate_image(
         image,
         model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from geolink_edge.commands.conf_options import conf_option, given
 
 VERIFY_CONF = "geolink_edge.runtime.verify:VerifyConf"
+LOCATE_CONF = "geolink_edge.runtime.locate:LocateConf"
 
 FEATURES_HELP = (
     "local features for verification: sift, orb, akaze, disk, aliked, xfeat, "
@@ -20,6 +21,12 @@ ROTATIONS_HELP = (
     "auto: 4 for learned features, 1 for sift, orb and akaze (rotation-invariant)"
 )
 
+VERIFIER_HELP = (
+    "how candidate map windows are checked: features (local features), correlation (area correlation "
+    "of the frame over the map; needs intrinsics, heading, pitch and height), auto (correlation when "
+    "those are known and the frame has texture and a distinct peak, else features)"
+)
+
 
 def features_option():
     return conf_option(VERIFY_CONF, "features", "--features", help=FEATURES_HELP)
@@ -27,6 +34,21 @@ def features_option():
 
 def rotations_option():
     return conf_option(VERIFY_CONF, "rotations", "--rotations", help=ROTATIONS_HELP)
+
+
+def verifier_option():
+    return conf_option(LOCATE_CONF, "verifier", "--verifier", help=VERIFIER_HELP)
+
+
+def verifier_mode(name: str | None):
+    """The ``--verifier`` mode by name (``None``: the conf's default)."""
+    from geolink_edge.registry import check_name
+    from geolink_edge.runtime.candidates import VerifierMode
+
+    if name is None:
+        return None
+    check_name("--verifier", name, [mode.value for mode in VerifierMode])
+    return VerifierMode(name)
 
 
 def verify_conf(features: str | None, matcher: str | None, rotations: int | None = None):

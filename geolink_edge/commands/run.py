@@ -11,6 +11,8 @@ from geolink_edge.commands.matching_options import (
     MATCHER_HELP,
     features_option,
     rotations_option,
+    verifier_mode,
+    verifier_option,
     verify_conf,
 )
 
@@ -136,6 +138,7 @@ def run(
     features: str | None = features_option(),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     rotations: int | None = rotations_option(),
+    verifier: str | None = verifier_option(),
     width: int | None = conf_option(RUN_CONF, "width", "--width", help="camera frame width (V4L2, CSI)"),
     height: int | None = conf_option(RUN_CONF, "height", "--height", help="camera frame height (V4L2, CSI)"),
     fps: float | None = conf_option(RUN_CONF, "fps", "--fps", help="camera frame rate (V4L2, CSI)"),
@@ -158,7 +161,9 @@ def run(
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     conf = loop.RunConf(
-        locate=LocateConf(verify=verify_conf(features, matcher, rotations)),
+        locate=LocateConf(
+            verify=verify_conf(features, matcher, rotations), **given(verifier=verifier_mode(verifier))
+        ),
         realtime=not every_frame,
         max_frames=max_frames,
         altitude=altitude,
