@@ -50,11 +50,13 @@ class CorrelateConf:
     distinct_m: float = 6.0  # peaks closer than this are one answer
     min_coverage: float = 0.9  # share of the template that must fall on valid map
     block_px: int = 2048  # areas are correlated in blocks of at most this side (memory)
-    # acceptance (docs/design/correlation.md: from synthetic true and look-alike peaks)
-    min_score: float = 0.2
-    max_ratio: float = 0.85
-    sigma_m: float = 1.0  # 1-σ of an accepted peak's position (measured on synthetic flights)
-    min_texture: float = 0.05  # share of the footprint with edges, below which `auto` prefers features
+    # acceptance, calibrated on synthetic true and look-alike peaks (docs/design/correlation.md)
+    min_score: float = 0.15  # a floor: faint look-alikes of a sparse template score ≤ 0.10
+    max_ratio: float = 0.75  # the test: look-alikes' second peaks were ≥ 0.81 of their best
+    # 1-σ of an accepted position per axis: the locator's georeferencing floor (the spread on
+    # synthetic flights, 0.3–0.4 m, is below it)
+    sigma_m: float = 1.5
+    min_texture: float = 0.01  # `auto`: a frame with less (texture()) goes to the features (noise: 0)
 
 
 @dataclass
@@ -297,7 +299,7 @@ class Correlator:
                     xy = piece.pixel_to_xy @ [*origin, 1.0]
                     coarse.append(Peak(score, xy, 0.0, scale, piece, origin, len(sidelobes) - 1))
         t1 = time.perf_counter()
-        timing = {"coarse_ms": (t1 - t0) * 1e3}
+        timing = {"correlation_coarse_ms": (t1 - t0) * 1e3}
         kept = _distinct(coarse, conf.distinct_m)
         if not kept:
             return Correlation(False, "no placement of the frame on valid map", timing_ms=timing)
@@ -307,7 +309,7 @@ class Correlator:
         others = refined[1:] + kept[conf.candidates :]
         second = max((p.score for p in others if np.hypot(*(p.xy - best.xy)) >= conf.distinct_m), default=0.0)
         mean, std = sidelobes[kept[0].sidelobe]
-        timing["refine_ms"] = (time.perf_counter() - t1) * 1e3
+        timing["correlation_refine_ms"] = (time.perf_counter() - t1) * 1e3
         result = Correlation(
             False,
             xy=best.xy,

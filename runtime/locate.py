@@ -229,6 +229,7 @@ class Locator:
         placed = self.correlation.place(image, intrinsics, telemetry, region, centres)
         result = placed.result
         fix.correlation = placed.stats()
+        fix.timing_ms.update(result.timing_ms)
         if not only and result.texture < self.conf.correlate.min_texture:
             fix.correlation["refused"] = "too little texture"
             return False

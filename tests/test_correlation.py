@@ -102,11 +102,13 @@ def test_a_look_alike_area_is_refused(ground):
     assert result.ratio > 0.95
 
 
-def test_a_map_of_elsewhere_is_refused(ground):
-    elsewhere = textured_ground(400, seed=11)
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_a_map_of_elsewhere_is_refused(ground, seed):
+    # the frame's ground is not in the map: whatever peaks there are, none stands out
+    elsewhere = textured_ground(400, seed=seed)
     result = Correlator().search(view_maker(ground, (200.0, 200.0)), [whole(elsewhere)], GSD)
     assert not result.ok
-    assert result.score < CorrelateConf().min_score
+    assert result.ratio > CorrelateConf().max_ratio
 
 
 def winter(image: np.ndarray, seed: int = 5) -> np.ndarray:
