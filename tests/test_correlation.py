@@ -132,3 +132,31 @@ def test_a_season_changed_map_still_places_the_frame(ground):
     result = Correlator().search(view_maker(ground, truth, -2.0), [whole(winter(ground))], GSD)
     assert result.ok, result.reason
     assert np.hypot(*(result.xy - ground_xy(truth))) < 0.5  # metres: a pixel of the map
+
+
+def _first_frame(flight):
+    """(image path, lat, lon, yaw, pitch, altitude) of a synthetic flight's first frame."""
+    header, row = (flight / "gt.csv").read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(","), strict=True))
+    image = flight / "frames" / f"{int(values['frame']):06d}.jpg"
+    return image, *(float(values[k]) for k in ("lat", "lon", "yaw", "pitch", "alt"))
+
+
+def test_locate_with_correlation_places_a_frame_of_known_camera_without_torch(flight_world, cli):
+    import json
+
+    from geolink_edge.geo import haversine_m
+
+    flight, index, model = flight_world
+    image, lat, lon, yaw, pitch, alt = _first_frame(flight)
+    common = [image, "--model", model, "--index", index, "--near", f"{lat},{lon},60"]
+    camera = ["--intrinsics", flight / "camera.yaml", "--heading", yaw, "--pitch", pitch, "--altitude", alt]
+    done = cli("locate", *common, *camera, "--verifier", "correlation", block_torch=True)
+    assert done.returncode == 0, done.stderr
+    fix = json.loads(done.stdout)
+    assert fix["ok"] and fix["method"] == "correlation", fix["reason"]
+    assert haversine_m(lat, lon, fix["lat"], fix["lon"]) < 2.0
+    assert fix["correlation"]["second_ratio"] <= 0.75 and fix["cov"][0][0] > 0
+    # without the heading and height there is no footprint to correlate: said, not guessed
+    blind = json.loads(cli("locate", *common, "--verifier", "correlation", block_torch=True).stdout)
+    assert not blind["ok"] and "correlation needs" in blind["reason"]
