@@ -11,7 +11,8 @@ frame's footprint, normalized by the map's energy under it) peaks where the fram
 2. The ``candidates`` best peaks that lie ``distinct_m`` apart are refined: a few degrees of heading
    and a few percent of scale (coordinate search on a small crop), then a sub-pixel peak.
 3. Acceptance: the best refined peak must reach ``min_score`` and stand out from the best peak
-   elsewhere (second-peak ratio at most ``max_ratio``); a frame over a look-alike area has two
+   elsewhere (second-peak ratio at most ``max_ratio``, peaks compared by their significance: score
+   over the spread of the surface they came from); a frame over a look-alike area has two
    near-equal peaks and is refused. Thresholds and how they were chosen: docs/design/correlation.md.
 
 The result is the ground point below the camera (the template's origin) with a covariance, as the
@@ -242,6 +243,13 @@ class Peak:
     area: Area | None = None
     origin_px: np.ndarray | None = None  # the point below the camera, in ``area``'s pixels (sub-pixel)
     sidelobe: int = -1  # which coarse surface it came from (its mean and spread give the PSR)
+    spread: float = 1.0  # the standard deviation of that surface: how far chance alone reaches
+
+    @property
+    def significance(self) -> float:
+        """The score in units of its surface's spread: a smaller template (a lower scale) scores
+        wrong placements higher by chance, so peaks of different scales compare by this."""
+        return self.score / self.spread
 
 
 @dataclass
@@ -251,8 +259,7 @@ class Correlation:
     xy: np.ndarray | None = None  # accepted (or best refused) ground point below the camera
     cov: np.ndarray | None = None
     score: float = 0.0
-    second: float = 0.0  # best refined score ``distinct_m`` or more away
-    ratio: float = 1.0  # second / score
+    ratio: float = 1.0  # significance of the best peak ``distinct_m`` or more away / the best's
     psr: float = 0.0  # peak-to-sidelobe ratio of the coarse surface the best peak came from
     yaw_deg: float = 0.0
     scale: float = 1.0
@@ -285,6 +292,7 @@ class Correlator:
         radius = max(1, round(conf.distinct_m / gsd_m))
         coarse: list[Peak] = []
         sidelobes: list[tuple[float, float]] = []
+        spreads: dict[tuple[int, float], float] = {}  # (piece, scale) → its surface's spread
         for scale in conf.scales:
             current = template(0.0, scale)
             if current is None:
@@ -293,31 +301,31 @@ class Correlator:
                 surface = ncc_surface(current, piece, conf.min_coverage)
                 if surface.size == 0:
                     continue
-                sidelobes.append((float(surface.mean()), float(surface.std())))
+                spread = spreads[id(piece), scale] = max(float(surface.std()), 1e-6)
+                sidelobes.append((float(surface.mean()), spread))
                 for score, v, u in local_peaks(surface, PEAKS_PER_SURFACE, radius):
                     origin = np.array([u, v]) + current.origin_px
                     xy = piece.pixel_to_xy @ [*origin, 1.0]
-                    coarse.append(Peak(score, xy, 0.0, scale, piece, origin, len(sidelobes) - 1))
+                    coarse.append(Peak(score, xy, 0.0, scale, piece, origin, len(sidelobes) - 1, spread))
         t1 = time.perf_counter()
         timing = {"correlation_coarse_ms": (t1 - t0) * 1e3}
         kept = _distinct(coarse, conf.distinct_m)
         if not kept:
             return Correlation(False, "no placement of the frame on valid map", timing_ms=timing)
-        refined = [self._refine(peak, template) for peak in kept[: conf.candidates]]
-        refined.sort(key=lambda p: -p.score)
+        refined = [self._refine(peak, template, spreads, radius) for peak in kept[: conf.candidates]]
+        refined.sort(key=lambda p: -p.significance)
         best = refined[0]
         others = refined[1:] + kept[conf.candidates :]
-        second = max((p.score for p in others if np.hypot(*(p.xy - best.xy)) >= conf.distinct_m), default=0.0)
-        mean, std = sidelobes[kept[0].sidelobe]
+        distinct = [p.significance for p in others if np.hypot(*(p.xy - best.xy)) >= conf.distinct_m]
+        mean, std = sidelobes[best.sidelobe]
         timing["correlation_refine_ms"] = (time.perf_counter() - t1) * 1e3
         result = Correlation(
             False,
             xy=best.xy,
             cov=np.eye(2) * conf.sigma_m**2,
             score=best.score,
-            second=second,
-            ratio=second / best.score if best.score > 0 else 1.0,
-            psr=(kept[0].score - mean) / max(std, 1e-6),
+            ratio=max(distinct, default=0.0) / best.significance if best.score > 0 else 1.0,
+            psr=(best.score - mean) / std,
             yaw_deg=best.yaw_deg,
             scale=best.scale,
             texture=texture(nominal),
@@ -333,25 +341,41 @@ class Correlator:
         result.ok = not result.reason
         return result
 
-    def _refine(self, peak: Peak, template: Callable[[float, float], Template | None]) -> Peak:
-        """The peak with its heading, then its scale, corrected on a small crop; then sub-pixel."""
+    def _refine(
+        self,
+        peak: Peak,
+        template: Callable[[float, float], Template | None],
+        spreads: dict[tuple[int, float], float],
+        radius_px: int,
+    ) -> Peak:
+        """The peak's place, by the raw score: its best scale of the ladder within ``radius_px`` (a
+        wrong scale can peak a few metres off), then its heading and its scale corrected on a small
+        crop; then sub-pixel. Its spread is that of the ladder scale's surface."""
         conf = self.conf
-        best = self._place(peak, template(0.0, peak.scale), 0.0, peak.scale) or peak
+        best = peak
+        for scale in conf.scales:
+            tried = self._place(peak, template(0.0, scale), 0.0, scale, radius_px)
+            if tried is not None and tried.score > best.score:
+                best = tried
+                best.spread = spreads.get((id(peak.area), scale), peak.spread)
+        start = best
         for yaw in conf.refine_yaw_deg:
-            tried = self._place(peak, template(yaw, peak.scale), yaw, peak.scale)
+            tried = self._place(start, template(yaw, start.scale), yaw, start.scale)
             best = tried if tried is not None and tried.score > best.score else best
         for factor in conf.refine_scale:
-            scale = peak.scale * factor
-            tried = self._place(peak, template(best.yaw_deg, scale), best.yaw_deg, scale)
+            scale = start.scale * factor
+            tried = self._place(start, template(best.yaw_deg, scale), best.yaw_deg, scale)
             best = tried if tried is not None and tried.score > best.score else best
         return best
 
-    def _place(self, peak: Peak, current: Template | None, yaw: float, scale: float) -> Peak | None:
-        """The best sub-pixel placement of ``current`` within ``refine_px`` of where ``peak`` puts the
-        point below the camera."""
+    def _place(
+        self, peak: Peak, current: Template | None, yaw: float, scale: float, pad: int | None = None
+    ) -> Peak | None:
+        """The best sub-pixel placement of ``current`` within ``pad`` (default ``refine_px``) of where
+        ``peak`` puts the point below the camera."""
         if current is None:
             return None
-        area, pad = peak.area, self.conf.refine_px
+        area, pad = peak.area, self.conf.refine_px if pad is None else pad
         corner = np.round(peak.origin_px - current.origin_px).astype(int) - pad
         h, w = current.shape
         u0, v0 = max(corner[0], 0), max(corner[1], 0)
@@ -362,13 +386,13 @@ class Correlator:
         v, u = np.unravel_index(int(np.argmax(surface)), surface.shape)
         origin = np.array(subpixel(surface, v, u)) + (u0, v0) + current.origin_px
         xy = area.pixel_to_xy @ [*origin, 1.0]
-        return Peak(float(surface[v, u]), xy, yaw, scale, area, origin, peak.sidelobe)
+        return Peak(float(surface[v, u]), xy, yaw, scale, area, origin, peak.sidelobe, peak.spread)
 
 
 def _distinct(peaks: list[Peak], distinct_m: float) -> list[Peak]:
     """Best first, each at least ``distinct_m`` from every better one."""
     kept: list[Peak] = []
-    for peak in sorted(peaks, key=lambda p: -p.score):
+    for peak in sorted(peaks, key=lambda p: -p.significance):
         if all(np.hypot(*(peak.xy - k.xy)) >= distinct_m for k in kept):
             kept.append(peak)
     return kept
