@@ -159,7 +159,7 @@ def texture(template: Template) -> float:
 def ncc_surface(template: Template, area: Area, min_coverage: float) -> np.ndarray:
     """Masked zero-mean NCC of ``template`` at every placement wholly inside ``area``: entry (v, u) is
     the score with the template's pixel (0, 0) on the area's pixel (u, v); placements that see less
-    than ``min_coverage`` of valid map score 0."""
+    than ``min_coverage`` of valid map are NaN."""
     h, w = template.shape
     height, width = area.valid.shape
     if height < h or width < w:
@@ -168,7 +168,7 @@ def ncc_surface(template: Template, area: Area, min_coverage: float) -> np.ndarr
     mask = template.mask
     count = float(mask.sum())
     if count < 1:
-        return np.zeros((height - h + 1, width - w + 1), np.float32)
+        return np.full((height - h + 1, width - w + 1), np.nan, np.float32)
     mean = np.einsum("hwc,hw->c", template.field, mask) / count
     centred = (template.field - mean) * mask[..., None]
     template_energy = float(np.sum(centred * centred))
@@ -187,7 +187,7 @@ def ncc_surface(template: Template, area: Area, min_coverage: float) -> np.ndarr
     # a flat map (snow, water) under the template is no match: its energy floors the denominator
     variance = np.maximum(variance, 0.05 * template_energy)
     score = numerator / np.sqrt(max(template_energy, 1e-12) * variance)
-    score[coverage < min_coverage] = 0.0
+    score[coverage < min_coverage] = np.nan
     return score.astype(np.float32)
 
 
@@ -195,7 +195,7 @@ def subpixel(surface: np.ndarray, v: int, u: int) -> tuple[float, float]:
     """(u, v) of the peak at integer (v, u), moved by a parabola through each axis' neighbours."""
 
     def offset(before: float, at: float, after: float) -> float:
-        curvature = before - 2.0 * at + after
+        curvature = before - 2.0 * at + after  # NaN (a neighbour off the map) fails the test: no move
         return float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
 
     height, width = surface.shape
@@ -206,7 +206,7 @@ def subpixel(surface: np.ndarray, v: int, u: int) -> tuple[float, float]:
 
 def local_peaks(surface: np.ndarray, count: int, radius_px: int) -> list[tuple[float, int, int]]:
     """Up to ``count`` (score, v, u) maxima at least ``radius_px`` apart, best first."""
-    work = surface.copy()
+    work = np.nan_to_num(surface, nan=-np.inf)
     peaks = []
     for _ in range(count):
         if work.size == 0:
@@ -299,10 +299,11 @@ class Correlator:
                 continue
             for piece in pieces:
                 surface = ncc_surface(current, piece, conf.min_coverage)
-                if surface.size == 0:
+                if not np.any(np.isfinite(surface)):
                     continue
-                spread = spreads[id(piece), scale] = max(float(surface.std()), 1e-6)
-                sidelobes.append((float(surface.mean()), spread))
+                # over the placements on valid map only: chance's reach where the frame could be
+                spread = spreads[id(piece), scale] = max(float(np.nanstd(surface)), 1e-6)
+                sidelobes.append((float(np.nanmean(surface)), spread))
                 for score, v, u in local_peaks(surface, PEAKS_PER_SURFACE, radius):
                     origin = np.array([u, v]) + current.origin_px
                     xy = piece.pixel_to_xy @ [*origin, 1.0]
@@ -381,9 +382,9 @@ class Correlator:
         u0, v0 = max(corner[0], 0), max(corner[1], 0)
         crop = area.crop(u0, v0, corner[0] + w + 2 * pad + 1, corner[1] + h + 2 * pad + 1)
         surface = ncc_surface(current, crop, self.conf.min_coverage)
-        if surface.size == 0:
+        if not np.any(np.isfinite(surface)):
             return None
-        v, u = np.unravel_index(int(np.argmax(surface)), surface.shape)
+        v, u = np.unravel_index(int(np.nanargmax(surface)), surface.shape)
         origin = np.array(subpixel(surface, v, u)) + (u0, v0) + current.origin_px
         xy = area.pixel_to_xy @ [*origin, 1.0]
         return Peak(float(surface[v, u]), xy, yaw, scale, area, origin, peak.sidelobe, peak.spread)
