@@ -53,7 +53,7 @@ class CorrelateConf:
     block_px: int = 2048  # areas are correlated in blocks of at most this side (memory)
     # acceptance, calibrated on synthetic true and look-alike peaks (docs/design/correlation.md)
     min_score: float = 0.15  # a floor: faint look-alikes of a sparse template score ≤ 0.10
-    max_ratio: float = 0.75  # the test: look-alikes' second peaks were ≥ 0.81 of their best
+    max_ratio: float = 0.7  # the test: among look-alikes alone, the second peak was ≥ 0.81 of the best
     # 1-σ of an accepted position per axis: the locator's georeferencing floor (the spread on
     # synthetic flights, 0.3–0.4 m, is below it)
     sigma_m: float = 1.5

@@ -156,7 +156,7 @@ def test_locate_with_correlation_places_a_frame_of_known_camera_without_torch(fl
     fix = json.loads(done.stdout)
     assert fix["ok"] and fix["method"] == "correlation", fix["reason"]
     assert haversine_m(lat, lon, fix["lat"], fix["lon"]) < 2.0
-    assert fix["correlation"]["second_ratio"] <= 0.75 and fix["cov"][0][0] > 0
+    assert fix["correlation"]["second_ratio"] <= 0.7 and fix["cov"][0][0] > 0
     # without the heading and height there is no footprint to correlate: said, not guessed
     blind = json.loads(cli("locate", *common, "--verifier", "correlation", block_torch=True).stdout)
     assert not blind["ok"] and "correlation needs" in blind["reason"]
