@@ -121,12 +121,25 @@ def candidate_keys(
     return windows.keys_for_points(centres, footprint, gsd)[: conf.k_windows]
 
 
-def best_of(count: int, check: Check, enough: int) -> tuple[Verification | None, list[Verification]]:
-    """The accepted candidate with the most inliers (the first to reach ``enough`` ends the search)
-    and the rejected ones."""
+def best_of(
+    count: int,
+    check: Check,
+    enough: int,
+    out_of_time: Callable[[int], bool] = lambda i: False,
+    ready: Callable[[int], bool] = lambda i: True,
+) -> tuple[Verification | None, list[Verification], list[int], bool]:
+    """The accepted candidate with the most inliers (the first to reach ``enough`` ends the search),
+    the rejected ones, the candidates left unchecked (not ``ready`` yet, or all from the first one
+    for which it was ``out_of_time``) and whether the time ran out."""
     best: Verification | None = None
     rejected: list[Verification] = []
+    left: list[int] = []
     for i in range(count):
+        if not ready(i):
+            left.append(i)
+            continue
+        if out_of_time(i):
+            return best, rejected, left + list(range(i, count)), True
         try:
             result = check(i)
         except GeolinkError as exc:  # one broken window must not stop the flight
@@ -139,7 +152,7 @@ def best_of(count: int, check: Check, enough: int) -> tuple[Verification | None,
             best = result
         if best.inliers >= enough:
             break
-    return best, rejected
+    return best, rejected, left, False
 
 
 def window_name(key: WindowKey, factor: float) -> str:

@@ -11,20 +11,28 @@ The default path, one module per step:
    matches vote for the camera's position when the view's camera is known, else a RANSAC
    homography must hold; the accepted window with the most inliers is kept, and a frame no window
    verifies is tried once more at a coarser GSD.
-4. Position (:mod:`pose`): attitude told, the pixel below the camera through the votes' homography
-   (or the votes' median); intrinsics without attitude, the camera centre from planar PnP; neither,
-   the image centre through the homography.
+4. Position (:mod:`pose`), always the camera's when the intrinsics are known: with the attitude
+   told, the point below the camera through the verified homography (PnP's attitude and height
+   reported when they agree with it); without, the camera centre from planar PnP. No intrinsics:
+   the ground point at the image centre (``position_of`` says which).
+
+A time budget (``budget_s``) bounds each frame's search: a search cut short answers "no fix" with
+the best window and why, and a global or known-area search goes on over the next frames, with
+new windows read on a thread of their own when ``background_windows`` (a paced run).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from geolink_edge.runtime.area_correlation import AreaCorrelation, applies, finite
 from geolink_edge.runtime.candidates import (
+    Check,
     FeatureWindows,
     FrameJob,
     VerifierMode,
@@ -40,7 +48,7 @@ from geolink_edge.runtime.retrieval import Candidates, Region, Search, retrieve
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
 from geolink_edge.runtime.views import Consensus, FrameViews
-from geolink_edge.runtime.windows import MapWindows
+from geolink_edge.runtime.windows import MapWindows, WindowKey
 
 
 @dataclass(frozen=True)
@@ -49,25 +57,23 @@ class LocateConf:
     k_track: int = 6  # candidates verified near the prediction
     enough_inliers: int = 150  # a candidate this good ends a global verification early
     enough_inliers_near: int = 20  # near the prediction any verified tile gives the same position
-    max_reproj_px: float = 3.0  # PnP RMS reprojection error beyond which PnP is not trusted
+    max_reproj_px: float = (
+        3.0  # PnP RMS reprojection error (of its RANSAC inliers) beyond which it is refused
+    )
+    pnp_ransac_px: float = 3.0  # PnP leaves out matches farther than this from a RANSAC pose
+    max_attitude_gap_deg: float = 10.0  # a PnP solution farther than this from a told attitude is refused
     sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
     sigma_homography_m: float = 5.0  # fallback without PnP, attitude known
     sigma_votes_m: float = 2.5  # the position votes' median (parallax of roofs and trees spreads them)
     sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
     verify: VerifyConf = field(default_factory=VerifyConf)
 
-    def pose(self) -> PoseConf:
-        return PoseConf(
-            self.max_reproj_px,
-            self.sigma_floor_m,
-            self.sigma_homography_m,
-            self.sigma_votes_m,
-            self.sigma_nadir_m,
-            self.verify.vote_m,
-        )
-
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
     correlate: CorrelateConf = field(default_factory=CorrelateConf)  # verifier correlation or auto
+    budget_s: float | None = None  # seconds a frame's search may take (None: no limit)
+    # windows not read yet are read on a thread of their own while the frames go on, and a frame
+    # checks only those already read (a paced run: a cold search never holds the camera up)
+    background_windows: bool = False
     # ground-resolution matching against map windows
     match_gsd_m: float | None = None  # None: match_gsd_factor × the coarser of the frame's and map's GSD
     match_gsd_factor: float = 0.5  # a real 40 m flight over a 0.5 m/px map registered best at 0.25 m/px
@@ -88,19 +94,33 @@ class LocateConf:
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
     guided_max_prior: float = 1.0  # ... when the prior's radius is at most this share of the view's
 
+    def pose(self) -> PoseConf:
+        return PoseConf(
+            self.max_reproj_px,
+            self.pnp_ransac_px,
+            self.max_attitude_gap_deg,
+            self.sigma_floor_m,
+            self.sigma_homography_m,
+            self.sigma_votes_m,
+            self.sigma_nadir_m,
+            self.verify.vote_m,
+        )
+
 
 @dataclass
 class Fix:
     ok: bool
     reason: str = ""  # why there is no fix (empty when ok)
-    method: str = ""  # "nadir" or "votes" (attitude known), "pnp" or "homography"
+    method: str = ""  # "pnp", "nadir" or "votes" (attitude told, PnP refused), "homography"
     note: str = ""  # why PnP was not used, when it was not
+    position_of: str = ""  # "camera" (the point below it) or "image_centre" (the camera unknown)
     x: float | None = None  # east (or local x), metres in the index frame
     y: float | None = None
     lat: float | None = None
     lon: float | None = None
     alt: float | None = None  # camera height above the ground plane (PnP only)
     heading: float | None = None  # degrees clockwise from north of the frame's top
+    attitude: list[float] | None = None  # the camera's solved [yaw, pitch, roll] (PnP only, :mod:`mount`)
     cov: list[list[float]] | None = None  # 2×2 (east, north) m²
     inliers: int = 0
     window: list[float] | None = None  # [x, y, half_size_m, gsd_m] of the map window it matched
@@ -112,10 +132,21 @@ class Fix:
     correlation: dict[str, float | str] = field(
         default_factory=dict
     )  # the peak's statistics, when correlated
+    windows_left: int = 0  # windows a search cut by the time budget left for the next frames
     timing_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A search the time budget cut short: where the next frame of the same search goes on."""
+
+    signature: object  # None: a global search; else its region
+    found: Candidates
+    coarser: float  # the GSD try it was in
+    keys: list[WindowKey]  # the windows of that try not checked yet, in order
 
 
 class Locator:
@@ -125,10 +156,21 @@ class Locator:
     is one session however many image sizes it sees).
     """
 
-    def __init__(self, index, conf: LocateConf = LocateConf(), intrinsics: Intrinsics | None = None):
+    def __init__(
+        self,
+        index,
+        conf: LocateConf = LocateConf(),
+        intrinsics: Intrinsics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.index = index
         self.conf = conf
         self.intrinsics = intrinsics
+        self.clock = clock  # seconds; the budget is measured by it
+        self._pending: _Pending | None = None  # a search the budget cut short
+        self._check_s: dict[bool, float] = {}  # how long the last check of a cached / new window took
+        self._frame_checks = 0  # windows checked for the frame in hand
+        self._prepare_s = 0.0  # seconds the frame's side of the last checks took
         frames = Verifier(conf.verify, headroom=conf.window_features)
         canvas = frames.sized(conf.max_canvas_px)
         # windows keep more keypoints than a frame; they are detected at one turn: the map is north-up
@@ -155,51 +197,100 @@ class Locator:
         exhaustive: bool = False,
     ) -> Fix:
         """``region`` (x, y, radius_m): verify only there; ``exhaustive``: every window in it (a
-        known area) instead of the nearest ``k_track``."""
-        timing: dict[str, float] = {}
-        t0 = time.perf_counter()
-        if region is not None:  # the windows covering the region are the candidates
+        known area) instead of the nearest ``k_track``.
+
+        With ``conf.budget_s``, a window is only begun while it fits in what is left of the budget
+        (judged by how long the last window of its kind, cached or not, took), except a frame's
+        first, so that a search always moves on (a budget of 0 checks none); a search cut short
+        answers "no fix" with the best window so far and why, and a global or known-area search
+        goes on with the windows left on the next frame that asks for the same search. With
+        ``conf.background_windows`` windows not read yet are read on a thread of their own and left
+        for a later frame."""
+        t0 = self.clock()
+        deadline = t0 + self.conf.budget_s if self.conf.budget_s is not None else math.inf
+        signature = region  # a track's prediction moves: only a global or known-area search goes on
+        pending = (
+            self._pending if self._pending is not None and self._pending.signature == signature else None
+        )
+        self._pending, self._frame_checks = None, 0
+        if pending is not None:  # the windows a cut search left, in their order
+            found = pending.found
+        elif region is not None:  # the windows covering the region are the candidates
             found = Candidates(Search.AREA if exhaustive else Search.NEAR)
         else:
             found = retrieve(self.index, descriptor, self.conf.k_global)
-        t1 = time.perf_counter()
-        timing["search_ms"] = (t1 - t0) * 1e3
-        fix = Fix(
-            False, search=found.search.value, topk_ids=found.ids, topk_scores=found.scores, timing_ms=timing
-        )
+        t1 = self.clock()
+        timing = {"search_ms": (t1 - t0) * 1e3}
+        fix = Fix(False, search=found.search.value, topk_ids=found.ids, topk_scores=found.scores)
+        fix.timing_ms = timing
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
         intrinsics = self._intrinsics(image)
         centres = [tuple(self.index.centers_xy[i]) for i in found.ids]
         if self.correlation is not None and self._correlate(
             fix, image, intrinsics, telemetry, region, centres
         ):
-            timing["verify_ms"] = (time.perf_counter() - t1) * 1e3
+            timing["verify_ms"] = (self.clock() - t1) * 1e3
             return fix
         best, rejected, consensus = None, [], Consensus.HOMOGRAPHY
-        for coarser in self.views.coarser_tries():
+        views_s, extracted = 0.0, self.windows.extract_s
+        tries = self.views.coarser_tries()
+        for coarser in tries[tries.index(pending.coarser) :] if pending is not None else tries:
+            t = self.clock()
             consensus, views = self.views.views(
                 image, telemetry, intrinsics, self.rotation_invariant, coarser
             )
-            keys = (
-                candidate_keys(self.conf, self.windows, views, region, exhaustive, centres) if views else []
-            )
+            if pending is not None and pending.coarser == coarser:
+                keys = pending.keys
+            else:
+                keys = (
+                    candidate_keys(self.conf, self.windows, views, region, exhaustive, centres)
+                    if views
+                    else []
+                )
             if not keys:
-                fix.reason = "no windows near the prediction" if region else "no candidates"
-                fix.reason = fix.reason if views else "the frame does not see the ground"
+                if not rejected:
+                    fix.reason = "no windows near the prediction" if region else "no candidates"
+                    fix.reason = fix.reason if views else "the frame does not see the ground"
                 break
             job = FrameJob(views, consensus, keys, region, exhaustive, heading_known(telemetry))
-            best, rejections = best_of(len(keys), self.verifier.prepare(job), enough)
+            views_s += self.clock() - t
+            check = self._prepared(job)
+            if self.conf.background_windows:
+                self.windows.prefetch(keys)
+            best, rejections, left, cut = best_of(
+                len(keys),
+                check,
+                enough,
+                lambda i, keys=keys: self._out_of_time(deadline, keys[i]),
+                lambda i, keys=keys: not self.conf.background_windows or self.windows.cached(keys[i]),
+            )
             rejected += [(v, keys) for v in rejections]
-            if best is not None:
+            views_s += self._prepare_s
+            if best is not None and self.conf.background_windows:
+                # a search that goes on over frames tries the window that verified first
+                verified = [keys[best.tile_id]] + [keys[i] for i in left]
+                self._pending = _Pending(signature, found, coarser, verified)
+            elif best is None and left:
+                self._pending = _Pending(signature, found, coarser, [keys[i] for i in left])
+                fix.windows_left = len(left)
+                spent = f"time budget of {self.conf.budget_s:g} s spent" if cut else "still being read"
+                fix.reason = f"{spent}, {fix.windows_left} window(s) left"
+            if best is not None or fix.windows_left:
                 break
-        t2 = time.perf_counter()
+        if self.conf.background_windows:  # what the search no longer needs is not read
+            self.windows.cancel_reads(self._pending.keys if self._pending is not None else keys)
+        t2 = self.clock()
         timing["verify_ms"] = (t2 - t1) * 1e3
+        timing["views_ms"] = views_s * 1e3
+        timing["windows_ms"] = (self.windows.extract_s - extracted) * 1e3
+        timing["match_ms"] = timing["verify_ms"] - timing["views_ms"] - timing["windows_ms"]
         fix.verified = len(rejected) + (best is not None)
         if best is None:
             if rejected:
                 worst, among = max(rejected, key=lambda r: r[0].inliers)
                 name = window_name(among[worst.tile_id], self.conf.window_factor)
-                fix.reason = f"no window verified (best: {name}: {worst.reason})"
+                why = f"best: {name}: {worst.reason}"
+                fix.reason = f"{fix.reason} ({why})" if fix.reason else f"no window verified ({why})"
             return fix
         key = keys[best.tile_id]
         fix.window = [*key.centre(self.conf.window_factor), key.half_size(self.conf.window_factor), key.gsd_m]
@@ -207,7 +298,7 @@ class Locator:
         self._place(fix, best, image.shape, intrinsics, telemetry)
         if fix.ok and consensus != Consensus.VOTES and best.homography is not None:
             self.views.learn(fix.heading, best, image.shape)
-        timing["pose_ms"] = (time.perf_counter() - t2) * 1e3
+        timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix
 
     def _correlate(
@@ -251,6 +342,35 @@ class Locator:
             lat, lon, _ = frame.to_geodetic(fix.x, fix.y)
             fix.lat, fix.lon = float(lat), float(lon)
 
+    def _prepared(self, job: FrameJob) -> Check:
+        """A check of ``job``'s windows, the frame's side prepared on the first window checked (a
+        frame with no window ready costs no features); each check's time is kept by whether its
+        window was read already (for the budget), the preparation's in ``_prepare_s``."""
+        prepared: list[Check] = []
+        self._prepare_s = 0.0
+
+        def check(i: int) -> Verification:
+            if not prepared:
+                start = self.clock()
+                prepared.append(self.verifier.prepare(job))
+                self._prepare_s = self.clock() - start
+            cached, start = self.windows.cached(job.keys[i]), self.clock()
+            self._frame_checks += 1
+            try:
+                return prepared[0](i)
+            finally:
+                self._check_s[cached] = self.clock() - start
+
+        return check
+
+    def _out_of_time(self, deadline: float, key: WindowKey) -> bool:
+        """Whether checking ``key`` would not end by ``deadline``, judged by the last check of its kind;
+        never for a frame's first check under a budget above 0."""
+        if self._frame_checks == 0 and self.conf.budget_s:
+            return False
+        cached = self.windows.cached(key)
+        return self.clock() + self._check_s.get(cached, 0.0) > deadline
+
     def _intrinsics(self, image: np.ndarray) -> Intrinsics | None:
         return self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None
 
@@ -264,9 +384,7 @@ class Locator:
     ) -> None:
         fix.inliers = match.inliers
         size = (shape[1], shape[0])
-        placed = place(
-            match, match.pixel_to_xy, size, intrinsics, telemetry, self.conf.pose(), self.views.heading
-        )
+        placed = place(match, match.pixel_to_xy, size, intrinsics, telemetry, self.conf.pose())
         fix.note = placed.note
         values = [*placed.xy, *placed.cov.ravel(), placed.heading] + (
             [placed.alt] if placed.alt is not None else []
@@ -277,5 +395,7 @@ class Locator:
         fix.ok, fix.method = True, placed.method
         fix.x, fix.y = float(placed.xy[0]), float(placed.xy[1])
         fix.heading, fix.alt = float(placed.heading), placed.alt
+        fix.position_of = placed.position_of.value
+        fix.attitude = None if placed.attitude is None else [float(a) for a in placed.attitude]
         fix.cov = [[float(v) for v in row] for row in placed.cov]
         self._geodetic(fix)

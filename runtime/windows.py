@@ -5,14 +5,17 @@ verified through the same window, whose features are computed once and cached. A
 ``factor`` frame-footprint radii wide on each side of its centre and the lattice spacing is
 ``2 (factor − 1)`` radii: a drone anywhere in a lattice cell sees ground that lies wholly inside that
 cell's window. Footprint radius and resolution are rounded to steps of √2 and 2^¼ so that a
-slowly changing height keeps hitting the cache.
+slowly changing height keeps hitting the cache. Windows may be read ahead on a thread of their own
+(:meth:`MapWindows.prefetch`), so that a search of many new windows does not hold up the frames.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +71,22 @@ class MapWindows:
         self._cache: OrderedDict[WindowKey, Window] = OrderedDict()
         self._size = cache
         self._radius: float | None = None
+        self.extract_s = 0.0  # seconds spent reading windows and detecting their features, in all
+        self._reading: dict[WindowKey, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def cached(self, key: WindowKey) -> bool:
+        """Whether ``key``'s window is read: checking it costs no reading."""
+        future = self._reading.get(key)
+        return key in self._cache or (future is not None and future.done())
+
+    def prefetch(self, keys: list[WindowKey]) -> None:
+        """Read the windows of ``keys`` not read yet, in order, on a thread of their own."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="map-windows")
+        for key in keys:
+            if key not in self._cache and key not in self._reading:
+                self._reading[key] = self._pool.submit(self._read, key)
 
     def keys_near(
         self, x: float, y: float, radius_m: float, footprint_m: float, gsd_m: float
@@ -106,11 +125,27 @@ class MapWindows:
                 keys.append(key)
         return keys
 
+    def cancel_reads(self, keep: list[WindowKey]) -> None:
+        """Drop the reads not begun yet of windows other than ``keep`` (a search that ended)."""
+        for key in [k for k in self._reading if k not in keep]:
+            if self._reading[key].cancel():
+                del self._reading[key]
+
     def window(self, key: WindowKey) -> Window:
+        """The window of ``key``: cached, or waited for when it is being read, or read now."""
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
+        future = self._reading.pop(key, None)
+        window = future.result() if future is not None else self._read(key)
+        self._cache[key] = window
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return window
+
+    def _read(self, key: WindowKey) -> Window:
+        start = time.perf_counter()
         centre, half = key.centre(self.factor), key.half_size(self.factor)
         read = self.read(centre[0], centre[1], half, key.gsd_m)
         mask = np.asarray(read.valid, dtype=np.uint8) * 255
@@ -119,7 +154,5 @@ class MapWindows:
         pixel_to_xy = np.asarray(read.pixel_to_xy, dtype=np.float64)
         features.ground = features.xy.astype(np.float64) @ pixel_to_xy[:, :2].T + pixel_to_xy[:, 2]
         window = Window(key, centre, half, pixel_to_xy, features)
-        self._cache[key] = window
-        if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+        self.extract_s += time.perf_counter() - start
         return window

@@ -195,3 +195,83 @@ def test_bad_near_is_one_line_and_exit_2(value, capsys, tmp_path):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--near" in err
+
+
+class _Ticks:
+    """A clock that moves one second each time it is read: the budget's decisions then depend on
+    how often the locator looks at the time, never on how fast this machine is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def _locator(flight, index, conf: LocateConf, clock=None):
+    from geolink_edge.index.search import TileIndex
+    from geolink_edge.runtime.intrinsics import load_intrinsics
+    from geolink_edge.runtime.locate import Locator
+    from geolink_edge.runtime.retrieval import near_region
+
+    tiles = TileIndex.load(index)
+    options = {} if clock is None else {"clock": clock}
+    locator = Locator(tiles, conf, load_intrinsics(flight / "camera.yaml"), **options)
+    return locator, near_region(tiles, _start(flight, 150.0))
+
+
+def test_a_spent_budget_answers_no_fix_and_why(season):
+    flight, index = season
+    locator, area = _locator(flight, index, LocateConf(budget_s=0.0))
+    raw = open_reader(f"sim://{flight}").read()
+    fix = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert not fix.ok and fix.verified == 0 and fix.windows_left > 1
+    assert fix.reason == f"time budget of 0 s spent, {fix.windows_left} window(s) left"
+
+
+def test_a_search_cut_by_the_budget_goes_on_with_the_next_frames(season):
+    """Each grey frame (nothing verifies) has time for one window; the search walks the area's
+    windows across frames, each once, then starts over; a search elsewhere starts afresh."""
+    flight, index = season
+    locator, area = _locator(flight, index, LocateConf(budget_s=5.0), _Ticks())
+    raw = open_reader(f"sim://{flight}").read()
+    grey = np.full_like(raw.image, 128)
+    fixes = [locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True) for _ in range(3)]
+    total = fixes[0].windows_left + 1
+    assert total >= 3 and [f.verified for f in fixes] == [1, 1, 1]
+    assert [f.windows_left for f in fixes] == [total - 1, total - 2, total - 3]
+    assert all(f.reason.startswith("time budget of 5 s spent") for f in fixes)
+    elsewhere = (area[0] + 300.0, area[1], area[2])
+    fresh = locator.locate(grey, np.zeros(1), elsewhere, raw.telemetry, exhaustive=True)
+    assert fresh.verified == 1 and fresh.windows_left > 0
+    again = locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert again.windows_left == total - 1  # the cut search there was dropped: it starts over
+
+
+def test_new_windows_are_read_beside_the_frames(season):
+    """With background reading, a frame never waits for a window: while the map is held up the
+    frames check nothing and say so; once read, the search goes on with the windows left."""
+    import threading
+    import time
+
+    flight, index = season
+    gate = threading.Event()
+    conf = LocateConf(budget_s=30.0, background_windows=True, retry_gsd_factor=1.0)  # one GSD: no retry
+    locator, area = _locator(flight, index, conf)
+    read = locator.windows.read
+    locator.windows.read = lambda *args: gate.wait() and read(*args)  # the map's reads wait for the gate
+    raw = open_reader(f"sim://{flight}").read()
+    grey = np.full_like(raw.image, 128)
+    first = locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert first.verified == 0 and first.windows_left > 1
+    assert first.reason == f"still being read, {first.windows_left} window(s) left"
+    gate.set()
+    deadline = time.monotonic() + 300.0
+    checked = 0
+    while checked < first.windows_left and time.monotonic() < deadline:
+        later = locator.locate(grey, np.zeros(1), area, raw.telemetry, exhaustive=True)
+        checked += later.verified
+        assert later.verified + later.windows_left == first.windows_left - (checked - later.verified)
+        time.sleep(0.2)
+    assert checked == first.windows_left  # every window once, none twice

@@ -208,3 +208,48 @@ def test_sixteen_bit_raster_is_stretched_to_eight_bits(tmp_path):
     bgr, valid = layer.read(0, 0, 128, 128, 128, 128)
     assert bgr.dtype == np.uint8 and valid.all() and bgr.std() > 40
     assert np.corrcoef(bgr.ravel().astype(float), image.ravel().astype(float))[0, 1] > 0.98
+
+
+def _build_cli(tiny_onnx, out, *options) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "geolink_edge.cli", "index", "build", "--model", str(tiny_onnx)]
+    command += ["--out", str(out), *map(str, options)]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_truncated_geotiff_stops_the_build_in_one_line(tiny_onnx, tmp_path):
+    import rasterio
+
+    raster = write_geotiff(tmp_path / "map.tif", texture(600, 600))
+    data = raster.read_bytes()
+    raster.write_bytes(data[: len(data) // 2])  # the header and half the pixels survive
+    with rasterio.open(raster) as ds:  # the file still opens: it fails only mid-read
+        assert (ds.width, ds.height) == (600, 600)
+    result = _build_cli(tiny_onnx, tmp_path / "b", "--ortho", raster, "--tile-m", "100")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "map.tif: read failed in the window" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "b").exists()
+
+
+def test_broken_xyz_tile_is_left_out_with_a_warning(tiny_onnx, tmp_path):
+    folder, _ = write_xyz(tmp_path / "xyz", 18, LAT0, LON0, count=3)
+    broken = sorted((folder / "18").glob("*/*.png"))[4]  # the middle tile
+    broken.write_bytes(broken.read_bytes()[:100])
+    result = _build_cli(tiny_onnx, tmp_path / "b", "--xyz", folder, "--tile-m", "80")
+    assert result.returncode == 0, result.stderr
+    assert "warning: 1 tile image(s) could not be decoded and were left out" in result.stderr
+    assert broken.name in result.stderr and len(TileIndex.load(tmp_path / "b")) > 0
+
+
+def test_undecodable_csv_tile_is_left_out_and_counted(tmp_path, capsys):
+    from geolink_edge.index.sources import unreadable_tiles
+
+    csv_path = write_corner_csv(tmp_path, texture(128, 128), LAT0, LON0, DEG_PER_PX, grid=2)
+    (tmp_path / "img" / "0_1.png").write_bytes(b"not an image")
+    layers = read_corner_csv(csv_path)
+    assert sorted(layer.name for layer in layers) == ["0_0.png", "1_0.png", "1_1.png"]
+    unreadable_tiles(layers)
+    assert "warning: 1 tile image(s) could not be decoded" in capsys.readouterr().err
+    for name in ("0_0.png", "1_0.png", "1_1.png"):
+        (tmp_path / "img" / name).write_bytes(b"")
+    with pytest.raises(GeolinkError, match="none of its 4 tile images decode"):
+        read_corner_csv(csv_path)

@@ -42,6 +42,9 @@ def locate(
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
+    budget: float = typer.Option(
+        8.0, "--budget", help="seconds the search may take before it answers no fix, the best window and why"
+    ),
     verifier: str | None = verifier_option(),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
@@ -62,8 +65,12 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
+    if not budget >= 0:
+        raise GeolinkError(f"--budget must be 0 or more seconds, got {budget}")
     conf = LocateConf(
-        verify=verify_conf(features, matcher, rotations), **given(verifier=verifier_mode(verifier))
+        verify=verify_conf(features, matcher, rotations),
+        budget_s=budget,
+        **given(verifier=verifier_mode(verifier)),
     )
     result = locate_image(
         image,

@@ -66,6 +66,9 @@ def autopilot_link(url: str | None, target: str | None, mount: str | None, **sin
     return {"url": url, **given(target=target, mount=camera_mount, **sink)}
 
 
+PACED_BUDGET_S = 0.8  # a paced frame's search: with the embedding, under a second
+
+
 def run(
     camera: str = typer.Option(
         ..., "--camera", help="/dev/videoN, v4l2://, csi://N, rtsp://, a video, a folder, sim://FLIGHT"
@@ -146,6 +149,12 @@ def run(
         False, "--every-frame", help="replay recordings frame by frame, unpaced"
     ),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
+    frame_budget: float | None = typer.Option(
+        None,
+        "--frame-budget",
+        help="seconds a frame's search may take; a longer search goes on over the next frames "
+        f"(default {PACED_BUDGET_S:g} s when paced, no limit with --every-frame)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
@@ -160,9 +169,16 @@ def run(
     positive("--camera-lost", camera_lost)
     if max_frames is not None and max_frames < 1:
         raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
+    if frame_budget is not None and not frame_budget >= 0:
+        raise GeolinkError(f"--frame-budget must be 0 or more seconds, got {frame_budget}")
+    if frame_budget is None and not every_frame:
+        frame_budget = PACED_BUDGET_S
     conf = loop.RunConf(
         locate=LocateConf(
-            verify=verify_conf(features, matcher, rotations), **given(verifier=verifier_mode(verifier))
+            verify=verify_conf(features, matcher, rotations),
+            budget_s=frame_budget,
+            background_windows=not every_frame,  # paced: new windows are read beside the frames
+            **given(verifier=verifier_mode(verifier)),
         ),
         realtime=not every_frame,
         max_frames=max_frames,

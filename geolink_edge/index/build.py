@@ -30,7 +30,7 @@ from geolink_edge.atomic import atomic_dir, atomic_path, check_new_dir, write_js
 from geolink_edge.errors import GeolinkError, first_line
 from geolink_edge.index.bundle import INDEX_FAISS, Tile, write_metadata
 from geolink_edge.index.mapbuild import finished_chunks, plan_map, render_map_rows, write_map
-from geolink_edge.index.sources import Layer, open_sources
+from geolink_edge.index.sources import Layer, open_sources, unreadable_tiles
 from geolink_edge.index.tiling import (
     DEFAULT_MIN_VALID,
     MIN_CROP_PX,
@@ -421,6 +421,7 @@ def main(
     first, every = shard_of or (0, 1)
     embed_chunks(workdir, list(range(first, n_chunks, every)), work, embedder, conf)
     render_map(workdir, grid, list(range(first, grid["rows"], every)), work, conf)
+    unreadable_tiles(work.layers)
     if shard_of is not None:
         return workdir
     manifest["embed_time_s"] = time.perf_counter() - started

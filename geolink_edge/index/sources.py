@@ -11,11 +11,17 @@ Three kinds of source, each opened into one or more layers:
 - an XYZ Web-Mercator pyramid ``{z}/{x}/{y}.png|jpg`` (the deepest zoom level present is used).
 
 Pixel coordinates follow rasterio: (col, row) with (0, 0) the top-left corner of the first pixel.
+
+A raster that fails in the middle of a read (a truncated file whose header is intact) stops the
+build with one line naming the file and the window. A tile image of an XYZ pyramid or a corner CSV
+that cannot be decoded is left out, as a map server's missing tile is, and counted in a warning
+(:func:`unreadable_tiles`), as long as the rest of the map is usable.
 """
 
 from __future__ import annotations
 
 import csv
+import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -66,6 +72,10 @@ class Layer:
     def read(self, col: int, row: int, width: int, height: int, out_w: int, out_h: int):
         """An in-bounds window resampled to (out_h, out_w): (BGR uint8, valid bool mask)."""
         raise NotImplementedError
+
+    def unreadable(self) -> set[Path]:
+        """Image files of this layer that could not be decoded and were left out."""
+        return set()
 
     def outline_crs(self, per_side: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Points along the grid's border in its CRS (dense enough for curved reprojections)."""
@@ -136,7 +146,12 @@ class RasterLayer(Layer):
         """2–98 % range of a decimated read: maps 16-bit or float imagery to 8 bits once per raster."""
         scale = max(self.width, self.height) / 512.0
         shape = (3, max(1, int(self.height / scale)), max(1, int(self.width / scale)))
-        sample = self.ds.read([1, 2, 3], out_shape=shape, masked=True).astype(np.float64)
+        try:
+            sample = self.ds.read([1, 2, 3], out_shape=shape, masked=True).astype(np.float64)
+        except self._rasterio.errors.RasterioError as exc:
+            raise GeolinkError(
+                f"{self.path}: read failed (a truncated or damaged file? {first_line(exc, 100)})"
+            ) from None
         values = sample.compressed() if np.ma.isMaskedArray(sample) else sample.ravel()
         values = values[np.isfinite(values)]
         if values.size == 0:
@@ -171,6 +186,15 @@ class RasterLayer(Layer):
         return np.ascontiguousarray(bgr), valid
 
     def read(self, col, row, width, height, out_w, out_h):
+        try:
+            return self._read(col, row, width, height, out_w, out_h)
+        except self._rasterio.errors.RasterioError as exc:
+            raise GeolinkError(
+                f"{self.path}: read failed in the window at column {col}, row {row}, {width}×{height} px "
+                f"(a truncated or damaged file? {first_line(exc, 100)})"
+            ) from None
+
+    def _read(self, col, row, width, height, out_w, out_h):
         from rasterio.enums import Resampling
         from rasterio.windows import Window
 
@@ -298,6 +322,9 @@ class ImageLayer(Layer):
         patch = self.image()[row : row + height, col : col + width]
         return _resize(patch, out_w, out_h), np.ones((out_h, out_w), bool)
 
+    def unreadable(self) -> set[Path]:
+        return self._cache.unreadable
+
 
 class ImageCache:
     """The last few decoded images (tiles are planned in raster order, so neighbours share images).
@@ -309,6 +336,7 @@ class ImageCache:
         self.size = size
         self.images: OrderedDict[Path, np.ndarray | None] = OrderedDict()
         self.lock = threading.Lock()
+        self.unreadable: set[Path] = set()  # files present that did not decode
 
     def get(self, path: Path, required: bool = True) -> np.ndarray | None:
         with self.lock:
@@ -319,6 +347,8 @@ class ImageCache:
         if not cached:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
             with self.lock:
+                if image is None and path.is_file():
+                    self.unreadable.add(path)
                 self.images[path] = image
                 while len(self.images) > self.size:
                     self.images.popitem(last=False)
@@ -370,7 +400,10 @@ def read_corner_csv(path: Path, cache: ImageCache | None = None) -> list[ImageLa
         layers.append(ImageLayer(image_path, (lat0, lon0), (lat1, lon1), cache))
     if not layers:
         raise GeolinkError(f"{path}: no tile rows")
-    return layers
+    usable = [layer for layer in layers if cache.get(layer.path, required=False) is not None]
+    if not usable:
+        raise GeolinkError(f"{path}: none of its {len(layers)} tile images decode")
+    return usable
 
 
 class XyzLayer(Layer):
@@ -397,7 +430,10 @@ class XyzLayer(Layer):
         self.cache = cache or ImageCache(64)
         xs, ys = [x for x, _ in self.tiles], [y for _, y in self.tiles]
         self.x0, self.y0 = min(xs), min(ys)
-        first = self.cache.get(next(iter(self.tiles.values())))
+        decoded = (self.cache.get(tile, required=False) for tile in self.tiles.values())
+        first = next((image for image in decoded if image is not None), None)
+        if first is None:
+            raise GeolinkError(f"{self.root}/{self.zoom}: none of its {len(self.tiles)} tile images decode")
         self.tile_px = first.shape[0]
         self.width = (max(xs) - self.x0 + 1) * self.tile_px
         self.height = (max(ys) - self.y0 + 1) * self.tile_px
@@ -436,6 +472,20 @@ class XyzLayer(Layer):
                 valid[r0 - row : r1 - row, c0 - col : c1 - col] = True
         mask = cv2.resize(valid.astype(np.uint8), (out_w, out_h), interpolation=cv2.INTER_NEAREST) > 0
         return _resize(canvas, out_w, out_h), mask
+
+    def unreadable(self) -> set[Path]:
+        return self.cache.unreadable
+
+
+def unreadable_tiles(layers: list[Layer]) -> None:
+    """Warn on stderr, in one line, of the tile images the layers left out because they did not decode."""
+    broken = sorted(set().union(*(layer.unreadable() for layer in layers)))
+    if broken:
+        print(
+            f"warning: {len(broken)} tile image(s) could not be decoded and were left out "
+            f"(first: {broken[0]})",
+            file=sys.stderr,
+        )
 
 
 def open_sources(

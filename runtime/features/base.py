@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,21 +82,29 @@ def gray(image: np.ndarray) -> np.ndarray:
 
 
 class OpenCVExtractor(Extractor):
-    """An OpenCV ``Feature2D`` detector-descriptor (oriented keypoints: rotation-invariant)."""
+    """An OpenCV ``Feature2D`` detector-descriptor (oriented keypoints: rotation-invariant).
+
+    OpenCV detectors hold their budget as state: each thread keeps its own per budget (map windows
+    may be read on a thread of their own while frames are detected)."""
 
     grayscale = True
     rotation_invariant = True
 
-    def __init__(self, detector: cv2.Feature2D, max_features: int):
-        self.detector = detector
+    def __init__(self, max_features: int):
         self.max_features = max_features
+        self._local = threading.local()
+        self.create(max_features)  # an OpenCV without this detector fails here, not on the first frame
 
-    def set_budget(self, budget: int) -> None:  # noqa: B027 — a detector without a budget keeps all
-        """Tell the detector how many keypoints to keep (OpenCV holds it as a setting)."""
+    @abstractmethod
+    def create(self, budget: int) -> cv2.Feature2D:
+        """A detector that keeps up to ``budget`` keypoints."""
 
     def detect(self, image, mask, budget=None):
-        self.set_budget(budget or self.max_features)
-        keypoints, descriptors = self.detector.detectAndCompute(gray(image), mask)
+        budget = budget or self.max_features
+        detectors = self._local.__dict__.setdefault("detectors", {})
+        if budget not in detectors:
+            detectors[budget] = self.create(budget)
+        keypoints, descriptors = detectors[budget].detectAndCompute(gray(image), mask)
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
         scores = np.array([kp.response for kp in keypoints], dtype=np.float32)
         shapes = np.array([(kp.angle, kp.size) for kp in keypoints], dtype=np.float32).reshape(-1, 2)

@@ -11,9 +11,5 @@ class Extractor(OpenCVExtractor):
     name = "orb"
     binary = True
 
-    def __init__(self, max_features: int):
-        orb = cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=8, fastThreshold=10)
-        super().__init__(orb, max_features)
-
-    def set_budget(self, budget: int) -> None:
-        self.detector.setMaxFeatures(budget)
+    def create(self, budget: int) -> cv2.Feature2D:
+        return cv2.ORB_create(nfeatures=budget, scaleFactor=1.2, nlevels=8, fastThreshold=10)
