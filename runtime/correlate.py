@@ -43,7 +43,10 @@ class CorrelateConf:
     field: str = "orientation"  # edge_fields.FIELDS
     blur_px: float = 1.0
     gsd_factor: float = 1.0  # correlate at this × the map's GSD (never finer than the frame's)
-    scales: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)  # true / told height, coarse ladder
+    # true / told height, a ladder of 2^(1/6) (the refinement's ±6 % fills the steps): the told height
+    # is above the take-off point or the mean ground, and hills change the height above the ground
+    # below by ±40 % at 40 m (the votes' max_height_error)
+    scales: tuple[float, ...] = (0.71, 0.79, 0.89, 1.0, 1.12, 1.26, 1.41)
     refine_yaw_deg: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)  # heading tries about the told one
     refine_scale: tuple[float, ...] = (0.94, 0.97, 1.03, 1.06)  # scale tries about the coarse one
     refine_px: int = 3  # shift searched about a candidate while refining
