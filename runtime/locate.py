@@ -298,8 +298,24 @@ class Locator:
         self._place(fix, best, image.shape, intrinsics, telemetry)
         if fix.ok and consensus != Consensus.VOTES and best.homography is not None:
             self.views.learn(fix.heading, best, image.shape)
+        if fix.ok and "x" in fix.correlation:
+            self._agree(fix)
         timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix
+
+    def _agree(self, fix: Fix) -> None:
+        """``auto`` after a correlation without a distinct peak: the features' fix must land on the
+        correlation's best place (the features pick between its look-alikes, or confirm it), and the
+        correlation's sub-pixel position is kept; a fix elsewhere is refused."""
+        best = np.array([fix.correlation["x"], fix.correlation["y"]], dtype=np.float64)
+        off = float(np.hypot(fix.x - best[0], fix.y - best[1]))
+        if off > self.conf.correlate.distinct_m:
+            fix.ok, fix.method = False, ""
+            fix.reason = f"the features' fix is {off:.0f} m from the correlation's best place"
+            return
+        fix.method = f"{VerifierMode.CORRELATION.value}+{fix.method}"
+        fix.x, fix.y = float(best[0]), float(best[1])
+        self._geodetic(fix)
 
     def _correlate(
         self,
@@ -326,6 +342,8 @@ class Locator:
             return False
         if not result.ok or not finite(placed):
             fix.correlation["refused"] = result.reason or "a non-finite position"
+            if result.xy is not None and not only:  # what the features must agree with (_agree)
+                fix.correlation["x"], fix.correlation["y"] = (float(v) for v in result.xy)
             fix.reason = f"correlation: {fix.correlation['refused']}" if only else ""
             return only
         fix.ok = True

@@ -160,3 +160,9 @@ def test_locate_with_correlation_places_a_frame_of_known_camera_without_torch(fl
     # without the heading and height there is no footprint to correlate: said, not guessed
     blind = json.loads(cli("locate", *common, "--verifier", "correlation", block_torch=True).stdout)
     assert not blind["ok"] and "correlation needs" in blind["reason"]
+    # auto: the camera known, correlation answers; unknown, the features do (no correlation ran)
+    auto = json.loads(cli("locate", *common, *camera, "--verifier", "auto").stdout)
+    assert auto["ok"] and auto["method"] == "correlation"
+    assert haversine_m(lat, lon, auto["lat"], auto["lon"]) < 2.0
+    features = json.loads(cli("locate", *common, "--verifier", "auto").stdout)
+    assert features["method"] != "correlation" and features["correlation"] == {}
