@@ -231,6 +231,10 @@ class Locator:
         ):
             timing["verify_ms"] = (self.clock() - t1) * 1e3
             return fix
+        if "x" in fix.correlation:
+            # auto, no distinct peak: the features check the correlation's best place, guided by it
+            region = (fix.correlation["x"], fix.correlation["y"], self.conf.correlate.distinct_m)
+            exhaustive, pending, signature = False, None, region  # a place no later search asks for
         best, rejected, consensus = None, [], Consensus.HOMOGRAPHY
         views_s, extracted = 0.0, self.windows.extract_s
         tries = self.views.coarser_tries()
