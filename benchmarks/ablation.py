@@ -1,26 +1,31 @@
-"""The ablation of the paper's Table 5 on a synthetic cross-area set (train styles ≠ test styles).
+"""The ablation of the paper's Table 5 on the synthetic world, scored on two held-out splits.
 
-Every variant is trained from the same random init for each seed and scored on the same test split
-(distractors kept), so a variant is compared with the baseline *paired by seed*: the table gives
-mean ± std over seeds and the mean paired difference to the baseline ± its standard error. The
-test split is large enough that one binomial standard error of R@1 is under a point; the
-location-clustered one (views of one place are not independent) is printed beside it.
+* cross-style: the world's test split (held-out styles *and* areas), distractors kept;
+* in-style: every 4th training place, kept out of training (the training styles and areas, unseen
+  places), against the tiles of every training-style place.
 
-Why the 3D terms help or not: for every 3D variant the trained 3D branch itself is scored,
-point cloud → satellite tile R@1 on the training and on the test locations (is it learning? does it
-generalise?), once per world the untrained Point-NN tells apart two draws of each test cloud
-(are the clouds informative at all?), and a closed-form linear probe maps clouds to the baseline's
-tile embeddings (could any linear 3D head generalise, whatever the training budget?).
+Every variant is trained for each seed from the same init (``--pretrain-steps N``: a backbone
+first trained N steps on the synthetic world with the 2D InfoNCE, the same for every run), and
+compared *paired by seed*: every 3D variant with the baseline; every loss term also with "+MME"
+(the 3D branch and L_cc without the term: what the term itself adds); the second-view rows (twice
+the images per step) also with "+MME (2× steps)" (the same images seen). Each difference of
+drone→satellite R@1 gets two 95 % intervals: t-based over the seeds (training noise, the test set
+fixed) and a bootstrap over test places of the seed-averaged per-query differences (test-set
+noise; the views of one place are not independent).
+
+Pre-check, printed with the table: the Spearman rank correlation, over pairs of places, between
+the distances of the untrained Point-NN features of their clouds and of their tiles' embeddings by
+the baseline (seed 0) encoder. Near 0, L_rd has no relation to transfer, by construction. Beside
+it, whether the untrained Point-NN tells two draws of each test cloud apart.
 
     python benchmarks/ablation.py --out A --quick        # minutes: tiny world, 1 seed
     python benchmarks/ablation.py --out A                # the CPU budget (see BUDGETS)
     python benchmarks/ablation.py --out A --gpu          # a longer run on a CUDA device
-    python benchmarks/ablation.py --out A --seeds 3 --variants baseline,+MME
-    python benchmarks/ablation.py --out A --data A/world --steps 8 --queries 500   # a busy CPU
+    python benchmarks/ablation.py --out A --seeds 3 --variants baseline,+MME --pretrain-steps 200
     python benchmarks/ablation.py --out A --report-only  # the tables of the runs done so far
 
-Writes ``ablation.csv`` (one row per run, appended as runs finish: a rerun skips them),
-``ablation.md`` (the tables) and ``ablation.json``.
+Writes ``ablation.csv`` (one row per run, appended as runs finish: a rerun skips them), the
+per-query hits of each run (``hits/*.npz``), ``ablation.md`` (the tables) and ``ablation.json``.
 """
 
 from __future__ import annotations
@@ -33,16 +38,19 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
+from scipy import stats
 
 from geolink_edge.atomic import write_json, write_text
 from geolink_edge.card import ModelCard
 from geolink_edge.data import pointclouds
 from geolink_edge.data.datasets import open_dataset
-from geolink_edge.data.layout import CrossViewData
+from geolink_edge.data.layout import CrossViewData, ImageItem
 from geolink_edge.metrics import evaluate_embeddings
 from geolink_edge.models.checkpoint import read_checkpoint
 from geolink_edge.models.pointnn import PointNN
@@ -52,9 +60,11 @@ from geolink_edge.train.evaluate import embed_paths
 from geolink_edge.train.networks import GeoLinkNetworks
 
 ALL_TERMS = ["cc", "sc", "ga", "rd"]
+# config overrides per variant; "steps_factor" multiplies the budget's steps
 VARIANTS: dict[str, dict] = {
     "baseline": {"baseline": True},
     "+MME": {"losses": ["cc"]},
+    "+MME (2× steps)": {"losses": ["cc"], "steps_factor": 2},
     "+L_ga": {"losses": ["cc", "ga"]},
     "+L_sc (paper: self)": {"losses": ["cc", "sc"], "sc_positive": "self"},
     "+L_sc (second view)": {"losses": ["cc", "sc"], "sc_positive": "second_view"},
@@ -64,60 +74,90 @@ VARIANTS: dict[str, dict] = {
     # the named options chosen before the run, not picked afterwards from its results
     "full (best forms)": {"losses": ALL_TERMS, "sc_positive": "second_view", "rd_scale": "mean"},
 }
-# world size and training length of each budget. cpu: 100 test places × 25 views = 2500 drone
-# queries (binomial SE ≤ 1 point at any R@1); training is capped in steps, not in images.
+THREE_D_ONLY = ("+MME", "+MME (2× steps)")  # 3D branch, no extra term
+SPLITS = ("cross-style", "in-style")
+IN_STYLE_EVERY = 4  # every 4th training place is held out for the in-style split
+# world size and training length of each budget. cpu: 200 cross-style places × 25 views = 5000
+# drone queries; training is capped in steps, not in images.
 BUDGETS = {
     "cpu": {
-        "synth": ["--locations", "200", "--views", "25", "--size", "128"],
+        "synth": ["--locations", "400", "--views", "25", "--size", "96"],
         "seeds": 5,
         "train": {"epochs": 4, "steps_per_epoch": 50, "device": "cpu"},
     },
     "quick": {
-        "synth": ["--locations", "24", "--views", "4", "--size", "128"],
+        "synth": ["--locations", "32", "--views", "4", "--size", "96"],
         "seeds": 1,
         "train": {"epochs": 2, "steps_per_epoch": 4, "device": "cpu"},
     },
     "gpu": {
-        "synth": ["--locations", "400", "--views", "25", "--size", "128", "--workers", "8"],
+        "synth": ["--locations", "1000", "--views", "25", "--size", "128", "--workers", "8"],
         "seeds": 5,
         "train": {"epochs": 10, "steps_per_epoch": 200, "device": "cuda", "workers": 4},
     },
 }
 
 
-def make_world(root: Path, args: list[str]) -> Path:
-    if not (root / "dataset.json").is_file():
-        cmd = [sys.executable, "-m", "geolink_edge.cli", "synth", str(root), *args, "--force"]
-        subprocess.run(cmd, check=True)
-    return root
+# --- statistics (tests/test_ablation_stats.py) ---------------------------------------------------
 
 
-def load_networks(run: Path, device: str) -> tuple[GeoLinkNetworks, TrainConfig, ModelCard, int]:
-    """The trained encoder and 3D branch of a run's ``last.pt``, and the steps it was trained for."""
-    ckpt = read_checkpoint(run / "last.pt")
-    conf = TrainConfig.model_validate(ckpt["config"])
-    card = ModelCard.from_dict(ckpt["model_card"])
-    nets = GeoLinkNetworks(conf.model_copy(update={"pretrained": False, "weights": None}), card)
-    nets.encoder.load_state_dict(ckpt["encoder"])
-    nets.load_branch_state(ckpt["branch3d"])
-    return nets.to(device).eval(), conf, card, int(ckpt["step"])
+def comparisons(variants: Sequence[str]) -> list[tuple[str, str]]:
+    """(variant, reference) pairs: each 3D variant vs the baseline, each loss term vs "+MME", the
+    second-view rows vs the compute-matched "+MME (2× steps)"."""
+    pairs = []
+    for v in variants:
+        if v == "baseline":
+            continue
+        pairs.append((v, "baseline"))
+        if v not in THREE_D_ONLY:
+            pairs.append((v, "+MME"))
+        if VARIANTS[v].get("sc_positive") == "second_view" and "sc" in VARIANTS[v]["losses"]:
+            pairs.append((v, "+MME (2× steps)"))
+    return [(v, ref) for v, ref in pairs if ref in variants]
 
 
-def cloud_batch(data: CrossViewData, locations: list[str], n_points: int, seed: int = 0) -> torch.Tensor:
-    """A fixed random draw of ``n_points`` of each location's stored cloud (as training draws them)."""
-    draws = []
-    for loc in locations:
-        xyz = pointclouds.load(data.pointcloud_dir / f"{loc}.npz")
-        pick = np.random.default_rng([seed, int(loc)]).choice(len(xyz), n_points, len(xyz) < n_points)
-        draws.append(xyz[pick])
-    return torch.from_numpy(np.stack(draws).astype(np.float32))
+def paired(rows: list[dict], variant: str, reference: str, column: str) -> tuple[list[int], np.ndarray]:
+    """Seeds both runs have, and the per-seed differences ``variant − reference`` of ``column``."""
+    mine = {r["seed"]: float(r[column]) for r in rows if r["variant"] == variant and r.get(column, "") != ""}
+    theirs = {r["seed"]: float(r[column]) for r in rows if r["variant"] == reference}
+    seeds = sorted(set(mine) & set(theirs))
+    return seeds, np.array([mine[s] - theirs[s] for s in seeds])
 
 
-@torch.inference_mode()
-def cloud_descriptors(nets: GeoLinkNetworks, clouds: torch.Tensor, device: str) -> np.ndarray:
-    feats = nets.features
-    out = [feats.branch3d(feats.pointnn(part.to(device))) for part in clouds.split(32)]
-    return torch.nn.functional.normalize(torch.cat(out), dim=1).cpu().numpy()
+def t_interval(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean of the paired differences and the half-width of its t-based interval (NaN for 1 seed)."""
+    n = len(diffs)
+    if n < 2:
+        return float(diffs.mean()) if n else float("nan"), float("nan")
+    half = stats.t.ppf((1 + level) / 2, n - 1) * diffs.std(ddof=1) / np.sqrt(n)
+    return float(diffs.mean()), float(half)
+
+
+def place_bootstrap(
+    diff: np.ndarray, places: Sequence[str], draws: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile interval of 100·mean(``diff``) (per-query differences) when the test places are
+    drawn with replacement, each with all of its queries."""
+    _, index = np.unique(np.asarray(places), return_inverse=True)
+    sums = np.bincount(index, weights=diff)
+    counts = np.bincount(index).astype(float)
+    pick = np.random.default_rng(seed).integers(0, len(sums), size=(draws, len(sums)))
+    means = 100 * sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def distance_rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation, over pairs of rows, between the Euclidean distances of the unit-length
+    rows of ``a`` and of ``b`` (row i of both: one place)."""
+    upper = np.triu_indices(len(a), k=1)
+
+    def distances(rows: np.ndarray) -> np.ndarray:
+        rows = unit(rows.astype(np.float64))
+        return np.linalg.norm(rows[:, None] - rows[None], axis=-1)[upper]
+
+    return float(stats.spearmanr(distances(a), distances(b)).statistic)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -130,145 +170,47 @@ def top1_hits(query: np.ndarray, q_labels, gallery: np.ndarray, g_labels) -> np.
     return np.asarray(g_labels)[best] == np.asarray(q_labels)
 
 
-def standard_errors(hits: np.ndarray, labels) -> tuple[float, float]:
-    """(binomial SE, location-clustered SE) of the mean of ``hits``, in points."""
-    p = hits.mean()
-    binomial = np.sqrt(p * (1 - p) / len(hits))
-    per_location = np.array([hits[np.asarray(labels) == loc].mean() for loc in np.unique(labels)])
-    clustered = per_location.std(ddof=1) / np.sqrt(len(per_location))
-    return 100 * float(binomial), 100 * float(clustered)
+# --- data ----------------------------------------------------------------------------------------
 
 
-def score_run(run: Path, data: CrossViewData, device: str) -> dict:
-    """Both image directions, and the 3D branch's own pc → satellite R@1 (train and test places)."""
-    nets, conf, card, steps = load_networks(run, device)
+def make_world(root: Path, args: list[str]) -> Path:
+    if not (root / "dataset.json").is_file():
+        cmd = [sys.executable, "-m", "geolink_edge.cli", "synth", str(root), *args, "--force"]
+        subprocess.run(cmd, check=True)
+    return root
 
-    def embed(paths):
-        return embed_paths(nets.encoder, card, paths, batch_size=64, device=device, quiet=True)
 
-    drone = embed([q.path for q in data.query_drone])
-    d_labels = [q.location for q in data.query_drone]
-    sat = embed([g.path for g in data.gallery_satellite])
-    s_labels = [g.location for g in data.gallery_satellite]
-    # the query satellite tiles and the gallery drone views are the same files as the ones above
-    d2s = evaluate_embeddings(drone, d_labels, sat, s_labels)
-    s2d = evaluate_embeddings(
-        sat[np.isin(s_labels, d_labels)], np.asarray(s_labels)[np.isin(s_labels, d_labels)], drone, d_labels
+def in_style_places(world: CrossViewData) -> list[str]:
+    return sorted(world.train_drone)[::IN_STYLE_EVERY]
+
+
+def in_style_split(world: CrossViewData, held: list[str]) -> CrossViewData:
+    """Drone views of the held-out training places against the tiles of every training place."""
+    return dataclasses.replace(
+        world,
+        query_drone=[ImageItem(p, loc) for loc in held for p in world.train_drone[loc]],
+        gallery_satellite=[
+            ImageItem(p, loc) for loc, ps in sorted(world.train_satellite.items()) for p in ps
+        ],
+        query_satellite=[],
+        gallery_drone=[],
     )
-    se, se_clustered = standard_errors(top1_hits(drone, d_labels, sat, s_labels), d_labels)
-    row = {
-        "d2s R@1": d2s["R@1"],
-        "d2s AP": d2s["AP"],
-        "s2d R@1": s2d["R@1"],
-        "s2d AP": s2d["AP"],
-        "steps": steps,
-        "queries": d2s["queries"],
-        "gallery": d2s["gallery"],
-        "SE binomial": se,
-        "SE clustered": se_clustered,
-    }
-    if nets.features.pointnn is not None:
-        test = sorted(set(d_labels))
-        row["pc2sat R@1 test"] = evaluate_embeddings(
-            cloud_descriptors(nets, cloud_batch(data, test, conf.points), device), test, sat, s_labels
-        )["R@1"]
-        train = sorted(data.train_satellite)
-        train_sat = embed([data.train_satellite[loc][0] for loc in train])
-        row["pc2sat R@1 train"] = evaluate_embeddings(
-            cloud_descriptors(nets, cloud_batch(data, train, conf.points), device), train, train_sat, train
-        )["R@1"]
-    return row
 
 
-@torch.inference_mode()
-def cloud_separability(data: CrossViewData, conf: TrainConfig) -> dict:
-    """Can the untrained Point-NN tell the test places apart from their clouds alone?
-
-    R@1 between two independent draws of each test cloud, raw and centred on the mean feature, and
-    the mean cosine between the clouds of one place and of different places (both near 1: a common
-    component dominates what the clouds carry).
-    """
-    test = sorted({q.location for q in data.query_drone})
-    pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
-    a, b = (
-        unit(
-            torch.cat(
-                [pointnn(part) for part in cloud_batch(data, test, conf.points, seed).split(16)]
-            ).numpy()
-        )
-        for seed in (0, 1)
-    )
-    cosine = a @ b.T
-    others = cosine[~np.eye(len(test), dtype=bool)]
-    centre = np.concatenate([a, b]).mean(axis=0)
-    return {
-        "places": len(test),
-        "pc2pc R@1": evaluate_embeddings(a, test, b, test)["R@1"],
-        "pc2pc R@1 centred": evaluate_embeddings(unit(a - centre), test, unit(b - centre), test)["R@1"],
-        "cosine other places": float(others.mean()),
-        "cosine same place": float(np.diag(cosine).mean()),
-    }
-
-
-POINTNN_SIZES = {"tiny": {}, "paper": {"point_stages": 4, "point_dim": 72, "point_k": 90, "points": 1024}}
-
-
-@torch.inference_mode()
-def cloud_probe(data: CrossViewData, run: Path, ridge: float = 1.0, draws: int = 4) -> dict:
-    """Could any linear 3D head generalise? A closed-form ridge map from the untrained Point-NN
-    features (standardised; tiny and paper sizes) of ``draws`` draws of each training cloud to its
-    tile's embedding by ``run``'s image encoder, then R@1 of the mapped test clouds against the test
-    gallery and of the mapped training clouds against their own tiles: no SGD budget involved."""
-    nets, conf, card, _ = load_networks(run, "cpu")
-
-    def embed(paths):
-        return embed_paths(nets.encoder, card, paths, batch_size=64, device="cpu", quiet=True)
-
-    test = sorted({q.location for q in data.query_drone})
-    train = sorted(data.train_satellite)
-    gallery = embed([g.path for g in data.gallery_satellite])
-    g_labels = [g.location for g in data.gallery_satellite]
-    train_sat = embed([data.train_satellite[loc][0] for loc in train])
-    out = {}
-    for size, update in POINTNN_SIZES.items():
-        c = conf.model_copy(update=update)
-        pointnn = PointNN(stages=c.point_stages, embed_dim=c.point_dim, k=c.point_k)
-
-        def features(locations, seed, pointnn=pointnn, c=c):
-            clouds = cloud_batch(data, locations, c.points, seed)
-            return torch.cat([pointnn(part) for part in clouds.split(16)]).numpy().astype(np.float64)
-
-        x = np.concatenate([features(train, seed) for seed in range(draws)])
-        mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-        design = lambda f, mean=mean, std=std: np.c_[(f - mean) / std, np.ones(len(f))]  # noqa: E731
-        a = design(x)
-        weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ np.tile(train_sat, (draws, 1)))
-        mapped_test = unit(design(features(test, draws)) @ weights)
-        out[f"{size} test"] = evaluate_embeddings(mapped_test, test, gallery, g_labels)["R@1"]
-        out[f"{size} train"] = evaluate_embeddings(unit(a[: len(train)] @ weights), train, train_sat, train)[
-            "R@1"
-        ]
-    return out
-
-
-def training_view(world: Path, view: Path) -> Path:
-    """The world without its test split, for the trainer: its end-of-run validation would embed
-    every query a second time (each run is scored here, once)."""
+def training_view(world: Path, view: Path, held: set[str]) -> Path:
+    """The world's training places without the held-out ones and without the test split (the
+    trainer's end-of-run validation would embed every query again; each run is scored here)."""
     view.mkdir(parents=True, exist_ok=True)
-    for name in ("dataset.json", "gps.csv", "train", "pointclouds"):
-        if not (view / name).exists():
+    for name in ("dataset.json", "gps.csv", "pointclouds"):
+        if (world / name).exists() and not (view / name).exists():
             (view / name).symlink_to((world / name).resolve())
+    for kind in ("drone", "satellite"):
+        folder = view / "train" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for place in sorted((world / "train" / kind).iterdir()):
+            if place.name not in held and not (folder / place.name).exists():
+                (folder / place.name).symlink_to(place.resolve())
     return view
-
-
-def run_one(data: CrossViewData, train_root: Path, runs: Path, variant: str, seed: int, train: dict) -> dict:
-    conf = resolve_config("tiny", overrides={**train, **VARIANTS[variant], "seed": seed})
-    slug = variant.replace(" ", "_").replace(":", "").replace("(", "").replace(")", "")
-    started = time.perf_counter()
-    run = trainer.main(conf, train_root, runs / f"{slug}-seed{seed}", force=True, quiet=True)
-    train_s = time.perf_counter() - started
-    row = {"variant": variant, "seed": seed, **score_run(run, data, conf.device)}
-    return {**row, "train s": round(train_s, 1), "total s": round(time.perf_counter() - started, 1)}
 
 
 def subsample_queries(data: CrossViewData, count: int | None) -> CrossViewData:
@@ -279,15 +221,121 @@ def subsample_queries(data: CrossViewData, count: int | None) -> CrossViewData:
     return dataclasses.replace(data, query_drone=[data.query_drone[i] for i in keep])
 
 
-def paired(rows: list[dict], variant: str, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of ``variant`` and of the baseline over the seeds both have, in seed order."""
-    by_seed = {r["seed"]: r for r in rows if r["variant"] == variant and r.get(column) != ""}
-    base = {r["seed"]: r for r in rows if r["variant"] == "baseline"}
-    seeds = sorted(set(by_seed) & set(base))
-    return (
-        np.array([float(by_seed[s][column]) for s in seeds]),
-        np.array([float(base[s][column]) for s in seeds]),
-    )
+def cloud_batch(data: CrossViewData, locations: list[str], n_points: int, seed: int = 0) -> torch.Tensor:
+    """A fixed random draw of ``n_points`` of each location's stored cloud (as training draws them)."""
+    draws = []
+    for loc in locations:
+        xyz = pointclouds.load(data.pointcloud_dir / f"{loc}.npz")
+        pick = np.random.default_rng([seed, int(loc)]).choice(len(xyz), n_points, len(xyz) < n_points)
+        draws.append(xyz[pick])
+    return torch.from_numpy(np.stack(draws).astype(np.float32))
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def load_networks(run: Path, device: str) -> tuple[GeoLinkNetworks, TrainConfig, ModelCard]:
+    """The trained encoder and 3D branch of a run's ``last.pt``."""
+    ckpt = read_checkpoint(run / "last.pt")
+    conf = TrainConfig.model_validate(ckpt["config"])
+    card = ModelCard.from_dict(ckpt["model_card"])
+    nets = GeoLinkNetworks(conf.model_copy(update={"pretrained": False, "weights": None}), card)
+    nets.encoder.load_state_dict(ckpt["encoder"])
+    nets.load_branch_state(ckpt["branch3d"])
+    return nets.to(device).eval(), conf, card
+
+
+def embedder(run: Path, device: str):
+    nets, _, card = load_networks(run, device)
+    return lambda paths: embed_paths(nets.encoder, card, paths, batch_size=64, device=device, quiet=True)
+
+
+def score_split(embed, data: CrossViewData) -> tuple[dict, np.ndarray]:
+    """Both image directions of one split, and the per-query drone→satellite top-1 hits."""
+    drone = embed([q.path for q in data.query_drone])
+    d_labels = [q.location for q in data.query_drone]
+    sat = embed([g.path for g in data.gallery_satellite])
+    s_labels = np.asarray([g.location for g in data.gallery_satellite])
+    d2s = evaluate_embeddings(drone, d_labels, sat, s_labels)
+    # satellite→drone: the tiles of the query places against their drone views
+    has_views = np.isin(s_labels, d_labels)
+    s2d = evaluate_embeddings(sat[has_views], s_labels[has_views], drone, d_labels)
+    scores = {"d2s R@1": d2s["R@1"], "d2s AP": d2s["AP"], "s2d R@1": s2d["R@1"]}
+    return scores, top1_hits(drone, d_labels, sat, s_labels)
+
+
+def run_one(
+    splits: dict[str, CrossViewData], train_root: Path, out: Path, variant: str, seed: int, train: dict
+):
+    overrides = {k: v for k, v in VARIANTS[variant].items() if k != "steps_factor"}
+    steps = train["steps_per_epoch"] * VARIANTS[variant].get("steps_factor", 1)
+    conf = resolve_config("tiny", overrides={**train, **overrides, "steps_per_epoch": steps, "seed": seed})
+    slug = f"{variant_slug(variant)}-seed{seed}"
+    started = time.perf_counter()
+    run = trainer.main(conf, train_root, out / "runs" / slug, force=True, quiet=True)
+    train_s = time.perf_counter() - started
+    embed = embedder(run, conf.device)
+    pretrain = Path(conf.weights).stem.removeprefix("backbone-") if conf.weights else "0"
+    row: dict = {"variant": variant, "seed": seed, "steps": conf.epochs * steps, "pretrain steps": pretrain}
+    hits = {}
+    for name, data in splits.items():
+        scores, hits[name] = score_split(embed, data)
+        row.update({f"{name} {k}": v for k, v in scores.items()})
+    (out / "hits").mkdir(exist_ok=True)
+    np.savez(out / "hits" / f"{slug}.npz", **{k.replace("-", "_"): v for k, v in hits.items()})
+    return {**row, "train s": round(train_s, 1), "total s": round(time.perf_counter() - started, 1)}
+
+
+def variant_slug(variant: str) -> str:
+    return "".join(c if c.isalnum() or c in "+_" else "_" for c in variant.replace("×", "x"))
+
+
+def pretrain_backbone(train_root: Path, out: Path, steps: int, train: dict) -> Path:
+    """A backbone trained ``steps`` steps with the 2D InfoNCE (all blocks) on the training places:
+    the start of every run's encoder. Written once; reused while the file is there."""
+    weights = out / "pretrain" / f"backbone-{steps}.pt"
+    if weights.is_file():
+        return weights
+    overrides = {**train, "baseline": True, "freeze_blocks": 0, "epochs": 1, "steps_per_epoch": steps}
+    conf = resolve_config("tiny", overrides={**overrides, "seed": 10_000})
+    run = trainer.main(conf, train_root, out / "pretrain" / "run", force=True, quiet=True)
+    nets, _, _ = load_networks(run, "cpu")
+    partial = weights.with_suffix(".part")
+    torch.save(nets.encoder.backbone.state_dict(), partial)
+    partial.replace(weights)
+    return weights
+
+
+# --- pre-check -----------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def pointnn_features(data: CrossViewData, places: list[str], conf: TrainConfig, seed: int = 0) -> np.ndarray:
+    pointnn = PointNN(stages=conf.point_stages, embed_dim=conf.point_dim, k=conf.point_k)
+    clouds = cloud_batch(data, places, conf.points, seed)
+    return torch.cat([pointnn(part) for part in clouds.split(16)]).numpy()
+
+
+def pre_check(world: CrossViewData, splits: dict[str, CrossViewData], baseline_run: Path) -> dict:
+    """Point-NN vs tile-embedding distance rank correlation per split (and over the training
+    places), and the untrained Point-NN's R@1 between two draws of each cross-style cloud."""
+    conf = resolve_config("tiny")
+    embed = embedder(baseline_run, "cpu")
+    groups = {"training-style places": sorted(world.train_satellite)}
+    groups.update({name: sorted({q.location for q in data.query_drone}) for name, data in splits.items()})
+    tiles = {**world.train_satellite, **{g.location: [g.path] for g in world.gallery_satellite}}
+    out: dict = {"rank correlation": {}}
+    for name, places in groups.items():
+        tile_emb = embed([tiles[p][0] for p in places])
+        rho = distance_rank_correlation(pointnn_features(world, places, conf), tile_emb)
+        out["rank correlation"][name] = {"places": len(places), "spearman": rho}
+    test = groups["cross-style"]
+    a, b = (unit(pointnn_features(world, test, conf, seed)) for seed in (0, 1))
+    out["pc2pc R@1 cross-style"] = evaluate_embeddings(a, test, b, test)["R@1"]
+    return out
+
+
+# --- tables --------------------------------------------------------------------------------------
 
 
 def mean_std(values: np.ndarray) -> str:
@@ -296,80 +344,91 @@ def mean_std(values: np.ndarray) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
 
 
-def difference(values: np.ndarray, base: np.ndarray) -> str:
-    """Mean paired difference ± its standard error (std of the differences / √seeds)."""
-    if not len(values):
-        return "—"
-    diff = values - base
-    if len(diff) == 1:
-        return f"{diff[0]:+.1f} (1 seed)"
-    return f"{diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.1f}"
+def interval_text(mean: float, half: float) -> str:
+    if np.isnan(half):
+        return f"{mean:+.1f} (1 seed)"
+    return f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
 
 
-def table(rows: list[dict]) -> str:
-    header = ["variant", "seeds"]
-    for column in ("d2s R@1", "d2s AP", "s2d R@1"):
-        header += [column, f"Δ {column}"]
-    header += ["pc→sat R@1 test", "pc→sat R@1 train"]
+def read_hits(out: Path, variant: str, seed: int, split: str) -> np.ndarray:
+    with np.load(out / "hits" / f"{variant_slug(variant)}-seed{seed}.npz", allow_pickle=False) as f:
+        return f[split.replace("-", "_")].astype(float)
+
+
+def score_table(rows: list[dict]) -> str:
+    header = ["variant", "seeds"] + [f"{s} {c}" for s in SPLITS for c in ("d2s R@1", "d2s AP", "s2d R@1")]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for variant in VARIANTS:
         mine = [r for r in rows if r["variant"] == variant]
-        if not mine:
-            continue
-        cells = [variant, str(len(mine))]
-        for column in ("d2s R@1", "d2s AP", "s2d R@1"):
-            values = np.array([float(r[column]) for r in mine])
-            cells += [
-                mean_std(values),
-                "—" if variant == "baseline" else difference(*paired(rows, variant, column)),
-            ]
-        for column in ("pc2sat R@1 test", "pc2sat R@1 train"):
-            cells.append(mean_std(np.array([float(r[column]) for r in mine if r.get(column, "") != ""])))
+        if mine:
+            cells = [variant, str(len(mine))]
+            cells += [mean_std(np.array([float(r[c]) for r in mine])) for c in header[2:]]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def difference_table(rows: list[dict], out: Path, places: dict[str, list[str]]) -> str:
+    """Paired differences of d2s R@1, t and place-bootstrap 95 % intervals, for both splits."""
+    header = ["variant", "vs", "seeds"] + [
+        f"{s} {k}" for s in SPLITS for k in ("Δ R@1 [t 95 %]", "bootstrap 95 %")
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    present = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    for variant, reference in comparisons(present):
+        cells = [variant, reference]
+        for split in SPLITS:
+            seeds, diffs = paired(rows, variant, reference, f"{split} d2s R@1")
+            if not seeds:
+                cells += ["—", "—"]
+                continue
+            per_query = np.mean(
+                [read_hits(out, variant, s, split) - read_hits(out, reference, s, split) for s in seeds],
+                axis=0,
+            )
+            low, high = place_bootstrap(per_query, places[split])
+            cells += [interval_text(*t_interval(diffs)), f"[{low:+.1f}, {high:+.1f}]"]
+        cells.insert(2, str(len(seeds)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def footnote(rows: list[dict], separability: dict, probe: dict, train: dict, synth: list[str]) -> str:
-    first = rows[0]
-    se = np.mean([float(r["SE binomial"]) for r in rows])
-    se_clustered = np.mean([float(r["SE clustered"]) for r in rows])
+def footnote(rows: list[dict], splits: dict[str, CrossViewData], check: dict, world: str) -> str:
+    sizes = ", ".join(
+        f"{name}: {len(d.query_drone)} drone queries of {len({q.location for q in d.query_drone})} places, "
+        f"{len(d.gallery_satellite)} tiles"
+        for name, d in splits.items()
+    )
+    rho = check["rank correlation"]
+    rhos = "; ".join(f"{name} ({v['places']} places) {v['spearman']:+.2f}" for name, v in rho.items())
     minutes = sum(float(r["total s"]) for r in rows) / 60
-    planned = train["epochs"] * train["steps_per_epoch"] if train.get("steps_per_epoch") else "?"
-    steps = "/".join(sorted({str(r.get("steps") or planned) for r in rows}))
-    clouds = separability
+    steps = "/".join(sorted({str(r["steps"]) for r in rows}, key=int))
+    pretrain = "/".join(sorted({str(r.get("pretrain steps", "0")) for r in rows}))
     return (
-        f"\nd2s = drone→satellite ({first['queries']} queries, {first['gallery']} tiles with distractors; "
-        f"chance R@1 {100 / int(first['gallery']):.1f}), s2d = satellite→drone, %. mean ± std over seeds; "
-        f"Δ = paired difference to the baseline of the same seed ± its standard error. One run's standard "
-        f"error of d2s R@1: {se:.2f} points binomial, {se_clustered:.2f} clustered by place. "
-        f"pc→sat = the trained 3D branch's cloud → satellite-tile R@1 (test: query places against the "
-        f"test gallery; train: training places against their tiles). Untrained Point-NN on the "
-        f"{clouds['places']} test clouds: R@1 {clouds['pc2pc R@1']:.1f} between two draws of each cloud "
-        f"({clouds['pc2pc R@1 centred']:.1f} centred on the mean feature), cosine "
-        f"{clouds['cosine same place']:.3f} same place vs {clouds['cosine other places']:.3f} other places. "
-        f"Linear probe (ridge, closed form) from untrained Point-NN features of the training clouds to "
-        f"the baseline (seed 0) encoder's tile embeddings, cloud → satellite R@1 on test / training "
-        f"places: tiny Point-NN {probe['tiny test']:.1f} / {probe['tiny train']:.1f}, paper-size "
-        f"{probe['paper test']:.1f} / {probe['paper train']:.1f}.\n"
-        f"World: synth {' '.join(synth)}; training: tiny preset, {train}, {steps} steps of 8 places; "
+        f"\nd2s = drone→satellite, s2d = satellite→drone, %; mean ± std over seeds. {sizes}. "
+        f"Δ: paired by seed, mean [t-based 95 % interval over seeds]; bootstrap: 95 % interval over "
+        f"test places (2000 draws) of the seed-averaged per-query differences. "
+        f"Pre-check, Spearman ρ between untrained Point-NN and baseline (seed 0) tile-embedding "
+        f"distances over pairs of places: {rhos}. Untrained Point-NN, two draws of each cross-style "
+        f"cloud: R@1 {check['pc2pc R@1 cross-style']:.1f}.\n"
+        f"World: {world}; training: tiny preset, {steps} steps of 8 places after {pretrain} steps "
+        f"pretraining the backbone; "
         f"{minutes:.0f} min of runs.\n"
     )
 
 
 def to_csv(rows: list[dict]) -> str:
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", restval="")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
-    return out.getvalue()
+    return buffer.getvalue()
 
 
 def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    rows = list(csv.DictReader(path.read_text().splitlines()))
-    return [{**r, "seed": int(r["seed"])} for r in rows]
+    return [{**r, "seed": int(r["seed"])} for r in csv.DictReader(path.read_text().splitlines())]
 
 
 def main() -> None:
@@ -382,10 +441,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="override the number of seeds")
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--steps", type=int, help="override the steps per epoch")
-    parser.add_argument("--queries", type=int, help="score on this many drone queries (default: all)")
+    parser.add_argument("--pretrain-steps", type=int, default=0, help="pretrain the 2D backbone first")
+    parser.add_argument("--queries", type=int, help="score on this many cross-style queries (default: all)")
     parser.add_argument("--report-only", action="store_true", help="tables from ablation.csv, no training")
     parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args()
+    publish_tables("Ablation of the GeoLink losses")
     budget = BUDGETS["quick" if args.quick else "gpu" if args.gpu else "cpu"]
     train = dict(budget["train"])
     train.update({k: v for k, v in (("epochs", args.epochs), ("steps_per_epoch", args.steps)) if v})
@@ -396,28 +457,34 @@ def main() -> None:
     if "baseline" not in variants:
         variants.insert(0, "baseline")  # every comparison is paired with it
     world = open_dataset(args.data or make_world(args.out / "world", budget["synth"]))
-    data = subsample_queries(world, args.queries)
-    train_root = training_view(world.root, args.out / "train-only")
+    held = in_style_places(world)
+    splits = {"cross-style": subsample_queries(world, args.queries), "in-style": in_style_split(world, held)}
+    train_root = training_view(world.root, args.out / "train-view", set(held))
+    if args.pretrain_steps:
+        train["weights"] = str(pretrain_backbone(train_root, args.out, args.pretrain_steps, train))
     csv_path = args.out / "ablation.csv"
     rows = read_rows(csv_path)
-    # seed-major: a run stopped early leaves whole seeds, each pairable with its baseline
+    # seed-major: a run stopped early leaves whole seeds, each pairable with its references
     for seed in range(0 if args.report_only else args.seeds or budget["seeds"]):
         for variant in variants:
             if any(r["variant"] == variant and r["seed"] == seed for r in rows):
                 continue
-            rows.append(run_one(data, train_root, args.out / "runs", variant, seed, train))
+            rows.append(run_one(splits, train_root, args.out, variant, seed, train))
             write_text(csv_path, to_csv(rows))
             print(f"{variant} seed {seed}: " + json.dumps(rows[-1]), flush=True)
     if not rows:
         parser.error(f"no runs in {csv_path}")
-    separability = cloud_separability(data, resolve_config("tiny"))
-    probe = cloud_probe(data, args.out / "runs" / "baseline-seed0")
-    text = table(rows) + footnote(
-        rows, separability, probe, train, budget["synth"] if not args.data else [str(args.data)]
+    check = pre_check(world, splits, args.out / "runs" / "baseline-seed0")
+    places = {name: [q.location for q in data.query_drone] for name, data in splits.items()}
+    described = " ".join(budget["synth"]) if not args.data else str(args.data)
+    text = (
+        score_table(rows)
+        + "\n"
+        + difference_table(rows, args.out, places)
+        + footnote(rows, splits, check, f"synth {described}")
     )
     write_text(args.out / "ablation.md", text)
-    record = {"runs": rows, "clouds": separability, "probe": probe, "train": train}
-    write_json(args.out / "ablation.json", record)
+    write_json(args.out / "ablation.json", {"runs": rows, "pre_check": check})
     print(text)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 
 from geolink_edge.backends import OnnxEmbedder
 from geolink_edge.calib.dataset import calibration_set, iter_batches
@@ -184,6 +185,7 @@ def main() -> None:
         "--threads", type=int, default=0, help="torch and ORT threads (0: their defaults); 1 on a busy CPU"
     )
     args = parser.parse_args()
+    publish_tables("Encoder latency and INT8, batch 1")
     if args.runs < 5:
         parser.error("--runs must be at least 5")
     if any(c not in CONFIGS for c in args.configs.split(",")):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 
 from geolink_edge.runtime.verify import Verifier, VerifyConf
 
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--only-exported", action="store_true")
     parser.add_argument("--max-features", type=int, default=None, help="default: each extractor's own")
     args = parser.parse_args()
+    publish_tables("Local features and matchers on one real pair")
     frame, tile, truth = pair(args.video, args.frame, args.side)
     setups = [] if args.only_exported else list(BY_NAME)
     for folder in args.exported:

@@ -14,10 +14,11 @@ import argparse
 from pathlib import Path
 
 import torch
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 from train_speed import random_batch  # a sibling script: random tensors in place of a batch
 
 from geolink_edge.card import ModelCard
-from geolink_edge.losses import GeoLinkLoss, info_nce
+from geolink_edge.losses import GeoLinkLoss
 from geolink_edge.models.checkpoint import read_checkpoint
 from geolink_edge.models.presets import card_for_preset
 from geolink_edge.train.config import TrainConfig, resolve_config
@@ -58,16 +59,24 @@ def measure(conf, card, batch, checkpoint: Path | None) -> list[tuple[str, float
         grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
         return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None])))
 
-    ref = info_nce(feats["dro"], feats["sat"], logit_scale=scale, label_smoothing=conf.label_smoothing)
+    ref = nets.loss_fn.cross_view(feats["dro"], feats["sat"])
     ref_grad = grad_norm(ref)
     rows = [("InfoNCE(dro, sat)", ref.item(), 1.0, 1.0)]
     for label, term, option in VARIANTS:
         weights = {t: conf.loss_weight(t) if t == term else 0.0 for t in ("cc", "sc", "ga", "rd")}
         loss = GeoLinkLoss(
-            dim=nets.encoder.descriptor_dim, label_smoothing=conf.label_smoothing, **weights, **option
+            dim=nets.encoder.descriptor_dim,
+            temperature=conf.temperature,
+            cc_temperature=conf.cc_temperature,
+            sc_temperature=conf.sc_temperature,
+            symmetric=conf.infonce == "symmetric",
+            label_smoothing=conf.label_smoothing,
+            **weights,
+            **option,
         )
-        with torch.no_grad():
-            loss.logit_scale.copy_(scale)
+        if scale is not None:
+            with torch.no_grad():
+                loss.logit_scale.copy_(scale)
         total, _ = loss(feats)
         rows.append((label, total.item(), total.item() / ref.item(), grad_norm(total) / ref_grad))
     return rows
@@ -81,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3, help="batches to average over")
     args = parser.parse_args()
+    publish_tables("Loss scales")
     conf = resolve_config(args.preset, overrides={"batch_size": args.batch_size})
     card = card_for_preset(conf.model, conf.backbone)
     if args.checkpoint is not None:  # the run's own architecture and options

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 
 from geolink_edge.backends import load_embedder
 from geolink_edge.runtime import loop
@@ -285,6 +286,7 @@ def main() -> None:
         help="1, 2 or 4 turns tried on a frame of unknown heading (default: by features)",
     )
     args = parser.parse_args()
+    publish_tables("Matching at one ground resolution")
     from geolink_edge.commands.run import parse_near
 
     synth = {

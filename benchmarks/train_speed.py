@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from _results import publish_tables  # a sibling module: tables into RESULTS.md
 
 from geolink_edge.errors import first_line
 from geolink_edge.models.presets import card_for_preset
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     args = parser.parse_args()
+    publish_tables("Training speed")
     base = {"batch_size": args.batch_size, "device": args.device}
     device = pick_device(args.device)
     variants = [("eager fp32", {"amp": "off"})]

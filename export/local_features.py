@@ -23,11 +23,11 @@ from geolink_edge.backends.metadata import LOCAL_FEATURES_KEY, PRECISION_KEY, wr
 from geolink_edge.errors import GeolinkError
 from geolink_edge.localnets import (
     EXTRACTOR_IO,
-    EXTRACTOR_NETS,
     MATCHER_IO,
-    MATCHER_NETS,
     create_net,
     describe_extractor,
+    extractor_nets,
+    matcher_nets,
 )
 
 
@@ -48,25 +48,18 @@ class MatchingExportConf:
 
 def parse_pair(text: str) -> tuple[str, str]:
     """``disk+lightglue`` → (disk, lightglue); ``disk`` alone → disk and its natural matcher."""
-    from geolink_edge.registry import check_name, load_module
-    from geolink_edge.runtime.features import EXTRACTORS
-    from geolink_edge.runtime.matchers import MATCHERS
+    from geolink_edge.runtime.features import extractor_class
+    from geolink_edge.runtime.matchers import matcher_class
 
     features, _, matcher = text.partition("+")
-    check_name("local features", features, EXTRACTORS)
-    if features not in EXTRACTOR_NETS:
+    matcher = matcher or extractor_class(features).matcher
+    matcher_class(matcher)  # an unknown name: the one-line error that lists them
+    if features not in extractor_nets():
         raise GeolinkError(
-            f"{features} is not a learned extractor (export one of {', '.join(EXTRACTOR_NETS)})"
+            f"{features} is not a learned extractor (export one of {', '.join(extractor_nets())})"
         )
-    matcher = (
-        matcher
-        or load_module(
-            "local features", features, "geolink_edge.runtime.features", EXTRACTORS
-        ).Extractor.matcher
-    )
-    check_name("matcher", matcher, MATCHERS)
-    if matcher not in MATCHER_NETS:
-        raise GeolinkError(f"{matcher} is not a learned matcher (export one of {', '.join(MATCHER_NETS)})")
+    if matcher not in matcher_nets():
+        raise GeolinkError(f"{matcher} is not a learned matcher (export one of {', '.join(matcher_nets())})")
     return features, matcher
 
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "synth",
     "index",
     "demo",
+    "config",
 ]
 
 app = typer.Typer(

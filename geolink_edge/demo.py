@@ -18,7 +18,7 @@ from rich.table import Table
 
 from geolink_edge.atomic import check_new_dir, read_json, write_json, write_text
 from geolink_edge.errors import GeolinkError
-from geolink_edge.runtime.sinks import read_flight_log
+from geolink_edge.runtime.sinks import read_flight_log, tally_text
 
 
 @dataclass(frozen=True)
@@ -213,11 +213,14 @@ def run_steps(conf: DemoConf, out: Path, console: Console) -> dict:
 
 def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
     """The figures a newcomer should see, read back from the artifacts the steps wrote."""
+    from geolink_edge.demo_plots import flight_truth, frame_tally
     from geolink_edge.train.evaluate import D2S, S2D
 
     evaluation = read_json(out / "eval.json", "evaluation")
     int8 = read_json(out / "export" / "fidelity.json", "fidelity report")["models"]["int8"]
-    _, flight = read_flight_log(out / "flight.jsonl")
+    records, flight = read_flight_log(out / "flight.jsonl")
+    total = len(flight_truth(DemoPaths.under(out).flight))
+    tally = frame_tally(records, total)
     latency = flight.get("latency_ms", {})
 
     def fmt(value, spec=".2f", unit=""):
@@ -243,8 +246,8 @@ def summary_rows(out: Path, mavlink: dict) -> list[tuple[str, str]]:
             f"{fmt(flight['error_m']['median'])} / {fmt(flight['error_m']['p90'])} m",
         ),
         ("position error max (sent fixes)", f"{fmt(flight['error_m']['max'])} m"),
-        ("frames with an accepted fix", f"{fmt(100 * flight['fix_rate'], '.1f')} % of {flight['frames']}"),
-        ("FPS (paced at the flight's frame rate)", fmt(flight.get("fps"), ".2f")),
+        ("frames of the flight", tally_text(total, len(tally["seen"]), len(tally["fixed"]))),
+        ("FPS processed (the flight paced at its own frame rate)", fmt(flight.get("fps"), ".2f")),
         (
             "MAVLink received (HEARTBEAT / GPS_INPUT)",
             f"{mavlink['counts'].get('HEARTBEAT', 0)} / {mavlink['counts'].get('GPS_INPUT', 0)}",

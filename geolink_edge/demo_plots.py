@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from geolink_edge.errors import require
+from geolink_edge.runtime.sinks import tally_text
 
 
 def _pyplot():
@@ -38,23 +39,51 @@ def _ortho_preview(ortho: Path, max_side: int = 1024):
     return rgb, to_pixels
 
 
-def _latlon(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    points = [(r[key]["lat"], r[key]["lon"]) for r in records if r.get(key)]
-    array = np.array(points, dtype=np.float64).reshape(-1, 2)
-    return array[:, 0], array[:, 1]
+def flight_truth(flight: Path) -> np.ndarray:
+    """(N, 2) latitude and longitude of every frame of the flight, in order, from its own ``gt.csv``:
+    the whole path flown, not only the frames the runtime got to."""
+    from geolink_edge.runtime.sources import SimReader
+
+    rows = SimReader(flight).rows
+    return np.array([(rows[name][1].lat, rows[name][1].lon) for name in sorted(rows)], dtype=np.float64)
 
 
-def draw_trajectory(records: list[dict], ortho: Path, path: Path) -> Path:
+def frame_tally(records: list[dict], total: int) -> dict[str, list[int]]:
+    """The frames of a flight of ``total`` frames: ``seen`` (processed), ``dropped`` (never looked at:
+    real-time pacing skips stale frames), ``fixed`` (an accepted fix) and ``unfixed`` (seen, no fix)."""
+    seen = sorted({r["frame"] for r in records})
+    fixed = sorted({r["frame"] for r in records if r.get("status") == "accepted"})
+    return {
+        "seen": seen,
+        "dropped": sorted(set(range(total)) - set(seen)),
+        "fixed": fixed,
+        "unfixed": sorted(set(seen) - set(fixed)),
+    }
+
+
+def draw_trajectory(records: list[dict], truth: np.ndarray, ortho: Path, path: Path) -> Path:
+    """The whole flight's ground truth, the estimates sent, and where frames were dropped or unfixed."""
     plt = _pyplot()
     rgb, to_pixels = _ortho_preview(ortho)
+    tally = frame_tally(records, len(truth))
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(rgb)
-    truth = _latlon(records, "truth")
-    estimate = _latlon(records, "estimate")
-    ax.plot(*to_pixels(*truth), "-", color="white", lw=2.5, label="ground truth")
-    ax.plot(*to_pixels(*estimate), "o", color="red", ms=3.5, label="estimate sent (accepted fixes)")
+    # the truth drawn over the marks of the frames it passes, so that its line stays whole
+    ax.plot(*to_pixels(truth[:, 0], truth[:, 1]), "-", color="white", lw=1.5, zorder=3, label="ground truth")
+    for key, marker, colour, size, label in (
+        ("dropped", "o", "black", 5, "dropped: never processed"),
+        ("unfixed", "X", "orange", 7, "processed, no accepted fix"),
+    ):
+        if tally[key]:
+            lat, lon = truth[tally[key]].T
+            ax.plot(*to_pixels(lat, lon), marker, color=colour, ms=size, zorder=2, label=label)
+    estimate = np.array([(r["estimate"]["lat"], r["estimate"]["lon"]) for r in records if r.get("estimate")])
+    if len(estimate):
+        where = to_pixels(estimate[:, 0], estimate[:, 1])
+        ax.plot(*where, "o", color="red", ms=3.5, zorder=4, label="estimate sent")
     ax.legend(loc="lower right")
-    ax.set_title("Flight over the orthophoto: estimate vs ground truth")
+    counts = tally_text(len(truth), len(tally["seen"]), len(tally["fixed"]))
+    ax.set_title(f"Flight over the orthophoto: {counts}", fontsize=9)
     ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -62,16 +91,22 @@ def draw_trajectory(records: list[dict], ortho: Path, path: Path) -> Path:
     return path
 
 
-def draw_errors(records: list[dict], path: Path) -> Path:
+def draw_errors(records: list[dict], total: int, path: Path) -> Path:
+    """Error of each sent estimate over the whole flight; dropped and unfixed frames marked."""
     plt = _pyplot()
+    tally = frame_tally(records, total)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     frames = [r["frame"] for r in records if r.get("error_m") is not None]
     errors = [r["error_m"] for r in records if r.get("error_m") is not None]
     ax.plot(frames, errors, ".-", color="tab:blue", label="error of the sent estimate")
-    missed = [r["frame"] for r in records if r.get("status") != "accepted"]
-    if missed:
-        ax.plot(missed, np.zeros(len(missed)), "x", color="tab:red", label="no accepted fix")
-    ax.set_xlabel("frame")
+    for key, marker, colour, label in (
+        ("dropped", "|", "grey", "dropped: never processed"),
+        ("unfixed", "x", "tab:red", "processed, no accepted fix"),
+    ):
+        if tally[key]:
+            ax.plot(tally[key], np.zeros(len(tally[key])), marker, color=colour, label=label)
+    ax.set_xlim(-1, total)
+    ax.set_xlabel(f"frame (of {total})")
     ax.set_ylabel("position error (m)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -142,8 +177,9 @@ def draw_all(out: Path, made: dict) -> list[Path]:
     pictures = out / "pictures"
     pictures.mkdir(exist_ok=True)
     ortho = made["world"] / "areas" / made["area"] / "ortho.tif"
+    truth = flight_truth(made["flight"])
     return [
-        draw_trajectory(records, ortho, pictures / "trajectory.png"),
-        draw_errors(records, pictures / "error_over_time.png"),
+        draw_trajectory(records, truth, ortho, pictures / "trajectory.png"),
+        draw_errors(records, len(truth), pictures / "error_over_time.png"),
         draw_match_panels(records, made["flight"], made["index"], pictures / "matches.png"),
     ]

@@ -20,7 +20,7 @@ VIEWS = ("dro", "sat", "pc")
 CROSS_VIEW_PAIRS = (("dro", "sat"), ("dro", "pc"), ("sat", "pc"))
 SC_POSITIVES = ("self", "second_view")
 RD_SCALES = ("paper", "mean")
-CLUB_VARIANCES = ("learned", "fixed")
+TEMPERATURES = ("learned", "fixed")
 
 
 def info_nce(
@@ -78,20 +78,28 @@ def relation_distillation(student: torch.Tensor, teacher: torch.Tensor, scale: s
 class GeoLinkLoss(nn.Module):
     """The full objective with every term switchable (weight 0 turns a term off).
 
-    * ``cc`` cross-view InfoNCE: (dro, sat) + (dro, pc) + (sat, pc).
+    * ``cc`` cross-view InfoNCE (Eq. 6): L(dro, sat) + L(dro, pc) + L(sat, pc), each Eq. 5 with the
+      first set as queries (``symmetric=False``, the paper's form) or averaged with the reverse
+      direction (``symmetric=True``, Sample4Geo's). ``label_smoothing`` applies to L_cc only
+      (Eq. 5 has none: 0 by default; Sample4Geo uses 0.1).
     * ``sc`` intra-view InfoNCE. ``sc_positive="self"`` (Eq. 7): (dro, dro) + (sat, sat) + (pc, pc),
-      each anchor its own positive and the batch's other instances its negatives. Its positive
-      logit is always the largest, yet the loss falls only as the other instances move away: an
-      instance-separation term, not a solved one. ``"second_view"``: (dro, dro2) + (sat, sat2) +
-      (pc, pc2), the positive another drone image of the location, another augmentation of the
-      tile, another draw of the cloud; twice the image forward passes.
+      each anchor its own positive and the batch's other instances its negatives, never smoothed
+      (smoothing moves its optimum to instances with cosine about 0.7: it would pull them
+      together). Its positive logit is always the largest, yet the loss falls only as the other
+      instances move away: an instance-separation term. ``"second_view"``: (dro, dro2) +
+      (sat, sat2) + (pc, pc2), the positive another drone image of the location, another
+      augmentation of the tile, another draw of the cloud; twice the image forward passes.
     * ``ga`` geometric-aware refinement: vCLUB(dro; pc) + vCLUB(sat; pc), the bound of
       q(F_2D | F_pc) estimators held in ``self.club`` (fitted separately, see :meth:`club_loss`).
     * ``rd`` relation distillation from the 3D teacher ``pc`` to both 2D students, on distances
       scaled by ``rd_scale`` (see :func:`normalised_distances`).
-    * ``club_variance``: the estimators' q(y|x) variance, ``"learned"`` or ``"fixed"`` (unit).
+    * ``club_variance``: the estimators' q(y|x) variance (see :class:`CLUBEstimator`).
 
-    The logit scale is learnable (initialised to 1/0.07) unless ``temperature`` is given.
+    Temperatures: τ of Eq. 5 is ``temperature``. ``cc_temperature="learned"`` learns L_cc's as a
+    log-space logit scale starting at 1/τ (the baseline lineage the paper builds on), ``"fixed"``
+    keeps τ. L_sc has its own: ``sc_temperature="fixed"`` (τ, the default: a learned scale on the
+    self-positive term only grows, since sharper logits always lower it) or ``"learned"`` (a
+    separate scale, also starting at 1/τ). L_sc never moves L_cc's temperature.
     """
 
     def __init__(
@@ -102,8 +110,11 @@ class GeoLinkLoss(nn.Module):
         sc: float = 4.0,
         ga: float = 1.0,
         rd: float = 1.0,
-        temperature: float | None = None,
-        label_smoothing: float = 0.1,
+        temperature: float = 0.07,
+        cc_temperature: str = "learned",
+        sc_temperature: str = "fixed",
+        symmetric: bool = False,
+        label_smoothing: float = 0.0,
         club_hidden: int = 4096,
         club_variance: str = "learned",
         sc_positive: str = "self",
@@ -113,35 +124,41 @@ class GeoLinkLoss(nn.Module):
         self.weights = {"cc": cc, "sc": sc, "ga": ga, "rd": rd}
         if any(w < 0 for w in self.weights.values()):
             raise ValueError(f"loss weights must be >= 0, got {self.weights}")
-        if temperature is not None and temperature <= 0:
+        if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_name("L_cc temperature", cc_temperature, TEMPERATURES, ValueError)
+        check_name("L_sc temperature", sc_temperature, TEMPERATURES, ValueError)
         check_name("L_sc positive", sc_positive, SC_POSITIVES, ValueError)
         check_name("L_rd scale", rd_scale, RD_SCALES, ValueError)
-        check_name("vCLUB variance", club_variance, CLUB_VARIANCES, ValueError)
         self.sc_positive, self.rd_scale = sc_positive, rd_scale
-        self.temperature = temperature or 0.07  # unused when the scale is learned
-        self.logit_scale = None if temperature else nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.label_smoothing = label_smoothing
+        self.temperature, self.symmetric, self.label_smoothing = temperature, symmetric, label_smoothing
+
+        def scale(form: str) -> nn.Parameter | None:
+            return nn.Parameter(torch.tensor(math.log(1 / temperature))) if form == "learned" else None
+
+        self.logit_scale, self.sc_logit_scale = scale(cc_temperature), scale(sc_temperature)
         pc_dim = pc_dim or dim
         # estimators only when the term is on: at the paper's sizes they hold ~130M parameters
         views = ("dro", "sat") if ga > 0 else ()
-        self.club = nn.ModuleDict(
-            {v: CLUBEstimator(pc_dim, dim, club_hidden, club_variance == "fixed") for v in views}
-        )
+        self.club = nn.ModuleDict({v: CLUBEstimator(pc_dim, dim, club_hidden, club_variance) for v in views})
 
-    def _info(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return info_nce(q, r, self.temperature, self.logit_scale, label_smoothing=self.label_smoothing)
+    def cross_view(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """One L_cc pair (and the 2D baseline's only term)."""
+        return info_nce(q, r, self.temperature, self.logit_scale, self.label_smoothing, self.symmetric)
+
+    def _intra_view(self, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return info_nce(q, r, self.temperature, self.sc_logit_scale, 0.0, self.symmetric)
 
     def _term(self, name: str, f: dict[str, torch.Tensor]) -> torch.Tensor:
         if name == "cc":
-            return sum(self._info(f[a], f[b]) for a, b in CROSS_VIEW_PAIRS)
+            return sum(self.cross_view(f[a], f[b]) for a, b in CROSS_VIEW_PAIRS)
         if name == "sc":
             if self.sc_positive == "self":
-                return sum(self._info(f[v], f[v]) for v in VIEWS)
+                return sum(self._intra_view(f[v], f[v]) for v in VIEWS)
             missing = [f"{v}2" for v in VIEWS if f"{v}2" not in f]
             if missing:
                 raise ValueError(f"the second-view intra-view term needs second views: missing {missing}")
-            return sum(self._info(f[v], f[f"{v}2"]) for v in VIEWS)
+            return sum(self._intra_view(f[v], f[f"{v}2"]) for v in VIEWS)
         if name == "ga":
             return sum(self.club[v].upper_bound(f["pc"], f[v]) for v in ("dro", "sat"))
         return sum(relation_distillation(f[v], f["pc"], self.rd_scale) for v in ("dro", "sat"))
@@ -158,8 +175,9 @@ class GeoLinkLoss(nn.Module):
             terms = {name: self._term(name, features) for name, w in self.weights.items() if w > 0}
         total = sum(self.weights[name] * value for name, value in terms.items())
         logged = {name: value.detach() for name, value in terms.items()}
-        if self.logit_scale is not None:
-            logged["logit_scale"] = self.logit_scale.detach().exp()
+        for name in ("logit_scale", "sc_logit_scale"):
+            if getattr(self, name) is not None and (name == "logit_scale" or "sc" in terms):
+                logged[name] = getattr(self, name).detach().exp()
         return total, logged
 
     def club_loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -173,5 +191,6 @@ class GeoLinkLoss(nn.Module):
         return sum(self.club[v].learning_loss(pc, features[v].detach().float()) for v in self.club)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """Parameters the main optimiser should train (the logit scale); the estimators are apart."""
-        return [] if self.logit_scale is None else [self.logit_scale]
+        """Parameters the main optimiser should train (the learned logit scales); the estimators are
+        apart."""
+        return [p for p in (self.logit_scale, self.sc_logit_scale) if p is not None]

@@ -25,11 +25,11 @@ CHI2_2DOF_999 = 13.816  # 99.9 % quantile of chi-square with 2 degrees of freedo
 @dataclass(frozen=True)
 class FilterConf:
     accel_sigma: float = 8.0  # m/s², white-acceleration process noise (drones turn hard)
-    gate_chi2: float = CHI2_2DOF_999
-    max_misses: int = 8
-    confirm: int = 2
+    gate_chi2: float = CHI2_2DOF_999  # a fix this far from the prediction (squared Mahalanobis) is gated
+    max_misses: int = 8  # frames without an accepted fix before the track is lost
+    confirm: int = 2  # fixes that agree before a track starts
     max_speed: float = 40.0  # m/s, bounds how far apart two confirming fixes may be
-    confirm_slack_m: float = 15.0
+    confirm_slack_m: float = 15.0  # distance confirming fixes may differ beyond max_speed × their interval
     init_speed_sigma: float = 15.0  # when the two confirming fixes are too close in time to tell a speed
     restart_after_gated: int = 2  # gated fixes in a row that agree restart the track there; 0: never
     converged_speed_sigma: float = 1.0  # m/s: a velocity this certain may be told to the autopilot

@@ -57,9 +57,7 @@ class LocateConf:
     k_track: int = 6  # candidates verified near the prediction
     enough_inliers: int = 150  # a candidate this good ends a global verification early
     enough_inliers_near: int = 20  # near the prediction any verified tile gives the same position
-    max_reproj_px: float = (
-        3.0  # PnP RMS reprojection error (of its RANSAC inliers) beyond which it is refused
-    )
+    max_reproj_px: float = 3.0  # PnP RMS reprojection error of its RANSAC inliers beyond which it is refused
     pnp_ransac_px: float = 3.0  # PnP leaves out matches farther than this from a RANSAC pose
     max_attitude_gap_deg: float = 10.0  # a PnP solution farther than this from a told attitude is refused
     sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
@@ -67,7 +65,6 @@ class LocateConf:
     sigma_votes_m: float = 2.5  # the position votes' median (parallax of roofs and trees spreads them)
     sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
     verify: VerifyConf = field(default_factory=VerifyConf)
-
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
     correlate: CorrelateConf = field(default_factory=CorrelateConf)  # verifier correlation or auto
     budget_s: float | None = None  # seconds a frame's search may take (None: no limit)
@@ -80,7 +77,7 @@ class LocateConf:
     max_canvas_px: int = 1024  # longest side of the resampled frame (its GSD is raised to fit)
     window_factor: float = 1.5  # window half-size in frame-footprint radii
     window_features: int = 6  # a window keeps this many times the frame's feature budget
-    max_window_px: int = 4096
+    max_window_px: int = 4096  # longest side of a map window for detection
     k_windows: int = 8  # windows verified after a global search
     frame_gsd_tries: tuple[float, ...] = (0.3, 0.15, 0.6)  # m/px guesses without height or intrinsics
     # > 1: no window verified, try once more this much coarser (2 × the default match_gsd_factor: the

@@ -21,6 +21,7 @@ import numpy as np
 from geolink_edge.errors import GeolinkError, describe
 from geolink_edge.geo import haversine_m
 from geolink_edge.runtime.autopilot import Estimate, TrackPredictor
+from geolink_edge.runtime.conf_yaml import to_dict
 from geolink_edge.runtime.filter import FilterConf, TrackFilter
 from geolink_edge.runtime.health import CameraWatch, Events, Stop, stop_on_signals
 from geolink_edge.runtime.intrinsics import Intrinsics, load_intrinsics
@@ -39,12 +40,12 @@ class RunConf:
     search_sigmas: float = 3.0  # radius of the near search around the prediction, in sigmas
     search_floor_m: float | None = None  # least radius of the near search (default: one tile)
     realtime: bool = True  # pace recordings at their own clock and drop stale frames, like a camera
-    max_frames: int | None = None
+    max_frames: int | None = None  # stop after this many frames (None: when the source ends)
     altitude: float | None = None  # fixed height above ground, when no autopilot reports it
     sim_telemetry: bool = True  # a sim flight supplies the attitude an autopilot would report
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
+    width: int = 1280  # camera frame size and rate asked of V4L2 and CSI cameras
+    height: int = 720  # (px)
+    fps: float = 30.0  # (frames per second)
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     camera_lost_s: float = 2.0  # no frame for this long: report the camera lost (the loop goes on)
     warm_start: bool = True  # start a track from the autopilot's GNSS while it has a 3D fix
@@ -333,6 +334,8 @@ def main(
             link = MavlinkSink(**options)
             resources.callback(link.close)
         jsonl = JsonlSink(log) if log else None
+        if jsonl is not None:
+            jsonl.write({"config": to_dict(conf)})  # the settings this flight ran with, first
         view = ConsoleSink(enabled=console)
         resources.callback(view.close)
         if jsonl is not None and jsonl.path != jsonl.requested:

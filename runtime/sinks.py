@@ -220,9 +220,17 @@ class ConsoleSink:
             self._live.stop()
 
 
+def tally_text(total: int, seen: int, fixed: int) -> str:
+    """Frames of a flight of ``total``: ``30 of 60 fixed (50.0 %); 31 seen, 29 dropped; 96.8 % of
+    those seen`` — a fix rate over the frames seen alone hides the ones never looked at."""
+    share = f"; {100 * fixed / seen:.1f} % of those seen" if seen else ""
+    rate = 100 * fixed / total if total else 0.0
+    return f"{fixed} of {total} fixed ({rate:.1f} %); {seen} seen, {total - seen} dropped{share}"
+
+
 def read_flight_log(path: Path) -> tuple[list[dict], dict]:
     """Per-frame records and the summary of a JSON-lines flight log ({} when the run never ended);
-    event lines are left out."""
+    event lines and the settings (the first line) are left out."""
     records, summary = [], {}
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for number, line in enumerate(lines, 1):
@@ -234,6 +242,6 @@ def read_flight_log(path: Path) -> tuple[list[dict], dict]:
             raise GeolinkError(f"{path}:{number}: not a JSON record") from None
         if "summary" in entry:
             summary = entry["summary"]
-        elif "event" not in entry:  # camera lost, frame failed, …: not a frame
+        elif "event" not in entry and "config" not in entry:  # camera lost, the settings, …: not a frame
             records.append(entry)
     return records, summary

@@ -45,18 +45,18 @@ GRID_SAMPLE = 200  # matches the similarity grid search looks at
 
 @dataclass(frozen=True)
 class VerifyConf:
-    features: str = "sift"  # a name of runtime.features.EXTRACTORS
-    matcher: str | None = None  # a name of runtime.matchers.MATCHERS; None: the extractor's natural one
+    features: str = "sift"  # an extractor of runtime.features, or an exported one (.onnx, .engine)
+    matcher: str | None = None  # a matcher of runtime.matchers or an exported one; None: the features' own
     features_weights: str | None = None  # a state-dict file for a learned extractor (else the package's)
     matcher_weights: str | None = None  # the same for a learned matcher
     max_features: int | None = None  # None: the extractor's own budget (3000 classical, 1024 learned)
     max_side: int = 640  # images are shrunk to this longest side before detection
     ratio: float = 0.85  # Lowe's test, a little looser: nadir vs oblique views blur descriptors
-    ransac_px: float = 4.0
-    min_inliers: int = 15
-    min_inlier_ratio: float = 0.15
+    ransac_px: float = 4.0  # RANSAC homography tolerance, px
+    min_inliers: int = 15  # fewer RANSAC inliers: not verified
+    min_inlier_ratio: float = 0.15  # nor with fewer than this share of the putative matches
     max_scale: float = 8.0  # tile px per frame px, either way
-    max_anisotropy: float = 3.0
+    max_anisotropy: float = 3.0  # a homography stretched more one way than the other: refused
     min_spread: float = 0.04  # inlier bounding box / frame area
     vote_m: float = 4.0  # position votes within this distance agree (parallax of 10 m roofs, height error)
     kd_checks: int = 32  # leaves a SIFT k-d forest search visits (exact brute force is 3× slower)

@@ -73,14 +73,15 @@ def build_index(ortho, model, out):
     return main(BuildConfig(tile_m=80.0, workers=1), model, out, ortho=[ortho])
 
 
-def synthetic_flight_world(root, model, flight_frames: int):
-    """``(flight folder, index folder, model)``: a small synthetic world with a flight and its index."""
+def synthetic_flight_world(root, model, flight_frames: int, area_px: int = 1024, **options):
+    """``(flight folder, index folder, model)``: a small synthetic world with a flight and its index;
+    ``options``: more of ``SynthConfig`` (another season for the map, a lower flight, …)."""
     import json
 
     from geolink_edge.data.synthetic import writer
 
     conf = writer.SynthConfig(
-        locations=2, views=1, size=64, flight_frames=flight_frames, area_px=1024, workers=1
+        locations=2, views=1, size=64, flight_frames=flight_frames, area_px=area_px, workers=1, **options
     )
     writer.main(conf, root / "synth")
     flight = root / "synth" / "flight"

@@ -46,6 +46,18 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory):
     return export_onnx(encoder, tmp_path_factory.mktemp("tiny_onnx") / "encoder.onnx")
 
 
+@pytest.fixture(scope="session")
+def u1652_root(tmp_path_factory):
+    """A small University-1652 layout: 6 training places, 3 test places and a distractor (read only)."""
+    from _dataset_fixtures import write_university1652
+
+    return write_university1652(
+        tmp_path_factory.mktemp("u1652") / "u1652",
+        train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
+        test_ids=("0100", "0101", "0102"),
+    )
+
+
 FLIGHT_FRAMES = 16
 
 

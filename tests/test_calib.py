@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
-from _dataset_fixtures import write_sues200, write_university1652
+from _dataset_fixtures import write_sues200
 from onnx import TensorProto, helper, numpy_helper
 
 from geolink_edge.backends import OnnxEmbedder
@@ -15,11 +15,14 @@ from geolink_edge.calib.dataset import calibration_set, iter_batches
 from geolink_edge.calib.fp16 import convert_fp16
 from geolink_edge.calib.quantize import quantize_int8, quantized_linears, select_block_linears, zero_points
 from geolink_edge.calib.report import (
+    HeldOut,
     centred_cosine,
     cosine_between_images,
     fidelity_report,
     held_out_set,
     neighbour_agreement,
+    top1_changes,
+    view_centres,
 )
 from geolink_edge.card import MixVPRConfig
 from geolink_edge.data.datasets import open_dataset
@@ -29,16 +32,8 @@ TINY_DEPTH = 12  # vit_tiny blocks; 4 Linears each (qkv, proj, fc1, fc2)
 
 
 @pytest.fixture(scope="module")
-def u1652(tmp_path_factory):
-    root = tmp_path_factory.mktemp("u1652")
-    return open_dataset(
-        write_university1652(
-            root,
-            train_ids=tuple(f"{i:04d}" for i in range(1, 7)),
-            test_ids=("0100", "0101", "0102"),
-            drone_per_id=3,
-        )
-    )
+def u1652(u1652_root):
+    return open_dataset(u1652_root)
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +198,42 @@ def test_centred_cosine_neighbour_agreement_and_shared_component_by_hand():
     assert np.isclose(cosine_between_images(rows), (0.6 + 0.0 + 0.8) / 3)
 
 
+def test_drone_and_satellite_rows_are_centred_on_their_own_fp32_mean():
+    # drone descriptors share one common component, tiles another: one centre for both would leave
+    # each view's own component in, the cosine flattered
+    reference = np.array([[1.0, 0.1, 0.0], [1.0, -0.1, 0.0], [0.0, 0.1, 1.0], [0.0, -0.1, 1.0]])
+    centres = view_centres(reference, n_queries=2)
+    assert np.allclose(centres[:2], [1.0, 0.0, 0.0]) and np.allclose(centres[2:], [0.0, 0.0, 1.0])
+    candidate = reference + np.array([[0.0, 0.0, 0.1]] * 2 + [[0.1, 0.0, 0.0]] * 2)
+    # per view the shifts are along the other view's direction: 1/√2 once centred, ≈0.995 raw
+    assert np.allclose(centred_cosine(candidate, reference, centres), 0.1 / np.sqrt(0.02))
+    gallery_centred = centred_cosine(candidate, reference, reference[2:].mean(axis=0))
+    assert gallery_centred[0] > 0.99  # centring the queries on the gallery's mean hides it
+
+
+def test_top1_agreement_and_the_queries_whose_hit_flips_by_hand(tmp_path):
+    held = HeldOut(
+        [tmp_path / f"q{i}.jpg" for i in range(4)],
+        ["a", "b", "a", "b"],
+        [tmp_path / "ga", tmp_path / "gb"],
+        ["a", "b"],
+    )
+    gallery = np.array([[1.0, 0.0], [0.0, 1.0]])
+    # FP32: queries 0, 1 right, 2, 3 wrong; candidate: 0 right, 1 wrong (lost), 2 right (gained), 3 wrong
+    ref = np.vstack([[[0.9, 0.1], [0.1, 0.9], [0.2, 0.8], [0.8, 0.2]], gallery])
+    cand = np.vstack([[[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.8, 0.2]], gallery])
+    changes = top1_changes(cand, ref, held)
+    assert changes == {"top1_agreement": 0.5, "r1_lost": ["b/q1.jpg"], "r1_gained": ["a/q2.jpg"]}
+
+
 def test_fidelity_of_a_model_with_itself_is_exact(tiny_onnx, u1652):
     held = held_out_set(u1652)
     report = fidelity_report(tiny_onnx, {"int8": tiny_onnx}, held, max_r1_drop=0.0)
     row = report["models"]["int8"]
     assert row["R@1_drop"] == 0.0 and row["AP_drop"] == 0.0 and row["cosine_min"] > 0.99999
     assert row["centred_cosine_min"] > 0.9999 and row["top5_agreement"] == 1.0
+    assert row["top1_agreement"] == 1.0 and row["r1_lost"] == row["r1_gained"] == []
+    assert row["centred_cosine_p1"] > 0.9999 and report["min_centred_cosine_p1"] == 0.95
     assert report["passed"] and report["held_out"]["queries"] == 9 and report["held_out"]["gallery"] == 4
     assert 0 < report["models"]["fp32"]["cosine_between_images"] < 1
 
@@ -234,6 +259,20 @@ def test_centred_cosine_is_stricter_than_raw_and_gates(int8, tiny_onnx, u1652):
     assert row["centred_cosine_mean"] < row["cosine_mean"] and row["centred_cosine_min"] < row["cosine_min"]
     assert not report["passed"] and report["failures"][0].startswith("INT8 centred cosine 0.")
     assert "below --min-centred-cosine 0.99999" in report["failures"][0]
+    assert row["centred_cosine_min"] <= row["centred_cosine_p1"] <= row["centred_cosine_mean"]
+    # the low percentile gates on its own, the mean passing
+    low = fidelity_report(
+        tiny_onnx,
+        {"int8": int8[0]},
+        held,
+        max_r1_drop=100.0,
+        min_centred_cosine=-1.0,
+        min_centred_cosine_low=row["centred_cosine_p1"] + 1e-6,
+    )
+    assert low["failures"] == [
+        f"INT8 centred cosine's 1st percentile {row['centred_cosine_p1']:.4f} is below "
+        f"{row['centred_cosine_p1'] + 1e-6:g}"
+    ]
 
 
 def test_calibrator_sees_the_images_a_chunk_at_a_time():

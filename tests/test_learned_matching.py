@@ -73,7 +73,7 @@ def test_rotated_tries_find_a_frame_whose_heading_is_unknown(ortho):
 
 
 def test_names_that_cannot_work_are_one_line_errors(tmp_path, tiny_onnx, capsys):
-    with pytest.raises(GeolinkError, match="lightglue has weights for disk, aliked features, not 'xfeat'"):
+    with pytest.raises(GeolinkError, match="lightglue has weights for aliked, disk features, not 'xfeat'"):
         Verifier(VerifyConf(features="xfeat", matcher="lightglue"))
     with pytest.raises(GeolinkError, match="sift features take no weights file"):
         Verifier(VerifyConf(features_weights="w.pth"))
@@ -88,7 +88,7 @@ def test_names_that_cannot_work_are_one_line_errors(tmp_path, tiny_onnx, capsys)
     err = capsys.readouterr().err.strip()
     assert (
         exit_info.value.code == 2
-        and err == "error: sift is not a learned extractor (export one of disk, aliked, xfeat)"
+        and err == "error: sift is not a learned extractor (export one of aliked, disk, xfeat)"
     )
     assert not (tmp_path / "out").exists()
 

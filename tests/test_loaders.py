@@ -29,6 +29,7 @@ from geolink_edge.data.torch_datasets import MIRROR_X, ImageList, TrainPairs
 from geolink_edge.data.transforms import eval_transform, train_transform
 from geolink_edge.errors import GeolinkError
 from geolink_edge.preprocess import preprocess_one
+from geolink_edge.train import evaluate
 
 
 def _ids(items) -> set[str]:
@@ -136,6 +137,32 @@ def test_denseuav_gps_heights_and_galleries(tmp_path):
     high = open_dataset(tmp_path, heights=[100])
     assert [p.name for p in high.train_drone["000000"]] == ["H100.JPG"]
     assert {item.path.name for item in high.query_drone} == {"H100.JPG"}
+
+
+def test_denseuav_positions_are_per_image(tmp_path):
+    root = write_denseuav(tmp_path)
+    gps = root / "Dense_GPS_ALL.txt"
+    # each height of a place at its own position: H80 as written, H90 / H100 2e-4 / 4e-4 deg east
+    shifted = []
+    for line in gps.read_text().splitlines():
+        path, lon, lat, height = line.split()
+        east = (float(height) - 80) * 2e-5
+        shifted.append(f"{path} E{float(lon[1:]) + east:.8f} {lat} {height}")
+    shifted.append("test/gallery_satellite/002256/H80.tif E120.3900 N30.3300 0.0")
+    gps.write_text("\n".join(shifted) + "\n")
+    data = open_dataset(root)
+    by_name = {item.path.name: item.latlon for item in data.query_drone if item.location == "002257"}
+    assert by_name["H80.JPG"] == pytest.approx((30.323, 120.383))
+    assert by_name["H90.JPG"] == pytest.approx((30.323, 120.3832))
+    assert by_name["H100.JPG"] == pytest.approx((30.323, 120.3834))  # not the last line's for all three
+    assert data.gps["002257"] == pytest.approx((30.323, 120.3832))  # a place: its images' mean
+    tiles = {(i.location, i.path.name): i.latlon for i in data.gallery_satellite}
+    assert tiles[("002256", "H80.tif")] == pytest.approx((30.33, 120.39))
+    assert tiles[("002256", "H90.tif")] is None  # no line: the place's position is used
+    # what SDM and metre errors read: the image's own position, the place's where it has none
+    latlon = evaluate._latlon(data.gallery_satellite[:3], data.gps)
+    own = [i.latlon or data.gps[i.location] for i in data.gallery_satellite[:3]]
+    assert np.allclose(latlon, own)
 
 
 @pytest.mark.parametrize(

@@ -37,10 +37,13 @@ def _centre_error_m(homography: np.ndarray) -> float:
 @pytest.mark.parametrize(
     "conf, message",
     [
-        (VerifyConf(features="surf"), "unknown local features 'surf' (choose from sift, orb, akaze, disk"),
+        (
+            VerifyConf(features="surf"),
+            "unknown local features 'surf' (choose from akaze, aliked, disk, orb, sift, xfeat",
+        ),
         (
             VerifyConf(matcher="superglue"),
-            "unknown matcher 'superglue' (choose from nn, lightglue, lighterglue)",
+            "unknown matcher 'superglue' (choose from lighterglue, lightglue, nn)",
         ),
     ],
 )
@@ -55,7 +58,7 @@ def test_unknown_names_list_the_choices(conf, message):
     [
         ("--features surf", "unknown local features 'surf'"),
         ("--matcher glue", "unknown matcher 'glue'"),
-        ("--rotations 3", "--rotations must be 1, 2 or 4, got 3"),
+        ("--rotations 3", "rotations must be 1, 2, 4 or auto, got 3"),
     ],
 )
 @pytest.mark.parametrize("command", ["locate img.png", "run --camera img.png", "bench runtime --camera x"])

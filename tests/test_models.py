@@ -371,7 +371,7 @@ def test_mme_shapes_and_gate():
 
 
 def test_club_log_likelihood_by_hand():
-    club = CLUBEstimator(2, 2, hidden=4, fixed_variance=True)
+    club = CLUBEstimator(2, 2, hidden=4, variance="fixed")
     x, y = torch.randn(3, 2, generator=_seeded(10)), torch.randn(3, 2, generator=_seeded(11))
     mu = club.mean(x)
     hand = (-0.5 * ((y - mu) ** 2).sum(-1) - math.log(2 * math.pi)).mean()
@@ -379,7 +379,7 @@ def test_club_log_likelihood_by_hand():
     assert torch.allclose(club.learning_loss(x, y), -hand)
 
 
-def _fitted_bound(rho: float, fixed_variance: bool) -> float:
+def _fitted_bound(rho: float, variance: str) -> float:
     """vCLUB after fitting on x ~ N(0, I4), y = rho·x + sqrt(1 - rho²)·noise."""
     dim, gen = 4, _seeded(12)
     torch.manual_seed(12)
@@ -388,7 +388,7 @@ def _fitted_bound(rho: float, fixed_variance: bool) -> float:
         x = torch.randn(512, dim, generator=gen)
         return x, rho * x + math.sqrt(1 - rho**2) * torch.randn(512, dim, generator=gen)
 
-    club = CLUBEstimator(dim, dim, hidden=32, fixed_variance=fixed_variance)
+    club = CLUBEstimator(dim, dim, hidden=32, variance=variance)
     optimiser = torch.optim.Adam(club.parameters(), lr=1e-2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead
@@ -406,8 +406,8 @@ def _fitted_bound(rho: float, fixed_variance: bool) -> float:
 
 def test_vclub_bounds_known_mutual_information():
     true_mi = -4 / 2 * math.log(1 - 0.8**2)  # 2.04 nats for four pairs with correlation 0.8
-    correlated, independent = _fitted_bound(0.8, False), _fitted_bound(0.0, False)
+    correlated, independent = _fitted_bound(0.8, "learned"), _fitted_bound(0.0, "learned")
     # with a well-fitted q the bound tends to d·rho²/(1-rho²) = 7.1 here
     assert true_mi - 0.3 < correlated < 7.1 + 1.0
     assert abs(independent) < 0.2
-    assert _fitted_bound(0.8, True) > true_mi - 0.3 > 5 * abs(_fitted_bound(0.0, True))
+    assert _fitted_bound(0.8, "fixed") > true_mi - 0.3 > 5 * abs(_fitted_bound(0.0, "fixed"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from _dataset_fixtures import write_university1652
 from onnx import TensorProto, helper, numpy_helper
 
 from geolink_edge.calib.dataset import calibration_set, iter_batches
@@ -19,10 +18,8 @@ TINY_DEPTH = 12  # vit_tiny blocks: QKᵀ and AV in each
 
 
 @pytest.fixture(scope="module")
-def u1652(tmp_path_factory):
-    root = tmp_path_factory.mktemp("u1652")
-    ids = tuple(f"{i:04d}" for i in range(1, 7))
-    return open_dataset(write_university1652(root, train_ids=ids, test_ids=("0100", "0101", "0102")))
+def u1652(u1652_root):
+    return open_dataset(u1652_root)
 
 
 @pytest.fixture(scope="module")

@@ -148,16 +148,14 @@ def flight(autopilot):
 @pytest.mark.parametrize("segment", [name for name, _, _ in SEGMENTS])
 def test_attitude_segments_stay_within_the_level_bound(flight, segment):
     errors = flight[segment]
-    assert errors["mount"] is not None, f"{segment}: no fix"
-    assert errors["mount"] < LEVEL_BOUND_M
-    if errors["nadir"] is not None:
-        assert errors["nadir"] < LEVEL_BOUND_M
+    assert errors["mount"] is not None and errors["nadir"] is not None, f"{segment}: no fix"
+    assert errors["mount"] < LEVEL_BOUND_M and errors["nadir"] < LEVEL_BOUND_M
 
 
 @pytest.mark.parametrize("segment", ["nose down 10", "nose up 10", "roll right 10", "nose down 8, roll 8"])
 def test_the_former_camera_model_was_metres_off(flight, segment):
     former = flight[segment]["former"]
-    assert former is None or former > 5.0
+    assert former is not None and former > 5.0  # it still fixes, metres off: an error it could not see
 
 
 def test_mount_composition_by_hand():

@@ -149,7 +149,7 @@ def test_a_stalled_camera_never_blocks_the_consumer_and_is_closed_by_its_thread(
     capture.start()
     t0 = time.monotonic()
     assert capture.get(timeout=0.2) is None and not capture.ended
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 5.0  # never waits on the read the camera holds for 10 s
     assert capture.stop(timeout_s=0.1) is False  # still inside the driver's read
     assert not camera.closed  # never closed under a read in progress
     camera.release.set()

@@ -462,11 +462,15 @@ def test_the_autopilots_gnss_is_ours_only_when_we_are_not_its_gps(sink_factory):
     assert ours.autopilot_gnss() is None  # GPS 1 is what we send
 
 
-def test_close_is_idempotent(sink_factory):
+def test_close_stops_every_thread_and_may_be_called_twice(sink_factory):
     _, make = sink_factory
     sink = make()
+    threads = list(sink._threads)
+    assert threads and all(thread.is_alive() for thread in threads)
     sink.close()
     sink.close()
+    assert not any(thread.is_alive() for thread in threads)
+    assert sink.link.port.fileno() == -1  # the socket is closed
 
 
 @pytest.mark.parametrize("url", ["udpout:host", "udpout:1.2.3.4:x", "/dev/ttyTHS1:fast", "bluetooth:1"])

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from timm.data import resolve_model_data_config
 
 from geolink_edge.card import ModelCard, hash_state_dict
 from geolink_edge.errors import GeolinkError
+from geolink_edge.losses import GeoLinkLoss
 from geolink_edge.models import ImageEncoder, card_for_preset
 from geolink_edge.models.checkpoint import load_encoder, read_checkpoint
 from geolink_edge.train import trainer
@@ -39,8 +39,11 @@ def test_paper_preset_is_the_paper_recipe():
     assert conf.club_hidden == 4096 and conf.batch_size == 8 and conf.epochs == 40
     assert (conf.lr, conf.min_lr, conf.warmup_epochs) == (6e-4, 1e-4, 0.1)
     assert conf.loss_weight("sc") == 4.0 and conf.active_losses == ("cc", "sc", "ga", "rd")
-    # Eq. 7, Eq. 11-13, CLUB's learned variance, no clipping, full fine-tuning (Table 6)
+    # Eq. 5-7 (one way, unsmoothed, L_sc at its own fixed tau), Eq. 11-13, a learned vCLUB variance,
+    # no clipping, full fine-tuning (Table 6)
     assert (conf.sc_positive, conf.rd_scale, conf.club_variance) == ("self", "paper", "learned")
+    assert (conf.infonce, conf.label_smoothing, conf.temperature) == ("one_way", 0.0, 0.07)
+    assert (conf.cc_temperature, conf.sc_temperature) == ("learned", "fixed")
     assert (conf.clip_mode, conf.freeze_blocks) == ("none", 0)
     tiny = resolve_config("tiny")
     assert (tiny.freeze_blocks, tiny.clip_mode, tiny.grad_clip) == (8, "norm", 1.0)
@@ -57,6 +60,31 @@ def test_each_paper_departure_is_a_config_key_that_reaches_the_networks():
     assert all(club.logvar is None for club in nets.loss_fn.club.values())
     paper = GeoLinkNetworks(resolve_config("tiny", overrides=FAST), card_for_preset("tiny"))
     assert not paper.features.second_views and all(c.logvar is not None for c in paper.loss_fn.club.values())
+
+
+def test_the_training_defaults_build_the_loss_defaults():
+    # what the trainer builds from the default config is GeoLinkLoss at its defaults, the form the
+    # loss tests check against Eq. 5-15 by hand
+    nets = GeoLinkNetworks(resolve_config("tiny", overrides=FAST), card_for_preset("tiny"))
+    built, default = nets.loss_fn, GeoLinkLoss(dim=8, club_hidden=4)
+    for attr in ("temperature", "symmetric", "label_smoothing", "sc_positive", "rd_scale", "weights"):
+        assert getattr(built, attr) == getattr(default, attr), attr
+    assert built.sc_logit_scale is None and default.sc_logit_scale is None
+    assert built.logit_scale is not None and default.logit_scale is not None
+    assert (
+        {c.variance_form for c in built.club.values()} == {default.club["dro"].variance_form} == {"learned"}
+    )
+    options = {
+        "infonce": "symmetric",
+        "cc_temperature": "fixed",
+        "sc_temperature": "learned",
+        "label_smoothing": 0.1,
+    }
+    other = GeoLinkNetworks(
+        resolve_config("tiny", overrides={**FAST, **options}), card_for_preset("tiny")
+    ).loss_fn
+    assert other.symmetric and other.logit_scale is None and other.sc_logit_scale is not None
+    assert other.label_smoothing == 0.1
 
 
 @pytest.mark.parametrize("mode", ["none", "norm", "value"])
@@ -255,21 +283,25 @@ def test_sigkill_mid_epoch_then_resume_ends_like_a_straight_run(cli, finished_ru
         "1",
         "--quiet",
     ]
-    proc = subprocess.Popen(cli.argv(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    killed = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        last = run / "last.pt"
-        if last.is_file():
-            ckpt = read_checkpoint(last)
-            if ckpt["epoch"] == 1 and ckpt["position"] == 1:  # one batch into the second epoch
-                os.kill(proc.pid, signal.SIGKILL)
-                killed = True
-                break
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert killed, proc.stderr.read().decode()[-500:]
-    assert proc.returncode == -signal.SIGKILL
+    # the trainer kills itself right after writing the checkpoint one batch into epoch 2: a real
+    # SIGKILL at a known point, whatever the machine's speed (polling for it from here races the
+    # next step on a busy CPU)
+    hook = (
+        "import os, signal\n"
+        "from geolink_edge.train import trainer\n"
+        "save = trainer.Trainer.save\n"
+        "def save_then_die(self, name):\n"
+        "    save(self, name)\n"
+        "    if (self.progress.epoch, self.progress.position) == (1, 1):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "trainer.Trainer.save = save_then_die\n"
+    )
+    argv = cli.argv(*args)
+    argv[2] = "import sys\n" + hook + argv[2].split("\n", 1)[1]
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-500:]
+    killed_at = read_checkpoint(run / "last.pt")
+    assert (killed_at["epoch"], killed_at["position"]) == (1, 1)
     done = subprocess.run(cli.argv(*args, "--resume"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-800:]
     final = read_checkpoint(run / "last.pt")

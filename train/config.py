@@ -42,8 +42,10 @@ class TrainConfig(BaseModel):
     club_hidden: int = Field(4096, ge=1, description="hidden size of the vCLUB estimator q(y|x)")
     club_lr: float = Field(1e-4, gt=0)
     club_steps: int = Field(1, ge=1, description="estimator updates per training step")
-    club_variance: Literal["learned", "fixed"] = Field(
-        "learned", description="q(y|x) variance: learned (CLUB, as the paper cites it) | fixed (unit)"
+    club_variance: Literal["learned", "bounded", "fixed"] = Field(
+        "learned",
+        description="q(y|x) variance: learned (unbounded, at the descriptors' scale) | bounded (the "
+        "CLUB code's tanh, floor e^-1) | fixed (unit)",
     )
     # losses: total = Σ weight_t · L_t over the active terms; the paper's λ is weights['sc']
     losses: list[Literal["cc", "sc", "ga", "rd"]] = Field(default_factory=lambda: list(LOSS_TERMS))
@@ -51,7 +53,20 @@ class TrainConfig(BaseModel):
         default_factory=lambda: {"cc": 1.0, "sc": 4.0, "ga": 1.0, "rd": 1.0}
     )
     baseline: bool = Field(False, description="2D InfoNCE between drone and satellite only")
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    # InfoNCE (Eq. 5): tau, its learning, its direction; smoothing is L_cc's (L_sc is never smoothed)
+    temperature: float = Field(0.07, gt=0, description="tau of Eq. 5 (the start of a learned one)")
+    cc_temperature: Literal["learned", "fixed"] = Field(
+        "learned", description="L_cc's tau: learned logit scale (the CV-Cities baseline) | fixed"
+    )
+    sc_temperature: Literal["fixed", "learned"] = Field(
+        "fixed", description="L_sc's own tau: fixed (default) | learned (a separate logit scale)"
+    )
+    infonce: Literal["one_way", "symmetric"] = Field(
+        "one_way", description="InfoNCE direction: one_way (Eq. 5-6, queries vs references) | symmetric"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="on L_cc and the baseline (Eq. 5: 0; Sample4Geo: 0.1)"
+    )
     sc_positive: Literal["self", "second_view"] = Field(
         "self",
         description="L_sc positive: the anchor itself (Eq. 7) | a second view of the instance",

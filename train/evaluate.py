@@ -93,9 +93,11 @@ def _labels(items: Sequence[ImageItem]) -> np.ndarray:
 
 
 def _latlon(items: Sequence[ImageItem], gps: dict[str, tuple[float, float]] | None) -> np.ndarray | None:
-    if not gps or any(item.location not in gps for item in items):
+    """Each image's own position where the dataset gives one, else its location's."""
+    gps = gps or {}
+    if any(item.latlon is None and item.location not in gps for item in items):
         return None
-    return np.asarray([gps[item.location] for item in items], dtype=np.float64)
+    return np.asarray([item.latlon or gps[item.location] for item in items], dtype=np.float64)
 
 
 def _score(q_items, q_desc, g_items, g_desc, data: CrossViewData, mask: bool) -> dict:

@@ -14,12 +14,14 @@ from torch import nn
 
 from geolink_edge.card import ModelCard
 from geolink_edge.errors import GeolinkError
-from geolink_edge.losses import GeoLinkLoss, info_nce
+from geolink_edge.losses import GeoLinkLoss
 from geolink_edge.models.encoder import ImageEncoder
 from geolink_edge.models.mme import MixtureOfExperts
 from geolink_edge.models.pointnn import PointNN
 from geolink_edge.train.config import TrainConfig
 from geolink_edge.train.distributed import DistInfo
+
+LOGIT_SCALES = ("logit_scale", "sc_logit_scale")
 
 
 class FeatureModel(nn.Module):
@@ -68,6 +70,10 @@ class GeoLinkNetworks(nn.Module):
         weights = {t: (conf.loss_weight(t) if t in active else 0.0) for t in ("cc", "sc", "ga", "rd")}
         self.loss_fn = GeoLinkLoss(
             dim=dim,
+            temperature=conf.temperature,
+            cc_temperature=conf.cc_temperature,
+            sc_temperature=conf.sc_temperature,
+            symmetric=conf.infonce == "symmetric",
             label_smoothing=conf.label_smoothing,
             club_hidden=conf.club_hidden,
             club_variance=conf.club_variance,
@@ -96,29 +102,34 @@ class GeoLinkNetworks(nn.Module):
             self.club.requires_grad_(flag)
 
     def loss(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.baseline:
-            value = info_nce(
-                feats["dro"],
-                feats["sat"],
-                logit_scale=self.loss_fn.logit_scale,
-                label_smoothing=self.conf.label_smoothing,
-            )
-            return value, {"cc": value.detach(), "logit_scale": self.loss_fn.logit_scale.detach().exp()}
+        if self.baseline:  # L(dro, sat) in L_cc's form, temperature and smoothing
+            value = self.loss_fn.cross_view(feats["dro"].float(), feats["sat"].float())
+            logged = {"cc": value.detach()}
+            if self.loss_fn.logit_scale is not None:
+                logged["logit_scale"] = self.loss_fn.logit_scale.detach().exp()
+            return value, logged
         return self.loss_fn(feats)
 
     def club_fit_loss(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.loss_fn.club_loss({k: v.float() for k, v in feats.items()})
 
     def branch_state(self) -> dict:
-        """3D head and logit scale: what a checkpoint needs beyond the encoder and the estimators."""
-        state = {"logit_scale": self.loss_fn.logit_scale.detach().clone()}
+        """3D head and learned logit scales: what a checkpoint needs beyond the encoder and the
+        estimators."""
+        state = {
+            name: getattr(self.loss_fn, name).detach().clone()
+            for name in LOGIT_SCALES
+            if getattr(self.loss_fn, name) is not None
+        }
         if self.features.branch3d is not None:
             state.update({f"branch3d.{k}": v for k, v in self.features.branch3d.state_dict().items()})
         return state
 
     def load_branch_state(self, state: dict) -> None:
         with torch.no_grad():
-            self.loss_fn.logit_scale.copy_(state["logit_scale"])
+            for name in LOGIT_SCALES:
+                if getattr(self.loss_fn, name) is not None and name in state:
+                    getattr(self.loss_fn, name).copy_(state[name])
         if self.features.branch3d is not None:
             prefix = "branch3d."
             self.features.branch3d.load_state_dict(

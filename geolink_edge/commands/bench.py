@@ -6,12 +6,8 @@ from pathlib import Path
 
 import typer
 
-from geolink_edge.commands.matching_options import (
-    MATCHER_HELP,
-    features_option,
-    rotations_option,
-    verify_conf,
-)
+from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
+from geolink_edge.commands.settings import run_conf
 
 bench_app = typer.Typer(help="Measure speed and memory.", no_args_is_help=True)
 
@@ -28,6 +24,7 @@ def bench_runtime(
     rotations: int | None = rotations_option(),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime threads (0: its default)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the figures as JSON"),
+    config: Path | None = typer.Option(None, "--config", help="YAML of run settings (config show run)"),
 ) -> None:
     """Per-stage latency (median, p95), FPS, peak RSS and RSS growth over the run."""
     from rich.console import Console
@@ -37,11 +34,11 @@ def bench_runtime(
     from geolink_edge.atomic import write_json
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
-    from geolink_edge.runtime.locate import LocateConf
+    from geolink_edge.runtime.sinks import tally_text
 
     if threads < 0:
         raise GeolinkError(f"--threads must be 0 or more, got {threads}")
-    conf = loop.RunConf(locate=LocateConf(verify=verify_conf(features, matcher, rotations)), threads=threads)
+    conf = run_conf(config, (features, matcher, rotations), threads=threads or None)
     with Progress(transient=True) as bar:
         task = bar.add_task("frames", total=frames)
         result = loop.bench(
@@ -56,8 +53,10 @@ def bench_runtime(
     console.print(table)
     rss = result["rss_mb"]
     share = result["non_inference_share"]
+    tally = tally_text(frames, result["frames"], result["accepted"])
+    console.print(f"frames: {tally} (unpaced, a replay looped)")
     console.print(
-        f"FPS {result['fps'] or 0:.2f} | fix rate {result['fix_rate']:.1%} | "
+        f"FPS {result['fps'] or 0:.2f} | "
         f"median error {_metres(result['error_m']['median'])} | non-inference share "
         f"{'-' if share is None else f'{share:.1%}'} | RSS {rss['after_warmup']:.0f} → {rss['end']:.0f} MiB "
         f"(growth {result['rss_growth']:+.1%}, peak {rss['peak']:.0f} MiB) | errors {len(result['errors'])}"

@@ -10,7 +10,9 @@ import typer
 
 def export_matching(
     pair: str = typer.Argument(
-        ..., help="FEATURES[+MATCHER]: disk, aliked, xfeat (+lightglue, +lighterglue)"
+        ...,
+        help="FEATURES[+MATCHER]: a learned extractor and, unless its own, a learned matcher "
+        "(xfeat, disk+lightglue)",
     ),
     out: Path = typer.Option(..., "--out", help="output folder"),
     size: int = typer.Option(640, "--size", help="extractor input side, px (a multiple of 32)"),

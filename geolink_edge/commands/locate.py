@@ -11,14 +11,16 @@ from geolink_edge.commands.matching_options import (
     MATCHER_HELP,
     features_option,
     rotations_option,
-    verifier_mode,
     verifier_option,
-    verify_conf,
+    with_verifier,
 )
-from geolink_edge.commands.run import NEAR_HELP
+from geolink_edge.commands.run import CONFIG_HELP, NEAR_HELP
+from geolink_edge.commands.settings import run_conf
 
 if TYPE_CHECKING:
     from geolink_edge.runtime.locate import LocateConf
+
+LOCATE_BUDGET_S = 8.0  # with loading and the embedding, one photo's answer within 10 s on a 2-core CPU
 
 
 def locate(
@@ -42,22 +44,24 @@ def locate(
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
-    budget: float = typer.Option(
-        8.0, "--budget", help="seconds the search may take before it answers no fix, the best window and why"
-    ),
     verifier: str | None = verifier_option(),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    budget: float | None = typer.Option(
+        None,
+        "--budget",
+        help="seconds the search may take before it answers no fix, the best window and why "
+        f"(default: the config's locate.budget_s, else {LOCATE_BUDGET_S:g}; inf: no limit)",
+    ),
 ) -> None:
     """Print where IMAGE was taken, as one JSON object (lat/lon or x/y, covariance, inliers, tile)."""
     import json
     import math
+    from dataclasses import replace
 
-    from geolink_edge.commands.conf_options import given
-    from geolink_edge.commands.run import parse_near, positive
+    from geolink_edge.commands.run import parse_near
     from geolink_edge.errors import GeolinkError
-    from geolink_edge.runtime.locate import LocateConf
     from geolink_edge.runtime.sinks import clean
 
-    positive("--altitude", altitude)
     for name, value in (("--heading", heading), ("--pitch", pitch), ("--roll", roll)):
         if value is not None and not math.isfinite(value):
             raise GeolinkError(f"{name} must be a finite number of degrees, got {value}")
@@ -65,24 +69,23 @@ def locate(
         raise GeolinkError(f"--pitch must be above 0 (horizon) and at most 180 degrees, got {pitch}")
     if (pitch is not None or roll is not None) and heading is None:
         raise GeolinkError("--pitch and --roll need --heading (the camera's attitude is used whole)")
-    if not budget >= 0:
+    if budget is not None and not budget >= 0:
         raise GeolinkError(f"--budget must be 0 or more seconds, got {budget}")
-    conf = LocateConf(
-        verify=verify_conf(features, matcher, rotations),
-        budget_s=budget,
-        **given(verifier=verifier_mode(verifier)),
-    )
+    conf = run_conf(config, (features, matcher, rotations), altitude=altitude, near=parse_near(near))
+    conf = with_verifier(conf, verifier)
+    budget = budget if budget is not None else conf.locate.budget_s
+    located = replace(conf.locate, budget_s=LOCATE_BUDGET_S if budget is None else budget)
     result = locate_image(
         image,
         model,
         index,
-        conf,
+        located,
         intrinsics,
         heading,
-        altitude,
+        conf.altitude,
         pitch=pitch,
         roll=roll,
-        near=parse_near(near),
+        near=conf.near,
     )
     typer.echo(json.dumps(clean(result)))
 

@@ -11,22 +11,10 @@ from geolink_edge.commands.matching_options import (
     MATCHER_HELP,
     features_option,
     rotations_option,
-    verifier_mode,
     verifier_option,
-    verify_conf,
+    with_verifier,
 )
-
-
-def positive(name: str, value: float | None) -> None:
-    """Refuse a negative, zero or non-finite numeric option in one line."""
-    import math
-
-    from geolink_edge.errors import GeolinkError
-
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0:
-        raise GeolinkError(f"{name} must be a positive number, got {value}")
+from geolink_edge.commands.settings import run_conf
 
 
 def parse_near(value: str | None) -> tuple[float, float, float] | None:
@@ -47,6 +35,7 @@ def parse_near(value: str | None) -> tuple[float, float, float] | None:
 
 
 NEAR_HELP = "LAT,LON,RADIUS_M: a known start area; the first fix verifies every candidate in it"
+CONFIG_HELP = "YAML of run settings (geolink-edge config show run); options given here win over it"
 RUN_CONF = "geolink_edge.runtime.loop:RunConf"
 SINK = "geolink_edge.runtime.mavlink:MavlinkSink"  # its keyword defaults are the link's
 
@@ -153,40 +142,34 @@ def run(
         None,
         "--frame-budget",
         help="seconds a frame's search may take; a longer search goes on over the next frames "
-        f"(default {PACED_BUDGET_S:g} s when paced, no limit with --every-frame)",
+        f"(default: the config's locate.budget_s, else {PACED_BUDGET_S:g} s when paced, no limit with "
+        "--every-frame)",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Localize the drone from its camera and send the position to the log and the autopilot."""
     import json
 
     from geolink_edge.errors import GeolinkError
     from geolink_edge.runtime import loop
-    from geolink_edge.runtime.locate import LocateConf
 
-    positive("--altitude", altitude)
-    positive("--fps", fps)
-    positive("--camera-lost", camera_lost)
-    if max_frames is not None and max_frames < 1:
-        raise GeolinkError(f"--max-frames must be at least 1, got {max_frames}")
     if frame_budget is not None and not frame_budget >= 0:
         raise GeolinkError(f"--frame-budget must be 0 or more seconds, got {frame_budget}")
-    if frame_budget is None and not every_frame:
-        frame_budget = PACED_BUDGET_S
-    conf = loop.RunConf(
-        locate=LocateConf(
-            verify=verify_conf(features, matcher, rotations),
-            budget_s=frame_budget,
-            background_windows=not every_frame,  # paced: new windows are read beside the frames
-            **given(verifier=verifier_mode(verifier)),
-        ),
-        realtime=not every_frame,
+    conf = run_conf(
+        config,
+        (features, matcher, rotations),
+        realtime=False if every_frame else None,
         max_frames=max_frames,
         altitude=altitude,
-        warm_start=not no_warm_start,
+        warm_start=False if no_warm_start else None,
         near=parse_near(near),
-        **given(width=width, height=height, fps=fps, camera_lost_s=camera_lost),
+        width=width,
+        height=height,
+        fps=fps,
+        camera_lost_s=camera_lost,
     )
+    conf = paced(with_verifier(conf, verifier), frame_budget)
     link = autopilot_link(
         mavlink,
         mavlink_target,
@@ -202,6 +185,18 @@ def run(
     )
     summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
+
+
+def paced(conf, frame_budget: float | None):
+    """``conf`` with the frame budget given, else the config's, else ``PACED_BUDGET_S`` when paced; a
+    paced run reads new map windows beside the frames."""
+    from dataclasses import replace
+
+    budget = frame_budget if frame_budget is not None else conf.locate.budget_s
+    if budget is None and conf.realtime:
+        budget = PACED_BUDGET_S
+    background = conf.locate.background_windows or conf.realtime
+    return replace(conf, locate=replace(conf.locate, budget_s=budget, background_windows=background))
 
 
 def register(app: typer.Typer) -> None:

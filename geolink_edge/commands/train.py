@@ -28,7 +28,16 @@ def train(
     weights: Path | None = typer.Option(None, "--weights", help="backbone weights from a local file"),
     points: int | None = typer.Option(None, help="points per cloud"),
     club_hidden: int | None = typer.Option(None, "--club-hidden", help="hidden size of the vCLUB estimator"),
-    club_variance: str | None = typer.Option(None, "--club-variance", help="learned (paper) | fixed"),
+    club_variance: str | None = typer.Option(
+        None, "--club-variance", help="learned (unbounded, default) | bounded (CLUB's tanh) | fixed"
+    ),
+    cc_temperature: str | None = typer.Option(
+        None, "--cc-temperature", help="L_cc's tau: learned (default) | fixed"
+    ),
+    sc_temperature: str | None = typer.Option(
+        None, "--sc-temperature", help="L_sc's own tau: fixed (default) | learned"
+    ),
+    infonce: str | None = typer.Option(None, "--infonce", help="one_way (paper, Eq. 5) | symmetric"),
     sc_positive: str | None = typer.Option(
         None, "--sc-positive", help="L_sc positive: self (paper, Eq. 7) | second_view"
     ),
@@ -64,6 +73,9 @@ def train(
         "points": points,
         "club_hidden": club_hidden,
         "club_variance": club_variance,
+        "cc_temperature": cc_temperature,
+        "sc_temperature": sc_temperature,
+        "infonce": infonce,
         "sc_positive": sc_positive,
         "rd_scale": rd_scale,
         "freeze_blocks": freeze_blocks,

@@ -27,6 +27,7 @@ class ImageItem:
     path: Path
     location: str
     height: int | None = None  # flight height in metres (SUES-200, DenseUAV)
+    latlon: tuple[float, float] | None = None  # this image's own position, where the dataset gives one
 
 
 @dataclass

