@@ -54,9 +54,11 @@ class CorrelateConf:
     distinct_m: float = 6.0  # peaks closer than this are one answer
     min_coverage: float = 0.9  # share of the template that must fall on valid map
     block_px: int = 2048  # areas are correlated in blocks of at most this side (memory)
-    # acceptance, calibrated on synthetic true and look-alike peaks (docs/design/correlation.md)
-    min_score: float = 0.15  # a floor: faint look-alikes of a sparse template score ≤ 0.10
-    max_ratio: float = 0.7  # the test: among look-alikes alone, the second peak was ≥ 0.81 of the best
+    # the acceptance, calibrated on synthetic look-alikes (docs/design/correlation.md): a floor (faint
+    # look-alikes of a sparse template score ≤ 0.10), then the test (among look-alikes alone, the
+    # second peak was ≥ 0.81 of the best)
+    min_score: float = 0.15
+    max_ratio: float = 0.7
     # 1-σ of an accepted position per axis: the locator's georeferencing floor (the spread on
     # synthetic flights, 0.3–0.4 m, is below it)
     sigma_m: float = 1.5
