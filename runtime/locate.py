@@ -43,7 +43,7 @@ from geolink_edge.runtime.candidates import (
 )
 from geolink_edge.runtime.correlate import CorrelateConf
 from geolink_edge.runtime.intrinsics import Intrinsics
-from geolink_edge.runtime.pose import PoseConf, heading_known, place
+from geolink_edge.runtime.pose import PoseConf, PositionOf, heading_known, place
 from geolink_edge.runtime.retrieval import Candidates, Region, Search, retrieve
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
@@ -351,6 +351,7 @@ class Locator:
         fix.method = fix.consensus = VerifierMode.CORRELATION.value
         fix.x, fix.y = float(result.xy[0]), float(result.xy[1])
         fix.heading, fix.alt, fix.window = placed.heading, placed.alt, placed.window
+        fix.position_of = PositionOf.CAMERA.value  # the template's origin: the point below the camera
         fix.cov = [[float(v) for v in row] for row in result.cov]
         self._geodetic(fix)
         return True

@@ -155,6 +155,7 @@ def test_locate_with_correlation_places_a_frame_of_known_camera_without_torch(fl
     assert done.returncode == 0, done.stderr
     fix = json.loads(done.stdout)
     assert fix["ok"] and fix["method"] == "correlation", fix["reason"]
+    assert fix["position_of"] == "camera"
     assert haversine_m(lat, lon, fix["lat"], fix["lon"]) < 2.0
     assert fix["correlation"]["second_ratio"] <= 0.7 and fix["cov"][0][0] > 0
     # without the heading and height there is no footprint to correlate: said, not guessed
