@@ -15,9 +15,9 @@ locator per frame, heading, pitch and height told) with each ``--verifiers`` mod
 areas: ``near`` (every window within 60 m of the truth, as ``locate --near`` places one photo) and
 ``map`` (the whole map: no prior at all beyond it).
 
-    python benchmarks/correlation.py calibrate --model encoder.onnx --work /tmp/matching \\
+    python benchmarks/correlation.py calibrate --model encoder.onnx --work WORK \\
         --cases cal-low cal-season --fields orientation channels intensity --every 2
-    python benchmarks/correlation.py alone --model encoder.onnx --work /tmp/matching \\
+    python benchmarks/correlation.py alone --model encoder.onnx --work WORK \\
         --cases low season --verifiers features correlation auto --areas near map
 """
 
