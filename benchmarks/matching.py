@@ -119,9 +119,16 @@ def flight_start(flight: Path) -> tuple[float, float, float]:
 
 
 def locate_alone(
-    flight: Path, model: Path, index_dir: Path, conf: LocateConf, every: int, told: bool
+    flight: Path,
+    model: Path,
+    index_dir: Path,
+    conf: LocateConf,
+    every: int,
+    told: bool,
+    region: tuple[float, float, float] | None = None,
 ) -> dict:
-    """Each ``every``-th frame of a synthetic flight located on its own (see the module's doc)."""
+    """Each ``every``-th frame of a synthetic flight located on its own (see the module's doc);
+    ``region`` (x, y, radius_m): search there instead of within 60 m of each frame's truth."""
     embedder = load_embedder(model)
     index = open_index(index_dir, embedder.card, model)
     camera = load_intrinsics(flight / "camera.yaml")
@@ -131,10 +138,10 @@ def locate_alone(
     for frame in frames:
         locator.forget()  # nothing carried over from the previous frame
         truth = index.frame.to_enu(frame.truth.lat, frame.truth.lon)[:2]
-        region = (float(truth[0]), float(truth[1]), START_RADIUS_M)
+        area = region or (float(truth[0]), float(truth[1]), START_RADIUS_M)
         t0 = time.perf_counter()
         descriptor = embedder.embed([frame.image])[0]
-        fix = locator.locate(frame.image, descriptor, region, frame.telemetry if told else None, True)
+        fix = locator.locate(frame.image, descriptor, area, frame.telemetry if told else None, True)
         times.append(time.perf_counter() - t0)
         record = {"frame": frame.index, **fix.to_dict()}
         if fix.ok:

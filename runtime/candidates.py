@@ -32,6 +32,8 @@ Check = Callable[[int], Verification]  # verification of the i-th candidate wind
 
 class VerifierMode(str, Enum):
     FEATURES = "features"  # local features matched between the ground view and the window
+    CORRELATION = "correlation"  # area correlation of the frame over the map (runtime.correlate)
+    AUTO = "auto"  # correlation when the camera is known and the frame has texture, else features
 
 
 @dataclass

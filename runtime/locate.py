@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from geolink_edge.runtime.area_correlation import AreaCorrelation, applies, finite
 from geolink_edge.runtime.candidates import (
     Check,
     FeatureWindows,
@@ -40,8 +41,9 @@ from geolink_edge.runtime.candidates import (
     candidate_keys,
     window_name,
 )
+from geolink_edge.runtime.correlate import CorrelateConf
 from geolink_edge.runtime.intrinsics import Intrinsics
-from geolink_edge.runtime.pose import PoseConf, heading_known, place
+from geolink_edge.runtime.pose import PoseConf, PositionOf, heading_known, place
 from geolink_edge.runtime.retrieval import Candidates, Region, Search, retrieve
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
@@ -64,6 +66,7 @@ class LocateConf:
     sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
     verify: VerifyConf = field(default_factory=VerifyConf)
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
+    correlate: CorrelateConf = field(default_factory=CorrelateConf)  # verifier correlation or auto
     budget_s: float | None = None  # seconds a frame's search may take (None: no limit)
     # windows not read yet are read on a thread of their own while the frames go on, and a frame
     # checks only those already read (a paced run: a cold search never holds the camera up)
@@ -123,6 +126,9 @@ class Fix:
     topk_ids: list[int] = field(default_factory=list)
     topk_scores: list[float] = field(default_factory=list)
     verified: int = 0
+    correlation: dict[str, float | str] = field(
+        default_factory=dict
+    )  # the peak's statistics, when correlated
     windows_left: int = 0  # windows a search cut by the time budget left for the next frames
     timing_ms: dict[str, float] = field(default_factory=dict)
 
@@ -169,10 +175,11 @@ class Locator:
         self.windows = MapWindows(index.map_window, window_verifier, conf.window_factor)
         self.views = FrameViews(conf, index.map_gsd_m)
         self.rotation_invariant = frames.extractor.rotation_invariant
-        verifiers: dict[VerifierMode, WindowVerifier] = {
-            VerifierMode.FEATURES: FeatureWindows(conf, self.windows, canvas)
-        }
-        self.verifier = verifiers[conf.verifier]
+        # features check windows in every mode: correlation needs the camera known, auto falls back
+        self.verifier: WindowVerifier = FeatureWindows(conf, self.windows, canvas)
+        self.correlation = None
+        if conf.verifier != VerifierMode.FEATURES:
+            self.correlation = AreaCorrelation(index, conf.correlate, self.windows, conf.k_windows)
 
     def forget(self) -> None:
         """Drop what earlier frames taught (the camera a fix measured): the next frame stands alone."""
@@ -216,6 +223,15 @@ class Locator:
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
         intrinsics = self._intrinsics(image)
         centres = [tuple(self.index.centers_xy[i]) for i in found.ids]
+        if self.correlation is not None and self._correlate(
+            fix, image, intrinsics, telemetry, region, centres
+        ):
+            timing["verify_ms"] = (self.clock() - t1) * 1e3
+            return fix
+        if "x" in fix.correlation:
+            # auto, no distinct peak: the features check the correlation's best place, guided by it
+            region = (fix.correlation["x"], fix.correlation["y"], self.conf.correlate.distinct_m)
+            exhaustive, pending, signature = False, None, region  # a place no later search asks for
         best, rejected, consensus = None, [], Consensus.HOMOGRAPHY
         views_s, extracted = 0.0, self.windows.extract_s
         tries = self.views.coarser_tries()
@@ -283,8 +299,68 @@ class Locator:
         self._place(fix, best, image.shape, intrinsics, telemetry)
         if fix.ok and consensus != Consensus.VOTES and best.homography is not None:
             self.views.learn(fix.heading, best, image.shape)
+        if fix.ok and "x" in fix.correlation:
+            self._agree(fix)
         timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix
+
+    def _agree(self, fix: Fix) -> None:
+        """``auto`` after a correlation without a distinct peak: the features' fix must land on the
+        correlation's best place (the features pick between its look-alikes, or confirm it), and the
+        correlation's sub-pixel position is kept; a fix elsewhere is refused."""
+        best = np.array([fix.correlation["x"], fix.correlation["y"]], dtype=np.float64)
+        off = float(np.hypot(fix.x - best[0], fix.y - best[1]))
+        if off > self.conf.correlate.distinct_m:
+            fix.ok, fix.method = False, ""
+            fix.reason = f"the features' fix is {off:.0f} m from the correlation's best place"
+            return
+        fix.method = f"{VerifierMode.CORRELATION.value}+{fix.method}"
+        fix.x, fix.y = float(best[0]), float(best[1])
+        self._geodetic(fix)
+
+    def _correlate(
+        self,
+        fix: Fix,
+        image: np.ndarray,
+        intrinsics: Intrinsics | None,
+        telemetry: Telemetry | None,
+        region: Region | None,
+        centres: list[tuple[float, float]],
+    ) -> bool:
+        """Place the frame by area correlation (:mod:`area_correlation`); True when that decides the
+        fix. ``correlation``: it always does; ``auto``: a frame of unknown camera, too little texture
+        or no distinct peak goes on to the features."""
+        only = self.conf.verifier == VerifierMode.CORRELATION
+        if not applies(intrinsics, telemetry):
+            fix.reason = "correlation needs intrinsics, heading, pitch and height" if only else ""
+            return only
+        placed = self.correlation.place(image, intrinsics, telemetry, region, centres)
+        result = placed.result
+        fix.correlation = placed.stats()
+        fix.timing_ms.update(result.timing_ms)
+        if not only and result.texture < self.conf.correlate.min_texture:
+            fix.correlation["refused"] = "too little texture"
+            return False
+        if not result.ok or not finite(placed):
+            fix.correlation["refused"] = result.reason or "a non-finite position"
+            if result.xy is not None and not only:  # what the features must agree with (_agree)
+                fix.correlation["x"], fix.correlation["y"] = (float(v) for v in result.xy)
+            fix.reason = f"correlation: {fix.correlation['refused']}" if only else ""
+            return only
+        fix.ok = True
+        fix.method = fix.consensus = VerifierMode.CORRELATION.value
+        fix.x, fix.y = float(result.xy[0]), float(result.xy[1])
+        fix.heading, fix.alt, fix.window = placed.heading, placed.alt, placed.window
+        fix.position_of = PositionOf.CAMERA.value  # the template's origin: the point below the camera
+        fix.cov = [[float(v) for v in row] for row in result.cov]
+        self._geodetic(fix)
+        return True
+
+    def _geodetic(self, fix: Fix) -> None:
+        frame = self.index.frame
+        if frame is not None:
+            lat, lon, _ = frame.to_geodetic(fix.x, fix.y)
+            fix.lat, fix.lon = float(lat), float(lon)
 
     def _prepared(self, job: FrameJob) -> Check:
         """A check of ``job``'s windows, the frame's side prepared on the first window checked (a
@@ -342,7 +418,4 @@ class Locator:
         fix.position_of = placed.position_of.value
         fix.attitude = None if placed.attitude is None else [float(a) for a in placed.attitude]
         fix.cov = [[float(v) for v in row] for row in placed.cov]
-        frame = self.index.frame
-        if frame is not None:
-            lat, lon, _ = frame.to_geodetic(fix.x, fix.y)
-            fix.lat, fix.lon = float(lat), float(lon)
+        self._geodetic(fix)

@@ -41,6 +41,7 @@ class ConfDefault:
     def __str__(self) -> str:
         module, _, attribute = self.owner.partition(":")
         value = own_default(getattr(importlib.import_module(module), attribute), self.name)
+        value = getattr(value, "value", value)  # an enum member shows as its name on the command line
         return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
 
 

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
+from geolink_edge.commands.matching_options import (
+    MATCHER_HELP,
+    features_option,
+    rotations_option,
+    verifier_option,
+    with_verifier,
+)
 from geolink_edge.commands.run import CONFIG_HELP, NEAR_HELP
 from geolink_edge.commands.settings import run_conf
 
@@ -38,6 +44,7 @@ def locate(
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     near: str | None = typer.Option(None, "--near", help=NEAR_HELP),
     rotations: int | None = rotations_option(),
+    verifier: str | None = verifier_option(),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     budget: float | None = typer.Option(
         None,
@@ -65,6 +72,7 @@ def locate(
     if budget is not None and not budget >= 0:
         raise GeolinkError(f"--budget must be 0 or more seconds, got {budget}")
     conf = run_conf(config, (features, matcher, rotations), altitude=altitude, near=parse_near(near))
+    conf = with_verifier(conf, verifier)
     budget = budget if budget is not None else conf.locate.budget_s
     located = replace(conf.locate, budget_s=LOCATE_BUDGET_S if budget is None else budget)
     result = locate_image(

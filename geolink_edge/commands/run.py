@@ -7,7 +7,13 @@ from pathlib import Path
 import typer
 
 from geolink_edge.commands.conf_options import conf_option, given
-from geolink_edge.commands.matching_options import MATCHER_HELP, features_option, rotations_option
+from geolink_edge.commands.matching_options import (
+    MATCHER_HELP,
+    features_option,
+    rotations_option,
+    verifier_option,
+    with_verifier,
+)
 from geolink_edge.commands.settings import run_conf
 
 
@@ -125,6 +131,7 @@ def run(
     features: str | None = features_option(),
     matcher: str | None = typer.Option(None, "--matcher", help=MATCHER_HELP),
     rotations: int | None = rotations_option(),
+    verifier: str | None = verifier_option(),
     width: int | None = conf_option(RUN_CONF, "width", "--width", help="camera frame width (V4L2, CSI)"),
     height: int | None = conf_option(RUN_CONF, "height", "--height", help="camera frame height (V4L2, CSI)"),
     fps: float | None = conf_option(RUN_CONF, "fps", "--fps", help="camera frame rate (V4L2, CSI)"),
@@ -170,7 +177,7 @@ def run(
         fps=fps,
         camera_lost_s=camera_lost,
     )
-    conf = paced(conf, frame_budget)
+    conf = paced(with_verifier(conf, verifier), frame_budget)
     link = autopilot_link(
         mavlink,
         mavlink_target,
