@@ -41,7 +41,7 @@ PEAKS_PER_SURFACE = 4  # local peaks kept from each (block, scale) surface befor
 @dataclass(frozen=True)
 class CorrelateConf:
     field: str = "orientation"  # edge_fields.FIELDS
-    blur_px: float = 1.0
+    blur_px: float = 1.0  # Gaussian blur (px) of both edge fields before they are compared
     gsd_factor: float = 1.0  # correlate at this × the map's GSD (never finer than the frame's)
     # true / told height, a ladder of 2^(1/6) (the refinement's ±6 % fills the steps): the told height
     # is above the take-off point or the mean ground, and hills change the height above the ground
@@ -54,11 +54,9 @@ class CorrelateConf:
     distinct_m: float = 6.0  # peaks closer than this are one answer
     min_coverage: float = 0.9  # share of the template that must fall on valid map
     block_px: int = 2048  # areas are correlated in blocks of at most this side (memory)
-    # the acceptance, calibrated on synthetic look-alikes (docs/design/correlation.md): a floor (faint
-    # look-alikes of a sparse template score ≤ 0.10), then the test (among look-alikes alone, the
-    # second peak was ≥ 0.81 of the best)
-    min_score: float = 0.15
-    max_ratio: float = 0.7
+    # the acceptance, calibrated on synthetic look-alikes (docs/design/correlation.md)
+    min_score: float = 0.15  # a floor: faint look-alikes of a sparse template score ≤ 0.10
+    max_ratio: float = 0.7  # second peak / best at most this (look-alikes alone gave ≥ 0.81)
     # 1-σ of an accepted position per axis: the locator's georeferencing floor (the spread on
     # synthetic flights, 0.3–0.4 m, is below it)
     sigma_m: float = 1.5
