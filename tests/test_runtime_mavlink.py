@@ -388,6 +388,32 @@ def test_ardupilot_gets_the_position_alone_until_the_velocity_has_converged(sink
     assert alone.yaw == pytest.approx(math.pi / 2) and alone.reset_counter == 2  # the heading: east
 
 
+def test_ardupilot_odometry_says_failed_without_a_fix_and_grades_a_fix_by_its_accuracy(sink_factory):
+    """ArduPilot counts external navigation healthy (arming needs it) while any pose message comes in,
+    and feeds its EKF only those of quality >= VISO_QUAL_MIN (0): "no position" goes out as ODOMETRY
+    of quality -1 at the stream's rate, a real one at 1-100 from its accuracy."""
+    listener, make = sink_factory
+    sink = make("ardupilot-odometry", connect=True)
+    predictor = TrackPredictor(_track([0.0, 0.2]), lambda e, n: (47.0, 8.0))
+    t0 = 1_700_000_000.0
+    predictor.observe(0.0, t0)
+    assert sink.stream_once(predictor, t0 + 5.0) == "stale"
+    failed = _receive(listener, "ODOMETRY")
+    assert failed.quality == -1 and sink.no_fix_sent == 1
+    assert (failed.frame_id, failed.child_frame_id) == (m.MAV_FRAME_LOCAL_FRD, m.MAV_FRAME_BODY_FRD)
+    numbers = (failed.x, failed.y, failed.z, failed.vx, failed.vy, failed.vz)
+    assert numbers == (0.0,) * 6 and all(
+        v == 0.0 for v in (*failed.pose_covariance, *failed.velocity_covariance)
+    )
+    grades = []
+    for variance in (2.25, 9.0, 25.0, 400.0):  # 1.5, 3, 5 and 20 m
+        odo = _receive(
+            listener, "ODOMETRY", action=lambda v=variance: sink.send(_estimate(cov_en=np.eye(2) * v))
+        )
+        grades.append(odo.quality)
+    assert grades == [85, 70, 50, 1]
+
+
 def test_ardupilot_odometry_without_height_keeps_the_error_horizontal(sink_factory):
     listener, make = sink_factory
     sink = make("ardupilot-odometry")
