@@ -359,12 +359,15 @@ class ArduPilotOdometry(Output):
         return {"VISO_DELAY_MS": int(round(min(delay_s * 1e3 + link_ms, MAX_GPS_DELAY_S * 1e3)))}
 
     def parameters(self) -> tuple[str, ...]:
-        return ("VISO_TYPE", *SOURCE_PARAMETERS, "VISO_DELAY_MS")
+        return ("VISO_TYPE", "VISO_QUAL_MIN", *SOURCE_PARAMETERS, "VISO_DELAY_MS")
 
     def problems(self, values: dict[str, float], delay_s: float) -> list[str]:
-        """Besides VISO_TYPE: ArduPilot weighs external-navigation velocity at VISO_VEL_M_NSE
-        (0.1 m/s) whatever we say of it, so a source set must take our position without it."""
+        """Besides VISO_TYPE: ``VISO_QUAL_MIN`` must be its default 0 (−1 would feed our "no position"
+        to the EKF, above 0 drops the positions of VISION_POSITION_ESTIMATE, which ArduPilot grades 0);
+        ArduPilot weighs external-navigation velocity at VISO_VEL_M_NSE (0.1 m/s) whatever we say of
+        it, so a source set must take our position without it."""
         out = _differs(values, "VISO_TYPE", 1, "takes no MAVLink external navigation")
+        out += _differs(values, "VISO_QUAL_MIN", 0, "-1 feeds it our 'no position', >0 drops fixes")
         out += _source_problems(values, EXTNAV_SOURCE, "external nav", "our velocity weighed at 0.1 m/s")
         return out + _delay_advice(values, self.delay_parameters(delay_s))
 

@@ -696,6 +696,12 @@ def test_settings_that_suit_the_target_are_said_to_be_ok_and_a_missing_altitude_
             {"VISO_DELAY_MS": 50},
             ["VISO_DELAY_MS 50: positions reach it 5 ms old (set 5)"],
         ),
+        (
+            "ardupilot-odometry",
+            {"VISO_QUAL_MIN": -1},
+            ["VISO_QUAL_MIN -1: -1 feeds it our 'no position', >0 drops fixes (set 0)"],
+        ),
+        ("ardupilot-odometry", {"VISO_TYPE": 1, "VISO_QUAL_MIN": 0}, []),
         ("px4-odometry", {"EKF2_EV_CTRL": 5}, []),
         (
             "px4-odometry",
