@@ -481,6 +481,9 @@ def test_timesync_requests_are_answered_with_our_clock(sink_factory):
     before = time.time_ns()
     reply = _receive(listener, "TIMESYNC", action=lambda: listener.mav.timesync_send(0, 123456789))
     assert reply.ts1 == 123456789 and before <= reply.tc1 <= time.time_ns()
+    deadline = time.time() + 2.0  # counted once the send returns, which may be after the reply arrived
+    while sink.timesync_replies < 1 and time.time() < deadline:
+        time.sleep(0.01)
     assert sink.timesync_replies >= 1
 
 
