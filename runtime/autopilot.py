@@ -9,10 +9,12 @@ per target (the link is :mod:`mavlink`; docs/autopilot.md lists the parameters a
 - ``ardupilot-odometry`` (:class:`ArduPilotOdometry`): for ``VISO_TYPE = 1``. ArduPilot fuses
   external-navigation velocity at ``VISO_VEL_M_NSE`` whatever its covariance says, so until the
   track's velocity has converged the position goes out alone (VISION_POSITION_ESTIMATE), then as
-  ODOMETRY (LOCAL_FRD/BODY_FRD; our LOCAL_FRD is north-aligned). ArduPilot folds the three
-  position variances into one error and turns any NaN into a NaN error, so nothing unknown is NaN
-  here: the height (which it takes from its barometer) gets the worst horizontal variance, neither
-  inflating nor shrinking that error; angles we do not measure get π².
+  ODOMETRY (LOCAL_FRD/BODY_FRD; our LOCAL_FRD is north-aligned) with a quality from the accuracy.
+  ArduPilot folds the three position variances into one error and turns any NaN into a NaN error,
+  so nothing unknown is NaN here: the height (which it takes from its barometer) gets the worst
+  horizontal variance, neither inflating nor shrinking that error; angles we do not measure get π².
+  Without a position, ODOMETRY with quality −1 ("failed") keeps ArduPilot's sensor healthy, which
+  arming needs, while its EKF is fed nothing.
 - ``px4-odometry`` (:class:`Px4Odometry`): ODOMETRY in LOCAL_NED for EKF2. PX4 drops a position
   whose x, y or z is not finite, so z is always a number: the height we measured, else the
   autopilot's own with a large variance; NaN wherever else we know nothing (PX4 then skips that
@@ -51,6 +53,10 @@ LINK_MS = 5.0  # a serial or UDP link's own delay, ms
 GPS_SOURCE, EXTNAV_SOURCE, BARO_SOURCE = 3, 6, 1  # EK3_SRCn_* values
 MAV_GPS_TYPE = 14  # GPSn_TYPE: MAVLink
 NAN = float("nan")
+# ODOMETRY quality: −1 failed, 0 unknown, 1 worst .. 100 best. ArduPilot feeds its EKF only what
+# reaches VISO_QUAL_MIN (default 0), yet counts every message towards the sensor's health.
+QUALITY_FAILED = -1
+QUALITY_SCALE_M = 10.0  # quality 100 × (1 − accuracy / this), at least 1: twice EKF3's 5 m GPS limit
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,12 @@ def gps_time(t_unix: float) -> tuple[int, int]:
 def sigma(cov: np.ndarray) -> float:
     """1-sigma of the worst direction of a covariance."""
     return float(math.sqrt(max(float(np.max(np.linalg.eigvalsh(np.asarray(cov, float)))), 0.0)))
+
+
+def accuracy_quality(sigma_m: float) -> int:
+    """ODOMETRY quality of a position known to ``sigma_m`` (1σ): 100 at 0 m, 70 at 3 m, 1 from
+    9.9 m on — never 0 ("unknown") or −1 ("failed") for a position we have."""
+    return int(np.clip(round(100.0 * (1.0 - sigma_m / QUALITY_SCALE_M)), 1, 100))
 
 
 def upper_triangle(matrix: np.ndarray) -> list[float]:
@@ -289,7 +301,11 @@ class ArduPilotOdometry(Output):
     name = "ardupilot-odometry"
     offers_origin = True
 
+    def __init__(self):
+        self.reset_counter = 0  # the last one sent: "no position" must not look like a reset
+
     def message(self, e: Estimate, state: FlightState) -> tuple[str, dict]:
+        self.reset_counter = e.reset_counter % 256
         cov_ne = _swap_ne(e.cov_en)
         worst = float(np.max(np.linalg.eigvalsh(cov_ne)))
         # height: ours when PnP measured it, else the autopilot's own; its variance the worst horizontal
@@ -310,7 +326,7 @@ class ArduPilotOdometry(Output):
                 pitch=pitch,
                 yaw=yaw,
                 covariance=upper_triangle(pose),
-                reset_counter=e.reset_counter % 256,
+                reset_counter=self.reset_counter,
             )
         # the velocity in the body frame of the quaternion it is sent with
         velocity = body_to_ned.T @ np.array([e.v_north, e.v_east, 0.0])
@@ -319,9 +335,23 @@ class ArduPilotOdometry(Output):
         cov_v[2, 2] = float(np.max(np.linalg.eigvalsh(cov_v[:2, :2])))
         vel_cov = np.zeros((6, 6))
         vel_cov[:3, :3] = body_to_ned.T @ cov_v @ body_to_ned
+        q = matrix_to_quaternion(body_to_ned)
         return "ODOMETRY", _odometry(
-            e, FRAME_LOCAL_FRD, FRAME_BODY_FRD, z, matrix_to_quaternion(body_to_ned), velocity, pose, vel_cov
-        )
+            e.t_unix, (e.north, e.east, z), FRAME_LOCAL_FRD, FRAME_BODY_FRD, q, velocity, pose, vel_cov,
+            self.reset_counter, accuracy_quality(sigma(e.cov_en)),
+        )  # fmt: skip
+
+    def no_fix(self, t_unix: float) -> tuple[str, dict]:
+        """ODOMETRY with quality −1, "failed": ArduPilot counts its external navigation healthy while
+        a message came in the last 300 ms (arming needs that), and feeds its EKF none below
+        ``VISO_QUAL_MIN``. VISION_POSITION_ESTIMATE could not say it: ArduPilot takes that as
+        quality 0, "unknown", and uses it. Position, velocity and covariances are 0 (ArduPilot turns
+        a NaN into a NaN error), the attitude the identity: none of it is used."""
+        zero = np.zeros((6, 6))
+        return "ODOMETRY", _odometry(
+            t_unix, (0.0, 0.0, 0.0), FRAME_LOCAL_FRD, FRAME_BODY_FRD, [1.0, 0.0, 0.0, 0.0], np.zeros(3),
+            zero, zero, self.reset_counter, QUALITY_FAILED,
+        )  # fmt: skip
 
     def delay_parameters(self, delay_s: float, link_ms: float = LINK_MS) -> dict[str, int]:
         """ArduPilot's jitter correction takes a steady lag for the link's, so ``VISO_DELAY_MS`` is
@@ -329,12 +359,15 @@ class ArduPilotOdometry(Output):
         return {"VISO_DELAY_MS": int(round(min(delay_s * 1e3 + link_ms, MAX_GPS_DELAY_S * 1e3)))}
 
     def parameters(self) -> tuple[str, ...]:
-        return ("VISO_TYPE", *SOURCE_PARAMETERS, "VISO_DELAY_MS")
+        return ("VISO_TYPE", "VISO_QUAL_MIN", *SOURCE_PARAMETERS, "VISO_DELAY_MS")
 
     def problems(self, values: dict[str, float], delay_s: float) -> list[str]:
-        """Besides VISO_TYPE: ArduPilot weighs external-navigation velocity at VISO_VEL_M_NSE
-        (0.1 m/s) whatever we say of it, so a source set must take our position without it."""
+        """Besides VISO_TYPE: ``VISO_QUAL_MIN`` must be its default 0 (−1 would feed our "no position"
+        to the EKF, above 0 drops the positions of VISION_POSITION_ESTIMATE, which ArduPilot grades 0);
+        ArduPilot weighs external-navigation velocity at VISO_VEL_M_NSE (0.1 m/s) whatever we say of
+        it, so a source set must take our position without it."""
         out = _differs(values, "VISO_TYPE", 1, "takes no MAVLink external navigation")
+        out += _differs(values, "VISO_QUAL_MIN", 0, "-1 feeds it our 'no position', >0 drops fixes")
         out += _source_problems(values, EXTNAV_SOURCE, "external nav", "our velocity weighed at 0.1 m/s")
         return out + _delay_advice(values, self.delay_parameters(delay_s))
 
@@ -366,7 +399,10 @@ class Px4Odometry(Output):
             vel_cov[:3, :3] = 0.0
             vel_cov[:2, :2] = _swap_ne(e.cov_v_en)
             vel_cov[2, 2] = UNMEASURED_VZ_VAR
-        return "ODOMETRY", _odometry(e, FRAME_LOCAL_NED, FRAME_LOCAL_NED, z, q, velocity, pose, vel_cov)
+        return "ODOMETRY", _odometry(
+            e.t_unix, (e.north, e.east, z), FRAME_LOCAL_NED, FRAME_LOCAL_NED, q, velocity, pose, vel_cov,
+            e.reset_counter % 256, int(np.clip(e.quality, 0, 100)),
+        )  # fmt: skip
 
     def delay_parameters(self, delay_s: float, link_ms: float = LINK_MS) -> dict[str, int]:
         """PX4 places ODOMETRY at its own timestamp (TIMESYNC): only the link remains."""
@@ -387,14 +423,16 @@ class Px4Odometry(Output):
         return out
 
 
-def _odometry(e: Estimate, frame: int, child: int, z: float, q, velocity, pose, vel_cov) -> dict:
-    """ODOMETRY keywords (``odometry_send``) of an estimate in ``frame``."""
+def _odometry(t_unix, position, frame, child, q, velocity, pose, vel_cov, reset_counter, quality) -> dict:
+    """ODOMETRY keywords (``odometry_send``): ``position`` (x, y, z) in ``frame``, the velocity in
+    ``child``, 6×6 covariances."""
+    x, y, z = position
     return dict(
-        time_usec=int(e.t_unix * 1e6),
+        time_usec=int(t_unix * 1e6),
         frame_id=frame,
         child_frame_id=child,
-        x=float(e.north),
-        y=float(e.east),
+        x=float(x),
+        y=float(y),
         z=float(z),
         q=[float(v) for v in q],
         vx=float(velocity[0]),
@@ -405,9 +443,9 @@ def _odometry(e: Estimate, frame: int, child: int, z: float, q, velocity, pose, 
         yawspeed=NAN,
         pose_covariance=upper_triangle(pose),
         velocity_covariance=upper_triangle(vel_cov),
-        reset_counter=e.reset_counter % 256,
+        reset_counter=reset_counter,
         estimator_type=ESTIMATOR_VISION,
-        quality=int(np.clip(e.quality, 0, 100)),
+        quality=quality,
     )
 
 

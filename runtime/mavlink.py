@@ -417,9 +417,11 @@ class MavlinkSink:
     def start_stream(self, predict: Callable[[float], Estimate | None]) -> None:
         """Send ``predict(unix time)`` at ``rate_hz`` on a thread until :meth:`close`.
 
-        A track older than ``max_track_age_s`` (or none) is not sent; GPS_INPUT then says "no fix"
-        at the same rate, which keeps ArduPilot's GPS timing healthy for when the fix returns. A
-        STATUSTEXT tells the ground station when the position is lost and when it is back.
+        A track older than ``max_track_age_s`` (or none) is not sent; the target's "no position"
+        (:meth:`Output.no_fix`: GPS_INPUT "no fix", ArduPilot ODOMETRY of quality −1) goes out at
+        the same rate instead, which keeps ArduPilot's sensor healthy — for arming, and for when the
+        fix returns. A STATUSTEXT tells the ground station when the position is lost and when it is
+        back.
         """
         thread = threading.Thread(target=self._stream_loop, args=(predict,), name="mav-stream", daemon=True)
         self._threads.append(thread)

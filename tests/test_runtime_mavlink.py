@@ -388,6 +388,32 @@ def test_ardupilot_gets_the_position_alone_until_the_velocity_has_converged(sink
     assert alone.yaw == pytest.approx(math.pi / 2) and alone.reset_counter == 2  # the heading: east
 
 
+def test_ardupilot_odometry_says_failed_without_a_fix_and_grades_a_fix_by_its_accuracy(sink_factory):
+    """ArduPilot counts external navigation healthy (arming needs it) while any pose message comes in,
+    and feeds its EKF only those of quality >= VISO_QUAL_MIN (0): "no position" goes out as ODOMETRY
+    of quality -1 at the stream's rate, a real one at 1-100 from its accuracy."""
+    listener, make = sink_factory
+    sink = make("ardupilot-odometry", connect=True)
+    predictor = TrackPredictor(_track([0.0, 0.2]), lambda e, n: (47.0, 8.0))
+    t0 = 1_700_000_000.0
+    predictor.observe(0.0, t0)
+    assert sink.stream_once(predictor, t0 + 5.0) == "stale"
+    failed = _receive(listener, "ODOMETRY")
+    assert failed.quality == -1 and sink.no_fix_sent == 1
+    assert (failed.frame_id, failed.child_frame_id) == (m.MAV_FRAME_LOCAL_FRD, m.MAV_FRAME_BODY_FRD)
+    numbers = (failed.x, failed.y, failed.z, failed.vx, failed.vy, failed.vz)
+    assert numbers == (0.0,) * 6 and all(
+        v == 0.0 for v in (*failed.pose_covariance, *failed.velocity_covariance)
+    )
+    grades = []
+    for variance in (2.25, 9.0, 25.0, 400.0):  # 1.5, 3, 5 and 20 m
+        odo = _receive(
+            listener, "ODOMETRY", action=lambda v=variance: sink.send(_estimate(cov_en=np.eye(2) * v))
+        )
+        grades.append(odo.quality)
+    assert grades == [85, 70, 50, 1]
+
+
 def test_ardupilot_odometry_without_height_keeps_the_error_horizontal(sink_factory):
     listener, make = sink_factory
     sink = make("ardupilot-odometry")
@@ -455,6 +481,9 @@ def test_timesync_requests_are_answered_with_our_clock(sink_factory):
     before = time.time_ns()
     reply = _receive(listener, "TIMESYNC", action=lambda: listener.mav.timesync_send(0, 123456789))
     assert reply.ts1 == 123456789 and before <= reply.tc1 <= time.time_ns()
+    deadline = time.time() + 2.0  # counted once the send returns, which may be after the reply arrived
+    while sink.timesync_replies < 1 and time.time() < deadline:
+        time.sleep(0.01)
     assert sink.timesync_replies >= 1
 
 
@@ -670,6 +699,12 @@ def test_settings_that_suit_the_target_are_said_to_be_ok_and_a_missing_altitude_
             {"VISO_DELAY_MS": 50},
             ["VISO_DELAY_MS 50: positions reach it 5 ms old (set 5)"],
         ),
+        (
+            "ardupilot-odometry",
+            {"VISO_QUAL_MIN": -1},
+            ["VISO_QUAL_MIN -1: -1 feeds it our 'no position', >0 drops fixes (set 0)"],
+        ),
+        ("ardupilot-odometry", {"VISO_TYPE": 1, "VISO_QUAL_MIN": 0}, []),
         ("px4-odometry", {"EKF2_EV_CTRL": 5}, []),
         (
             "px4-odometry",

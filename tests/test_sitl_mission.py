@@ -2,12 +2,10 @@
 
 Each flight takes off on the simulated GNSS, has it cut at altitude, flies a 100 × 60 m loop (four
 turns) back to home and lands there with geolink-edge's position alone, at the runtime's
-recommended parameters and ArduPilot's stock EKF settings. ODOMETRY cannot arm at stock settings
-(``CANNOT_ARM``): its flight is a strict expected failure until that changes. The camera is
-rendered from the map at SITL's true pose; what is judged is what ArduPilot itself reports, against
-SIMSTATE. The two targets fly one after the other on SITL instances 3 and 4, in real time (about
-two and a half minutes each, whatever the CPU: SITL at speed-up 1 sets the pace). Run with
-``-k sitl -s``.
+recommended parameters and ArduPilot's stock EKF and arming settings. The camera is rendered from
+the map at SITL's true pose; what is judged is what ArduPilot itself reports, against SIMSTATE. The
+two targets fly one after the other on SITL instances 3 and 4, in real time (about two and a half
+minutes each, whatever the CPU: SITL at speed-up 1 sets the pace). Run with ``-k sitl -s``.
 """
 
 from __future__ import annotations
@@ -46,12 +44,6 @@ def mission_world(tmp_path_factory, tiny_onnx):
     return ortho, build_index(ortho, tiny_onnx, root / "index"), tiny_onnx
 
 
-CANNOT_ARM = (
-    "ArduPilot refuses to arm with VISO_TYPE 1 until external navigation arrives ('VisOdom: not "
-    "healthy'), a downward camera gives no position on the ground, and VISO_TYPE takes effect only at boot"
-)
-
-
 def judged_window(report: dict) -> tuple[float, float]:
     """From 10 s after the cut until the final descent passes FLOOR_M (below it the camera is blind)."""
     cut = report["gnss_cut_unix"]
@@ -61,7 +53,7 @@ def judged_window(report: dict) -> tuple[float, float]:
 
 @pytest.mark.parametrize(
     ("target", "instance"),
-    [("gps", 3), pytest.param("odometry", 4, marks=pytest.mark.xfail(reason=CANNOT_ARM, strict=True))],
+    [("gps", 3), ("odometry", 4)],
 )
 def test_sitl_mission_flies_and_lands_on_geolink_edge_after_the_gnss_cut(
     mission_world, tmp_path, cli, target, instance

@@ -3,7 +3,9 @@
 The scenario, driven over MAVLink the way a ground station would: SITL boots with home at the
 map's launch point and the integration's parameters; the runtime (the same loop that flies,
 ``runtime.loop.main``) starts with a simulated camera that renders the map at SITL's true pose;
-the vehicle arms and takes off on the simulated GNSS and flies the AUTO mission; once at altitude,
+the vehicle arms (in ALT_HOLD, a mode that needs no position, as a pilot would: ArduCopter checks
+each GPS's fix only when arming in a mode that needs a position, and ours has none on the ground),
+takes off on the simulated GNSS and flies the AUTO mission; once at altitude,
 with our position flowing, the EKF is switched to its source set 2 (``MAV_CMD_SET_EKF_SOURCE_SET``)
 and the simulated GNSS off (``SIM_GPS1_ENABLE 0``), and the mission goes on to its landing at home
 on geolink-edge alone.
@@ -45,6 +47,9 @@ from geolink_edge.sim.sitl import (
 
 TARGETS = {"gps": "ardupilot-gps", "odometry": "ardupilot-odometry"}
 GPS_ID = 1  # GPS_INPUT feeds GPS 2; GPS 1 is the simulated receiver that gets cut
+# ArduCopter checks every GPS's fix only when arming in a mode that needs a position; GPS 2 (ours)
+# has none on the ground. The EKF's own checks (on GPS 1) apply in any mode.
+ARM_MODE = "ALT_HOLD"
 ARM_TIMEOUT_S = 60.0  # arming takes a few seconds once the EKF (fast-forwarded past its floor) is ready
 POSITION_READY_S = 5.0  # our position flowing this long before the cut
 READY_TIMEOUT_S = 90.0
@@ -74,14 +79,9 @@ def recommended_parm(target: str) -> dict[str, float]:
     return params
 
 
-def integration_params(target: str, delay_s: float = 0.0) -> tuple[dict[str, float], dict[str, float]]:
-    """The autopilot parameters a user sets for this integration: (set before boot, set once airborne).
-
-    ``GPSn_TYPE 14`` waits until the vehicle is airborne: ArduPilot counts that receiver from boot and
-    refuses to arm while it lacks a 3D fix ("GPS 2: Bad fix"), which a camera on the ground cannot give."""
-    boot = {**recommended_parm(target), **make_output(target, GPS_ID).delay_parameters(delay_s)}
-    airborne = {name: boot.pop(name) for name in list(boot) if name[:3] == "GPS" and name.endswith("_TYPE")}
-    return boot, airborne
+def integration_params(target: str, delay_s: float = 0.0) -> dict[str, float]:
+    """The autopilot parameters a user sets for this integration, all of them before boot."""
+    return {**recommended_parm(target), **make_output(target, GPS_ID).delay_parameters(delay_s)}
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,8 @@ class Flight:
         home = conf.home or scene.centre()
         ground = scene.ground_at(*home)
         self.result = FlightResult((home[0], home[1], ground))
-        boot, self.airborne_params = integration_params(conf.target)
-        self.result.params = {**boot, **self.airborne_params}
-        parm = write_parm(out / "integration.parm", boot)
+        self.result.params = integration_params(conf.target)
+        parm = write_parm(out / "integration.parm", self.result.params)
         self.sitl = Sitl(
             sitl_folder, conf.instance, (home[0], home[1], ground, 0.0), out / "sitl", (parm,), conf.gcs
         )
@@ -209,14 +208,13 @@ class Flight:
         while not sitl.armed():
             if time.time() > deadline:
                 raise TimeoutError(f"arming: refused for {ARM_TIMEOUT_S:.0f} s ({self._last_prearm()})")
-            if sitl.set_mode("GUIDED"):
+            # ALT_HOLD would arm without a position, but AUTO then refuses to start: wait for the EKF's
+            if sitl.ekf_has_position() and sitl.set_mode(ARM_MODE):
                 sitl.command_acked(MAV_CMD_COMPONENT_ARM_DISARM, 1)
             time.sleep(1.0)
         result.t_armed = time.time()
         if not (sitl.set_mode("AUTO") and sitl.command_acked(MAV_CMD_MISSION_START, 0, 0)):
             raise GeolinkError("the autopilot refused AUTO or the mission start")
-        for name, value in self.airborne_params.items():
-            sitl.set_param_checked(name, value)
         climb_s = plan.altitude / 1.0 + 60.0
         sitl.wait(
             lambda: (

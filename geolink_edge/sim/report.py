@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from geolink_edge.geo import haversine_m
+from geolink_edge.sim.sitl import EKF_POS_HORIZ_ABS
 
-EKF_POS_HORIZ_ABS = 16
 BAD_TEXTS = ("glitch", "failsafe", "variance")  # EKF trouble as ArduPilot words it
 FLAG_SETTLE_S = 10.0  # the EKF's absolute position is judged from this long after the cut
 

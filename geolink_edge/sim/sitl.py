@@ -47,7 +47,7 @@ KEPT = {*STREAMS, "STATUSTEXT", "HEARTBEAT", "MISSION_ITEM_REACHED", "COMMAND_AC
 KEPT |= {"MISSION_REQUEST", "MISSION_REQUEST_INT", "PARAM_VALUE"}
 MAV_MODE_FLAG_SAFETY_ARMED = 128
 AUTOPILOT_COMPONENT = 1
-COPTER_MODES = {"STABILIZE": 0, "AUTO": 3, "GUIDED": 4, "LAND": 9, "RTL": 6}
+COPTER_MODES = {"STABILIZE": 0, "ALT_HOLD": 2, "AUTO": 3, "GUIDED": 4, "LAND": 9, "RTL": 6}
 MAV_CMD_COMPONENT_ARM_DISARM = 400
 MAV_CMD_DO_SET_MODE = 176
 MAV_CMD_MISSION_START = 300
@@ -55,6 +55,7 @@ MAV_CMD_SET_MESSAGE_INTERVAL = 511
 MAV_CMD_SET_EKF_SOURCE_SET = 42007
 MAV_RESULT_ACCEPTED = 0
 MAV_LANDED_STATE_ON_GROUND = 1
+EKF_POS_HORIZ_ABS = 16  # EKF_STATUS_REPORT flag
 
 
 def find_sitl(folder: Path | None) -> Path:
@@ -206,23 +207,17 @@ class Sitl:
     def set_param(self, name: str, value: float) -> None:
         self.link.mav.param_set_send(1, 1, name.encode(), float(value), 9)  # MAV_PARAM_TYPE_REAL32
 
-    def set_param_checked(self, name: str, value: float, timeout_s: float = 5.0) -> None:
-        """Set a parameter and wait for the autopilot to echo the new value."""
-        t0 = time.time()
-        self.set_param(name, value)
-
-        def echoed() -> bool:
-            values = [m.param_value for _, m in self.seen.of("PARAM_VALUE", t0) if m.param_id == name]
-            return bool(values) and abs(values[-1] - value) < 1e-6
-
-        self.wait(echoed, timeout_s, f"the autopilot's echo of {name} {value:g}")
-
     def set_mode(self, mode: str) -> bool:
         return self.command_acked(MAV_CMD_DO_SET_MODE, 1, COPTER_MODES[mode])
 
     def armed(self) -> bool:
         heartbeat = self.seen.last("HEARTBEAT")
         return heartbeat is not None and bool(heartbeat.base_mode & MAV_MODE_FLAG_SAFETY_ARMED)
+
+    def ekf_has_position(self) -> bool:
+        """The EKF reports an absolute horizontal position (what a mode that needs one asks for)."""
+        status = self.seen.last("EKF_STATUS_REPORT")
+        return status is not None and bool(status.flags & EKF_POS_HORIZ_ABS)
 
     def on_ground(self) -> bool:
         state = self.seen.last("EXTENDED_SYS_STATE")
