@@ -97,7 +97,7 @@ def sitl(
 def check_model_and_index(model: Path, index: Path) -> None:
     """The runtime would refuse these mid-flight: refuse them before anything starts."""
     from geolink_edge.backends import load_embedder
-    from geolink_edge.runtime.locate import open_index
+    from geolink_edge.runtime.retrieval import open_index
 
     embedder = load_embedder(model)
     try:
