@@ -14,8 +14,9 @@ itself, coarse to fine, and the better aligned must correlate to ``min_correlati
 moves the prior to the camera.
 
 Its σ is the keyframe's plus one step's (``step_sigma_m``, and a canvas pixel), as variances. A
-frame so located becomes the next keyframe once its height differs by ``renew_scale``, so a
-descent stays located while each step aligns like views; the chain is bounded (``max_chain`` steps
+frame so located becomes the next keyframe once its height differs by ``renew_scale`` or it has
+moved a ``renew_shift`` share of its view away (a landing sways), so a descent stays located while
+each step aligns like views; the chain is bounded (``max_chain`` steps
 from the last map fix, ``max_sigma_m``), so drift cannot run on unseen, and a map fix starts it
 again.
 """
@@ -39,14 +40,15 @@ PYRAMID = (4, 2, 1)  # the ground canvas is aligned at a quarter, a half, then i
 
 @dataclass(frozen=True)
 class KeyframeConf:
-    max_chain: int = 8  # keyframe-located steps after the last map fix; beyond, no fix
+    max_chain: int = 16  # keyframe-located steps after the last map fix; beyond, no fix
     max_sigma_m: float = 10.0  # a keyframe this uncertain gives no fix
     step_sigma_m: float = 0.5  # σ one step adds (the keyframe's mapping away from where it was fixed)
     min_correlation: float = 0.8  # ECC's correlation of the aligned ground views
     min_overlap: float = 0.5  # share of the canvas the keyframe must see
     canvas_px: int = 192  # side of the ground canvas both frames are resampled to
     canvas_share: float = 0.7  # the canvas spans this share of the new frame's shorter ground side
-    renew_scale: float = 1.3  # a located frame this much lower (or higher) becomes the keyframe
+    renew_scale: float = 1.3  # a located frame this much lower (or higher) becomes the keyframe,
+    renew_shift: float = 0.25  # ... as does one this share of the canvas away from it
 
 
 @dataclass
@@ -125,7 +127,8 @@ class Keyframes:
         xy = prior + gsd * np.array([shift[0], -shift[1]])
         cov = cov + np.eye(2) * gsd**2
         step = Step(xy, cov, key.chain + 1, float(rho))
-        if not 1.0 / self.conf.renew_scale < key.altitude / telemetry.altitude < self.conf.renew_scale:
+        lower = not 1.0 / self.conf.renew_scale < key.altitude / telemetry.altitude < self.conf.renew_scale
+        if lower or np.linalg.norm(xy - key.xy) > self.conf.renew_shift * span:
             to_ground = _about(xy) @ np.linalg.inv(to_image)
             self.current = Keyframe(frame, to_ground, cov, xy, telemetry.altitude, step.chain)
         return step, ""
@@ -162,20 +165,31 @@ def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 def _align(
     view: np.ndarray, reference: np.ndarray, mask: np.ndarray, start
 ) -> tuple[float, tuple[float, float]]:
-    """(correlation, shift): ECC from ``start``, coarse to fine (a smooth low view's basin is wide at
-    a quarter of its size), view pixel x ↔ reference pixel x + shift."""
+    """(correlation, shift): ECC from ``start``, a shift coarse to fine (a smooth low view's basin is
+    wide at a quarter of its size), then an affine at full size (near the ground a told height a
+    few decimetres off is a scale): the view's centre ↔ the reference's centre + shift."""
     shift = np.asarray(start, np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
     for level in PYRAMID:
         size = (view.shape[1] // level, view.shape[0] // level)
         small = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in (view, reference, mask)]
         warp = np.array([[1.0, 0.0, shift[0] / level], [0.0, 1.0, shift[1] / level]], np.float32)
-        try:
-            _, warp = cv2.findTransformECC(*small[:2], warp, cv2.MOTION_TRANSLATION, criteria, small[2], 3)
-        except cv2.error:
-            pass  # ECC stopped short of convergence: the shift so far stands
-        shift = warp[:, 2] * level
-    to_reference = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]], [0.0, 0.0, 1.0]])
+        shift = _ecc(*small, warp, cv2.MOTION_TRANSLATION, criteria)[:, 2] * level
+    translation = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]], np.float32)
+    affine = _ecc(view, reference, mask, translation.copy(), cv2.MOTION_AFFINE, criteria)
     n = view.shape[0]
-    rho = _correlation(view, _warp(reference, to_reference, n), _warp(mask, to_reference, n))
-    return rho, (float(shift[0]), float(shift[1]))
+    centre = np.array([n / 2.0, n / 2.0, 1.0])
+    scored = []
+    for warp in (translation, affine):
+        to_reference = np.vstack([warp, [0.0, 0.0, 1.0]])
+        rho = _correlation(view, _warp(reference, to_reference, n), _warp(mask, to_reference, n))
+        moved = warp @ centre - centre[:2]
+        scored.append((rho, (float(moved[0]), float(moved[1]))))
+    return max(scored)
+
+
+def _ecc(view, reference, mask, warp: np.ndarray, motion: int, criteria) -> np.ndarray:
+    try:
+        return cv2.findTransformECC(view, reference, warp, motion, criteria, mask, 3)[1]
+    except cv2.error:
+        return warp  # ECC stopped short of convergence: the warp so far stands

@@ -95,7 +95,7 @@ class LocateConf:
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
     guided_max_prior: float = 1.0  # ... when the prior's radius is at most this share of the view's
-    # a frame no map window verifies is matched to the last located frame (:mod:`keyframe`): a
+    # a frame no map window verifies is aligned with the last located frame (:mod:`keyframe`): a
     # landing's low frames see too little of the map; never instead of a map fix
     keyframe_fallback: bool = True
     keyframe: KeyframeConf = field(default_factory=KeyframeConf)  # its bounds and matching
@@ -131,7 +131,7 @@ class Fix:
     inliers: int = 0
     window: list[float] | None = None  # [x, y, half_size_m, gsd_m] of the map window it matched
     search: str = ""  # "global", "near" (track prediction), "area" (every candidate of a known area)
-    # or "keyframe" (matched to the last located frame, no map window verified)
+    # or "keyframe" (aligned with the last located frame, no map window verified)
     keyframe_chain: int = 0  # "keyframe": steps from the last map fix
     consensus: str = ""  # "votes" (the matches voted for the position) or "homography"
     topk_ids: list[int] = field(default_factory=list)
