@@ -49,6 +49,7 @@ class KeyframeConf:
     canvas_share: float = 0.7  # the canvas spans this share of the new frame's shorter ground side
     renew_scale: float = 1.3  # a located frame this much lower (or higher) becomes the keyframe,
     renew_shift: float = 0.25  # ... as does one this share of the canvas away from it
+    min_height_m: float = 0.5  # below this the view spans centimetres (on the ground: none)
 
 
 @dataclass
@@ -77,16 +78,21 @@ class Keyframes:
     def __init__(self, conf: KeyframeConf = KeyframeConf()):
         self.conf = conf
         self.current: Keyframe | None = None
+        self.candidate: Keyframe | None = None  # the last frame's, until the track accepts its fix
 
     def remember(
         self, image: np.ndarray, xy, cov, intrinsics: Intrinsics | None, telemetry: Telemetry | None
     ) -> None:
         """Keep a frame the map placed at ``xy``: its pixels on level ground about that point, by the
         told attitude and height (without them the last keyframe stays)."""
-        if intrinsics is not None and attitude_known(telemetry):
+        if (
+            intrinsics is not None
+            and attitude_known(telemetry)
+            and telemetry.altitude >= self.conf.min_height_m
+        ):
             to_ground = _about(xy) @ np.linalg.inv(_to_image(intrinsics, telemetry))
-            self.current = Keyframe(gray(image), to_ground, np.asarray(cov, float), np.asarray(xy, float),
-                                    telemetry.altitude, 0)  # fmt: skip
+            self.candidate = Keyframe(gray(image), to_ground, np.asarray(cov, float), np.asarray(xy, float),
+                                      telemetry.altitude, 0)  # fmt: skip
 
     def step(
         self, image: np.ndarray, intrinsics: Intrinsics | None, telemetry: Telemetry | None, prior=None
@@ -98,6 +104,8 @@ class Keyframes:
             return None, "no keyframe"
         if intrinsics is None or not attitude_known(telemetry):
             return None, "attitude, height and intrinsics are needed"
+        if telemetry.altitude < self.conf.min_height_m:
+            return None, f"below {self.conf.min_height_m:g} m"
         if key.chain >= self.conf.max_chain:
             return None, f"chain of {key.chain} steps at its limit"
         cov = key.cov + np.eye(2) * self.conf.step_sigma_m**2
@@ -130,11 +138,18 @@ class Keyframes:
         lower = not 1.0 / self.conf.renew_scale < key.altitude / telemetry.altitude < self.conf.renew_scale
         if lower or np.linalg.norm(xy - key.xy) > self.conf.renew_shift * span:
             to_ground = _about(xy) @ np.linalg.inv(to_image)
-            self.current = Keyframe(frame, to_ground, cov, xy, telemetry.altitude, step.chain)
+            self.candidate = Keyframe(frame, to_ground, cov, xy, telemetry.altitude, step.chain)
         return step, ""
 
+    def confirm(self, accepted: bool) -> None:
+        """The track accepted (or refused) the last frame's fix: only an accepted one's frame may
+        become the keyframe (a fix the track gates is likely wrong)."""
+        if accepted and self.candidate is not None:
+            self.current = self.candidate
+        self.candidate = None
+
     def forget(self) -> None:
-        self.current = None
+        self.current = self.candidate = None
 
 
 def _warp(image: np.ndarray, canvas_to_image: np.ndarray, n: int) -> np.ndarray:

@@ -195,6 +195,11 @@ class Locator:
         if self.keyframes is not None:
             self.keyframes.forget()
 
+    def confirm(self, accepted: bool) -> None:
+        """Whether the track accepted the last fix (only then may its frame become the keyframe)."""
+        if self.keyframes is not None:
+            self.keyframes.confirm(accepted)
+
     def locate(
         self,
         image: np.ndarray,

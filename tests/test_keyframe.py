@@ -102,11 +102,13 @@ def test_a_descent_stays_located_on_keyframes_below_the_map(world, tiny_onnx):
 
 def test_keyframe_steps_are_bounded_and_refuse_what_they_do_not_see(world):
     """A keyframe placed at the truth; the frames below it are located on it within 5 cm, a frame
-    200 m away is not, and the chain stops at ``max_chain``."""
+    200 m away is not, the chain stops at ``max_chain``, and a fix the track refused never becomes
+    the keyframe."""
     camera = Camera(world[0])
     keyframes = Keyframes(KeyframeConf(max_chain=1))
     image, telemetry, _, xy = camera.shot(26)  # 9 m up
     keyframes.remember(image, xy, np.eye(2) * 1.5**2, camera.intrinsics, telemetry)
+    keyframes.confirm(True)  # the track accepted its fix
     image, telemetry, _, xy = camera.shot(27)
     step, why = keyframes.step(image, camera.intrinsics, telemetry, xy + [0.5, -0.3])  # the prior is off
     assert step is not None, why
@@ -121,5 +123,10 @@ def test_keyframe_steps_are_bounded_and_refuse_what_they_do_not_see(world):
     assert step is None and "correlation" in why
     image, telemetry, _, xy = camera.shot(31)  # 6.6 m: 1.36 × lower than the keyframe, which it replaces
     assert keyframes.step(image, camera.intrinsics, telemetry, xy)[0] is not None
+    keyframes.confirm(True)
     image, telemetry, _, xy = camera.shot(32)
     assert keyframes.step(image, camera.intrinsics, telemetry, xy) == (None, "chain of 1 steps at its limit")
+    keyframes.forget()
+    keyframes.remember(image, xy, np.eye(2), camera.intrinsics, telemetry)
+    keyframes.confirm(False)  # gated by the track
+    assert keyframes.step(image, camera.intrinsics, telemetry, xy) == (None, "no keyframe")
