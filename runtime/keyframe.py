@@ -98,10 +98,10 @@ class Keyframes:
         self, image: np.ndarray, intrinsics: Intrinsics | None, telemetry: Telemetry | None, prior=None
     ) -> tuple[Step | None, str]:
         """Locate ``image`` on the keyframe, searching about ``prior`` (east, north; else the
-        keyframe's own position): the step, or None and why."""
+        keyframe's own position): the step, or None and why (nothing when there is no keyframe)."""
         key = self.current
         if key is None:
-            return None, "no keyframe"
+            return None, ""
         if intrinsics is None or not attitude_known(telemetry):
             return None, "attitude, height and intrinsics are needed"
         if telemetry.altitude < self.conf.min_height_m:

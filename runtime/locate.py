@@ -352,9 +352,9 @@ class Locator:
         """No map window verified ``image``: place it on the keyframe, or say why not in the reason."""
         t = self.clock()
         step, why = self.keyframes.step(image, intrinsics, telemetry, None if region is None else region[:2])
-        if step is None:
+        if step is None and why:
             fix.reason = f"{fix.reason}; keyframe: {why}"
-        else:
+        elif step is not None:
             fix.ok, fix.reason, fix.search, fix.method = True, "", "keyframe", "keyframe"
             fix.x, fix.y, fix.cov = float(step.xy[0]), float(step.xy[1]), step.cov.tolist()
             fix.keyframe_chain, fix.note = step.chain, f"correlation {step.correlation:.2f}"

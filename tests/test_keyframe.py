@@ -129,4 +129,4 @@ def test_keyframe_steps_are_bounded_and_refuse_what_they_do_not_see(world):
     keyframes.forget()
     keyframes.remember(image, xy, np.eye(2), camera.intrinsics, telemetry)
     keyframes.confirm(False)  # gated by the track
-    assert keyframes.step(image, camera.intrinsics, telemetry, xy) == (None, "no keyframe")
+    assert keyframes.step(image, camera.intrinsics, telemetry, xy) == (None, "")  # none kept
