@@ -185,14 +185,16 @@ def _align(
     few decimetres off is a scale): the view's centre ↔ the reference's centre + shift."""
     shift = np.asarray(start, np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
+    n = view.shape[0]
     for level in PYRAMID:
         size = (view.shape[1] // level, view.shape[0] // level)
         small = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in (view, reference, mask)]
         warp = np.array([[1.0, 0.0, shift[0] / level], [0.0, 1.0, shift[1] / level]], np.float32)
-        shift = _ecc(*small, warp, cv2.MOTION_TRANSLATION, criteria)[:, 2] * level
+        moved = _ecc(*small, warp, cv2.MOTION_TRANSLATION, criteria)[:, 2] * level
+        # an ill-conditioned (smooth) view can send ECC far off: a level may move the shift a quarter
+        shift = moved if np.abs(moved - shift).max() <= n / 4 else shift
     translation = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]], np.float32)
     affine = _ecc(view, reference, mask, translation.copy(), cv2.MOTION_AFFINE, criteria)
-    n = view.shape[0]
     centre = np.array([n / 2.0, n / 2.0, 1.0])
     scored = []
     for warp in (translation, affine):
