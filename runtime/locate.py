@@ -43,7 +43,15 @@ from geolink_edge.runtime.candidates import (
 )
 from geolink_edge.runtime.correlate import CorrelateConf
 from geolink_edge.runtime.intrinsics import Intrinsics
-from geolink_edge.runtime.pose import PoseConf, PositionOf, heading_known, place
+from geolink_edge.runtime.keyframe import KeyframeConf, Keyframes
+from geolink_edge.runtime.pose import (
+    PoseConf,
+    PositionOf,
+    heading_from_rotation,
+    heading_known,
+    place,
+    telemetry_rotation,
+)
 from geolink_edge.runtime.retrieval import Candidates, Region, Search, retrieve
 from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.runtime.verify import Verification, Verifier, VerifyConf
@@ -90,6 +98,10 @@ class LocateConf:
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
     guided_max_prior: float = 1.0  # ... when the prior's radius is at most this share of the view's
+    # a frame no map window verifies is aligned with the last located frame (:mod:`keyframe`): a
+    # landing's low frames see too little of the map; never instead of a map fix
+    keyframe_fallback: bool = True
+    keyframe: KeyframeConf = field(default_factory=KeyframeConf)  # its bounds and matching
 
     def pose(self) -> PoseConf:
         return PoseConf(
@@ -121,7 +133,9 @@ class Fix:
     cov: list[list[float]] | None = None  # 2×2 (east, north) m²
     inliers: int = 0
     window: list[float] | None = None  # [x, y, half_size_m, gsd_m] of the map window it matched
-    search: str = ""  # "global", "near" (track prediction) or "area" (every candidate of a known area)
+    search: str = ""  # "global", "near" (track prediction), "area" (every candidate of a known area)
+    # or "keyframe" (aligned with the last located frame, no map window verified)
+    keyframe_chain: int = 0  # "keyframe": steps from the last map fix
     consensus: str = ""  # "votes" (the matches voted for the position) or "homography"
     topk_ids: list[int] = field(default_factory=list)
     topk_scores: list[float] = field(default_factory=list)
@@ -180,10 +194,18 @@ class Locator:
         self.correlation = None
         if conf.verifier != VerifierMode.FEATURES:
             self.correlation = AreaCorrelation(index, conf.correlate, self.windows, conf.k_windows)
+        self.keyframes = Keyframes(conf.keyframe) if conf.keyframe_fallback else None
 
     def forget(self) -> None:
         """Drop what earlier frames taught (the camera a fix measured): the next frame stands alone."""
         self.views = FrameViews(self.conf, self.index.map_gsd_m)
+        if self.keyframes is not None:
+            self.keyframes.forget()
+
+    def confirm(self, accepted: bool) -> None:
+        """Whether the track accepted the last fix (only then may its frame become the keyframe)."""
+        if self.keyframes is not None:
+            self.keyframes.confirm(accepted)
 
     def locate(
         self,
@@ -292,6 +314,8 @@ class Locator:
                 name = window_name(among[worst.tile_id], self.conf.window_factor)
                 why = f"best: {name}: {worst.reason}"
                 fix.reason = f"{fix.reason} ({why})" if fix.reason else f"no window verified ({why})"
+            if self.keyframes is not None:
+                self._from_keyframe(fix, image, intrinsics, telemetry, region)
             return fix
         key = keys[best.tile_id]
         fix.window = [*key.centre(self.conf.window_factor), key.half_size(self.conf.window_factor), key.gsd_m]
@@ -301,6 +325,8 @@ class Locator:
             self.views.learn(fix.heading, best, image.shape)
         if fix.ok and "x" in fix.correlation:
             self._agree(fix)
+        if fix.ok and self.keyframes is not None:
+            self.keyframes.remember(image, (fix.x, fix.y), fix.cov, intrinsics, telemetry)
         timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix
 
@@ -390,6 +416,30 @@ class Locator:
             return False
         cached = self.windows.cached(key)
         return self.clock() + self._check_s.get(cached, 0.0) > deadline
+
+    def _from_keyframe(
+        self,
+        fix: Fix,
+        image: np.ndarray,
+        intrinsics: Intrinsics | None,
+        telemetry: Telemetry | None,
+        region: Region | None,
+    ) -> None:
+        """No map window verified ``image``: place it on the keyframe, or say why not in the reason."""
+        t = self.clock()
+        step, why = self.keyframes.step(image, intrinsics, telemetry, None if region is None else region[:2])
+        if step is None and why:
+            fix.reason = f"{fix.reason}; keyframe: {why}"
+        elif step is not None:
+            fix.ok, fix.reason, fix.search, fix.method = True, "", "keyframe", "keyframe"
+            fix.x, fix.y, fix.cov = float(step.xy[0]), float(step.xy[1]), step.cov.tolist()
+            fix.keyframe_chain, fix.note = step.chain, f"correlation {step.correlation:.2f}"
+            fix.position_of, fix.heading = (
+                PositionOf.CAMERA.value,
+                heading_from_rotation(telemetry_rotation(telemetry)),
+            )
+            self._geodetic(fix)
+        fix.timing_ms["keyframe_ms"] = (self.clock() - t) * 1e3
 
     def _intrinsics(self, image: np.ndarray) -> Intrinsics | None:
         return self.intrinsics.for_size(image.shape[1], image.shape[0]) if self.intrinsics else None

@@ -149,6 +149,7 @@ class Pipeline:
         else:
             update = self.filter.miss(frame.t_sensor)
         accepted = update.status == "accepted"
+        self.locator.confirm(accepted)
         self.predictor.observe(
             frame.t_sensor, frame.t_capture, fix.heading, fix.alt, fix.inliers if accepted else 0
         )

@@ -127,7 +127,7 @@ def figures(seen, result, fixes: list[dict], truth: Truth) -> dict:
     ) if positions else []  # fmt: skip
     after = [f for f in fixes if cut <= f["t"] <= down]
     within = [f["error_m"] <= 2.0 * f["reported_m"] for f in after]
-    texts = [m.text for t, m in seen.of("STATUSTEXT", cut)]
+    texts = [m.text for t, m in seen.of("STATUSTEXT", cut) if t <= down]  # on the ground, no position is due
     end_lat, end_lon = truth.lat[-1], truth.lon[-1]
     out = {
         "gnss_cut": True,

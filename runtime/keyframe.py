@@ -1,0 +1,212 @@
+"""Localization relative to the last geo-registered frame, where the map no longer fixes.
+
+A frame the map placed is kept as the keyframe, with its pixels' place on the ground: the told
+attitude and height put them on level ground about the fix. A later frame no map window verifies
+— a landing's: below some 20 m over a 0.4 m/px map its footprint holds a few dozen map pixels — is
+aligned with the keyframe instead, at the frames' own resolution: the same camera, the same light,
+a view that overlaps.
+
+Both are resampled to one north-up ground canvas (the new frame about the point below its camera,
+the keyframe about the prior position: the track's prediction), so what is left between them is a
+shift. Phase correlation proposes one; ECC (enhanced correlation coefficient: a dense alignment
+that needs no keypoints, for a low frame over a coarse map is smooth) refines it and the prior
+itself, coarse to fine, and the better aligned must correlate to ``min_correlation``. The shift
+moves the prior to the camera.
+
+Its σ is the keyframe's plus one step's (``step_sigma_m``, and a canvas pixel), as variances. A
+frame so located becomes the next keyframe once its height differs by ``renew_scale`` or it has
+moved a ``renew_shift`` share of its view away (a landing sways), so a descent stays located while
+each step aligns like views; the chain is bounded (``max_chain`` steps
+from the last map fix, ``max_sigma_m``), so drift cannot run on unseen, and a map fix starts it
+again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from geolink_edge.runtime.features.base import gray
+from geolink_edge.runtime.ground import ground_to_image
+from geolink_edge.runtime.intrinsics import Intrinsics
+from geolink_edge.runtime.pose import attitude_known, telemetry_rotation
+from geolink_edge.runtime.sources import Telemetry
+
+PYRAMID = (4, 2, 1)  # the ground canvas is aligned at a quarter, a half, then its full size
+
+
+@dataclass(frozen=True)
+class KeyframeConf:
+    max_chain: int = 16  # keyframe-located steps after the last map fix; beyond, no fix
+    max_sigma_m: float = 10.0  # a keyframe this uncertain gives no fix
+    step_sigma_m: float = 0.5  # σ one step adds (the keyframe's mapping away from where it was fixed)
+    min_correlation: float = 0.8  # ECC's correlation of the aligned ground views
+    min_overlap: float = 0.5  # share of the canvas the keyframe must see
+    canvas_px: int = 192  # side of the ground canvas both frames are resampled to
+    canvas_share: float = 0.7  # the canvas spans this share of the new frame's shorter ground side
+    renew_scale: float = 1.3  # a located frame this much lower (or higher) becomes the keyframe,
+    renew_shift: float = 0.25  # ... as does one this share of the canvas away from it
+    min_height_m: float = 0.5  # below this the view spans centimetres (on the ground: none)
+
+
+@dataclass
+class Keyframe:
+    image: np.ndarray  # grey
+    to_ground: np.ndarray  # 3×3 homography: frame pixels → ground (east, north) metres
+    cov: np.ndarray  # 2×2 m² of the fix it was located by
+    xy: np.ndarray  # the camera's position when it was taken
+    altitude: float
+    chain: int  # steps from the last map fix (0: the map fixed it)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A frame located on the keyframe."""
+
+    xy: np.ndarray  # the camera's (east, north)
+    cov: np.ndarray  # the keyframe's covariance plus this step's
+    chain: int
+    correlation: float
+
+
+class Keyframes:
+    """The last geo-registered frame, and frames located on it when the map no longer fixes."""
+
+    def __init__(self, conf: KeyframeConf = KeyframeConf()):
+        self.conf = conf
+        self.current: Keyframe | None = None
+        self.candidate: Keyframe | None = None  # the last frame's, until the track accepts its fix
+
+    def remember(
+        self, image: np.ndarray, xy, cov, intrinsics: Intrinsics | None, telemetry: Telemetry | None
+    ) -> None:
+        """Keep a frame the map placed at ``xy``: its pixels on level ground about that point, by the
+        told attitude and height (without them the last keyframe stays)."""
+        if (
+            intrinsics is not None
+            and attitude_known(telemetry)
+            and telemetry.altitude >= self.conf.min_height_m
+        ):
+            to_ground = _about(xy) @ np.linalg.inv(_to_image(intrinsics, telemetry))
+            self.candidate = Keyframe(gray(image), to_ground, np.asarray(cov, float), np.asarray(xy, float),
+                                      telemetry.altitude, 0)  # fmt: skip
+
+    def step(
+        self, image: np.ndarray, intrinsics: Intrinsics | None, telemetry: Telemetry | None, prior=None
+    ) -> tuple[Step | None, str]:
+        """Locate ``image`` on the keyframe, searching about ``prior`` (east, north; else the
+        keyframe's own position): the step, or None and why (nothing when there is no keyframe)."""
+        key = self.current
+        if key is None:
+            return None, ""
+        if intrinsics is None or not attitude_known(telemetry):
+            return None, "attitude, height and intrinsics are needed"
+        if telemetry.altitude < self.conf.min_height_m:
+            return None, f"below {self.conf.min_height_m:g} m"
+        if key.chain >= self.conf.max_chain:
+            return None, f"chain of {key.chain} steps at its limit"
+        cov = key.cov + np.eye(2) * self.conf.step_sigma_m**2
+        if math.sqrt(max(cov[0, 0], cov[1, 1])) > self.conf.max_sigma_m:
+            return None, f"σ beyond {self.conf.max_sigma_m:g} m"
+        n = self.conf.canvas_px
+        frame = gray(image)
+        to_image = _to_image(intrinsics, telemetry)
+        span = self.conf.canvas_share * min(frame.shape) * telemetry.altitude / intrinsics.fy
+        gsd = span / n
+        canvas = np.array([[gsd, 0.0, -gsd * n / 2], [0.0, -gsd, gsd * n / 2], [0.0, 0.0, 1.0]])
+        prior = key.xy if prior is None else np.asarray(prior, float)
+        to_key = np.linalg.inv(key.to_ground) @ _about(prior) @ canvas
+        view = _warp(frame, to_image @ canvas, n)
+        reference = _warp(key.image, to_key, n)
+        seen = _warp(np.full(key.image.shape, 255, np.uint8), to_key, n)
+        if np.mean(seen > 0) < self.conf.min_overlap:
+            return None, "the keyframe does not cover the prior"
+        # view pixel x shows what the reference shows at x + shift: ECC refines phase correlation's
+        # shift and no shift (the prior itself), the better aligned wins
+        window = cv2.createHanningWindow((n, n), cv2.CV_32F)
+        phase, _ = cv2.phaseCorrelate(np.float32(view), np.float32(reference), window)
+        mask = (seen > 0).astype(np.uint8)
+        rho, shift = max(_align(view, reference, mask, start) for start in (phase, (0.0, 0.0)))
+        if rho < self.conf.min_correlation:
+            return None, f"correlation {rho:.2f} below {self.conf.min_correlation:g}"
+        xy = prior + gsd * np.array([shift[0], -shift[1]])
+        cov = cov + np.eye(2) * gsd**2
+        step = Step(xy, cov, key.chain + 1, float(rho))
+        lower = not 1.0 / self.conf.renew_scale < key.altitude / telemetry.altitude < self.conf.renew_scale
+        if lower or np.linalg.norm(xy - key.xy) > self.conf.renew_shift * span:
+            to_ground = _about(xy) @ np.linalg.inv(to_image)
+            self.candidate = Keyframe(frame, to_ground, cov, xy, telemetry.altitude, step.chain)
+        return step, ""
+
+    def confirm(self, accepted: bool) -> None:
+        """The track accepted (or refused) the last frame's fix: only an accepted one's frame may
+        become the keyframe (a fix the track gates is likely wrong)."""
+        if accepted and self.candidate is not None:
+            self.current = self.candidate
+        self.candidate = None
+
+    def forget(self) -> None:
+        self.current = self.candidate = None
+
+
+def _warp(image: np.ndarray, canvas_to_image: np.ndarray, n: int) -> np.ndarray:
+    return cv2.warpPerspective(
+        image, canvas_to_image, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0
+    )
+
+
+def _to_image(intrinsics: Intrinsics, telemetry: Telemetry) -> np.ndarray:
+    """Level ground (east, north about the point below the camera) → frame pixels."""
+    return ground_to_image(intrinsics, telemetry_rotation(telemetry), telemetry.altitude)
+
+
+def _about(xy) -> np.ndarray:
+    return np.array([[1.0, 0.0, xy[0]], [0.0, 1.0, xy[1]], [0.0, 0.0, 1.0]])
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Zero-mean normalized correlation of ``a`` and ``b`` where ``mask`` is set."""
+    keep = mask > 0
+    if keep.sum() < 16:
+        return 0.0
+    x, y = a[keep].astype(np.float64), b[keep].astype(np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    return float((x @ y) / (math.sqrt((x @ x) * (y @ y)) + 1e-9))
+
+
+def _align(
+    view: np.ndarray, reference: np.ndarray, mask: np.ndarray, start
+) -> tuple[float, tuple[float, float]]:
+    """(correlation, shift): ECC from ``start``, a shift coarse to fine (a smooth low view's basin is
+    wide at a quarter of its size), then an affine at full size (near the ground a told height a
+    few decimetres off is a scale): the view's centre ↔ the reference's centre + shift."""
+    shift = np.asarray(start, np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
+    n = view.shape[0]
+    for level in PYRAMID:
+        size = (view.shape[1] // level, view.shape[0] // level)
+        small = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in (view, reference, mask)]
+        warp = np.array([[1.0, 0.0, shift[0] / level], [0.0, 1.0, shift[1] / level]], np.float32)
+        moved = _ecc(*small, warp, cv2.MOTION_TRANSLATION, criteria)[:, 2] * level
+        # an ill-conditioned (smooth) view can send ECC far off: a level may move the shift a quarter
+        shift = moved if np.abs(moved - shift).max() <= n / 4 else shift
+    translation = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]], np.float32)
+    affine = _ecc(view, reference, mask, translation.copy(), cv2.MOTION_AFFINE, criteria)
+    centre = np.array([n / 2.0, n / 2.0, 1.0])
+    scored = []
+    for warp in (translation, affine):
+        to_reference = np.vstack([warp, [0.0, 0.0, 1.0]])
+        rho = _correlation(view, _warp(reference, to_reference, n), _warp(mask, to_reference, n))
+        moved = warp @ centre - centre[:2]
+        scored.append((rho, (float(moved[0]), float(moved[1]))))
+    return max(scored)
+
+
+def _ecc(view, reference, mask, warp: np.ndarray, motion: int, criteria) -> np.ndarray:
+    try:
+        return cv2.findTransformECC(view, reference, warp, motion, criteria, mask, 3)[1]
+    except cv2.error:
+        return warp  # ECC stopped short of convergence: the warp so far stands
