@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geolink_edge.sim.sitl import end_process
+
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "runtime" / "params"  # what a user sets for each target
 SITL_DIR = Path(os.environ.get("GEOLINK_SITL", REPO.parent / "shared" / "sitl"))
@@ -105,13 +107,7 @@ class Sitl:
         self._stop.set()
         if self._reader is not None:
             self._reader.join(timeout=2.0)
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         self.link.close()
 
 

@@ -100,6 +100,18 @@ def pose_of(t: float, msg) -> Pose | None:
     return Pose(t, float(lat), float(lon), float(msg.alt), BodyAttitude(msg.roll, msg.pitch, msg.yaw))
 
 
+def end_process(process: subprocess.Popen | None) -> None:
+    """Terminate ``process`` if it still runs; killed when it has not ended 5 s later."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Sitl:
     """One ArduCopter SITL process and the observer's link to it (serial0)."""
 
@@ -254,12 +266,6 @@ class Sitl:
         self._stop.set()
         if self._reader is not None:
             self._reader.join(timeout=2.0)
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         if self.link is not None:
             self.link.close()
