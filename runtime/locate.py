@@ -94,6 +94,8 @@ class LocateConf:
     retry_gsd_factor: float = 2.0
     view_detail_factor: float = 0.0  # > 0: frame views keep detail only down to this × the map's GSD
     window_floor_m: float = 10.0  # least radius of a near search through windows
+    # a landing's last metres see a few map pixels, and a search there only burns time
+    min_map_px: float = 12.0  # map pixels a known camera's footprint spans (shorter side) to search the map
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
@@ -244,6 +246,13 @@ class Locator:
         fix.timing_ms = timing
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
         intrinsics = self._intrinsics(image)
+        seen_px = self.views.map_pixels(image.shape, telemetry, intrinsics)
+        if seen_px is not None and seen_px < self.conf.min_map_px:
+            fix.reason = f"the frame spans {seen_px:.0f} map pixels, fewer than {self.conf.min_map_px:g}"
+            if self.keyframes is not None:
+                self._from_keyframe(fix, image, intrinsics, telemetry, region)
+            timing["verify_ms"] = (self.clock() - t1) * 1e3
+            return fix
         centres = [tuple(self.index.centers_xy[i]) for i in found.ids]
         if self.correlation is not None and self._correlate(
             fix, image, intrinsics, telemetry, region, centres

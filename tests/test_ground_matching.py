@@ -218,6 +218,25 @@ def test_a_spent_budget_answers_no_fix_and_why(season):
     assert fix.reason == f"time budget of 0 s spent, {fix.windows_left} window(s) left"
 
 
+def test_a_frame_too_low_for_the_map_searches_nothing_and_says_why(season):
+    """A known camera whose footprint spans fewer than ``min_map_px`` map pixels: no window is read
+    or verified, however wide the area (a landing's last metres), and the reason gives the count."""
+    from dataclasses import replace
+
+    flight, index = season
+    locator, area = _locator(flight, index, LocateConf(keyframe_fallback=False))
+    raw = open_reader(f"sim://{flight}").read()
+    gsd = raw.telemetry.altitude / locator.intrinsics.fx  # a nadir frame's
+    map_px = min(raw.image.shape[:2]) * gsd / locator.index.map_gsd_m
+    low = replace(raw.telemetry, altitude=raw.telemetry.altitude * 11.0 / map_px)  # 11 map pixels across
+    fix = locator.locate(raw.image, np.zeros(1), area, low, exhaustive=True)
+    assert not fix.ok and fix.verified == 0 and fix.windows_left == 0
+    assert fix.reason == "the frame spans 11 map pixels, fewer than 12"
+    assert locator.windows.extract_s == 0.0  # no window was read
+    high = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert high.verified > 0 and locator.windows.extract_s > 0.0  # at its own height it is searched
+
+
 def test_a_search_cut_by_the_budget_goes_on_with_the_next_frames(season):
     """Each grey frame (nothing verifies) has time for one window; the search walks the area's
     windows across frames, each once, then starts over; a search elsewhere starts afresh."""
