@@ -282,3 +282,16 @@ def test_new_windows_are_read_beside_the_frames(season):
         assert later.verified + later.windows_left == first.windows_left - (checked - later.verified)
         time.sleep(0.2)
     assert checked == first.windows_left  # every window once, none twice
+
+
+def test_a_tracks_near_search_reads_its_windows_in_the_frame(season):
+    """Background reading is for cold searches: a track's near search, its windows never read before,
+    checks them in the frame (within the budget) and fixes it."""
+    flight, index = season
+    conf = LocateConf(budget_s=30.0, background_windows=True)
+    locator, _ = _locator(flight, index, conf)
+    raw = open_reader(f"sim://{flight}").read()
+    here = locator.index.frame.to_enu(raw.truth.lat, raw.truth.lon)
+    fix = locator.locate(raw.image, np.zeros(1), (here[0], here[1], 15.0), raw.telemetry)
+    assert fix.search == "near" and fix.verified > 0 and fix.windows_left == 0
+    assert fix.ok, fix.reason
