@@ -337,7 +337,9 @@ class Locator:
             self.views.learn(fix.heading, best, image.shape)
         if fix.ok and "x" in fix.correlation:
             self._agree(fix)
-        if fix.ok and self.keyframes is not None:
+        if fix.ok and self.keyframes is not None and fix.method != "votes":
+            # keyframe steps are searched about the track's prediction, which they then confirm: only
+            # a fix two estimates agree on anchors them (votes alone are a fix, never a keyframe)
             self.keyframes.remember(image, (fix.x, fix.y), fix.cov, intrinsics, telemetry)
         timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix

@@ -237,6 +237,25 @@ def test_a_frame_too_low_for_the_map_searches_nothing_and_says_why(season):
     assert high.verified > 0 and locator.windows.extract_s > 0.0  # at its own height it is searched
 
 
+def test_only_a_fix_two_estimates_agree_on_becomes_the_keyframe(season, monkeypatch):
+    """A map fix placed by the homography's point below the camera is kept as the keyframe; the same
+    frame placed by the votes alone (the homography disagreeing, or none) is a fix but no keyframe."""
+    from dataclasses import replace
+
+    import geolink_edge.runtime.locate as locate
+
+    flight, index = season
+    locator, area = _locator(flight, index, LocateConf())
+    raw = open_reader(f"sim://{flight}").read()
+    fix = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert fix.ok and fix.method == "nadir" and locator.keyframes.candidate is not None
+    locator.keyframes.confirm(False)
+    place = locate.place
+    monkeypatch.setattr(locate, "place", lambda *args: replace(place(*args), method="votes"))
+    fix = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert fix.ok and fix.method == "votes" and locator.keyframes.candidate is None
+
+
 def test_a_search_cut_by_the_budget_goes_on_with_the_next_frames(season):
     """Each grey frame (nothing verifies) has time for one window; the search walks the area's
     windows across frames, each once, then starts over; a search elsewhere starts afresh."""
