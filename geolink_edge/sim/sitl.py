@@ -79,6 +79,9 @@ class Seen:
     def of(self, kind: str, after: float = 0.0) -> list[tuple[float, object]]:
         return [(t, m) for t, m in list(self.messages) if m.get_type() == kind and t >= after]
 
+    def texts(self, after: float = 0.0) -> list[tuple[float, str]]:
+        return [(t, m.text) for t, m in self.of("STATUSTEXT", after)]
+
     def last(self, kind: str):
         for _, m in reversed(self.messages):
             if m.get_type() == kind:
