@@ -47,6 +47,7 @@ class KeyframeConf:
     min_overlap: float = 0.5  # share of the canvas the keyframe must see
     canvas_px: int = 192  # side of the ground canvas both frames are resampled to
     canvas_share: float = 0.7  # the canvas spans this share of the new frame's shorter ground side
+    search_m: float = 2.0  # the keyframe is searched this far about the prior (the track's prediction)
     renew_scale: float = 1.3  # a located frame this much lower (or higher) becomes the keyframe,
     renew_shift: float = 0.25  # ... as does one this share of the canvas away from it
     min_height_m: float = 0.5  # below this the view spans centimetres (on the ground: none)
@@ -116,23 +117,31 @@ class Keyframes:
         to_image = _to_image(intrinsics, telemetry)
         span = self.conf.canvas_share * min(frame.shape) * telemetry.altitude / intrinsics.fy
         gsd = span / n
-        canvas = np.array([[gsd, 0.0, -gsd * n / 2], [0.0, -gsd, gsd * n / 2], [0.0, 0.0, 1.0]])
         prior = key.xy if prior is None else np.asarray(prior, float)
-        to_key = np.linalg.inv(key.to_ground) @ _about(prior) @ canvas
-        view = _warp(frame, to_image @ canvas, n)
+        view = _warp(frame, to_image @ _canvas(gsd, n), n)
+        # the keyframe's ground about the prior, out to the search radius (at most a canvas each side:
+        # low down, the keyframe sees little more): where the view matches best is the first guess
+        margin = min(round(self.conf.search_m / gsd), n)
+        wide = n + 2 * margin
+        to_key = np.linalg.inv(key.to_ground) @ _about(prior) @ _canvas(gsd, wide)
+        area, area_seen = _warp(key.image, to_key, wide), _warp(_white(key.image), to_key, wide) > 0
+        guess = _best_match(view, area, area_seen, self.conf.min_overlap)
+        if guess is None:
+            return None, "the keyframe does not cover the prior"
+        guess = guess - margin
+        # view pixel x shows what the reference shows at x + shift: ECC refines the match (no shift)
+        # and the prior itself, the better aligned wins
+        origin = prior + gsd * np.array([guess[0], -guess[1]])
+        to_key = np.linalg.inv(key.to_ground) @ _about(origin) @ _canvas(gsd, n)
         reference = _warp(key.image, to_key, n)
-        seen = _warp(np.full(key.image.shape, 255, np.uint8), to_key, n)
+        seen = _warp(_white(key.image), to_key, n)
         if np.mean(seen > 0) < self.conf.min_overlap:
             return None, "the keyframe does not cover the prior"
-        # view pixel x shows what the reference shows at x + shift: ECC refines phase correlation's
-        # shift and no shift (the prior itself), the better aligned wins
-        window = cv2.createHanningWindow((n, n), cv2.CV_32F)
-        phase, _ = cv2.phaseCorrelate(np.float32(view), np.float32(reference), window)
         mask = (seen > 0).astype(np.uint8)
-        rho, shift = max(_align(view, reference, mask, start) for start in (phase, (0.0, 0.0)))
+        rho, shift = max(_align(view, reference, mask, start) for start in ((0.0, 0.0), -guess))
         if rho < self.conf.min_correlation:
             return None, f"correlation {rho:.2f} below {self.conf.min_correlation:g}"
-        xy = prior + gsd * np.array([shift[0], -shift[1]])
+        xy = origin + gsd * np.array([shift[0], -shift[1]])
         cov = cov + np.eye(2) * gsd**2
         step = Step(xy, cov, key.chain + 1, float(rho))
         lower = not 1.0 / self.conf.renew_scale < key.altitude / telemetry.altitude < self.conf.renew_scale
@@ -153,9 +162,51 @@ class Keyframes:
 
 
 def _warp(image: np.ndarray, canvas_to_image: np.ndarray, n: int) -> np.ndarray:
+    """``image`` resampled to the canvas, averaged first where the canvas is coarser (many frame pixels
+    to a canvas pixel: sampled alone, they alias and keep the read noise)."""
+    shrink = int(_pixels_per_canvas_pixel(canvas_to_image, n))
+    if shrink > 1:
+        size = (max(1, image.shape[1] // shrink), max(1, image.shape[0] // shrink))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        scale = np.diag([size[0] / image.shape[1], size[1] / image.shape[0], 1.0])
+        image, canvas_to_image = small, scale @ canvas_to_image
     return cv2.warpPerspective(
         image, canvas_to_image, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0
     )
+
+
+def _pixels_per_canvas_pixel(canvas_to_image: np.ndarray, n: int) -> float:
+    """The image's linear pixels per canvas pixel at the canvas's centre."""
+    points = np.array([[n / 2, n / 2], [n / 2 + 1, n / 2], [n / 2, n / 2 + 1]], np.float64)
+    mapped = cv2.perspectiveTransform(points[None], canvas_to_image)[0]
+    return math.sqrt(abs(np.linalg.det(np.column_stack([mapped[1] - mapped[0], mapped[2] - mapped[0]]))))
+
+
+def _canvas(gsd: float, n: int) -> np.ndarray:
+    """An n × n north-up canvas of ``gsd`` metres a pixel → ground (east, north) about its centre."""
+    return np.array([[gsd, 0.0, -gsd * n / 2], [0.0, -gsd, gsd * n / 2], [0.0, 0.0, 1.0]])
+
+
+def _white(image: np.ndarray) -> np.ndarray:
+    return np.full(image.shape[:2], 255, np.uint8)
+
+
+def _best_match(
+    view: np.ndarray, area: np.ndarray, seen: np.ndarray, min_overlap: float
+) -> np.ndarray | None:
+    """(x, y) of the view's corner in ``area`` where the two correlate best, among the places where
+    ``seen`` covers ``min_overlap`` of the view (None: nowhere)."""
+    n = view.shape[0]
+    if not seen.any():
+        return None
+    filled = np.where(seen, area, np.float32(area[seen].mean())).astype(np.float32)  # unseen: flat
+    score = cv2.matchTemplate(filled, np.float32(view), cv2.TM_CCOEFF_NORMED)
+    covered = cv2.matchTemplate(seen.astype(np.float32), np.ones((n, n), np.float32), cv2.TM_CCORR) / n**2
+    score = np.where((covered >= min_overlap) & np.isfinite(score), score, -np.inf)
+    if not np.isfinite(score.max()):
+        return None
+    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    return np.array([x, y], float)
 
 
 def _to_image(intrinsics: Intrinsics, telemetry: Telemetry) -> np.ndarray:
