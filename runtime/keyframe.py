@@ -36,6 +36,11 @@ from geolink_edge.runtime.pose import attitude_known, telemetry_rotation
 from geolink_edge.runtime.sources import Telemetry
 
 PYRAMID = (4, 2, 1)  # the ground canvas is aligned at a quarter, a half, then its full size
+# what may differ between two nadir views on one canvas: a scale (the told heights' errors differ a
+# little), a turn (the told yaws'); no shear. An affine beyond it fits two unrelated smooth views.
+MAX_SCALE = 0.15
+MAX_TURN = math.radians(3.0)
+MAX_SKEW = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class KeyframeConf:
     max_sigma_m: float = 10.0  # a keyframe this uncertain gives no fix
     step_sigma_m: float = 0.5  # σ one step adds (the keyframe's mapping away from where it was fixed)
     min_correlation: float = 0.8  # ECC's correlation of the aligned ground views
+    # ... and of each quarter of them: a look-alike elsewhere matches the view's overall shading, the
+    # same ground matches in every part
+    min_part_correlation: float = 0.2
     min_overlap: float = 0.5  # share of the canvas the keyframe must see
     canvas_px: int = 192  # side of the ground canvas both frames are resampled to
     canvas_share: float = 0.7  # the canvas spans this share of the new frame's shorter ground side
@@ -138,9 +146,11 @@ class Keyframes:
         if np.mean(seen > 0) < self.conf.min_overlap:
             return None, "the keyframe does not cover the prior"
         mask = (seen > 0).astype(np.uint8)
-        rho, shift = max(_align(view, reference, mask, start) for start in ((0.0, 0.0), -guess))
+        rho, part, shift = max(_align(view, reference, mask, start) for start in ((0.0, 0.0), -guess))
         if rho < self.conf.min_correlation:
             return None, f"correlation {rho:.2f} below {self.conf.min_correlation:g}"
+        if part < self.conf.min_part_correlation:
+            return None, f"a quarter's correlation {part:.2f} below {self.conf.min_part_correlation:g}"
         xy = origin + gsd * np.array([shift[0], -shift[1]])
         cov = cov + np.eye(2) * gsd**2
         step = Step(xy, cov, key.chain + 1, float(rho))
@@ -230,8 +240,8 @@ def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def _align(
     view: np.ndarray, reference: np.ndarray, mask: np.ndarray, start
-) -> tuple[float, tuple[float, float]]:
-    """(correlation, shift): ECC from ``start``, a shift coarse to fine (a smooth low view's basin is
+) -> tuple[float, float, tuple[float, float]]:
+    """(correlation, its least quarter's, shift): ECC from ``start``, a shift coarse to fine (a smooth low view's basin is
     wide at a quarter of its size), then an affine at full size (near the ground a told height a
     few decimetres off is a scale): the view's centre ↔ the reference's centre + shift."""
     shift = np.asarray(start, np.float32)
@@ -248,12 +258,30 @@ def _align(
     affine = _ecc(view, reference, mask, translation.copy(), cv2.MOTION_AFFINE, criteria)
     centre = np.array([n / 2.0, n / 2.0, 1.0])
     scored = []
-    for warp in (translation, affine):
+    for warp in (translation, affine) if _rigid_and_scaled(affine) else (translation,):
         to_reference = np.vstack([warp, [0.0, 0.0, 1.0]])
-        rho = _correlation(view, _warp(reference, to_reference, n), _warp(mask, to_reference, n))
+        moved_reference, moved_mask = _warp(reference, to_reference, n), _warp(mask, to_reference, n)
+        rho = _correlation(view, moved_reference, moved_mask)
+        part = _least_quarter_correlation(view, moved_reference, moved_mask)
         moved = warp @ centre - centre[:2]
-        scored.append((rho, (float(moved[0]), float(moved[1]))))
+        scored.append((rho, part, (float(moved[0]), float(moved[1]))))
     return max(scored)
+
+
+def _least_quarter_correlation(view: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    """The lowest correlation of the views' four quarters (those the mask mostly leaves out: none)."""
+    h = view.shape[0] // 2
+    quarters = [(slice(i, i + h), slice(j, j + h)) for i in (0, h) for j in (0, h)]
+    seen = [q for q in quarters if np.mean(mask[q] > 0) >= 0.25]
+    return min((_correlation(view[q], reference[q], mask[q]) for q in seen), default=0.0)
+
+
+def _rigid_and_scaled(warp: np.ndarray) -> bool:
+    """Whether an affine's linear part is a turn and a scale within what two nadir views differ by."""
+    (a, b), (c, d) = warp[:, :2]
+    scale, turn = math.hypot((a + d) / 2, (c - b) / 2), math.atan2((c - b) / 2, (a + d) / 2)
+    skew = math.hypot((a - d) / 2, (b + c) / 2)
+    return abs(scale - 1.0) <= MAX_SCALE and abs(turn) <= MAX_TURN and skew <= MAX_SKEW
 
 
 def _ecc(view, reference, mask, warp: np.ndarray, motion: int, criteria) -> np.ndarray:
