@@ -241,9 +241,10 @@ def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 def _align(
     view: np.ndarray, reference: np.ndarray, mask: np.ndarray, start
 ) -> tuple[float, float, tuple[float, float]]:
-    """(correlation, its least quarter's, shift): ECC from ``start``, a shift coarse to fine (a smooth low view's basin is
-    wide at a quarter of its size), then an affine at full size (near the ground a told height a
-    few decimetres off is a scale): the view's centre ↔ the reference's centre + shift."""
+    """(correlation, its least quarter's, shift): ECC from ``start``, a shift coarse to fine (a smooth
+    low view's basin is wide at a quarter of its size), then an affine at full size (near the ground
+    a told height a few decimetres off is a scale): the view's centre ↔ the reference's centre +
+    shift."""
     shift = np.asarray(start, np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
     n = view.shape[0]
