@@ -6,19 +6,22 @@ attitude and height put them on level ground about the fix. A later frame no map
 aligned with the keyframe instead, at the frames' own resolution: the same camera, the same light,
 a view that overlaps.
 
-Both are resampled to one north-up ground canvas (the new frame about the point below its camera,
-the keyframe about the prior position: the track's prediction), so what is left between them is a
-shift. Phase correlation proposes one; ECC (enhanced correlation coefficient: a dense alignment
-that needs no keypoints, for a low frame over a coarse map is smooth) refines it and the prior
-itself, coarse to fine, and the better aligned must correlate to ``min_correlation``. The shift
-moves the prior to the camera.
+Both are resampled to one north-up ground canvas, averaged where it is coarser than the frame: the
+new frame about the point below its camera, the keyframe about the prior position (the track's
+prediction) out to ``search_m``, so what is left between them is a shift. The view is matched
+everywhere in that square (normalized cross-correlation: a swaying landing's prediction is often
+off by a third of a low view); ECC (enhanced correlation coefficient: a dense alignment that needs
+no keypoints, for a low frame over a coarse map is smooth) refines the best place and the prior
+itself, coarse to fine, and the better aligned must correlate to ``min_correlation``, each quarter
+of it to ``min_part_correlation`` (a look-alike elsewhere shares the view's overall shading, not
+its every part) and stay in the searched square. The shift moves the prior to the camera.
 
 Its σ is the keyframe's plus one step's (``step_sigma_m``, and a canvas pixel), as variances. A
 frame so located becomes the next keyframe once its height differs by ``renew_scale`` or it has
 moved a ``renew_shift`` share of its view away (a landing sways), so a descent stays located while
-each step aligns like views; the chain is bounded (``max_chain`` steps
-from the last map fix, ``max_sigma_m``), so drift cannot run on unseen, and a map fix starts it
-again.
+each step aligns like views; the chain is bounded (``max_chain`` steps from the last map fix,
+``max_sigma_m``, ``max_misses`` frames in a row not located: the prior has then coasted beyond
+where a search can be trusted), so drift cannot run on unseen, and a map fix starts it again.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ MAX_SKEW = 0.05
 @dataclass(frozen=True)
 class KeyframeConf:
     max_chain: int = 16  # keyframe-located steps after the last map fix; beyond, no fix
+    max_misses: int = 6  # frames in a row not located, after which the keyframe locates none (2 s at 3/s)
     max_sigma_m: float = 10.0  # a keyframe this uncertain gives no fix
     step_sigma_m: float = 0.5  # σ one step adds (the keyframe's mapping away from where it was fixed)
     min_correlation: float = 0.8  # ECC's correlation of the aligned ground views
@@ -88,6 +92,7 @@ class Keyframes:
         self.conf = conf
         self.current: Keyframe | None = None
         self.candidate: Keyframe | None = None  # the last frame's, until the track accepts its fix
+        self.misses = 0  # frames in a row the keyframe located none of
 
     def remember(
         self, image: np.ndarray, xy, cov, intrinsics: Intrinsics | None, telemetry: Telemetry | None
@@ -108,6 +113,17 @@ class Keyframes:
     ) -> tuple[Step | None, str]:
         """Locate ``image`` on the keyframe, searching about ``prior`` (east, north; else the
         keyframe's own position): the step, or None and why (nothing when there is no keyframe)."""
+        # after a run of misses the prior has coasted so far that the truth may lie outside the
+        # search, and what is left there to match is a look-alike
+        if self.current is not None and self.misses >= self.conf.max_misses:
+            return None, f"{self.misses} frames in a row not located: the prior has coasted too far"
+        step, why = self._locate(image, intrinsics, telemetry, prior)
+        self.misses = 0 if step is not None or self.current is None else self.misses + 1
+        return step, why
+
+    def _locate(
+        self, image: np.ndarray, intrinsics: Intrinsics | None, telemetry: Telemetry | None, prior
+    ) -> tuple[Step | None, str]:
         key = self.current
         if key is None:
             return None, ""
@@ -146,7 +162,12 @@ class Keyframes:
         if np.mean(seen > 0) < self.conf.min_overlap:
             return None, "the keyframe does not cover the prior"
         mask = (seen > 0).astype(np.uint8)
-        rho, part, shift = max(_align(view, reference, mask, start) for start in ((0.0, 0.0), -guess))
+        aligned = [_align(view, reference, mask, start) for start in ((0.0, 0.0), -guess)]
+        # ECC may wander off a smooth view: beyond the searched square no look-alike was ruled out
+        aligned = [a for a in aligned if np.abs(guess + a[2]).max() <= margin]
+        if not aligned:
+            return None, "the alignment left the searched area"
+        rho, part, shift = max(aligned)
         if rho < self.conf.min_correlation:
             return None, f"correlation {rho:.2f} below {self.conf.min_correlation:g}"
         if part < self.conf.min_part_correlation:
@@ -164,11 +185,12 @@ class Keyframes:
         """The track accepted (or refused) the last frame's fix: only an accepted one's frame may
         become the keyframe (a fix the track gates is likely wrong)."""
         if accepted and self.candidate is not None:
-            self.current = self.candidate
+            self.current, self.misses = self.candidate, 0
         self.candidate = None
 
     def forget(self) -> None:
         self.current = self.candidate = None
+        self.misses = 0
 
 
 def _warp(image: np.ndarray, canvas_to_image: np.ndarray, n: int) -> np.ndarray:
@@ -270,11 +292,16 @@ def _align(
 
 
 def _least_quarter_correlation(view: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
-    """The lowest correlation of the views' four quarters (those the mask mostly leaves out: none)."""
+    """The lowest correlation of the views' four quarters, of those the mask mostly keeps and whose
+    contrast stands out of the view's noise (a flat quarter's correlation is the noise's: none: 1)."""
     h = view.shape[0] // 2
     quarters = [(slice(i, i + h), slice(j, j + h)) for i in (0, h) for j in (0, h)]
-    seen = [q for q in quarters if np.mean(mask[q] > 0) >= 0.25]
-    return min((_correlation(view[q], reference[q], mask[q]) for q in seen), default=0.0)
+    # the canvas holds the ground smooth over many pixels: what a 3 × 3 mean takes away is noise
+    seen = mask > 0
+    grain = np.float32(view) - cv2.blur(np.float32(view), (3, 3))
+    noise = grain[seen].var() if seen.any() else 0.0
+    telling = [q for q in quarters if np.mean(seen[q]) >= 0.25 and view[q][seen[q]].var() >= 4.0 * noise]
+    return min((_correlation(view[q], reference[q], mask[q]) for q in telling), default=1.0)
 
 
 def _rigid_and_scaled(warp: np.ndarray) -> bool:
