@@ -31,22 +31,10 @@ from geolink_edge.geo import LocalFrame
 from geolink_edge.runtime import keyframe
 from geolink_edge.runtime.mount import CameraMount
 from geolink_edge.sim.camera import MapRenderer, MapScene, default_intrinsics
-from geolink_edge.sim.landing import LandingConf, descend
+from geolink_edge.sim.landing import LandingConf, descend, suburb_map
 
 SIZE = (640, 480)
 SPOT_M = 120.0  # random spots lie this far from the map's centre at most
-
-
-def suburb_map(work: Path) -> Path:
-    """The mission's map: a 307 m suburb at 0.15 m/px (made once under ``work``)."""
-    from geolink_edge.data.synthetic import writer
-
-    ortho = work / "areas" / "mission-suburb" / "ortho.tif"
-    if not ortho.is_file():
-        conf = writer.SynthConfig(locations=2, views=1, size=64, area_px=2048, gsd=0.15, workers=1,
-                                  styles=["farmland", "suburb"])  # fmt: skip
-        writer.render_area(conf, writer.AreaPlan(1, "mission-suburb", "suburb", "test"), work)
-    return ortho
 
 
 @dataclass

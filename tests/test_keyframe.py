@@ -130,3 +130,68 @@ def test_keyframe_steps_are_bounded_and_refuse_what_they_do_not_see(world):
     keyframes.remember(image, xy, np.eye(2), camera.intrinsics, telemetry)
     keyframes.confirm(False)  # gated by the track
     assert keyframes.step(image, camera.intrinsics, telemetry, xy) == (None, "")  # none kept
+
+
+@pytest.fixture(scope="module")
+def suburb(tmp_path_factory):
+    """The renderer over the SITL mission's map (0.15 m/px), and its centre as a local frame."""
+    from geolink_edge.sim.landing import suburb_map
+
+    scene = MapScene(suburb_map(tmp_path_factory.mktemp("suburb")))
+    renderer = MapRenderer(scene, default_intrinsics(SIZE, 60.0), CameraMount.parse("gimbal:90"), SIZE)
+    return renderer, LocalFrame(*scene.centre())
+
+
+def test_a_swaying_landing_stays_located_below_2_m(suburb):
+    """From the last map fix at 7 m to the ground over the mission's home, swaying at up to 1.5 m/s,
+    the told height 0.1–0.25 m off and the prior the track's constant-velocity prediction (off by
+    up to a third of a low view): every frame down to 1.5 m is located, within 0.3 m and 2 σ."""
+    from geolink_edge.sim.landing import descend
+
+    renderer, home = suburb
+    frames = descend(renderer, (home.lat0, home.lon0), Keyframes(), seed=2)
+    located = [f for f in frames if f.step is not None]
+    assert all(f.step is not None for f in frames if f.height >= 1.5), [(f.height, f.why) for f in frames]
+    assert max(np.linalg.norm(f.prior - f.xy) for f in frames if f.height >= 1.5) > 1.0  # a prior far off
+    for f in located:
+        error = np.linalg.norm(f.step.xy - f.xy)
+        assert error <= 0.3 and error <= 2.0 * math.sqrt(f.step.cov[0, 0]), (f.height, error)
+
+
+def test_the_search_reaches_a_far_prior_and_refuses_what_lies_beyond_it(suburb):
+    """A keyframe at 4 m; a frame 3.5 m up, 1.1 m from the prior (a third of its view: beyond the
+    reach of one canvas's phase correlation) is located within 5 cm; the same frame with the truth
+    beyond the searched square, and frames of ground the keyframe never saw, are refused; after
+    ``max_misses`` in a row nothing is located until a map fix gives a new keyframe."""
+    renderer, home = suburb
+    exposure = ExposureModel(Exposure(seed=1))
+
+    def shot(xy, height: float, yaw: float) -> tuple[np.ndarray, Telemetry]:
+        lat, lon, _ = home.to_geodetic(*xy)
+        pose = Pose(0.0, float(lat), float(lon), height, BodyAttitude(0.0, 0.0, math.radians(yaw)))
+        return exposure(renderer.render(pose)), Telemetry(*renderer.camera_angles(pose.body), height + 0.15)
+
+    def keyframe_at_home() -> Keyframes:
+        keyframes = Keyframes()
+        image, telemetry = shot((0.0, 0.0), 4.0, 30.0)
+        keyframes.remember(image, (0.0, 0.0), np.eye(2) * 1.5**2, renderer.intrinsics, telemetry)
+        keyframes.confirm(True)
+        return keyframes
+
+    keyframes = keyframe_at_home()
+    truth = np.array([0.9, -0.6])
+    image, telemetry = shot(truth, 3.5, 31.0)
+    step, why = keyframes.step(image, renderer.intrinsics, telemetry, (0.0, 0.0))
+    assert step is not None, why
+    assert np.linalg.norm(step.xy - truth) <= 0.05 and step.correlation >= 0.9
+    outside = truth + [KeyframeConf().search_m + 0.5, 0.0]  # the truth 2.5 m from the prior
+    assert keyframes.step(image, renderer.intrinsics, telemetry, outside)[0] is None
+    for unseen in ([40.0, 0.0], [0.0, -40.0], [30.0, 30.0], [-6.0, 0.0], [0.0, 6.0]):
+        other, told = shot(unseen, 3.5, 31.0)
+        step, why = keyframes.step(other, renderer.intrinsics, told, (0.0, 0.0))
+        assert step is None and "correlation" in why, (unseen, why)
+    assert keyframes.misses == KeyframeConf().max_misses == 6  # the frame told outside, and these five
+    step, why = keyframes.step(image, renderer.intrinsics, telemetry, (0.0, 0.0))  # the good frame again
+    assert step is None and "in a row" in why
+    keyframes = keyframe_at_home()  # a map fix
+    assert keyframes.step(image, renderer.intrinsics, telemetry, (0.0, 0.0))[0] is not None

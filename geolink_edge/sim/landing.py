@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,19 @@ from geolink_edge.runtime.sources import Telemetry
 from geolink_edge.sim.camera import Exposure, ExposureModel, MapRenderer, Pose
 
 MAP_FIX_SIGMA_M = 1.5
+
+
+def suburb_map(root: Path) -> Path:
+    """The SITL mission's map, a 307 m synthetic suburb at 0.15 m/px, made under ``root`` (once)."""
+    from geolink_edge.data.synthetic import writer
+
+    ortho = root / "areas" / "mission-suburb" / "ortho.tif"
+    if not ortho.is_file():
+        conf = writer.SynthConfig(
+            locations=2, views=1, size=64, area_px=2048, gsd=0.15, workers=1, styles=["farmland", "suburb"]
+        )
+        writer.render_area(conf, writer.AreaPlan(1, "mission-suburb", "suburb", "test"), root)
+    return ortho
 
 
 @dataclass(frozen=True)
