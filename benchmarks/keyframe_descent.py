@@ -9,6 +9,9 @@ none), the largest true error of a located frame and how many located frames (of
 more than 2 σ. Runs over the map's centre (where the mission lands: ``home``) and over random spots
 (``spots``; some are uniform ground that nothing can align on: an honest miss).
 
+A second table counts wrong alignments: a keyframe and a frame of ground it never saw, the prior told
+on the keyframe; every step accepted there is wrong (``--pairs`` a kind).
+
     python benchmarks/keyframe_descent.py --runs 16
     git show REV:runtime/keyframe.py > before.py
     python benchmarks/keyframe_descent.py --before before.py   # that module beside this one
@@ -30,8 +33,8 @@ from _results import publish_tables  # a sibling module: tables into RESULTS.md
 from geolink_edge.geo import LocalFrame
 from geolink_edge.runtime import keyframe
 from geolink_edge.runtime.mount import CameraMount
-from geolink_edge.sim.camera import MapRenderer, MapScene, default_intrinsics
-from geolink_edge.sim.landing import LandingConf, descend, suburb_map
+from geolink_edge.sim.camera import Exposure, ExposureModel, MapRenderer, MapScene, default_intrinsics
+from geolink_edge.sim.landing import LandingConf, descend, render, suburb_map
 
 SIZE = (640, 480)
 SPOT_M = 120.0  # random spots lie this far from the map's centre at most
@@ -59,6 +62,43 @@ def outcome(frames, top_m: float) -> Outcome:
         sum(e > 2.0 * s for e, s in zip(errors, sigmas, strict=True)),
         float(np.median([np.linalg.norm(f.prior - f.xy) for f in frames])),
     )
+
+
+def wrong_alignments(renderer: MapRenderer, centre: LocalFrame, modules: list, pairs: int) -> None:
+    """A keyframe over a spot, a frame over ground it never saw (``far``: 20–60 m away; ``beside``:
+    just beyond its footprint, where a road or a roof goes on alike), the prior told at the spot: a
+    step accepted is a wrong alignment. Heights 0.8–7 m, the keyframe 1–1.3 × higher, the told
+    heights ±0.25 m off, the prior 0.4 m a axis about the spot."""
+    rng = np.random.default_rng(7)
+    exposure = ExposureModel(Exposure(seed=3))
+    print("\n| module | ground | pairs | accepted | at heights (m) |\n|---|---|---|---|---|")
+    for kind in ("far", "beside"):
+        cases = []
+        for _ in range(pairs):
+            height = rng.uniform(0.8, 7.0)
+            key_height, yaw = height * rng.uniform(1.0, 1.3), rng.uniform(0.0, 360.0)
+            spot = rng.uniform(-SPOT_M, SPOT_M, 2)
+            angle = rng.uniform(0.0, 2.0 * np.pi)
+            away = rng.uniform(20.0, 60.0, 2) * rng.choice([-1, 1], 2) if kind == "far" else (
+                1.3 * key_height * np.array([np.cos(angle), np.sin(angle)]))  # fmt: skip
+            key = render(
+                renderer, exposure, centre, spot, key_height, yaw, key_height + rng.uniform(-0.25, 0.25)
+            )
+            frame = render(renderer, exposure, centre, spot + away, height, yaw + rng.normal(0.0, 2.0),
+                           height + rng.uniform(-0.25, 0.25))  # fmt: skip
+            cases.append((height, spot, key, frame, spot + rng.normal(0.0, 0.4, 2)))
+        for name, module, module_conf in modules:
+            accepted = []
+            for height, spot, (key_image, key_told), (image, told), prior in cases:
+                keyframes = module.Keyframes(module_conf or module.KeyframeConf())
+                keyframes.remember(key_image, spot, np.eye(2) * 1.5**2, renderer.intrinsics, key_told)
+                keyframes.confirm(True)
+                if keyframes.step(image, renderer.intrinsics, told, prior)[0] is not None:
+                    accepted.append(height)
+            heights = ", ".join(f"{h:.1f}" for h in sorted(accepted))
+            print(
+                f"| {name} | {kind} | {pairs} | {len(accepted)} ({len(accepted) / pairs:.1%}) | {heights} |"
+            )
 
 
 def load_module(path: Path):
@@ -92,6 +132,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another keyframe module (a file) to compare")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "geolink-keyframe-descent")
     parser.add_argument("--conf", nargs="*", default=[], metavar="FIELD=VALUE", help="KeyframeConf fields")
+    parser.add_argument("--pairs", type=int, default=200, help="pairs of unseen ground a kind (0: none)")
     parser.add_argument("--where", nargs="+", default=["home", "spots"], choices=["home", "spots"])
     args = parser.parse_args()
     scene = MapScene(suburb_map(args.work))
@@ -119,6 +160,8 @@ def main() -> None:
                 frames = descend(renderer, (float(lat), float(lon)), keyframes, seed, landing)
                 outcomes.append(outcome(frames, args.top))
             print(row(name, where, outcomes, time.perf_counter() - t), flush=True)
+    if args.pairs:
+        wrong_alignments(renderer, centre, modules, args.pairs)
 
 
 if __name__ == "__main__":

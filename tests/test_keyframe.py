@@ -163,13 +163,13 @@ def test_the_search_reaches_a_far_prior_and_refuses_what_lies_beyond_it(suburb):
     reach of one canvas's phase correlation) is located within 5 cm; the same frame with the truth
     beyond the searched square, and frames of ground the keyframe never saw, are refused; after
     ``max_misses`` in a row nothing is located until a map fix gives a new keyframe."""
+    from geolink_edge.sim.landing import render
+
     renderer, home = suburb
     exposure = ExposureModel(Exposure(seed=1))
 
     def shot(xy, height: float, yaw: float) -> tuple[np.ndarray, Telemetry]:
-        lat, lon, _ = home.to_geodetic(*xy)
-        pose = Pose(0.0, float(lat), float(lon), height, BodyAttitude(0.0, 0.0, math.radians(yaw)))
-        return exposure(renderer.render(pose)), Telemetry(*renderer.camera_angles(pose.body), height + 0.15)
+        return render(renderer, exposure, home, xy, height, yaw, height + 0.15)  # told 0.15 m high
 
     def keyframe_at_home() -> Keyframes:
         keyframes = Keyframes()

@@ -85,10 +85,8 @@ def descend(
     xy, height, t = np.zeros(2), conf.top_m, 0.0
 
     def shot() -> tuple[np.ndarray, Telemetry]:
-        lat, lon, _ = here.to_geodetic(*xy)
-        pose = Pose(t, float(lat), float(lon), height, BodyAttitude(0.0, 0.0, math.radians(yaw)))
         told = height + bias + 0.08 * math.sin(2.0 * math.pi * t / 15.0 + phase)
-        return exposure(renderer.render(pose)), Telemetry(*renderer.camera_angles(pose.body), told)
+        return render(renderer, exposure, here, xy, height, yaw, told, t)
 
     image, telemetry = shot()
     keyframes.remember(image, xy, np.eye(2) * MAP_FIX_SIGMA_M**2, renderer.intrinsics, telemetry)
@@ -111,6 +109,23 @@ def descend(
             located.append((k, step.xy))
         frames.append(Frame(height, xy.copy(), prior, step, why))
     return frames
+
+
+def render(
+    renderer: MapRenderer,
+    exposure: ExposureModel,
+    here: LocalFrame,
+    xy,
+    height: float,
+    yaw: float,
+    told_height: float,
+    t: float = 0.0,
+) -> tuple[np.ndarray, Telemetry]:
+    """The frame at ``xy`` (east, north about ``here``), ``height`` up, heading ``yaw`` degrees, with
+    the told attitude and ``told_height``."""
+    lat, lon, _ = here.to_geodetic(*xy)
+    pose = Pose(t, float(lat), float(lon), height, BodyAttitude(0.0, 0.0, math.radians(yaw)))
+    return exposure(renderer.render(pose)), Telemetry(*renderer.camera_angles(pose.body), told_height)
 
 
 def _predict(located: list, k: int) -> np.ndarray:
