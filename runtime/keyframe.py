@@ -196,9 +196,9 @@ class Keyframes:
 def _warp(image: np.ndarray, canvas_to_image: np.ndarray, n: int) -> np.ndarray:
     """``image`` resampled to the canvas, averaged first where the canvas is coarser (many frame pixels
     to a canvas pixel: sampled alone, they alias and keep the read noise)."""
-    shrink = int(_pixels_per_canvas_pixel(canvas_to_image, n))
-    if shrink > 1:
-        size = (max(1, image.shape[1] // shrink), max(1, image.shape[0] // shrink))
+    shrink = _pixels_per_canvas_pixel(canvas_to_image, n)
+    if shrink > 1.2:
+        size = (max(1, round(image.shape[1] / shrink)), max(1, round(image.shape[0] / shrink)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         scale = np.diag([size[0] / image.shape[1], size[1] / image.shape[0], 1.0])
         image, canvas_to_image = small, scale @ canvas_to_image
