@@ -18,7 +18,8 @@ The default path, one module per step:
 
 A time budget (``budget_s``) bounds each frame's search: a search cut short answers "no fix" with
 the best window and why, and a global or known-area search goes on over the next frames, with
-new windows read on a thread of their own when ``background_windows`` (a paced run).
+new windows read on a thread of their own when ``background_windows`` (a paced run); a track's
+near search reads its few windows in the frame, within the budget.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class LocateConf:
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
     correlate: CorrelateConf = field(default_factory=CorrelateConf)  # verifier correlation or auto
     budget_s: float | None = None  # seconds a frame's search may take (None: no limit)
-    # windows not read yet are read on a thread of their own while the frames go on, and a frame
-    # checks only those already read (a paced run: a cold search never holds the camera up)
+    # a global or known-area search's windows not read yet are read on a thread of their own while
+    # the frames go on, and a frame checks only those already read (a paced run: a cold search never
+    # holds the camera up; a track's near search reads its few windows at once)
     background_windows: bool = False
     # ground-resolution matching against map windows
     match_gsd_m: float | None = None  # None: match_gsd_factor × the coarser of the frame's and map's GSD
@@ -94,6 +96,8 @@ class LocateConf:
     retry_gsd_factor: float = 2.0
     view_detail_factor: float = 0.0  # > 0: frame views keep detail only down to this × the map's GSD
     window_floor_m: float = 10.0  # least radius of a near search through windows
+    # a landing's last metres see a few map pixels, and a search there only burns time
+    min_map_px: float = 12.0  # map pixels a known camera's footprint spans (shorter side) to search the map
     ground_ransac_m: float = 3.0  # homography tolerance on ground views, metres (parallax of roofs, trees)
     window_min_inlier_ratio: float = 0.05  # a window's many distractors lower the share of inliers
     guided: bool = True  # attitude told, near a prediction: match each keypoint only where the prior puts it
@@ -223,8 +227,8 @@ class Locator:
         first, so that a search always moves on (a budget of 0 checks none); a search cut short
         answers "no fix" with the best window so far and why, and a global or known-area search
         goes on with the windows left on the next frame that asks for the same search. With
-        ``conf.background_windows`` windows not read yet are read on a thread of their own and left
-        for a later frame."""
+        ``conf.background_windows`` the windows of a global or known-area search not read yet are
+        read on a thread of their own and left for a later frame."""
         t0 = self.clock()
         deadline = t0 + self.conf.budget_s if self.conf.budget_s is not None else math.inf
         signature = region  # a track's prediction moves: only a global or known-area search goes on
@@ -232,6 +236,7 @@ class Locator:
             self._pending if self._pending is not None and self._pending.signature == signature else None
         )
         self._pending, self._frame_checks = None, 0
+        background = self.conf.background_windows and (region is None or exhaustive)
         if pending is not None:  # the windows a cut search left, in their order
             found = pending.found
         elif region is not None:  # the windows covering the region are the candidates
@@ -244,6 +249,13 @@ class Locator:
         fix.timing_ms = timing
         enough = self.conf.enough_inliers_near if region is not None else self.conf.enough_inliers
         intrinsics = self._intrinsics(image)
+        seen_px = self.views.map_pixels(image.shape, telemetry, intrinsics)
+        if seen_px is not None and seen_px < self.conf.min_map_px:
+            fix.reason = f"the frame spans {seen_px:.0f} map pixels, fewer than {self.conf.min_map_px:g}"
+            if self.keyframes is not None:
+                self._from_keyframe(fix, image, intrinsics, telemetry, region)
+            timing["verify_ms"] = (self.clock() - t1) * 1e3
+            return fix
         centres = [tuple(self.index.centers_xy[i]) for i in found.ids]
         if self.correlation is not None and self._correlate(
             fix, image, intrinsics, telemetry, region, centres
@@ -278,18 +290,18 @@ class Locator:
             job = FrameJob(views, consensus, keys, region, exhaustive, heading_known(telemetry))
             views_s += self.clock() - t
             check = self._prepared(job)
-            if self.conf.background_windows:
+            if background:
                 self.windows.prefetch(keys)
             best, rejections, left, cut = best_of(
                 len(keys),
                 check,
                 enough,
                 lambda i, keys=keys: self._out_of_time(deadline, keys[i]),
-                lambda i, keys=keys: not self.conf.background_windows or self.windows.cached(keys[i]),
+                lambda i, keys=keys: not background or self.windows.cached(keys[i]),
             )
             rejected += [(v, keys) for v in rejections]
             views_s += self._prepare_s
-            if best is not None and self.conf.background_windows:
+            if best is not None and background:
                 # a search that goes on over frames tries the window that verified first
                 verified = [keys[best.tile_id]] + [keys[i] for i in left]
                 self._pending = _Pending(signature, found, coarser, verified)
@@ -300,7 +312,7 @@ class Locator:
                 fix.reason = f"{spent}, {fix.windows_left} window(s) left"
             if best is not None or fix.windows_left:
                 break
-        if self.conf.background_windows:  # what the search no longer needs is not read
+        if background:  # what the search no longer needs is not read
             self.windows.cancel_reads(self._pending.keys if self._pending is not None else keys)
         t2 = self.clock()
         timing["verify_ms"] = (t2 - t1) * 1e3
@@ -325,7 +337,9 @@ class Locator:
             self.views.learn(fix.heading, best, image.shape)
         if fix.ok and "x" in fix.correlation:
             self._agree(fix)
-        if fix.ok and self.keyframes is not None:
+        if fix.ok and self.keyframes is not None and fix.method != "votes":
+            # keyframe steps are searched about the track's prediction, which they then confirm: only
+            # a fix two estimates agree on anchors them (votes alone are a fix, never a keyframe)
             self.keyframes.remember(image, (fix.x, fix.y), fix.cov, intrinsics, telemetry)
         timing["pose_ms"] = (self.clock() - t2) * 1e3
         return fix

@@ -30,6 +30,7 @@ from geolink_edge.runtime.retrieval import near_region, open_index
 from geolink_edge.runtime.sinks import ConsoleSink, JsonlSink, Summary, clean
 from geolink_edge.runtime.sources import Capture, Frame, GnssFix, Reader, SimReader, Telemetry, open_reader
 
+PACED_BUDGET_S = 0.8  # a paced frame's search: with the embedding, under a second
 POLL_S = 0.25  # how often the loop looks at the stop flag and the camera while no frame comes
 
 
@@ -53,6 +54,16 @@ class RunConf:
     # after a track is lost, every candidate where it could now be is verified while that area's
     # radius is within this (a global search of a weak descriptor mostly finds look-alikes); 0: off
     reacquire_max_m: float = 200.0
+
+
+def paced(conf: RunConf, frame_budget: float | None = None) -> RunConf:
+    """``conf`` with the frame budget given, else the config's, else ``PACED_BUDGET_S`` when paced; a
+    paced run reads new map windows beside the frames."""
+    budget = frame_budget if frame_budget is not None else conf.locate.budget_s
+    if budget is None and conf.realtime:
+        budget = PACED_BUDGET_S
+    background = conf.locate.background_windows or conf.realtime
+    return replace(conf, locate=replace(conf.locate, budget_s=budget, background_windows=background))
 
 
 def resolve_intrinsics(path: str | Path | None, reader) -> Intrinsics | None:

@@ -233,8 +233,9 @@ def place(
             # the point below the camera through the verified homography: exact on sloping ground,
             # where level-ground PnP tilts the camera to fit the slope and slides sideways
             # (PnP's residuals say nothing of this point's error: the told attitude's sigmas do)
-            method, xy = below
-            sigma = conf.sigma_votes_m if method == "votes" else conf.sigma_floor_m
+            method, xy, disagreement = below
+            # votes the homography's point disagrees with are no surer than that disagreement
+            sigma = max(conf.sigma_votes_m, disagreement) if method == "votes" else conf.sigma_floor_m
             alt = None if pose is None else float(pose.centre[2])
             heading = heading_from_rotation(told)
             return Placement(method, xy, np.eye(2) * sigma**2, heading, alt, attitude=solved, note=note)
@@ -256,19 +257,21 @@ def _below_camera(
     intrinsics: Intrinsics | None,
     telemetry: Telemetry | None,
     vote_m: float,
-) -> tuple[str, np.ndarray] | None:
-    """("nadir", xy): the pixel straight below the camera mapped through the homography; or
-    ("votes", xy): the position votes' median, when there is no such homography or the two
-    disagree (the votes are robust, the homography is the more precise when it holds)."""
+) -> tuple[str, np.ndarray, float] | None:
+    """("nadir", xy, 0): the pixel straight below the camera mapped through the homography; or
+    ("votes", xy, d): the position votes' median, when there is no such homography (d = 0) or the
+    two are ``d`` > ``vote_m`` metres apart (the votes are robust, the homography is the more
+    precise when it holds)."""
     nadir = nadir_pixel(intrinsics, telemetry) if intrinsics is not None else None
     xy = None
     if nadir is not None and match.homography is not None:
         xy = to_ground(affine, cv2.perspectiveTransform(nadir.reshape(1, 1, 2), match.homography))[0]
     if match.position is None:
-        return None if xy is None else ("nadir", xy)
-    if xy is not None and np.hypot(*(xy - match.position)) <= vote_m:
-        return "nadir", xy
-    return "votes", np.asarray(match.position, dtype=np.float64)
+        return None if xy is None else ("nadir", xy, 0.0)
+    gap = 0.0 if xy is None else float(np.hypot(*(xy - match.position)))
+    if xy is not None and gap <= vote_m:
+        return "nadir", xy, 0.0
+    return "votes", np.asarray(match.position, dtype=np.float64), gap
 
 
 def _from_homography(

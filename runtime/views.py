@@ -75,8 +75,7 @@ class FrameViews:
     ) -> tuple[Consensus, list[GroundView]]:
         """The consensus this frame allows and its ground views (one per GSD guess)."""
         if intrinsics is not None and attitude_known(telemetry):
-            slant = telemetry.altitude / max(math.sin(math.radians(telemetry.pitch)), 0.1)
-            gsd = self.match_gsd(slant / intrinsics.fx, coarser)
+            gsd = self.match_gsd(frame_gsd(telemetry, intrinsics), coarser)
             view = nadir_view(
                 image,
                 intrinsics,
@@ -97,6 +96,14 @@ class FrameViews:
         gsd = self.match_gsd(guesses[0], coarser)  # one resolution for every guess: the windows are shared
         return Consensus.HOMOGRAPHY, [scaled_view(image, g, gsd, heading, self._detail()) for g in guesses]
 
+    def map_pixels(
+        self, shape: tuple[int, ...], telemetry: Telemetry | None, intrinsics: Intrinsics | None
+    ) -> float | None:
+        """Map pixels across the shorter side of a known camera's ground footprint (None: unknown)."""
+        if intrinsics is None or not attitude_known(telemetry):
+            return None
+        return min(shape[:2]) * frame_gsd(telemetry, intrinsics) / self.map_gsd_m
+
     def learn(self, heading: float, match: Verification, shape: tuple[int, ...]) -> None:
         """Keep the frame's GSD and heading a fix measured, for the next frame's ground view."""
         height, width = shape[:2]
@@ -109,3 +116,9 @@ class FrameViews:
         if np.isfinite(gsd) and gsd > 0:
             self.frame_gsd = gsd
         self.heading = heading
+
+
+def frame_gsd(telemetry: Telemetry, intrinsics: Intrinsics) -> float:
+    """Metres per frame pixel along the optical axis's slant range, from the told height and pitch."""
+    slant = telemetry.altitude / max(math.sin(math.radians(telemetry.pitch)), 0.1)
+    return slant / intrinsics.fx

@@ -218,6 +218,44 @@ def test_a_spent_budget_answers_no_fix_and_why(season):
     assert fix.reason == f"time budget of 0 s spent, {fix.windows_left} window(s) left"
 
 
+def test_a_frame_too_low_for_the_map_searches_nothing_and_says_why(season):
+    """A known camera whose footprint spans fewer than ``min_map_px`` map pixels: no window is read
+    or verified, however wide the area (a landing's last metres), and the reason gives the count."""
+    from dataclasses import replace
+
+    flight, index = season
+    locator, area = _locator(flight, index, LocateConf(keyframe_fallback=False))
+    raw = open_reader(f"sim://{flight}").read()
+    gsd = raw.telemetry.altitude / locator.intrinsics.fx  # a nadir frame's
+    map_px = min(raw.image.shape[:2]) * gsd / locator.index.map_gsd_m
+    low = replace(raw.telemetry, altitude=raw.telemetry.altitude * 11.0 / map_px)  # 11 map pixels across
+    fix = locator.locate(raw.image, np.zeros(1), area, low, exhaustive=True)
+    assert not fix.ok and fix.verified == 0 and fix.windows_left == 0
+    assert fix.reason == "the frame spans 11 map pixels, fewer than 12"
+    assert locator.windows.extract_s == 0.0  # no window was read
+    high = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert high.verified > 0 and locator.windows.extract_s > 0.0  # at its own height it is searched
+
+
+def test_only_a_fix_two_estimates_agree_on_becomes_the_keyframe(season, monkeypatch):
+    """A map fix placed by the homography's point below the camera is kept as the keyframe; the same
+    frame placed by the votes alone (the homography disagreeing, or none) is a fix but no keyframe."""
+    from dataclasses import replace
+
+    import geolink_edge.runtime.locate as locate
+
+    flight, index = season
+    locator, area = _locator(flight, index, LocateConf())
+    raw = open_reader(f"sim://{flight}").read()
+    fix = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert fix.ok and fix.method == "nadir" and locator.keyframes.candidate is not None
+    locator.keyframes.confirm(False)
+    place = locate.place
+    monkeypatch.setattr(locate, "place", lambda *args: replace(place(*args), method="votes"))
+    fix = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert fix.ok and fix.method == "votes" and locator.keyframes.candidate is None
+
+
 def test_a_search_cut_by_the_budget_goes_on_with_the_next_frames(season):
     """Each grey frame (nothing verifies) has time for one window; the search walks the area's
     windows across frames, each once, then starts over; a search elsewhere starts afresh."""
@@ -263,3 +301,16 @@ def test_new_windows_are_read_beside_the_frames(season):
         assert later.verified + later.windows_left == first.windows_left - (checked - later.verified)
         time.sleep(0.2)
     assert checked == first.windows_left  # every window once, none twice
+
+
+def test_a_tracks_near_search_reads_its_windows_in_the_frame(season):
+    """Background reading is for cold searches: a track's near search, its windows never read before,
+    checks them in the frame (within the budget) and fixes it."""
+    flight, index = season
+    conf = LocateConf(budget_s=30.0, background_windows=True)
+    locator, _ = _locator(flight, index, conf)
+    raw = open_reader(f"sim://{flight}").read()
+    here = locator.index.frame.to_enu(raw.truth.lat, raw.truth.lon)
+    fix = locator.locate(raw.image, np.zeros(1), (here[0], here[1], 15.0), raw.telemetry)
+    assert fix.search == "near" and fix.verified > 0 and fix.windows_left == 0
+    assert fix.ok, fix.reason

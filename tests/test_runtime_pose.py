@@ -101,3 +101,22 @@ def test_without_intrinsics_the_answer_says_it_is_the_image_centre(ortho, verifi
         * math.tan(math.radians(30))
     )
     assert np.linalg.norm(placed.xy - (centre[:2] + look)) < 2.0  # where the optical axis meets the ground
+
+
+@pytest.mark.parametrize("offset_m", [6.0, 12.0])  # beyond vote_m (4 m)
+def test_votes_the_homography_disagrees_with_are_no_surer_than_the_disagreement(ortho, verifier, offset_m):
+    """The votes' median moved ``offset_m`` from the point the homography puts below the camera: the
+    votes answer, with a σ of the larger of ``sigma_votes_m`` and that gap; agreeing votes give the
+    homography's point at the floor σ."""
+    frame, centre = _frame(ortho, 0.0, 0.0, 100.0)
+    match = _match(verifier, ortho, frame)
+    told = Telemetry(0.0, 90.0, 0.0, 100.0)
+    match.position = centre[:2] + [0.0, 0.5]  # within vote_m of the homography's point
+    agreeing = place(match, AFFINE, (640, 480), CAMERA, told, CONF)
+    assert agreeing.method == "nadir" and np.sqrt(agreeing.cov[0, 0]) == pytest.approx(CONF.sigma_floor_m)
+    match.position = centre[:2] + [offset_m, 0.0]
+    placed = place(match, AFFINE, (640, 480), CAMERA, told, CONF)
+    gap = np.linalg.norm(placed.xy - agreeing.xy)
+    assert placed.method == "votes" and gap == pytest.approx(offset_m, abs=0.5)
+    sigma = np.sqrt(placed.cov[0, 0])
+    assert sigma == pytest.approx(max(CONF.sigma_votes_m, gap), abs=0.01)

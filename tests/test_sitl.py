@@ -134,25 +134,22 @@ def assert_autopilot_used_us(out: dict, flight: dict, bad_texts: tuple[str, ...]
     assert not [t for t in texts if any(bad in t for bad in bad_texts)], texts
 
 
-def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses(flight_world, tmp_path):
-    flight = fly(flight_world, tmp_path, seconds=26, **GPS)
-    out = figures(flight, "is using GPS")
-    assert_autopilot_used_us(out, flight, ("Bad fix", "Glitch", "glitching", "position lost"))
-    # the runtime read ArduPilot's parameters at start and found them right for GPS_INPUT
-    assert "geolink: ardupilot-gps settings OK" in [text for _, text in flight["seen"].texts()]
-    # the fix never dropped once it was there
-    fixes = [m.fix_type for _, m in flight["seen"].of("GPS_RAW_INT", flight["first_sent"] + FIRST_FIX_S)]
-    assert fixes and min(fixes) >= 3
-
-
-def test_sitl_gps_input_through_a_5s_camera_outage(flight_world, tmp_path):
-    """The camera goes away for 5 s after ArduPilot's EKF has taken our position."""
+def test_sitl_gps_input_gives_arducopter_a_3d_fix_its_ekf_uses_and_a_5s_camera_outage(flight_world, tmp_path):
+    """ArduPilot takes our GPS_INPUT as a 3D fix and its EKF uses it; then the camera goes away for
+    5 s."""
     flight = fly(flight_world, tmp_path, seconds=38, hole=(24.0, 29.0), **GPS)
     out = figures(flight, "is using GPS")
     assert_autopilot_used_us(out, flight, ("Glitch", "glitching"))
     seen, records, truth = flight["seen"], flight["records"], flight["truth"]
     events = {r["event"]: r for r in records if "event" in r}
     lost, back = events["camera_lost"]["t"], events["camera_regained"]["t"]
+    # the runtime read ArduPilot's parameters at start and found them right for GPS_INPUT
+    assert "geolink: ardupilot-gps settings OK" in [text for _, text in seen.texts()]
+    # until the outage the fix never dropped once it was there, and nothing was refused
+    fixes = [m.fix_type for t, m in seen.of("GPS_RAW_INT", flight["first_sent"] + FIRST_FIX_S) if t < lost]
+    assert fixes and min(fixes) >= 3
+    before = [text for t, text in seen.texts(flight["t_start"]) if t < lost]
+    assert not [t for t in before if any(bad in t for bad in ("Bad fix", "position lost"))], before
     assert 4.0 <= events["camera_regained"]["gap_s"] <= 7.0
     assert flight["first_sent"] + out["ekf_uses_s"] < lost  # the EKF was using us when the camera went
     texts = [text for _, text in seen.texts(flight["t_start"])]

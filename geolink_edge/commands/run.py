@@ -56,9 +56,6 @@ def autopilot_link(url: str | None, target: str | None, mount: str | None, **sin
     return {"url": url, **given(target=target, mount=camera_mount, **sink)}
 
 
-PACED_BUDGET_S = 0.8  # a paced frame's search: with the embedding, under a second
-
-
 def run(
     camera: str = typer.Option(
         ..., "--camera", help="/dev/videoN, v4l2://, csi://N, rtsp://, a video, a folder, sim://FLIGHT"
@@ -149,7 +146,7 @@ def run(
         None,
         "--frame-budget",
         help="seconds a frame's search may take; a longer search goes on over the next frames "
-        f"(default: the config's locate.budget_s, else {PACED_BUDGET_S:g} s when paced, no limit with "
+        "(default: the config's locate.budget_s, else the paced run's, under a second; no limit with "
         "--every-frame)",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no live console line"),
@@ -177,7 +174,7 @@ def run(
         fps=fps,
         camera_lost_s=camera_lost,
     )
-    conf = paced(with_verifier(conf, verifier), frame_budget)
+    conf = loop.paced(with_verifier(conf, verifier), frame_budget)
     link = autopilot_link(
         mavlink,
         mavlink_target,
@@ -193,18 +190,6 @@ def run(
     )
     summary = loop.main(conf, camera, model, index, intrinsics, link, log, console=not quiet)
     typer.echo(json.dumps({"summary": summary}))
-
-
-def paced(conf, frame_budget: float | None):
-    """``conf`` with the frame budget given, else the config's, else ``PACED_BUDGET_S`` when paced; a
-    paced run reads new map windows beside the frames."""
-    from dataclasses import replace
-
-    budget = frame_budget if frame_budget is not None else conf.locate.budget_s
-    if budget is None and conf.realtime:
-        budget = PACED_BUDGET_S
-    background = conf.locate.background_windows or conf.realtime
-    return replace(conf, locate=replace(conf.locate, budget_s=budget, background_windows=background))
 
 
 def register(app: typer.Typer) -> None:

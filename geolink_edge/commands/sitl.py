@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -90,6 +92,12 @@ def sitl(
 
     report = fly(conf, scene, folder, model, index, out, map_)
     typer.echo(json.dumps({"out": str(out), "ok": report["ok"]}))
+    if report["runtime_stuck"]:
+        # its thread is still inside native code, where the interpreter's shutdown would abort the
+        # process: everything is written, so leave without that shutdown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     if not report["ok"]:
         raise typer.Exit(1)
 

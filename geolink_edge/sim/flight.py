@@ -54,7 +54,7 @@ ARM_TIMEOUT_S = 60.0  # arming takes a few seconds once the EKF (fast-forwarded 
 POSITION_READY_S = 5.0  # our position flowing this long before the cut
 READY_TIMEOUT_S = 90.0
 LAND_MARGIN_S = 180.0
-STOP_RUNTIME_S = 120.0  # the loop ends after the frame in hand (a global search can take many seconds)
+STOP_RUNTIME_S = 30.0  # the loop ends after the frame in hand, whose search the frame budget bounds
 
 
 def runtime_target(name: str) -> str:
@@ -113,6 +113,7 @@ class FlightResult:
     runtime_summary: dict = field(default_factory=dict)
     render_ms: list[float] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    runtime_stuck: bool = False  # the runtime's thread had not ended STOP_RUNTIME_S after the flight
 
 
 def write_parm(path: Path, params: dict[str, float]) -> Path:
@@ -172,7 +173,8 @@ class Flight:
             link["gps_id"] = GPS_ID
         try:
             self.result.runtime_summary = loop.main(
-                loop.RunConf(), self.camera, self.model, self.index, self.intrinsics_path, link, self.log,
+                loop.paced(loop.RunConf()), self.camera, self.model, self.index, self.intrinsics_path, link,
+                self.log,
                 console=False, stop=stop,
             )  # fmt: skip
         except Exception as exc:  # reported, and the flight goes on to show what the autopilot does
@@ -195,10 +197,14 @@ class Flight:
         finally:
             stop.request("flight over")
             runtime.join(timeout=STOP_RUNTIME_S)
+            self.result.runtime_stuck = runtime.is_alive()
             self.sitl.stop()
             self.result.render_ms = list(self.camera.render_ms)
         if self._runtime_error:
             self.result.failure = self.result.failure or f"runtime: {self._runtime_error}"
+        if self.result.runtime_stuck:
+            stuck = f"the runtime did not stop within {STOP_RUNTIME_S:g} s"
+            self.result.failure = self.result.failure or stuck
         return self.result
 
     def _scenario(self) -> None:

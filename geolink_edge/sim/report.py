@@ -134,6 +134,8 @@ def figures(seen, result, fixes: list[dict], truth: Truth) -> dict:
         "gnss_off_flying_s": float(down - cut),
         "landing_from_home_m": float(haversine_m(home_lat, home_lon, end_lat, end_lon)),
         "ekf_abs_share": float(np.mean([bool(f & EKF_POS_HORIZ_ABS) for f in flags])) if flags else 0.0,
+        "ekf_abs_gaps": absolute_gaps(seen, cut + FLAG_SETTLE_S, down, cut),
+        "last_estimate_to_touchdown_s": float(down - max(f["t"] for f in after)) if after else None,
         "bad_texts": [t for t in texts if any(bad in t.lower() for bad in BAD_TEXTS)],
         "autopilot_error_m": stats(errors),
         "fixes_after_cut": len(after),
@@ -143,6 +145,23 @@ def figures(seen, result, fixes: list[dict], truth: Truth) -> dict:
         "realtime_ratio": realtime_ratio(seen, cut, down),
     }
     return out
+
+
+def absolute_gaps(seen, start: float, end: float, cut: float) -> list[dict]:
+    """Spans between ``start`` and ``end`` without the EKF's absolute position: when (seconds after
+    the cut), how long, and the height the autopilot gave then."""
+    heights = seen.of("GLOBAL_POSITION_INT", start)
+    gaps, since = [], None
+    for t, m in [(t, m) for t, m in seen.of("EKF_STATUS_REPORT", start) if t <= end] + [(end, None)]:
+        lost = m is not None and not m.flags & EKF_POS_HORIZ_ABS
+        if lost and since is None:
+            since = t
+        elif not lost and since is not None:
+            before = [h for th, h in heights if th <= since]
+            height = before[-1].relative_alt / 1e3 if before else None
+            gaps.append({"after_cut_s": since - cut, "s": t - since, "height_m": height})
+            since = None
+    return gaps
 
 
 def realtime_ratio(seen, start: float, end: float) -> float | None:

@@ -21,7 +21,7 @@ def fly(conf: FlightConf, scene, sitl_folder: Path, model, index, out: Path, ort
     rows = report.per_second(seen, truth)
     figures = report.figures(seen, result, fixes, truth)
     goals = report.goals(figures, result)
-    ok = result.mission_completed and result.landed
+    ok = result.mission_completed and result.landed and not result.runtime_stuck
     render = report.stats(result.render_ms)
     document = {
         "ok": ok,
@@ -36,6 +36,7 @@ def fly(conf: FlightConf, scene, sitl_folder: Path, model, index, out: Path, ort
         "mission_completed": result.mission_completed,
         "landed": result.landed,
         "failure": result.failure,
+        "runtime_stuck": result.runtime_stuck,
         "figures": figures,
         "goals": goals,
         "render_ms": render,
@@ -51,6 +52,10 @@ def fly(conf: FlightConf, scene, sitl_folder: Path, model, index, out: Path, ort
             report.draw_path(ortho, truth, fixes, rows, result.gnss_cut_unix, tmp)
     print_table(document)
     return document
+
+
+def number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def print_table(document: dict) -> None:
@@ -76,6 +81,11 @@ def print_table(document: dict) -> None:
             ("GNSS off, flying (s)", f"{f['gnss_off_flying_s']:.0f}"),
             ("landing from home (m)", f"{f['landing_from_home_m']:.2f}"),
             ("EKF flag 16 share, cut+10 s to touchdown", f"{100 * f['ekf_abs_share']:.1f} %"),
+            (
+                "EKF position gaps (s after cut: length)",
+                ", ".join(f"{g['after_cut_s']:.0f}: {g['s']:.1f} s" for g in f["ekf_abs_gaps"]) or "none",
+            ),
+            ("last estimate before touchdown (s)", number(f["last_estimate_to_touchdown_s"], "{:.1f}")),
             ("glitch/failsafe/variance texts", str(len(f["bad_texts"]))),
             ("autopilot error vs SIMSTATE (m)", stat(f["autopilot_error_m"])),
             ("reported accuracy (m)", stat(f["reported_accuracy_m"])),
@@ -84,10 +94,7 @@ def print_table(document: dict) -> None:
                 "errors within 2x reported",
                 "-" if f["within_2x_reported"] is None else f"{100 * f['within_2x_reported']:.1f} %",
             ),
-            (
-                "SITL speed (sim s / wall s)",
-                "-" if f["realtime_ratio"] is None else f"{f['realtime_ratio']:.3f}",
-            ),
+            ("SITL speed (sim s / wall s)", number(f["realtime_ratio"], "{:.3f}")),
         ]
     rows.append(("render per frame (ms)", stat(document["render_ms"], "{:.1f}")))
     for name, value in rows:
