@@ -72,6 +72,7 @@ class LocateConf:
     sigma_floor_m: float = 1.5  # georeferencing and terrain error not seen by the residuals
     sigma_homography_m: float = 5.0  # fallback without PnP, attitude known
     sigma_votes_m: float = 2.5  # the position votes' median (parallax of roofs and trees spreads them)
+    min_votes_alone: int = 16  # agreeing votes needed when neither the homography nor PnP confirms them
     sigma_nadir_m: float = 12.0  # fallback without PnP or attitude (a nadir guess)
     verify: VerifyConf = field(default_factory=VerifyConf)
     verifier: VerifierMode = VerifierMode.FEATURES  # how a candidate window is checked
@@ -333,6 +334,9 @@ class Locator:
         fix.window = [*key.centre(self.conf.window_factor), key.half_size(self.conf.window_factor), key.gsd_m]
         fix.consensus = Consensus.VOTES.value if best.position is not None else Consensus.HOMOGRAPHY.value
         self._place(fix, best, image.shape, intrinsics, telemetry)
+        if not fix.ok and self.keyframes is not None:
+            self._from_keyframe(fix, image, intrinsics, telemetry, region)
+            return fix
         if fix.ok and consensus != Consensus.VOTES and best.homography is not None:
             self.views.learn(fix.heading, best, image.shape)
         if fix.ok and "x" in fix.correlation:
@@ -470,6 +474,12 @@ class Locator:
         size = (shape[1], shape[0])
         placed = place(match, match.pixel_to_xy, size, intrinsics, telemetry, self.conf.pose())
         fix.note = placed.note
+        if placed.method == "votes" and placed.alt is None and match.inliers < self.conf.min_votes_alone:
+            fix.reason = (
+                f"{match.inliers} agreeing votes that neither the homography nor PnP confirms "
+                f"({self.conf.min_votes_alone} needed)"
+            )
+            return
         values = [*placed.xy, *placed.cov.ravel(), placed.heading] + (
             [placed.alt] if placed.alt is not None else []
         )

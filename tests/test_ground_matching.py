@@ -256,6 +256,28 @@ def test_only_a_fix_two_estimates_agree_on_becomes_the_keyframe(season, monkeypa
     assert fix.ok and fix.method == "votes" and locator.keyframes.candidate is None
 
 
+def test_votes_nothing_else_confirms_need_min_votes_alone(season, monkeypatch):
+    """A placement by the votes alone (no homography agreeing, PnP failed) is a fix only with
+    ``min_votes_alone`` agreeing votes; otherwise no fix, and why."""
+    from dataclasses import replace
+
+    import geolink_edge.runtime.locate as locate
+
+    flight, index = season
+    place = locate.place
+    monkeypatch.setattr(locate, "place", lambda *args: replace(place(*args), method="votes", alt=None))
+    raw = open_reader(f"sim://{flight}").read()
+    fixes = {}
+    for need in (8, 10_000):
+        locator, area = _locator(flight, index, LocateConf(min_votes_alone=need, keyframe_fallback=False))
+        fixes[need] = locator.locate(raw.image, np.zeros(1), area, raw.telemetry, exhaustive=True)
+    assert fixes[8].ok and fixes[8].method == "votes" and fixes[8].inliers >= 8
+    weak = fixes[10_000]
+    assert not weak.ok and weak.inliers == fixes[8].inliers
+    why = f"{weak.inliers} agreeing votes that neither the homography nor PnP confirms (10000 needed)"
+    assert weak.reason == why
+
+
 def test_a_search_cut_by_the_budget_goes_on_with_the_next_frames(season):
     """Each grey frame (nothing verifies) has time for one window; the search walks the area's
     windows across frames, each once, then starts over; a search elsewhere starts afresh."""
