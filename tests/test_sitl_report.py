@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
@@ -30,3 +31,22 @@ def test_gaps_in_the_absolute_position_say_when_how_long_and_how_high():
     assert [g["s"] for g in gaps] == [2.0, 21.0 - 19.5]
     assert gaps[0]["height_m"] == pytest.approx(18.0) and gaps[1]["height_m"] == pytest.approx(11.0)
     assert absolute_gaps(seen, start=14.0, end=18.9, cut=2.0) == []
+
+
+def test_touchdown_is_the_first_contact_not_the_land_detectors_word():
+    """The vehicle sits on the ground (true height 0.1 m) from t = 20 s; ArduPilot's land detector says
+    so at t = 29 s: the touchdown is at 20 s. Without a contact in the truth, the autopilot's word."""
+    from types import SimpleNamespace
+
+    from geolink_edge.sim.report import touchdown
+
+    seen = Seen()
+    for t in (25.0, 29.0, 30.0):
+        state = 1 if t >= 29.0 else 2  # MAV_LANDED_STATE_ON_GROUND, IN_AIR
+        seen.messages.append((t, mavlink.MAVLink_extended_sys_state_message(0, state)))
+    t = np.arange(0.0, 31.0)
+    height = np.clip(40.0 - 2.0 * t, 0.1, None)  # reaches 0.1 m at t = 20 s (the cut was at 0)
+    truth = SimpleNamespace(t=t, alt=500.0 + height)
+    assert touchdown(seen, 1.0, truth, ground_msl=500.0) == 20.0
+    hovering = SimpleNamespace(t=t, alt=np.full_like(t, 510.0))
+    assert touchdown(seen, 1.0, hovering, ground_msl=500.0) == 29.0

@@ -18,6 +18,7 @@ from geolink_edge.sim.sitl import EKF_POS_HORIZ_ABS
 
 BAD_TEXTS = ("glitch", "failsafe", "variance")  # EKF trouble as ArduPilot words it
 FLAG_SETTLE_S = 10.0  # the EKF's absolute position is judged from this long after the cut
+TOUCHDOWN_M = 0.25  # true height above home that is on the ground (a quad at rest sits ~0.1 m up)
 
 
 class Truth:
@@ -103,14 +104,17 @@ def stats(values) -> dict | None:
     }
 
 
-def touchdown(seen, after: float) -> float | None:
-    """First time after ``after`` the autopilot said it was on the ground."""
+def touchdown(seen, after: float, truth: Truth, ground_msl: float) -> float | None:
+    """When the vehicle first touched the ground after ``after``: its true height above home below
+    ``TOUCHDOWN_M`` (SIM_STATE), or the autopilot saying it is on the ground if that comes first
+    (its land detector lags the contact by up to ~10 s, during which no position is due)."""
     from geolink_edge.sim.sitl import MAV_LANDED_STATE_ON_GROUND
 
-    times = [
-        t for t, m in seen.of("EXTENDED_SYS_STATE", after) if m.landed_state == MAV_LANDED_STATE_ON_GROUND
-    ]
-    return times[0] if times else None
+    states = seen.of("EXTENDED_SYS_STATE", after)
+    said = [t for t, m in states if m.landed_state == MAV_LANDED_STATE_ON_GROUND]
+    low = (truth.t >= after) & (truth.alt - ground_msl < TOUCHDOWN_M)
+    times = said[:1] + ([float(truth.t[low][0])] if low.any() else [])
+    return min(times) if times else None
 
 
 def figures(seen, result, fixes: list[dict], truth: Truth) -> dict:
@@ -118,8 +122,8 @@ def figures(seen, result, fixes: list[dict], truth: Truth) -> dict:
     cut = result.gnss_cut_unix
     if cut is None or not len(truth.t):
         return {"gnss_cut": False}
-    down = touchdown(seen, cut) or truth.t[-1]
-    home_lat, home_lon, _ = result.home
+    home_lat, home_lon, ground_msl = result.home
+    down = touchdown(seen, cut, truth, ground_msl) or truth.t[-1]
     flags = [m.flags for t, m in seen.of("EKF_STATUS_REPORT", cut + FLAG_SETTLE_S) if t <= down]
     positions = [(t, m) for t, m in seen.of("GLOBAL_POSITION_INT", cut) if t <= down]
     errors = truth.error_m(
