@@ -28,14 +28,10 @@ BAD_TEXTS = ("glitch", "failsafe", "variance")
 @pytest.fixture(scope="module")
 def mission_world(tmp_path_factory, tiny_onnx):
     """(orthophoto, index, model): a 307 m synthetic suburb at 0.15 m/px and its tile index."""
-    from geolink_edge.data.synthetic import writer
+    from geolink_edge.sim.landing import suburb_map
 
     root = tmp_path_factory.mktemp("mission_world")
-    conf = writer.SynthConfig(
-        locations=2, views=1, size=64, area_px=2048, gsd=0.15, workers=1, styles=["farmland", "suburb"]
-    )
-    writer.render_area(conf, writer.AreaPlan(1, "mission-suburb", "suburb", "test"), root)
-    ortho = root / "areas" / "mission-suburb" / "ortho.tif"
+    ortho = suburb_map(root)
     return ortho, build_index(ortho, tiny_onnx, root / "index"), tiny_onnx
 
 
